@@ -1,0 +1,30 @@
+/* cli: the one option parser. Every subcommand describes its options in a table of cli_opt;
+ * cli_parse fills the destinations, prints --help, and cli_params_json turns the options
+ * that change a stage's result into the canonical JSON that the stage runner fingerprints. */
+#ifndef TOKENREC_CLI_H
+#define TOKENREC_CLI_H
+#include <stdio.h>
+
+typedef enum { CLI_INT, CLI_FLOAT, CLI_STR, CLI_FLAG, CLI_END } cli_type;
+
+typedef struct {
+    const char *name;   /* long name without "--"; NULL ends the table */
+    cli_type    type;
+    void       *dest;   /* int* (INT, FLAG), double* (FLOAT), const char ** (STR) */
+    const char *help;   /* one line; the current value of dest is shown as the default */
+    int         param;  /* 1: affects the result, so it goes into the params JSON */
+} cli_opt;
+
+#define CLI_OPT_END { NULL, CLI_END, NULL, NULL, 0 }
+
+/* Parse argv[1..argc-1] against opts (argv[0] is the subcommand name).
+ * Accepts --name value, --name=value, and --name for flags; -h and --help print help.
+ * Returns 0 on success, 1 if help was printed, -1 on error (message in tr_errmsg()). */
+int  cli_parse(int argc, char **argv, const cli_opt *opts, const char *usage,
+               const char *summary);
+void cli_help(FILE *f, const char *usage, const char *summary, const cli_opt *opts);
+
+/* Canonical JSON object of the options with param = 1, in table order. Caller frees. */
+char *cli_params_json(const cli_opt *opts);
+
+#endif
