@@ -32,13 +32,15 @@ CREATE TABLE items (
 
 -- Each user's chronological sequence. split: 0 = train, 1 = valid (second to last),
 -- 2 = test (last). ts: unix seconds where the source has timestamps, else NULL.
+-- No foreign key here: the check would cost a lookup per row of a million-row ingest;
+-- ingest deletes a dataset's interactions itself, in the same transaction.
 CREATE TABLE interactions (
-    dataset_id  INTEGER NOT NULL REFERENCES datasets(id) ON DELETE CASCADE,
+    dataset_id  INTEGER NOT NULL,
     uid         INTEGER NOT NULL,
     pos         INTEGER NOT NULL,
     iid         INTEGER NOT NULL,
     ts          INTEGER,
-    split       INTEGER NOT NULL CHECK (split IN (0, 1, 2)),
+    split       INTEGER NOT NULL CHECK (split BETWEEN 0 AND 2),
     PRIMARY KEY (dataset_id, uid, pos)
 ) WITHOUT ROWID;
 

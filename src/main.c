@@ -1,4 +1,51 @@
-/* main.c: tokenrec's entry point: argv[1] picks the subcommand. */
+/* main.c: tokenrec's entry point. argv[1] picks the subcommand; errors are printed here. */
+#include "info.h"
+#include "ingest.h"
+#include "stage.h"
+#include "util.h"
+#include "../ui/ui.h"
 #include <stdio.h>
 #include <string.h>
-int main(int argc, char **argv) { (void)argc; (void)argv; return 0; }
+
+typedef struct {
+    const char *name;
+    int (*fn)(int argc, char **argv);
+    const char *help;
+} command;
+
+static const command commands[] = {
+    {"ingest", cmd_ingest, "read a dataset, k-core filter, leave-one-out split"},
+    {"info", cmd_info, "dataset statistics and the state of every stage"},
+    {"ui", ui_main, "the ncurses dashboard"},
+};
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: tokenrec COMMAND [options]   (tokenrec COMMAND --help for its options)\n\n"
+               "TokenRec (Qu et al. 2024) in C: LLM-based generative recommendation on a CPU.\n\n"
+               "commands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
+        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].help);
+    fprintf(f, "\nThe database is tokenrec.db unless --db FILE is given.\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) { usage(stderr); return 2; }
+    if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "--version")) { printf("tokenrec 0.1.0\n"); return 0; }
+    for (size_t i = 0; i < sizeof commands / sizeof *commands; i++) {
+        if (strcmp(argv[1], commands[i].name)) continue;
+        stage_install_signals();
+        int rc = commands[i].fn(argc - 1, argv + 1);
+        if (rc < 0) {
+            fprintf(stderr, "tokenrec %s: error: %s\n", argv[1], tr_errmsg());
+            return 1;
+        }
+        return rc;
+    }
+    fprintf(stderr, "tokenrec: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

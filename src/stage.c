@@ -1,0 +1,352 @@
+/* stage.c: runs, resumption, staleness, progress, checkpoints and Ctrl-C. */
+#include "stage.h"
+#include "db.h"
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+const char *const stage_names[STAGE_COUNT] = {"ingest", "cf", "tokenize", "finetune", "evaluate"};
+
+int stage_index(const char *name) {
+    for (int i = 0; i < STAGE_COUNT; i++)
+        if (!strcmp(stage_names[i], name)) return i;
+    return -1;
+}
+
+static volatile sig_atomic_t stop_flag;
+
+static void on_signal(int sig) {
+    (void)sig;
+    if (stop_flag) _exit(130);          /* a second Ctrl-C stops at once */
+    stop_flag = 1;
+}
+
+/* SIGINT and SIGTERM ask for a stop at the next checkpoint, never in the middle of one. */
+void stage_install_signals(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
+
+int stage_should_stop(void) { return stop_flag != 0; }
+void stage_request_stop(void) { stop_flag = 1; }
+
+int stage_pid_alive(int64_t pid) {
+    if (pid <= 0) return 0;
+    return kill((pid_t)pid, 0) == 0 || errno == EPERM;
+}
+
+int64_t stage_current_run(sqlite3 *db, const char *dataset, const char *stage) {
+    return db_query_i64(db, 0,
+        "SELECT id FROM stage_runs WHERE dataset=%Q AND stage=%Q AND status='done' "
+        "ORDER BY ended_at DESC, id DESC LIMIT 1", dataset, stage);
+}
+
+static void fingerprint(char out[17], const char *stage, const char *dataset, const char *params,
+                        int64_t upstream) {
+    uint64_t h = tr_hash64(stage, strlen(stage) + 1, 0);
+    h = tr_hash64(dataset, strlen(dataset) + 1, h);
+    h = tr_hash64(params, strlen(params) + 1, h);
+    h = tr_hash64(&upstream, sizeof upstream, h);
+    snprintf(out, 17, "%016llx", (unsigned long long)h);
+}
+
+/* A run's upstream chain is fresh when each run was built on the current run before it. */
+static int run_is_fresh(sqlite3 *db, int64_t run, int depth) {
+    if (depth > 8) return 1;
+    sqlite3_stmt *st = db_prep(db, "SELECT dataset, upstream_stage, upstream_run FROM stage_runs WHERE id=?");
+    if (!st) return 0;
+    sqlite3_bind_int64(st, 1, run);
+    int fresh = 1;
+    if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_type(st, 1) != SQLITE_NULL) {
+        char dataset[128], up_stage[32];
+        snprintf(dataset, sizeof dataset, "%s", (const char *)sqlite3_column_text(st, 0));
+        snprintf(up_stage, sizeof up_stage, "%s", (const char *)sqlite3_column_text(st, 1));
+        int64_t up = sqlite3_column_int64(st, 2);
+        sqlite3_finalize(st);
+        st = NULL;
+        fresh = up == stage_current_run(db, dataset, up_stage) && run_is_fresh(db, up, depth + 1);
+    }
+    sqlite3_finalize(st);
+    return fresh;
+}
+
+const char *stage_state_name(stage_state s) {
+    static const char *const n[] = {"not run", "running", "stopped", "failed", "done", "stale"};
+    return n[s];
+}
+
+/* The latest run decides the state, except that a done run behind a later unfinished one
+ * still counts as the stage's result. A 'running' row whose process is gone is 'stopped'. */
+stage_state stage_get_state(sqlite3 *db, const char *dataset, const char *stage, int64_t *run) {
+    sqlite3_stmt *st = db_prep(db,
+        "SELECT id, status, pid FROM stage_runs WHERE dataset=? AND stage=? ORDER BY id DESC LIMIT 1");
+    stage_state s = ST_NOT_RUN;
+    int64_t id = 0;
+    if (st) {
+        sqlite3_bind_text(st, 1, dataset, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, stage, -1, SQLITE_STATIC);
+        if (sqlite3_step(st) == SQLITE_ROW) {
+            id = sqlite3_column_int64(st, 0);
+            const char *status = (const char *)sqlite3_column_text(st, 1);
+            int64_t pid = sqlite3_column_int64(st, 2);
+            if (!strcmp(status, "running")) s = stage_pid_alive(pid) ? ST_RUNNING : ST_STOPPED;
+            else if (!strcmp(status, "stopped")) s = ST_STOPPED;
+            else if (!strcmp(status, "failed")) s = ST_FAILED;
+            else s = run_is_fresh(db, id, 0) ? ST_DONE : ST_STALE;
+        }
+        sqlite3_finalize(st);
+    }
+    if (run) *run = id;
+    return s;
+}
+
+int stage_begin(stage_run *r, sqlite3 *db, const char *stage, const char *dataset,
+                const char *params_json, const char *upstream_stage, int force) {
+    memset(r, 0, sizeof *r);
+    r->db = db;
+    snprintf(r->stage, sizeof r->stage, "%s", stage);
+    snprintf(r->dataset, sizeof r->dataset, "%s", dataset);
+    r->t0 = r->last_report = tr_monotonic();
+    if (db_begin(db) != 0) return -1;
+
+    /* Refuse a second live process on the same stage and dataset. */
+    int64_t live_pid = 0;
+    sqlite3_stmt *st = db_prep(db, "SELECT pid FROM stage_runs WHERE dataset=? AND stage=? AND status='running'");
+    if (!st) goto fail;
+    sqlite3_bind_text(st, 1, dataset, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, stage, -1, SQLITE_STATIC);
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        int64_t pid = sqlite3_column_int64(st, 0);
+        if (pid != getpid() && stage_pid_alive(pid)) live_pid = pid;
+    }
+    sqlite3_finalize(st);
+    if (live_pid) {
+        db_rollback(db);
+        return tr_error("%s is already running on %s in process %lld; stop it first "
+                        "(kill -INT %lld) or wait for it", stage, dataset, (long long)live_pid,
+                        (long long)live_pid);
+    }
+
+    if (upstream_stage) {
+        r->upstream_run = stage_current_run(db, dataset, upstream_stage);
+        if (!r->upstream_run) {
+            db_rollback(db);
+            return tr_error("%s needs a finished %s run on %s first (run 'tokenrec %s --dataset %s')",
+                            stage, upstream_stage, dataset, upstream_stage, dataset);
+        }
+    }
+    char fp[17];
+    fingerprint(fp, stage, dataset, params_json, r->upstream_run);
+
+    /* The latest run with the same fingerprint: up to date, or resumable. */
+    st = db_prep(db, "SELECT id, status, progress FROM stage_runs WHERE dataset=? AND stage=? "
+                     "AND fingerprint=? ORDER BY id DESC LIMIT 1");
+    if (!st) goto fail;
+    sqlite3_bind_text(st, 1, dataset, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, stage, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, fp, -1, SQLITE_STATIC);
+    int64_t prev = 0;
+    char status[16] = "";
+    double prev_progress = 0;
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        prev = sqlite3_column_int64(st, 0);
+        snprintf(status, sizeof status, "%s", (const char *)sqlite3_column_text(st, 1));
+        prev_progress = sqlite3_column_double(st, 2);
+    }
+    sqlite3_finalize(st);
+
+    double now = tr_now();
+    if (prev && !strcmp(status, "done") && !force &&
+        prev == stage_current_run(db, dataset, stage)) {
+        r->id = prev;
+        db_rollback(db);
+        return STAGE_UP_TO_DATE;
+    }
+    if (prev && strcmp(status, "done") != 0) {
+        r->id = prev;
+        r->resumed = 1;
+        r->progress = r->frac0 = prev_progress;
+        char *sql = sqlite3_mprintf("UPDATE stage_runs SET status='running', pid=%d, error=NULL, "
+                                    "updated_at=%.3f, ended_at=NULL WHERE id=%lld",
+                                    (int)getpid(), now, (long long)prev);
+        int rc = db_exec(db, sql);
+        sqlite3_free(sql);
+        if (rc != 0) goto fail;
+    } else {
+        st = db_prep(db, "INSERT INTO stage_runs (stage, dataset, params, fingerprint, upstream_stage, "
+                         "upstream_run, status, progress, message, pid, started_at, updated_at) "
+                         "VALUES (?,?,?,?,?,?,'running',0,'starting',?,?,?)");
+        if (!st) goto fail;
+        sqlite3_bind_text(st, 1, stage, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, dataset, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, params_json, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 4, fp, -1, SQLITE_STATIC);
+        if (upstream_stage) {
+            sqlite3_bind_text(st, 5, upstream_stage, -1, SQLITE_STATIC);
+            sqlite3_bind_int64(st, 6, r->upstream_run);
+        }
+        sqlite3_bind_int64(st, 7, getpid());
+        sqlite3_bind_double(st, 8, now);
+        sqlite3_bind_double(st, 9, now);
+        int rc = sqlite3_step(st);
+        sqlite3_finalize(st);
+        if (rc != SQLITE_DONE) { tr_error("database: %s", sqlite3_errmsg(db)); goto fail; }
+        r->id = sqlite3_last_insert_rowid(db);
+    }
+    if (db_commit(db) != 0) goto fail;
+    if (r->resumed && !r->quiet)
+        fprintf(stderr, "[%s] resuming run %lld on %s from %.0f%%\n", stage, (long long)r->id,
+                dataset, 100 * prev_progress);
+    return 0;
+fail:
+    db_rollback(db);
+    return -1;
+}
+
+static void write_progress(stage_run *r) {
+    sqlite3_stmt *st = db_prep(r->db, "UPDATE stage_runs SET progress=?, message=?, updated_at=? WHERE id=?");
+    if (!st) return;
+    sqlite3_bind_double(st, 1, r->progress);
+    sqlite3_bind_text(st, 2, r->message, -1, SQLITE_STATIC);
+    sqlite3_bind_double(st, 3, tr_now());
+    sqlite3_bind_int64(st, 4, r->id);
+    sqlite3_step(st);           /* progress is advisory: a busy reader never fails the stage */
+    sqlite3_finalize(st);
+}
+
+void stage_progress(stage_run *r, double frac, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(r->message, sizeof r->message, fmt, ap);
+    va_end(ap);
+    if (frac < 0) frac = 0;
+    if (frac > 1) frac = 1;
+    r->progress = frac;
+    double now = tr_monotonic();
+    int edge = frac <= 0 || frac >= 1;
+    if (!edge && now - r->last_report < 0.5) return;
+    r->last_report = now;
+    write_progress(r);
+    if (r->quiet) return;
+    char eta[32] = "";
+    double done = frac - r->frac0, el = now - r->t0;
+    if (done > 1e-6 && frac < 1) {
+        char b[24];
+        snprintf(eta, sizeof eta, " ETA %s", tr_fmt_duration(el * (1 - frac) / done, b, sizeof b));
+    }
+    int tty = isatty(2);
+    static double last_line;
+    if (!tty && !edge && now - last_line < 5.0) return;
+    last_line = now;
+    fprintf(stderr, tty ? "\r\033[K[%s] %5.1f%% %s%s" : "[%s] %5.1f%% %s%s\n", r->stage,
+            100 * frac, r->message, eta);
+    if (tty && frac >= 1) fputc('\n', stderr);
+    fflush(stderr);
+}
+
+int stage_metric(stage_run *r, int64_t step, const char *name, double value) {
+    sqlite3_stmt *st = db_prep(r->db, "INSERT OR REPLACE INTO metrics_log (run_id, name, step, value) VALUES (?,?,?,?)");
+    if (!st) return -1;
+    sqlite3_bind_int64(st, 1, r->id);
+    sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, step);
+    sqlite3_bind_double(st, 4, value);
+    int rc = db_step_done(r->db, st);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int stage_ckpt_begin(stage_run *r) { return db_begin(r->db); }
+
+int stage_ckpt_put(stage_run *r, const char *name, int64_t step, const void *data, size_t n) {
+    sqlite3_stmt *st = db_prep(r->db, "INSERT OR REPLACE INTO checkpoints (run_id, name, step, data, saved_at) "
+                                      "VALUES (?,?,?,?,?)");
+    if (!st) return -1;
+    sqlite3_bind_int64(st, 1, r->id);
+    sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, step);
+    sqlite3_bind_blob64(st, 4, n ? data : "", n, SQLITE_STATIC);
+    sqlite3_bind_double(st, 5, tr_now());
+    int rc = db_step_done(r->db, st);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int stage_ckpt_commit(stage_run *r) {
+    write_progress(r);
+    if (db_commit(r->db) != 0) {
+        db_rollback(r->db);
+        return -1;
+    }
+    return 0;
+}
+
+int stage_ckpt_get(stage_run *r, const char *name, void **data, size_t *n, int64_t *step) {
+    sqlite3_stmt *st = db_prep(r->db, "SELECT data, step FROM checkpoints WHERE run_id=? AND name=?");
+    if (!st) return -1;
+    sqlite3_bind_int64(st, 1, r->id);
+    sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);
+    int rc = 1;
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        size_t len = (size_t)sqlite3_column_bytes(st, 0);
+        void *p = tr_malloc(len ? len : 1);
+        if (len) memcpy(p, sqlite3_column_blob(st, 0), len);
+        *data = p;
+        if (n) *n = len;
+        if (step) *step = sqlite3_column_int64(st, 1);
+        rc = 0;
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int stage_finish_begin(stage_run *r) { return db_begin(r->db); }
+
+int stage_finish_commit(stage_run *r) {
+    char *sql = sqlite3_mprintf(
+        "DELETE FROM checkpoints WHERE run_id=%lld;"
+        "UPDATE stage_runs SET status='done', progress=1, message='done', pid=NULL, "
+        "updated_at=%.3f, ended_at=%.3f WHERE id=%lld;",
+        (long long)r->id, tr_now(), tr_now(), (long long)r->id);
+    int rc = db_exec(r->db, sql);
+    sqlite3_free(sql);
+    if (rc != 0 || db_commit(r->db) != 0) {
+        db_rollback(r->db);
+        return -1;
+    }
+    r->progress = 1;
+    return 0;
+}
+
+static void set_status(stage_run *r, const char *status, const char *error) {
+    sqlite3_stmt *st = db_prep(r->db, "UPDATE stage_runs SET status=?, error=?, pid=NULL, updated_at=?, "
+                                      "ended_at=? WHERE id=?");
+    if (!st) return;
+    sqlite3_bind_text(st, 1, status, -1, SQLITE_STATIC);
+    if (error) sqlite3_bind_text(st, 2, error, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_double(st, 3, tr_now());
+    sqlite3_bind_double(st, 4, tr_now());
+    sqlite3_bind_int64(st, 5, r->id);
+    sqlite3_step(st);
+    sqlite3_finalize(st);
+}
+
+void stage_fail(stage_run *r, const char *error) {
+    db_rollback(r->db);
+    set_status(r, "failed", error);
+}
+
+void stage_stopped(stage_run *r) {
+    db_rollback(r->db);
+    set_status(r, "stopped", NULL);
+    if (!r->quiet)
+        fprintf(stderr, "\n[%s] stopped at %.0f%% after its last checkpoint; run the same command "
+                        "again to resume\n", r->stage, 100 * r->progress);
+}

@@ -1,0 +1,88 @@
+/* stage: the stage runner every stage uses.
+ *
+ * A run is a row of stage_runs: the stage, the dataset, the canonical JSON of its
+ * parameters, and the run of the stage before it that it was built on. Its fingerprint
+ * hashes all of those, so:
+ *   - starting a stage whose last run has the same fingerprint and did not finish resumes
+ *     that run (stage_ckpt_get returns its last checkpoint);
+ *   - a done run whose upstream is no longer the current run of the upstream stage (because
+ *     that stage was re-run with other parameters, or the data was re-ingested) is stale;
+ *   - a stage running in a live process cannot be started twice.
+ * Ctrl-C (SIGINT) and SIGTERM set a flag; stages poll stage_should_stop() at checkpoint
+ * boundaries, save, and stop with status 'stopped'. A SIGKILL leaves the last committed
+ * checkpoint, because every checkpoint and the final outputs are each one transaction. */
+#ifndef TOKENREC_STAGE_H
+#define TOKENREC_STAGE_H
+#include <sqlite3.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "util.h"
+
+/* The pipeline, in order. */
+enum { STAGE_INGEST, STAGE_CF, STAGE_TOKENIZE, STAGE_FINETUNE, STAGE_EVALUATE, STAGE_COUNT };
+extern const char *const stage_names[STAGE_COUNT];
+int stage_index(const char *name);      /* -1 if unknown */
+
+typedef struct {
+    sqlite3   *db;
+    int64_t    id;              /* stage_runs.id */
+    char       stage[32];
+    char       dataset[128];
+    int64_t    upstream_run;    /* 0 when none */
+    int        resumed;         /* 1 when continuing an earlier, unfinished run */
+    int        quiet;           /* no progress lines on stderr */
+    double     t0;              /* monotonic start of this process's part of the run */
+    double     frac0;           /* progress when this process started (for the ETA) */
+    double     last_report;     /* monotonic time of the last progress write */
+    double     progress;
+    char       message[256];
+} stage_run;
+
+/* Return codes of stage_begin besides 0 and -1. */
+#define STAGE_UP_TO_DATE 1      /* a done, fresh run with the same settings exists */
+
+/* Start or resume a run. upstream_stage may be NULL (ingest); otherwise its current done
+ * run must exist ("run 'tokenrec cf' first" otherwise). With force, a new run is started
+ * even if an up-to-date one exists. Refuses if the stage is running in a live process. */
+int stage_begin(stage_run *r, sqlite3 *db, const char *stage, const char *dataset,
+                const char *params_json, const char *upstream_stage, int force);
+
+/* Progress 0..1 and a one-line message: written to stage_runs at most twice a second
+ * (and always when frac is 0 or 1), and shown on stderr with the ETA. */
+void stage_progress(stage_run *r, double frac, const char *fmt, ...) TR_PRINTF(3, 4);
+/* Append to metrics_log (its own small transaction unless one is open). */
+int  stage_metric(stage_run *r, int64_t step, const char *name, double value);
+
+/* Checkpoints: stage_ckpt_begin opens a transaction; put any number of named blobs;
+ * stage_ckpt_commit stores the step and progress with them and commits. */
+int  stage_ckpt_begin(stage_run *r);
+int  stage_ckpt_put(stage_run *r, const char *name, int64_t step, const void *data, size_t n);
+int  stage_ckpt_commit(stage_run *r);
+/* The blob saved under name by this run (malloc'd copy in *data), or 1 if none. */
+int  stage_ckpt_get(stage_run *r, const char *name, void **data, size_t *n, int64_t *step);
+
+/* Finishing: stage_finish_begin opens the output transaction; the stage writes its output
+ * tables; stage_finish_commit marks the run done (and drops its checkpoints) in the same
+ * transaction. On failure call stage_fail, which rolls back and records the error. */
+int  stage_finish_begin(stage_run *r);
+int  stage_finish_commit(stage_run *r);
+void stage_fail(stage_run *r, const char *error);
+/* Record a stop (after a checkpoint) because of Ctrl-C; prints how to resume. */
+void stage_stopped(stage_run *r);
+
+/* Signal handling: install once per process; the flag is set by SIGINT/SIGTERM. */
+void stage_install_signals(void);
+int  stage_should_stop(void);
+void stage_request_stop(void);          /* for tests */
+
+/* The current run of a stage: its latest done run (0 if none). */
+int64_t stage_current_run(sqlite3 *db, const char *dataset, const char *stage);
+
+/* State for `tokenrec info` and the dashboard. */
+typedef enum { ST_NOT_RUN, ST_RUNNING, ST_STOPPED, ST_FAILED, ST_DONE, ST_STALE } stage_state;
+const char *stage_state_name(stage_state s);
+/* The state of a stage on a dataset, and the run it describes (0 if none). */
+stage_state stage_get_state(sqlite3 *db, const char *dataset, const char *stage, int64_t *run);
+int  stage_pid_alive(int64_t pid);
+
+#endif

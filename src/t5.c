@@ -1,0 +1,2 @@
+/* t5.c */
+#include "nn.h"
