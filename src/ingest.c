@@ -537,6 +537,9 @@ int cmd_ingest(int argc, char **argv) {
     int rc = cli_parse(argc, argv, opts, usage_ingest, summary_ingest);
     if (rc) return rc > 0 ? 0 : -1;
     if (!dataset) return tr_error("ingest: --dataset is required (lastfm, ml-1m, beauty, clothing)");
+    if (strcmp(encoding, "auto") && strcmp(encoding, "utf-8") && strcmp(encoding, "utf8") &&
+        strcmp(encoding, "latin1") && strcmp(encoding, "iso-8859-1"))
+        return tr_error("--encoding: unknown encoding '%s'; expected auto, utf-8 or latin1", encoding);
     if (!strcmp(delim, "\\t")) delim = "\t";
     if (!strcmp(names_delim, "\\t")) names_delim = "\t";
 

@@ -1,0 +1,266 @@
+/* test_stage.c: the stage runner: new runs, resume from checkpoint after a kill, up to date,
+ * staleness when parameters or upstream change, refusing a second live process, and
+ * checkpoints that survive SIGKILL whole. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include "db.h"
+#include "stage.h"
+#include "util.h"
+#include "testutil.h"
+
+static const char *status_of(sqlite3 *db, int64_t id, char *buf) {
+    sqlite3_stmt *st = db_prep(db, "SELECT status FROM stage_runs WHERE id=?");
+    sqlite3_bind_int64(st, 1, id);
+    buf[0] = 0;
+    if (sqlite3_step(st) == SQLITE_ROW) strcpy(buf, (const char *)sqlite3_column_text(st, 0));
+    sqlite3_finalize(st);
+    return buf;
+}
+
+/* Run a stage to completion in this process. */
+static int64_t run_done(sqlite3 *db, const char *stage, const char *params, const char *up) {
+    stage_run r;
+    int rc = stage_begin(&r, db, stage, "d", params, up, 0);
+    assert_int_equal(rc, 0);
+    assert_int_equal(stage_finish_begin(&r), 0);
+    assert_int_equal(stage_finish_commit(&r), 0);
+    return r.id;
+}
+
+static void new_run_then_up_to_date(void **state) {
+    (void)state;
+    sqlite3 *db = tu_db("a.db");
+    stage_run r;
+    assert_int_equal(stage_begin(&r, db, "ingest", "d", "{\"k\":5}", NULL, 0), 0);
+    r.quiet = 1;
+    assert_int_equal(r.resumed, 0);
+    assert_int_equal(stage_get_state(db, "d", "ingest", NULL), ST_RUNNING);
+    stage_progress(&r, 0.5, "half");
+    assert_int_equal(stage_metric(&r, 1, "loss", 0.25), 0);
+    assert_int_equal(db_query_i64(db, -1, "SELECT count(*) FROM metrics_log WHERE run_id=%lld", (long long)r.id), 1);
+    assert_int_equal(stage_finish_begin(&r), 0);
+    assert_int_equal(stage_finish_commit(&r), 0);
+    assert_int_equal(stage_get_state(db, "d", "ingest", NULL), ST_DONE);
+    stage_run r2;
+    assert_int_equal(stage_begin(&r2, db, "ingest", "d", "{\"k\":5}", NULL, 0), STAGE_UP_TO_DATE);
+    assert_int_equal(r2.id, r.id);
+    /* forced: a new run */
+    assert_int_equal(stage_begin(&r2, db, "ingest", "d", "{\"k\":5}", NULL, 1), 0);
+    assert_true(r2.id != r.id);
+    stage_fail(&r2, "boom");
+    assert_int_equal(stage_get_state(db, "d", "ingest", NULL), ST_FAILED);
+    db_close(db);
+}
+
+static void needs_upstream(void **state) {
+    (void)state;
+    sqlite3 *db = tu_db("b.db");
+    stage_run r;
+    assert_int_equal(stage_begin(&r, db, "cf", "d", "{}", "ingest", 0), -1);
+    assert_non_null(strstr(tr_errmsg(), "tokenrec ingest"));
+    assert_int_equal(db_query_i64(db, -1, "SELECT count(*) FROM stage_runs"), 0);
+    db_close(db);
+}
+
+/* A child begins a run, checkpoints twice, and is killed; the parent resumes it. */
+static void killed_run_resumes_from_checkpoint(void **state) {
+    (void)state;
+    sqlite3 *db = tu_db("c.db");
+    run_done(db, "ingest", "{}", NULL);
+    char *path = tu_path("c.db");
+    pid_t pid = fork();
+    if (pid == 0) {
+        sqlite3 *cdb = db_open(path, 0);
+        stage_run r;
+        if (stage_begin(&r, cdb, "cf", "d", "{\"epochs\":9}", "ingest", 0) != 0) _exit(2);
+        r.quiet = 1;
+        for (int step = 1; step <= 2; step++) {
+            int v[4] = {step, step, step, step};
+            stage_ckpt_begin(&r);
+            stage_ckpt_put(&r, "state", step, v, sizeof v);
+            stage_progress(&r, step / 9.0, "epoch %d", step);
+            stage_ckpt_commit(&r);
+        }
+        kill(getpid(), SIGKILL);
+        _exit(3);
+    }
+    int st;
+    waitpid(pid, &st, 0);
+    assert_true(WIFSIGNALED(st));
+    int64_t run;
+    assert_int_equal(stage_get_state(db, "d", "cf", &run), ST_STOPPED);   /* its pid is gone */
+    stage_run r;
+    assert_int_equal(stage_begin(&r, db, "cf", "d", "{\"epochs\":9}", "ingest", 0), 0);
+    r.quiet = 1;
+    assert_int_equal(r.resumed, 1);
+    assert_int_equal(r.id, run);
+    void *blob; size_t n; int64_t step;
+    assert_int_equal(stage_ckpt_get(&r, "state", &blob, &n, &step), 0);
+    assert_int_equal(n, 4 * sizeof(int));
+    assert_int_equal(step, 2);
+    assert_int_equal(((int *)blob)[3], 2);
+    free(blob);
+    assert_int_equal(stage_ckpt_get(&r, "nothing", &blob, &n, &step), 1);
+    /* with other parameters it is a new run, not a resume */
+    stage_run other;
+    db_exec(db, "UPDATE stage_runs SET status='stopped' WHERE stage='cf'");
+    assert_int_equal(stage_begin(&other, db, "cf", "d", "{\"epochs\":10}", "ingest", 0), 0);
+    assert_int_equal(other.resumed, 0);
+    assert_true(other.id != run);
+    stage_fail(&other, "abandoned");
+    free(path);
+    db_close(db);
+}
+
+static void changed_parameter_marks_later_stages_stale(void **state) {
+    (void)state;
+    sqlite3 *db = tu_db("d.db");
+    run_done(db, "ingest", "{\"k\":5}", NULL);
+    run_done(db, "cf", "{\"dim\":64}", "ingest");
+    run_done(db, "tokenize", "{\"L\":256}", "cf");
+    assert_int_equal(stage_get_state(db, "d", "cf", NULL), ST_DONE);
+    assert_int_equal(stage_get_state(db, "d", "tokenize", NULL), ST_DONE);
+    /* cf with another parameter: tokenize (built on the old cf) is stale */
+    run_done(db, "cf", "{\"dim\":32}", "ingest");
+    assert_int_equal(stage_get_state(db, "d", "cf", NULL), ST_DONE);
+    assert_int_equal(stage_get_state(db, "d", "tokenize", NULL), ST_STALE);
+    /* re-ingesting makes cf stale too, and tokenize stays stale */
+    run_done(db, "ingest", "{\"k\":10}", NULL);
+    assert_int_equal(stage_get_state(db, "d", "cf", NULL), ST_STALE);
+    assert_int_equal(stage_get_state(db, "d", "tokenize", NULL), ST_STALE);
+    /* re-running the chain freshens it */
+    run_done(db, "cf", "{\"dim\":32}", "ingest");
+    run_done(db, "tokenize", "{\"L\":256}", "cf");
+    assert_int_equal(stage_get_state(db, "d", "tokenize", NULL), ST_DONE);
+    assert_int_equal(stage_get_state(db, "d", "finetune", NULL), ST_NOT_RUN);
+    db_close(db);
+}
+
+static void second_live_process_is_refused(void **state) {
+    (void)state;
+    sqlite3 *db = tu_db("e.db");
+    run_done(db, "ingest", "{}", NULL);
+    char *path = tu_path("e.db");
+    int ready[2];
+    assert_int_equal(pipe(ready), 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        sqlite3 *cdb = db_open(path, 0);
+        stage_run r;
+        int rc = stage_begin(&r, cdb, "cf", "d", "{}", "ingest", 0);
+        char c = rc == 0 ? 'y' : 'n';
+        if (write(ready[1], &c, 1) != 1) _exit(4);
+        pause();
+        _exit(0);
+    }
+    char c = 0;
+    assert_int_equal(read(ready[0], &c, 1), 1);
+    assert_int_equal(c, 'y');
+    stage_run r;
+    assert_int_equal(stage_begin(&r, db, "cf", "d", "{}", "ingest", 0), -1);
+    char want[64];
+    snprintf(want, sizeof want, "process %d", (int)pid);
+    assert_non_null(strstr(tr_errmsg(), want));
+    assert_int_equal(stage_get_state(db, "d", "cf", NULL), ST_RUNNING);
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    assert_int_equal(stage_get_state(db, "d", "cf", NULL), ST_STOPPED);
+    assert_int_equal(stage_begin(&r, db, "cf", "d", "{}", "ingest", 0), 0);
+    assert_int_equal(r.resumed, 1);
+    close(ready[0]); close(ready[1]);
+    free(path);
+    db_close(db);
+}
+
+/* SIGKILL at random moments while a child writes big checkpoints: every checkpoint read
+ * back is whole (all its words equal its step) and the database passes integrity_check. */
+static void checkpoints_survive_sigkill(void **state) {
+    (void)state;
+    sqlite3 *db = tu_db("f.db");
+    run_done(db, "ingest", "{}", NULL);
+    char *path = tu_path("f.db");
+    srand(12345);
+    for (int kill_no = 0; kill_no < 5; kill_no++) {
+        pid_t pid = fork();
+        if (pid == 0) {
+            sqlite3 *cdb = db_open(path, 0);
+            stage_run r;
+            if (stage_begin(&r, cdb, "cf", "d", "{}", "ingest", 0) != 0) _exit(2);
+            r.quiet = 1;
+            int64_t step = 0;
+            void *old; size_t n;
+            if (stage_ckpt_get(&r, "a", &old, &n, &step) == 0) free(old);
+            enum { N = 100000 };
+            int32_t *v = malloc(N * sizeof *v);
+            for (;;) {
+                step++;
+                for (int i = 0; i < N; i++) v[i] = (int32_t)step;
+                stage_ckpt_begin(&r);
+                stage_ckpt_put(&r, "a", step, v, N * sizeof *v);
+                stage_ckpt_put(&r, "b", step, v, N * sizeof *v);
+                stage_ckpt_commit(&r);
+            }
+        }
+        usleep(20000 + (useconds_t)(rand() % 80000));
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        sqlite3 *rdb = db_open(path, 0);
+        assert_non_null(rdb);
+        sqlite3_stmt *st = db_prep(rdb, "PRAGMA integrity_check");
+        assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+        assert_string_equal((const char *)sqlite3_column_text(st, 0), "ok");
+        sqlite3_finalize(st);
+        st = db_prep(rdb, "SELECT name, step, data FROM checkpoints");
+        int64_t steps[2] = {-1, -2};
+        int rows = 0;
+        while (sqlite3_step(st) == SQLITE_ROW) {
+            int64_t s = sqlite3_column_int64(st, 1);
+            const int32_t *d = sqlite3_column_blob(st, 2);
+            int n = sqlite3_column_bytes(st, 2) / 4;
+            assert_int_equal(n, 100000);
+            for (int i = 0; i < n; i++) assert_int_equal(d[i], (int32_t)s);
+            steps[rows++ % 2] = s;
+        }
+        sqlite3_finalize(st);
+        if (rows) assert_int_equal(steps[0], steps[1]);    /* both blobs from one checkpoint */
+        db_close(rdb);
+    }
+    free(path);
+    db_close(db);
+}
+
+static void stopped_and_state_names(void **state) {
+    (void)state;
+    sqlite3 *db = tu_db("g.db");
+    stage_run r;
+    assert_int_equal(stage_begin(&r, db, "ingest", "d", "{}", NULL, 0), 0);
+    r.quiet = 1;
+    stage_stopped(&r);
+    char buf[16];
+    assert_string_equal(status_of(db, r.id, buf), "stopped");
+    assert_string_equal(stage_state_name(ST_STALE), "stale");
+    assert_int_equal(stage_index("tokenize"), STAGE_TOKENIZE);
+    assert_int_equal(stage_index("nope"), -1);
+    db_close(db);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(new_run_then_up_to_date),
+        cmocka_unit_test(needs_upstream),
+        cmocka_unit_test(killed_run_resumes_from_checkpoint),
+        cmocka_unit_test(changed_parameter_marks_later_stages_stale),
+        cmocka_unit_test(second_live_process_is_refused),
+        cmocka_unit_test(checkpoints_survive_sigkill),
+        cmocka_unit_test(stopped_and_state_names),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

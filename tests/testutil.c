@@ -1,0 +1,148 @@
+/* testutil.c: helpers for the tests (see testutil.h). */
+#include "testutil.h"
+#include "db.h"
+#include "ingest.h"
+#include "rng.h"
+#include "stage.h"
+#include "util.h"
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static char tmpdir[256];
+
+static void cleanup(void) {
+    if (!tmpdir[0] || getenv("TOKENREC_KEEP_TMP")) return;
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+    if (system(cmd) != 0) fprintf(stderr, "testutil: could not remove %s\n", tmpdir);
+}
+
+const char *tu_tmpdir(void) {
+    if (!tmpdir[0]) {
+        snprintf(tmpdir, sizeof tmpdir, "/tmp/tokenrec-test-XXXXXX");
+        if (!mkdtemp(tmpdir)) { perror("mkdtemp"); abort(); }
+        atexit(cleanup);
+    }
+    return tmpdir;
+}
+
+char *tu_path(const char *name) {
+    size_t n = strlen(tu_tmpdir()) + strlen(name) + 2;
+    char *p = tr_malloc(n);
+    snprintf(p, n, "%s/%s", tu_tmpdir(), name);
+    return p;
+}
+
+sqlite3 *tu_db(const char *name) {
+    char *p = tu_path(name);
+    unlink(p);
+    sqlite3 *db = db_open(p, 0);
+    if (!db) fprintf(stderr, "tu_db: %s\n", tr_errmsg());
+    free(p);
+    return db;
+}
+
+const char *tu_shared(void) {
+    const char *s = getenv("TOKENREC_SHARED");
+    return s && *s ? s : "../shared";
+}
+
+const char *tu_bin(void) {
+    const char *s = getenv("TOKENREC_BIN");
+    return s && *s ? s : "build/tokenrec";
+}
+
+int tu_run(const char *fmt, ...) {
+    char cmd[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    int st = system(cmd);
+    if (st == -1) return -1;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+int tu_write_file(const char *path, const char *text) {
+    FILE *f = fopen(path, "wb");
+    if (!f) return -1;
+    fputs(text, f);
+    return fclose(f);
+}
+
+/* Draw one user's walk through its cluster. */
+static int walk(rng_t *r, int32_t *seq, int n_items, int n_clusters, int len_min, int len_max,
+                int u) {
+    int csize = n_items / n_clusters;
+    int c = u % n_clusters;
+    int len = len_min + (int)rng_below(r, (uint32_t)(len_max - len_min + 1));
+    if (len > csize) len = csize;
+    int cur = (int)rng_below(r, (uint32_t)csize);
+    char *used = calloc((size_t)csize, 1);
+    int n = 0;
+    while (n < len) {
+        if (!used[cur]) { used[cur] = 1; seq[n++] = c * csize + cur; }
+        cur = rng_uniform(r) < 0.1f ? (int)rng_below(r, (uint32_t)csize) : (cur + 1) % csize;
+    }
+    free(used);
+    return n;
+}
+
+int tu_synthetic(sqlite3 *db, const char *name, int n_users, int n_items, int n_clusters,
+                 int len_min, int len_max, uint64_t seed) {
+    rng_t r;
+    rng_seed(&r, seed);
+    ingest_raw raw;
+    ingest_raw_init(&raw);
+    raw.source = "synthetic";
+    raw.format = "synthetic";
+    int32_t *seq = malloc((size_t)len_max * sizeof *seq);
+    char ub[32], ib[32];
+    for (int u = 0; u < n_users; u++) {
+        int n = walk(&r, seq, n_items, n_clusters, len_min, len_max, u);
+        snprintf(ub, sizeof ub, "u%d", u);
+        for (int k = 0; k < n; k++) {
+            snprintf(ib, sizeof ib, "i%d", seq[k]);
+            ingest_raw_add(&raw, ub, ib, raw.n);
+        }
+    }
+    free(seq);
+    ingest_data d;
+    int rc = ingest_build(&raw, 1, 1, &d);
+    stage_run run;
+    char params[128];
+    snprintf(params, sizeof params, "{\"synthetic\":%llu}", (unsigned long long)seed);
+    if (!rc) {
+        run.quiet = 1;
+        rc = stage_begin(&run, db, "ingest", name, params, NULL, 1);
+        run.quiet = 1;
+        if (!rc) rc = stage_finish_begin(&run);
+        if (!rc) rc = ingest_write(db, name, &raw, &d, 1);
+        if (!rc) rc = stage_finish_commit(&run);
+        if (rc) fprintf(stderr, "tu_synthetic: %s\n", tr_errmsg());
+    }
+    ingest_raw_free(&raw);
+    ingest_data_free(&d);
+    return rc;
+}
+
+int tu_synthetic_file(const char *path, int n_users, int n_items, int n_clusters, int len_min,
+                      int len_max, uint64_t seed) {
+    rng_t r;
+    rng_seed(&r, seed);
+    FILE *f = fopen(path, "w");
+    if (!f) return -1;
+    int32_t *seq = malloc((size_t)len_max * sizeof *seq);
+    for (int u = 0; u < n_users; u++) {
+        int n = walk(&r, seq, n_items, n_clusters, len_min, len_max, u);
+        fprintf(f, "u%d", u);
+        for (int k = 0; k < n; k++) fprintf(f, " i%d", seq[k]);
+        fputc('\n', f);
+    }
+    free(seq);
+    return fclose(f);
+}

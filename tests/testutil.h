@@ -1,0 +1,26 @@
+/* testutil: temporary databases, small synthetic datasets with a planted pattern, and
+ * running the tokenrec binary, shared by the tests. */
+#ifndef TOKENREC_TESTUTIL_H
+#define TOKENREC_TESTUTIL_H
+#include <sqlite3.h>
+#include <stdint.h>
+
+const char *tu_tmpdir(void);                   /* one fresh directory per test process */
+char       *tu_path(const char *name);         /* tmpdir/name; caller frees */
+sqlite3    *tu_db(const char *name);           /* a fresh, migrated database in tmpdir */
+const char *tu_shared(void);                   /* $TOKENREC_SHARED, else ../shared */
+const char *tu_bin(void);                      /* $TOKENREC_BIN, else build/tokenrec */
+int         tu_run(const char *fmt, ...);      /* system() of the formatted command; exit status */
+int         tu_write_file(const char *path, const char *text);
+
+/* A synthetic dataset with a planted sequential pattern: items fall into n_clusters groups;
+ * each user stays in one group and walks it in order (next = current + 1 within the group),
+ * with a small seeded chance of a random jump. Stored under name through ingest_write, as
+ * an ingest run would. Returns 0. */
+int tu_synthetic(sqlite3 *db, const char *name, int n_users, int n_items, int n_clusters,
+                 int len_min, int len_max, uint64_t seed);
+/* The same as a sequence-format text file ("user item item ...") for `tokenrec ingest --file`. */
+int tu_synthetic_file(const char *path, int n_users, int n_items, int n_clusters, int len_min,
+                      int len_max, uint64_t seed);
+
+#endif
