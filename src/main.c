@@ -1,7 +1,11 @@
 /* main.c: tokenrec's entry point. argv[1] picks the subcommand; errors are printed here. */
+#include "cf.h"
+#include "evaluate.h"
+#include "finetune.h"
 #include "info.h"
 #include "ingest.h"
 #include "stage.h"
+#include "tokenize.h"
 #include "util.h"
 #include "../ui/ui.h"
 #include <stdio.h>
@@ -15,6 +19,11 @@ typedef struct {
 
 static const command commands[] = {
     {"ingest", cmd_ingest, "read a dataset, k-core filter, leave-one-out split"},
+    {"cf", cmd_cf, "LightGCN/MF collaborative filtering"},
+    {"tokenize", cmd_tokenize, "MQ-Tokenizer: K tokens per user and item"},
+    {"finetune", cmd_finetune, "fine-tune the T5 recommender on prompts of ID tokens"},
+    {"evaluate", cmd_evaluate, "generative retrieval and baselines: HR@K, NDCG@K"},
+    {"report", cmd_report, "every method's metrics on every dataset (Markdown or CSV)"},
     {"info", cmd_info, "dataset statistics and the state of every stage"},
     {"ui", ui_main, "the ncurses dashboard"},
 };

@@ -3,12 +3,16 @@
 #include "util.h"
 #include <cblas.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
 
 #define NN_MASK_VALUE (-1e9f)
+/* Loops over fewer elements than this run on one thread: a fork/join costs more. */
+#define NN_PAR_MIN ((size_t)1 << 15)
 
 /* ------------------------------------------------------------------------------------
  * Threads and sgemm
@@ -39,6 +43,28 @@ int nn_threads(void) {
 
 double nn_sgemm_seconds(void) { return nn_gemm_time; }
 void   nn_sgemm_reset(void) { nn_gemm_time = 0; }
+
+const char *nn_blas_core(void) {
+    const char *c = openblas_get_corename();
+    return c ? c : "unknown";
+}
+
+int nn_blas_prefer_avx512(char **argv) {
+    if (!argv || !argv[0] || getenv("OPENBLAS_CORETYPE") || getenv("TOKENREC_NO_BLAS_REEXEC"))
+        return 0;
+#if defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("avx512f")) return 0;
+    const char *core = nn_blas_core();
+    if (strcasestr(core, "skylakex") || strcasestr(core, "cooperlake") ||
+        strcasestr(core, "sapphire")) return 0;
+    setenv("OPENBLAS_CORETYPE", "SkylakeX", 1);
+    setenv("TOKENREC_NO_BLAS_REEXEC", "1", 1);
+    execv("/proc/self/exe", argv);
+    unsetenv("OPENBLAS_CORETYPE");   /* exec failed: carry on with what we have */
+#endif
+    return 0;
+}
 
 static int nn_in_parallel(void) {
 #ifdef _OPENMP
@@ -98,7 +124,7 @@ void nn_sgemm(int transA, int transB, int M, int N, int K, float alpha,
 /* ids (N), table (V,C) -> out (N,C)
  * Embedding lookup: copy row ids[n] of the table. */
 void embedding_forward(float *out, const int32_t *ids, const float *table, int N, int C) {
-    #pragma omp parallel for
+    #pragma omp parallel for if((size_t)N * C > NN_PAR_MIN)
     for (int n = 0; n < N; n++)
         memcpy(out + (size_t)n * C, table + (size_t)ids[n] * C, sizeof(float) * C);
 }
@@ -123,7 +149,7 @@ void linear_forward(float *y, const float *x, const float *w, const float *b,
                     int N, int in, int out) {
     float beta = 0.0f;
     if (b) {
-        #pragma omp parallel for
+        #pragma omp parallel for if((size_t)N * out > NN_PAR_MIN)
         for (int n = 0; n < N; n++) memcpy(y + (size_t)n * out, b, sizeof(float) * out);
         beta = 1.0f;
     }
@@ -137,7 +163,7 @@ void linear_backward(float *dx, float *dw, float *db, const float *dy, const flo
     if (dx) nn_sgemm(0, 0, N, in, out, 1.0f, dy, out, w, in, 1.0f, dx, in);
     if (dw) nn_sgemm(1, 0, out, in, N, 1.0f, dy, out, x, in, 1.0f, dw, in);
     if (db) {
-        #pragma omp parallel for
+        #pragma omp parallel for if((size_t)N * out > NN_PAR_MIN)
         for (int o = 0; o < out; o++) {
             float s = 0;
             for (int n = 0; n < N; n++) s += dy[(size_t)n * out + o];
@@ -153,49 +179,58 @@ void linear_backward(float *dx, float *dw, float *db, const float *dy, const flo
 /* x (n) -> y (n)
  * ReLU. */
 void relu_forward(float *y, const float *x, size_t n) {
-    #pragma omp parallel for
+    #pragma omp parallel for if(n > NN_PAR_MIN)
     for (size_t i = 0; i < n; i++) y[i] = x[i] > 0 ? x[i] : 0.0f;
 }
 
 /* dy (n), y (n) -> dx (n) +=
  * The gradient passes where the output was positive. */
 void relu_backward(float *dx, const float *dy, const float *y, size_t n) {
-    #pragma omp parallel for
+    #pragma omp parallel for if(n > NN_PAR_MIN)
     for (size_t i = 0; i < n; i++) if (y[i] > 0) dx[i] += dy[i];
 }
 
 /* x (n) -> y (n), mask (n)
- * Inverted dropout. The mask is drawn sequentially from rng (so a seed gives the same
- * mask whatever the thread count), two 32-bit draws per rng_u64. */
+ * Inverted dropout. One draw from rng seeds a generator per fixed block of 16384
+ * elements, so the blocks are filled in parallel and a seed gives the same mask whatever
+ * the thread count. Each 64-bit draw gives four 16-bit uniforms (p is rounded to a
+ * multiple of 1/65536). */
+#define DROP_BLOCK 16384
 void dropout_forward(float *y, uint8_t *mask, const float *x, size_t n, float p, rng_t *rng) {
     if (!rng || p <= 0.0f) {
         if (y != x) memcpy(y, x, sizeof(float) * n);
         if (mask) memset(mask, 1, n);
         return;
     }
-    uint32_t thr = p >= 1.0f ? UINT32_MAX : (uint32_t)((double)p * 4294967296.0);
-    size_t i = 0;
-    for (; i + 1 < n; i += 2) {
-        uint64_t r = rng_u64(rng);
-        mask[i] = (uint32_t)r >= thr;
-        mask[i + 1] = (uint32_t)(r >> 32) >= thr;
-    }
-    if (i < n) mask[i] = (uint32_t)rng_u64(rng) >= thr;
+    uint32_t thr = p >= 1.0f ? 65536u : (uint32_t)((double)p * 65536.0 + 0.5);
     float s = p >= 1.0f ? 0.0f : 1.0f / (1.0f - p);
-    #pragma omp parallel for
-    for (size_t j = 0; j < n; j++) y[j] = mask[j] ? x[j] * s : 0.0f;
+    uint64_t base = rng_u64(rng);
+    size_t nblk = (n + DROP_BLOCK - 1) / DROP_BLOCK;
+    #pragma omp parallel for schedule(static) if(n > NN_PAR_MIN)
+    for (size_t blk = 0; blk < nblk; blk++) {
+        rng_t r;
+        rng_seed(&r, base + 0x9E3779B97F4A7C15ull * (blk + 1));
+        size_t i0 = blk * DROP_BLOCK, i1 = i0 + DROP_BLOCK < n ? i0 + DROP_BLOCK : n;
+        uint64_t u = 0;
+        for (size_t i = i0; i < i1; i++) {
+            if (((i - i0) & 3) == 0) u = rng_u64(&r);
+            mask[i] = (uint32_t)(u & 0xffff) >= thr;
+            u >>= 16;
+        }
+        for (size_t j = i0; j < i1; j++) y[j] = mask[j] ? x[j] * s : 0.0f;
+    }
 }
 
 /* dy (n), mask (n) -> dx (n) +=
  * Same mask and scale as the forward pass. */
 void dropout_backward(float *dx, const float *dy, const uint8_t *mask, size_t n, float p) {
     if (!mask || p <= 0.0f) {
-        #pragma omp parallel for
+        #pragma omp parallel for if(n > NN_PAR_MIN)
         for (size_t i = 0; i < n; i++) dx[i] += dy[i];
         return;
     }
     float s = p >= 1.0f ? 0.0f : 1.0f / (1.0f - p);
-    #pragma omp parallel for
+    #pragma omp parallel for if(n > NN_PAR_MIN)
     for (size_t i = 0; i < n; i++) if (mask[i]) dx[i] += dy[i] * s;
 }
 
@@ -212,7 +247,7 @@ static void softmax_row(float *r, int C) {
 /* x (N,C) -> y (N,C)
  * Row softmax. */
 void softmax_forward(float *y, const float *x, int N, int C) {
-    #pragma omp parallel for
+    #pragma omp parallel for if((size_t)N * C > NN_PAR_MIN)
     for (int n = 0; n < N; n++) {
         float *r = y + (size_t)n * C;
         if (r != x + (size_t)n * C) memcpy(r, x + (size_t)n * C, sizeof(float) * C);
@@ -223,7 +258,7 @@ void softmax_forward(float *y, const float *x, int N, int C) {
 /* dy (N,C), y (N,C) -> dx (N,C) +=
  * Jacobian-vector product of the softmax: y * (dy - <y, dy>). */
 void softmax_backward(float *dx, const float *dy, const float *y, int N, int C) {
-    #pragma omp parallel for
+    #pragma omp parallel for if((size_t)N * C > NN_PAR_MIN)
     for (int n = 0; n < N; n++) {
         const float *yr = y + (size_t)n * C, *g = dy + (size_t)n * C;
         float *d = dx + (size_t)n * C;
@@ -241,7 +276,7 @@ void softmax_backward(float *dx, const float *dy, const float *y, int N, int C) 
  * y = w * x / sqrt(mean(x^2) + eps): T5's norm has no mean subtraction and no bias. */
 void rmsnorm_forward(float *y, float *rstd, const float *x, const float *w, int N, int C,
                      float eps) {
-    #pragma omp parallel for
+    #pragma omp parallel for if((size_t)N * C > NN_PAR_MIN)
     for (int n = 0; n < N; n++) {
         const float *xr = x + (size_t)n * C;
         float *yr = y + (size_t)n * C;
@@ -258,7 +293,7 @@ void rmsnorm_forward(float *y, float *rstd, const float *x, const float *w, int 
  * gradient is reduced through per-thread partial sums. */
 void rmsnorm_backward(float *dx, float *dw, const float *dy, const float *x, const float *w,
                       const float *rstd, int N, int C) {
-    #pragma omp parallel
+    #pragma omp parallel if((size_t)N * C > NN_PAR_MIN)
     {
         float local[C];
         memset(local, 0, sizeof(float) * C);
@@ -316,7 +351,7 @@ void relbias_forward(float *bias, int32_t *bucket, const float *table, int Tq, i
     for (int i = 0; i < Tq; i++)
         for (int j = 0; j < Tk; j++)
             bucket[i * Tk + j] = t5_relative_bucket(j - i, bidirectional, nb, max_distance);
-    #pragma omp parallel for
+    #pragma omp parallel for if((size_t)H * Tq * Tk > NN_PAR_MIN)
     for (int h = 0; h < H; h++)
         for (int i = 0; i < Tq * Tk; i++)
             bias[(size_t)h * Tq * Tk + i] = table[bucket[i] * H + h];
@@ -326,7 +361,7 @@ void relbias_forward(float *bias, int32_t *bucket, const float *table, int Tq, i
  * Scatter-add back into the buckets; heads are independent columns. */
 void relbias_backward(float *dtable, const float *dbias, const int32_t *bucket, int Tq, int Tk,
                       int H) {
-    #pragma omp parallel for
+    #pragma omp parallel for if((size_t)H * Tq * Tk > NN_PAR_MIN)
     for (int h = 0; h < H; h++)
         for (int i = 0; i < Tq * Tk; i++)
             dtable[bucket[i] * H + h] += dbias[(size_t)h * Tq * Tk + i];
@@ -335,21 +370,29 @@ void relbias_backward(float *dtable, const float *dbias, const int32_t *bucket, 
 /* q (B,Tq,H*D), k, v (B,Tk,H*D), bias (H,Tq,Tk), kmask (B,Tk) -> att (B,H,Tq,Tk), out
  * softmax(q k^T + bias + mask) v per (batch, head), with no 1/sqrt(D) scaling (T5 folds
  * it into the weight initialisation). Each (b,h) is two single-threaded sgemms reading
- * the head's columns in place through the leading dimension; (b,h) pairs run in parallel. */
-void attention_forward(float *out, float *att, const float *q, const float *k, const float *v,
+ * the head's columns in place through the leading dimension; (b,h) pairs run in parallel.
+ * The dropout mask of pair bh comes from a generator seeded by one draw of rng and bh, so
+ * it does not depend on the thread count. */
+void attention_forward(float *out, float *att, float *attd, uint8_t *dmask,
+                       const float *q, const float *k, const float *v, int ldq, int ldk,
                        const float *bias, const int32_t *kmask, int causal,
-                       int B, int Tq, int Tk, int H, int D) {
+                       int B, int Tq, int Tk, int H, int D, float p, rng_t *rng) {
     int HD = H * D;
+    int drop = p > 0.0f && rng && attd && dmask;
+    uint64_t base = drop ? rng_u64(rng) : 0;
+    uint32_t thr = p >= 1.0f ? 65536u : (uint32_t)((double)p * 65536.0 + 0.5);
+    float sc = p >= 1.0f ? 0.0f : 1.0f / (1.0f - p);
+    size_t TT = (size_t)Tq * Tk;
     double t = 0;
-    #pragma omp parallel for schedule(dynamic) reduction(+:t)
+    #pragma omp parallel for schedule(dynamic) reduction(+:t) if((size_t)B * H * TT * D > NN_PAR_MIN)
     for (int bh = 0; bh < B * H; bh++) {
         int b = bh / H, h = bh % H;
-        float *S = att + (size_t)bh * Tq * Tk;
-        const float *qb = q + (size_t)b * Tq * HD + h * D;
-        const float *kb = k + (size_t)b * Tk * HD + h * D;
-        const float *vb = v + (size_t)b * Tk * HD + h * D;
+        float *S = att + (size_t)bh * TT;
+        const float *qb = q + (size_t)b * Tq * ldq + h * D;
+        const float *kb = k + (size_t)b * Tk * ldk + h * D;
+        const float *vb = v + (size_t)b * Tk * ldk + h * D;
         double t0 = tr_monotonic();
-        gemm1(0, 1, Tq, Tk, D, 1.0f, qb, HD, kb, HD, 0.0f, S, Tk);
+        gemm1(0, 1, Tq, Tk, D, 1.0f, qb, ldq, kb, ldk, 0.0f, S, Tk);
         t += tr_monotonic() - t0;
         const int32_t *km = kmask ? kmask + (size_t)b * Tk : NULL;
         for (int i = 0; i < Tq; i++) {
@@ -362,51 +405,77 @@ void attention_forward(float *out, float *att, const float *q, const float *k, c
             if (causal) for (int j = i + 1; j < Tk; j++) r[j] += NN_MASK_VALUE;
             softmax_row(r, Tk);
         }
+        const float *P = S;
+        if (drop) {
+            float *Pd = attd + (size_t)bh * TT;
+            uint8_t *mk = dmask + (size_t)bh * TT;
+            rng_t r;
+            rng_seed(&r, base + 0x9E3779B97F4A7C15ull * (uint64_t)(bh + 1));
+            uint64_t u = 0;
+            for (size_t e = 0; e < TT; e++) {
+                if ((e & 3) == 0) u = rng_u64(&r);
+                mk[e] = (uint32_t)(u & 0xffff) >= thr;
+                u >>= 16;
+                Pd[e] = mk[e] ? S[e] * sc : 0.0f;
+            }
+            P = Pd;
+        }
         t0 = tr_monotonic();
-        gemm1(0, 0, Tq, D, Tk, 1.0f, S, Tk, vb, HD, 0.0f, out + (size_t)b * Tq * HD + h * D, HD);
+        gemm1(0, 0, Tq, D, Tk, 1.0f, P, Tk, vb, ldk, 0.0f, out + (size_t)b * Tq * HD + h * D, HD);
         t += tr_monotonic() - t0;
     }
     nn_gemm_time += t / nn_threads();
 }
 
 /* dout (B,Tq,H*D), att, q, k, v, scratch (B,H,Tq,Tk) -> dq +=, dk +=, dv +=, dbias +=
- * dP = dout V^T, dV = P^T dout, dS = P * (dP - rowsum(P*dP)), dQ = dS K, dK = dS^T Q.
- * dS is kept in scratch so that the bias gradient is reduced over the batch afterwards. */
+ * With Pd the (dropped) probabilities used in the forward product: dPd = dout V^T,
+ * dV = Pd^T dout, dP = dPd * mask / (1-p), dS = P * (dP - rowsum(P*dP)), dQ = dS K,
+ * dK = dS^T Q. dS is kept in scratch so that the bias gradient is reduced over the
+ * batch afterwards. */
 void attention_backward(float *dq, float *dk, float *dv, float *dbias, float *scratch,
-                        const float *dout, const float *att, const float *q, const float *k,
-                        const float *v, int B, int Tq, int Tk, int H, int D) {
+                        const float *dout, const float *att, const float *attd,
+                        const uint8_t *dmask, const float *q, const float *k, const float *v,
+                        int ldq, int ldk, int B, int Tq, int Tk, int H, int D, float p) {
     int HD = H * D;
+    int drop = p > 0.0f && attd && dmask;
+    float sc = p >= 1.0f ? 0.0f : 1.0f / (1.0f - p);
+    size_t TT = (size_t)Tq * Tk;
     double t = 0;
-    #pragma omp parallel for schedule(dynamic) reduction(+:t)
+    #pragma omp parallel for schedule(dynamic) reduction(+:t) if((size_t)B * H * TT * D > NN_PAR_MIN)
     for (int bh = 0; bh < B * H; bh++) {
         int b = bh / H, h = bh % H;
-        const float *P = att + (size_t)bh * Tq * Tk;
-        float *dS = scratch + (size_t)bh * Tq * Tk;
-        size_t qo = (size_t)b * Tq * HD + h * D, ko = (size_t)b * Tk * HD + h * D;
+        const float *P = att + (size_t)bh * TT;
+        const float *Pd = drop ? attd + (size_t)bh * TT : P;
+        float *dS = scratch + (size_t)bh * TT;
+        size_t oo = (size_t)b * Tq * HD + h * D;
+        size_t qo = (size_t)b * Tq * ldq + h * D, ko = (size_t)b * Tk * ldk + h * D;
         double t0 = tr_monotonic();
-        gemm1(0, 1, Tq, Tk, D, 1.0f, dout + qo, HD, v + ko, HD, 0.0f, dS, Tk);
-        if (dv) gemm1(1, 0, Tk, D, Tq, 1.0f, P, Tk, dout + qo, HD, 1.0f, dv + ko, HD);
+        gemm1(0, 1, Tq, Tk, D, 1.0f, dout + oo, HD, v + ko, ldk, 0.0f, dS, Tk);
+        if (dv) gemm1(1, 0, Tk, D, Tq, 1.0f, Pd, Tk, dout + oo, HD, 1.0f, dv + ko, ldk);
         t += tr_monotonic() - t0;
+        if (drop) {
+            const uint8_t *mk = dmask + (size_t)bh * TT;
+            for (size_t e = 0; e < TT; e++) dS[e] = mk[e] ? dS[e] * sc : 0.0f;
+        }
         for (int i = 0; i < Tq; i++) {
-            const float *p = P + (size_t)i * Tk;
+            const float *pr = P + (size_t)i * Tk;
             float *d = dS + (size_t)i * Tk;
             float s = 0;
-            for (int j = 0; j < Tk; j++) s += p[j] * d[j];
-            for (int j = 0; j < Tk; j++) d[j] = p[j] * (d[j] - s);
+            for (int j = 0; j < Tk; j++) s += pr[j] * d[j];
+            for (int j = 0; j < Tk; j++) d[j] = pr[j] * (d[j] - s);
         }
         t0 = tr_monotonic();
-        if (dq) gemm1(0, 0, Tq, D, Tk, 1.0f, dS, Tk, k + ko, HD, 1.0f, dq + qo, HD);
-        if (dk) gemm1(1, 0, Tk, D, Tq, 1.0f, dS, Tk, q + qo, HD, 1.0f, dk + ko, HD);
+        if (dq) gemm1(0, 0, Tq, D, Tk, 1.0f, dS, Tk, k + ko, ldk, 1.0f, dq + qo, ldq);
+        if (dk) gemm1(1, 0, Tk, D, Tq, 1.0f, dS, Tk, q + qo, ldq, 1.0f, dk + ko, ldk);
         t += tr_monotonic() - t0;
     }
     nn_gemm_time += t / nn_threads();
     if (dbias) {
-        size_t per = (size_t)Tq * Tk;
-        #pragma omp parallel for
-        for (size_t e = 0; e < (size_t)H * per; e++) {
-            size_t h = e / per, ij = e % per;
+        #pragma omp parallel for if((size_t)B * H * TT > NN_PAR_MIN)
+        for (size_t e = 0; e < (size_t)H * TT; e++) {
+            size_t h = e / TT, ij = e % TT;
             float s = 0;
-            for (int b = 0; b < B; b++) s += scratch[((size_t)b * H + h) * per + ij];
+            for (int b = 0; b < B; b++) s += scratch[((size_t)b * H + h) * TT + ij];
             dbias[e] += s;
         }
     }
@@ -430,7 +499,7 @@ void ffn_forward(float *y, float *h, float *hd, uint8_t *mask, const float *x, c
 static void relu_dropout_grad(float *s, const float *h, const uint8_t *mask, size_t n, float p) {
     float sc = (mask && p > 0.0f) ? (p >= 1.0f ? 0.0f : 1.0f / (1.0f - p)) : 1.0f;
     int usem = mask && p > 0.0f;
-    #pragma omp parallel for
+    #pragma omp parallel for if(n > NN_PAR_MIN)
     for (size_t i = 0; i < n; i++)
         s[i] = (h[i] > 0 && (!usem || mask[i])) ? s[i] * sc : 0.0f;
 }
@@ -541,7 +610,7 @@ float softmax_xent_forward(float *probs, const float *logits, const int32_t *tar
 void softmax_xent_backward(float *dlogits, const float *probs, const int32_t *targets,
                            int B, int V, float scale) {
     float k = scale / B;
-    #pragma omp parallel for
+    #pragma omp parallel for if((size_t)B * V > NN_PAR_MIN)
     for (int b = 0; b < B; b++) {
         const float *p = probs + (size_t)b * V;
         float *d = dlogits + (size_t)b * V;
@@ -570,7 +639,7 @@ void adamw_update(const adamw_cfg *cfg, float *p, const float *g, float *m, floa
     float bc2 = 1.0f - (float)pow(b2, (double)step);
     float step_size = lr / bc1;
     float bc2_sqrt = sqrtf(bc2);
-    #pragma omp parallel for
+    #pragma omp parallel for if(n > NN_PAR_MIN)
     for (size_t i = 0; i < n; i++) {
         float gi = g[i];
         float mi = b1 * m[i] + (1.0f - b1) * gi;
@@ -584,7 +653,7 @@ void adamw_update(const adamw_cfg *cfg, float *p, const float *g, float *m, floa
 /* g (n) -> ||g||_2, summed in double per thread. */
 float grad_norm(const float *g, size_t n) {
     double s = 0;
-    #pragma omp parallel for reduction(+:s)
+    #pragma omp parallel for reduction(+:s) if(n > NN_PAR_MIN)
     for (size_t i = 0; i < n; i++) s += (double)g[i] * g[i];
     return (float)sqrt(s);
 }
@@ -595,7 +664,7 @@ float grad_clip(float *g, size_t n, float max_norm) {
     if (max_norm > 0) {
         float coef = max_norm / (norm + 1e-6f);
         if (coef < 1.0f) {
-            #pragma omp parallel for
+            #pragma omp parallel for if(n > NN_PAR_MIN)
             for (size_t i = 0; i < n; i++) g[i] *= coef;
         }
     }

@@ -25,6 +25,17 @@
 void nn_set_threads(int n);
 int  nn_threads(void);
 
+/* Debian's OpenBLAS 0.3.21 (DYNAMIC_ARCH) runs its AVX2 "Haswell" kernels on AMD Zen 4,
+ * which has AVX-512; its SkylakeX kernels are about 1.8x faster there. The kernel set is
+ * chosen when the library loads, from OPENBLAS_CORETYPE, so this re-executes the program
+ * (execv /proc/self/exe argv) with OPENBLAS_CORETYPE=SkylakeX when the CPU has AVX-512F,
+ * OpenBLAS picked a non-AVX-512 core and the variable is unset; call it first thing in
+ * main(). Returns 0 when nothing was done (or the exec failed); never returns otherwise.
+ * TOKENREC_NO_BLAS_REEXEC=1 turns it off. */
+int nn_blas_prefer_avx512(char **argv);
+/* The OpenBLAS kernel set in use, e.g. "Haswell" or "SkylakeX". */
+const char *nn_blas_core(void);
+
 /* C (M,N) = alpha * op(A) op(B) + beta * C, row-major, as cblas_sgemm; transA/transB are
  * 0 or 1. Large products are split across the nn threads. */
 void nn_sgemm(int transA, int transB, int M, int N, int K, float alpha,
@@ -92,15 +103,23 @@ void relbias_backward(float *dtable, const float *dbias, const int32_t *bucket, 
 
 /* q (B,Tq,H*D), k, v (B,Tk,H*D), bias (H,Tq,Tk) or NULL, kmask (B,Tk) 1 = key visible,
  * 0 = masked (-1e9 added) or NULL, causal (key j > query i masked)
- * -> att (B,H,Tq,Tk) probabilities saved for backward, out (B,Tq,H*D) */
-void attention_forward(float *out, float *att, const float *q, const float *k, const float *v,
+ * -> att (B,H,Tq,Tk) probabilities saved for backward, out (B,Tq,H*D).
+ * ldq and ldk are the row strides of q and of k, v (H*D when dense; 3*H*D when q, k, v are
+ * the three column blocks of one fused projection).
+ * Dropout on the probabilities (as Hugging Face T5 does) when p > 0 and rng != NULL: then
+ * attd (B,H,Tq,Tk) gets the dropped, rescaled probabilities and dmask (B,H,Tq,Tk) the
+ * mask; otherwise both may be NULL. */
+void attention_forward(float *out, float *att, float *attd, uint8_t *dmask,
+                       const float *q, const float *k, const float *v, int ldq, int ldk,
                        const float *bias, const int32_t *kmask, int causal,
-                       int B, int Tq, int Tk, int H, int D);
-/* dout (B,Tq,H*D), att (B,H,Tq,Tk), q, k, v as forward, scratch (B,H,Tq,Tk)
- * -> dq (B,Tq,H*D) +=, dk, dv (B,Tk,H*D) +=, dbias (H,Tq,Tk) += (or NULL) */
+                       int B, int Tq, int Tk, int H, int D, float p, rng_t *rng);
+/* dout (B,Tq,H*D), att, attd, dmask, q, k, v and p as forward (attd, dmask NULL or p 0:
+ * no dropout), scratch (B,H,Tq,Tk) -> dq +=, dk, dv += (same row strides ldq, ldk as q
+ * and k), dbias (H,Tq,Tk) += (or NULL) */
 void attention_backward(float *dq, float *dk, float *dv, float *dbias, float *scratch,
-                        const float *dout, const float *att, const float *q, const float *k,
-                        const float *v, int B, int Tq, int Tk, int H, int D);
+                        const float *dout, const float *att, const float *attd,
+                        const uint8_t *dmask, const float *q, const float *k, const float *v,
+                        int ldq, int ldk, int B, int Tq, int Tk, int H, int D, float p);
 
 /* ---- feed-forward block: y = dropout(relu(x Wi^T)) Wo^T ---- */
 

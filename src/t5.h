@@ -79,12 +79,24 @@ typedef struct {
     const float *pos, *neg;      /* (B,head_out) targets; NULL for inference */
 } t5_batch;
 
-/* Forward pass. train != 0 applies dropout with draws from rng. Computes z and, when the
+/* Forward pass. train != 0 applies dropout with draws from rng (rng NULL: no dropout). Computes z and, when the
  * batch has pos/neg, the loss (stored in *loss if loss != NULL). -1 with tr_error. */
 int t5_forward(t5_model *m, const t5_batch *b, int train, rng_t *rng, float *loss);
 /* Backward of the last t5_forward (which must have had pos/neg): zeroes then fills the
  * gradient buffer. */
 int t5_backward(t5_model *m, const t5_batch *b);
+/* The same, for gradient accumulation over micro-batches: zero_grads 0 adds to the
+ * gradients already there, and the loss gradient is multiplied by loss_scale (e.g.
+ * B_micro / B_total so the sum equals the gradient of the mean over the full batch). */
+int t5_backward_ex(t5_model *m, const t5_batch *b, int zero_grads, float loss_scale);
+/* Backward of the last t5_forward from a given dz (B,head_out) = d loss / d z, for losses
+ * computed outside (e.g. a softmax over all items): zeroes then fills the gradients. */
+int t5_backward_dz(t5_model *m, const t5_batch *b, const float *dz);
+/* The AdamW moments (n_params floats each, same layout as t5_params) and the step counter,
+ * for checkpoints. */
+float *t5_adam_m(t5_model *m);
+float *t5_adam_v(t5_model *m);
+void   t5_set_step(t5_model *m, long step);
 /* Global-norm clip (clip <= 0: none), then one AdamW step over all parameters. */
 void t5_adamw_step(t5_model *m, const adamw_cfg *opt, float clip);
 /* forward (train) + backward + clip + AdamW. The loss goes to *loss. */

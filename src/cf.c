@@ -1,0 +1,474 @@
+/* cf.c: the `tokenrec cf` stage: trains LightGCN (or MF) with BPR on the train split,
+ * validates every few epochs, keeps the best checkpoint, and writes its vectors and
+ * metrics. Resumable: every checkpoint holds everything the next step depends on, so a
+ * stopped and resumed run ends with the same bits as an uninterrupted one. */
+#include "cf.h"
+#include "cli.h"
+#include "db.h"
+#include "nn.h"
+#include "stage.h"
+#include "util.h"
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define CF_CKPT_MAGIC 0x31464354u   /* "TCF1" */
+#define CF_CKPT_SECONDS 120.0       /* checkpoint at least this often between evaluations */
+
+/* Everything besides the float tables that a resumed run needs. Plain fixed-width fields. */
+typedef struct {
+    uint32_t   magic, dim;
+    int64_t    n_nodes, n_train;
+    int64_t    epoch;           /* completed epochs */
+    int64_t    pos;             /* next triple of the current epoch (0: epoch not started) */
+    int64_t    step;            /* Adam steps taken */
+    rng_t      rng;
+    double     loss_sum;        /* of the current epoch's batches */
+    int64_t    loss_batches;
+    double     best_score;      /* selection metric of the best evaluation, -1 before any */
+    int64_t    best_epoch;
+    int64_t    bad_evals;       /* evaluations since the best one */
+    double     best[4];         /* valid hr10, hr20, ndcg10, ndcg20 of the best */
+    double     last_hr20;       /* of the latest evaluation */
+    double     last_loss;       /* of the latest completed epoch */
+} cf_state;
+
+typedef struct {
+    const char *dbpath, *dataset, *model, *sampler, *select;
+    int dim, layers, batch, epochs, eval_every, patience, seed, threads, force, quiet;
+    int stop_after;
+    double lr, decay, init_std;
+} cf_opts;
+
+/* The model's buffers, all (n, C): parameters, Adam moments, gradient, final
+ * representation, two propagation scratch tables, and the best parameters so far. */
+typedef struct {
+    cf_graph g;
+    int      C, L;
+    size_t   m;                 /* n * C */
+    float   *e0, *adam_m, *adam_v, *grad, *mean, *t0, *t1, *best;
+} cf_model;
+
+static void model_free(cf_model *M) {
+    cf_graph_free(&M->g);
+    free(M->e0); free(M->adam_m); free(M->adam_v); free(M->grad);
+    free(M->mean); free(M->t0); free(M->t1); free(M->best);
+}
+
+/* Evaluate the parameters e0 on split (1 valid, 2 test): propagate into M->mean, rank. */
+static void model_eval(cf_model *M, const cf_data *d, const float *e0, int split, cf_metrics *out) {
+    cf_propagate_forward(M->mean, &M->g, e0, M->C, M->L, M->t0, M->t1);
+    cf_evaluate(d, M->mean, M->mean + (size_t)d->n_users * M->C, M->C, split, out);
+}
+
+/* One checkpoint: the state, the float tables, and the epoch's triple order. */
+static int save_ckpt(stage_run *run, const cf_state *s, const cf_model *M, const uint32_t *order,
+                     int64_t n_order) {
+    size_t fb = M->m * sizeof(float);
+    if (stage_ckpt_begin(run) != 0 ||
+        stage_ckpt_put(run, "state", s->step, s, sizeof *s) != 0 ||
+        stage_ckpt_put(run, "e0", s->step, M->e0, fb) != 0 ||
+        stage_ckpt_put(run, "adam_m", s->step, M->adam_m, fb) != 0 ||
+        stage_ckpt_put(run, "adam_v", s->step, M->adam_v, fb) != 0 ||
+        stage_ckpt_put(run, "best", s->step, M->best, fb) != 0 ||
+        stage_ckpt_put(run, "order", s->step, order, (size_t)n_order * sizeof *order) != 0) {
+        db_rollback(run->db);
+        return -1;
+    }
+    return stage_ckpt_commit(run);
+}
+
+/* Copy a checkpoint blob of exactly n bytes into dst. */
+static int load_blob(stage_run *run, const char *name, void *dst, size_t n) {
+    void *p = NULL;
+    size_t len = 0;
+    int rc = stage_ckpt_get(run, name, &p, &len, NULL);
+    if (rc < 0) return -1;
+    if (rc > 0 || len != n) {
+        free(p);
+        return tr_error("cf: checkpoint '%s' of run %lld is %s (expected %zu bytes); start over "
+                        "with --force", name, (long long)run->id, rc > 0 ? "missing" : "the wrong size", n);
+    }
+    memcpy(dst, p, n);
+    free(p);
+    return 0;
+}
+
+static int load_ckpt(stage_run *run, cf_state *s, cf_model *M, uint32_t *order, int64_t n_order) {
+    cf_state t;
+    if (load_blob(run, "state", &t, sizeof t) != 0) return -1;
+    if (t.magic != CF_CKPT_MAGIC || t.dim != (uint32_t)M->C || t.n_nodes != M->g.n ||
+        t.n_train != n_order)
+        return tr_error("cf: the checkpoint of run %lld does not match this dataset and settings; "
+                        "start over with --force", (long long)run->id);
+    size_t fb = M->m * sizeof(float);
+    if (load_blob(run, "e0", M->e0, fb) != 0 || load_blob(run, "adam_m", M->adam_m, fb) != 0 ||
+        load_blob(run, "adam_v", M->adam_v, fb) != 0 || load_blob(run, "best", M->best, fb) != 0 ||
+        load_blob(run, "order", order, (size_t)n_order * sizeof *order) != 0)
+        return -1;
+    *s = t;
+    return 0;
+}
+
+/* Write the vectors (user/item x ego/mean) and the metrics rows of the best parameters. */
+static int write_outputs(stage_run *run, const cf_data *d, cf_model *M, const char *method,
+                         const cf_metrics *valid, const cf_metrics *test) {
+    sqlite3 *db = run->db;
+    sqlite3_stmt *st = db_prep(db, "INSERT INTO cf_vectors (run_id, entity, kind, idx, vec) "
+                                   "VALUES (?,?,?,?,?)");
+    if (!st) return -1;
+    const char *entity[2] = {"user", "item"}, *kind[2] = {"ego", "mean"};
+    int32_t count[2] = {d->n_users, d->n_items};
+    const float *table[2] = {M->best, M->mean};
+    for (int e = 0; e < 2; e++)
+        for (int k = 0; k < 2; k++)
+            for (int32_t i = 0; i < count[e]; i++) {
+                const float *v = table[k] + ((size_t)(e ? d->n_users : 0) + i) * M->C;
+                sqlite3_bind_int64(st, 1, run->id);
+                sqlite3_bind_text(st, 2, entity[e], -1, SQLITE_STATIC);
+                sqlite3_bind_text(st, 3, kind[k], -1, SQLITE_STATIC);
+                sqlite3_bind_int(st, 4, i);
+                if (db_bind_floats(st, 5, v, M->C) != 0 || db_step_done(db, st) != 0) {
+                    sqlite3_finalize(st);
+                    return -1;
+                }
+            }
+    sqlite3_finalize(st);
+    st = db_prep(db, "INSERT INTO run_metrics (run_id, method, split, metric, k, value) "
+                     "VALUES (?,?,?,?,?,?)");
+    if (!st) return -1;
+    const cf_metrics *ms[2] = {valid, test};
+    const char *split[2] = {"valid", "test"};
+    for (int s = 0; s < 2; s++) {
+        const char *metric[4] = {"hr", "hr", "ndcg", "ndcg"};
+        int ks[4] = {10, 20, 10, 20};
+        double vals[4] = {ms[s]->hr10, ms[s]->hr20, ms[s]->ndcg10, ms[s]->ndcg20};
+        for (int j = 0; j < 4; j++) {
+            sqlite3_bind_int64(st, 1, run->id);
+            sqlite3_bind_text(st, 2, method, -1, SQLITE_STATIC);
+            sqlite3_bind_text(st, 3, split[s], -1, SQLITE_STATIC);
+            sqlite3_bind_text(st, 4, metric[j], -1, SQLITE_STATIC);
+            sqlite3_bind_int(st, 5, ks[j]);
+            sqlite3_bind_double(st, 6, vals[j]);
+            if (db_step_done(db, st) != 0) { sqlite3_finalize(st); return -1; }
+        }
+    }
+    sqlite3_finalize(st);
+    return 0;
+}
+
+/* Fill a batch of triples (node ids) from the epoch's order (pairs sampler) or by drawing
+ * a user uniformly among those with train items and one of its items (users sampler);
+ * then one negative per triple. All draws come from s->rng, in batch order. */
+static void make_batch(const cf_data *d, const cf_opts *o, cf_state *s, const uint32_t *order,
+                       const int32_t *active, int32_t n_active, int B, int32_t *bu, int32_t *bp,
+                       int32_t *bn) {
+    int32_t U = d->n_users;
+    for (int b = 0; b < B; b++) {
+        int32_t u, i;
+        if (o->sampler[0] == 'p') {
+            int64_t k = order[s->pos + b];
+            u = d->pair_user[k];
+            i = d->pair_item[k];
+        } else {
+            u = active[rng_below(&s->rng, (uint32_t)n_active)];
+            int64_t a = d->off[u], c = d->off[u + 1] - a;
+            i = d->item[a + rng_below(&s->rng, (uint32_t)c)];
+        }
+        bu[b] = u;
+        bp[b] = U + i;
+        bn[b] = U + cf_sample_negative(d, u, &s->rng);
+    }
+}
+
+/* "0.1234", or "-" before the first validation. buf holds 32 bytes. */
+static const char *fmt_hr(char *buf, double hr) {
+    if (hr < 0) return "-";
+    snprintf(buf, 32, "%.4f", hr);
+    return buf;
+}
+
+static int check_opts(const cf_opts *o) {
+    if (strcmp(o->model, "lightgcn") && strcmp(o->model, "mf"))
+        return tr_error("--model: expected lightgcn or mf, got '%s'", o->model);
+    if (strcmp(o->sampler, "pairs") && strcmp(o->sampler, "users"))
+        return tr_error("--sampler: expected pairs or users, got '%s'", o->sampler);
+    if (strcmp(o->select, "ndcg20") && strcmp(o->select, "hr20"))
+        return tr_error("--select: expected ndcg20 or hr20, got '%s'", o->select);
+    if (o->dim < 1 || o->dim > 4096) return tr_error("--dim: expected 1..4096, got %d", o->dim);
+    if (o->layers < 0 || o->layers > 16) return tr_error("--layers: expected 0..16, got %d", o->layers);
+    if (o->batch < 1) return tr_error("--batch: expected at least 1, got %d", o->batch);
+    if (o->epochs < 1) return tr_error("--epochs: expected at least 1, got %d", o->epochs);
+    if (o->eval_every < 1) return tr_error("--eval-every: expected at least 1, got %d", o->eval_every);
+    if (!(o->lr > 0)) return tr_error("--lr: expected a positive rate, got %g", o->lr);
+    if (!(o->decay >= 0)) return tr_error("--decay: expected 0 or more, got %g", o->decay);
+    if (!(o->init_std > 0)) return tr_error("--init-std: expected a positive value, got %g", o->init_std);
+    return 0;
+}
+
+static const char usage_cf[] = "tokenrec cf [--dataset NAME] [--model lightgcn|mf] [options]";
+static const char summary_cf[] =
+    "Train LightGCN (or MF) with BPR on the train split, select the checkpoint on the valid\n"
+    "items, and store the ego and propagated vectors of users and items (cf_vectors) and\n"
+    "the valid/test HR and NDCG at 10 and 20 (run_metrics). An epoch is #train-pairs BPR\n"
+    "triples: a uniform user and one of its train items (--sampler users, the default, as\n"
+    "LightGCN-PyTorch), or every train pair once in a seeded shuffled order (--sampler\n"
+    "pairs); each triple gets one uniform negative that is not a train item of the user.\n"
+    "Validation every --eval-every epochs ranks all items for each user's valid item (train\n"
+    "items excluded); the best by --select is kept; --patience validations without a better\n"
+    "one stop training. Test (the last item, train and valid items excluded) is computed only\n"
+    "for the kept checkpoint. Ctrl-C saves a checkpoint; the same command resumes it.";
+
+/* Train and write; the part after stage_begin. Returns 0, 130 (stopped) or -1. */
+static int cf_train(stage_run *run, const cf_opts *o, const cf_data *d) {
+    int is_mf = !strcmp(o->model, "mf");
+    cf_model M;
+    memset(&M, 0, sizeof M);
+    uint32_t *order = NULL;
+    int32_t *active = NULL, *bu = NULL, *bp = NULL, *bn = NULL;
+    float *scratch = NULL;
+    int rc = -1;
+    if (cf_graph_build(&M.g, d) != 0) goto out;
+    M.C = o->dim;
+    M.L = is_mf ? 0 : o->layers;
+    M.m = (size_t)M.g.n * M.C;
+    size_t fb = M.m * sizeof(float);
+    M.e0 = tr_malloc(fb); M.adam_m = tr_calloc(M.m, sizeof(float));
+    M.adam_v = tr_calloc(M.m, sizeof(float)); M.grad = tr_malloc(fb);
+    M.mean = tr_malloc(fb); M.t0 = tr_malloc(fb); M.t1 = tr_malloc(fb); M.best = tr_malloc(fb);
+    int64_t n_order = d->n_train;
+    order = tr_malloc(((size_t)n_order + 1) * sizeof *order);
+    active = tr_malloc(((size_t)d->n_users + 1) * sizeof *active);
+    int32_t n_active = 0;
+    for (int32_t u = 0; u < d->n_users; u++)
+        if (d->off[u + 1] > d->off[u]) active[n_active++] = u;
+    if (n_order == 0 || n_active == 0) {
+        tr_error("cf: %s has no train interactions; expected users with at least 3 interactions",
+                 run->dataset);
+        goto out;
+    }
+    int B = o->batch;
+    bu = tr_malloc((size_t)B * sizeof *bu); bp = tr_malloc((size_t)B * sizeof *bp);
+    bn = tr_malloc((size_t)B * sizeof *bn);
+    scratch = tr_malloc((size_t)3 * B * sizeof *scratch);
+
+    cf_state s;
+    memset(&s, 0, sizeof s);
+    int have_ckpt = 0;
+    if (run->resumed) {
+        void *probe = NULL;
+        int g = stage_ckpt_get(run, "state", &probe, NULL, NULL);
+        free(probe);
+        if (g < 0) goto out;
+        have_ckpt = g == 0;
+    }
+    if (have_ckpt) {
+        if (load_ckpt(run, &s, &M, order, n_order) != 0) goto out;
+    } else {
+        s.magic = CF_CKPT_MAGIC;
+        s.dim = (uint32_t)M.C;
+        s.n_nodes = M.g.n;
+        s.n_train = n_order;
+        s.best_score = -1;
+        s.last_hr20 = -1;
+        s.last_loss = NAN;
+        rng_seed(&s.rng, (uint64_t)(int64_t)o->seed);
+        for (size_t k = 0; k < M.m; k++) M.e0[k] = (float)o->init_std * rng_normal(&s.rng);
+        memcpy(M.best, M.e0, fb);
+        for (int64_t k = 0; k < n_order; k++) order[k] = (uint32_t)k;
+    }
+
+    adamw_cfg adam = adamw_default((float)o->lr);
+    adam.weight_decay = 0;      /* plain Adam: the L2 term is part of the loss */
+    int select_hr = !strcmp(o->select, "hr20");
+    double t_start = tr_monotonic(), t_train = 0, t_eval = 0, last_ckpt = t_start;
+    int64_t epoch0 = s.epoch, steps0 = s.step;
+    double frac_per_triple = 1.0 / ((double)o->epochs * (double)n_order);
+    char hrbuf[32];
+
+    while (s.epoch < o->epochs && (o->patience <= 0 || s.bad_evals < o->patience)) {
+        double tb = tr_monotonic();
+        if (s.pos == 0 && o->sampler[0] == 'p') rng_shuffle_u32(&s.rng, order, (size_t)n_order);
+        while (s.pos < n_order) {
+            int nb = (int)(n_order - s.pos < B ? n_order - s.pos : B);
+            make_batch(d, o, &s, order, active, n_active, nb, bu, bp, bn);
+            /* forward: mean = propagate(e0); loss on the batch rows */
+            cf_propagate_forward(M.mean, &M.g, M.e0, M.C, M.L, M.t0, M.t1);
+            memset(M.grad, 0, fb);
+            memset(M.t0, 0, fb);
+            float loss = cf_bpr_forward_backward(M.mean, M.e0, bu, bp, bn, nb, M.C,
+                                                 (float)o->decay, M.t0, M.grad, scratch, NULL);
+            /* backward: grad += propagateᵀ(dmean), then one Adam step on every row */
+            cf_propagate_backward(M.grad, &M.g, M.t0, M.C, M.L, M.t1);
+            s.step++;
+            adamw_update(&adam, M.e0, M.grad, M.adam_m, M.adam_v, M.m, (long)s.step);
+            s.loss_sum += loss;
+            s.loss_batches++;
+            s.pos += nb;
+            stage_progress(run, (double)(s.epoch * n_order + s.pos) * frac_per_triple,
+                           "epoch %lld/%d loss %.4f valid HR@20 %s", (long long)s.epoch + 1,
+                           o->epochs, s.loss_sum / s.loss_batches, fmt_hr(hrbuf, s.last_hr20));
+            int stop = stage_should_stop() || (o->stop_after > 0 && s.step >= o->stop_after);
+            if (stop || tr_monotonic() - last_ckpt > CF_CKPT_SECONDS) {
+                if (s.pos >= n_order) break;        /* the epoch's end checkpoints below */
+                if (save_ckpt(run, &s, &M, order, n_order) != 0) goto out;
+                last_ckpt = tr_monotonic();
+                if (stop) { stage_stopped(run); rc = 130; goto out; }
+            }
+        }
+        t_train += tr_monotonic() - tb;
+        s.epoch++;
+        s.pos = 0;
+        s.last_loss = s.loss_sum / (s.loss_batches ? s.loss_batches : 1);
+        s.loss_sum = 0;
+        s.loss_batches = 0;
+        if (stage_metric(run, s.epoch, "loss", s.last_loss) != 0) goto out;
+        int evaluated = 0;
+        if (s.epoch % o->eval_every == 0 || s.epoch == o->epochs) {
+            double te = tr_monotonic();
+            cf_metrics v;
+            model_eval(&M, d, M.e0, 1, &v);
+            t_eval += tr_monotonic() - te;
+            s.last_hr20 = v.hr20;
+            double score = select_hr ? v.hr20 : v.ndcg20;
+            if (score > s.best_score) {
+                s.best_score = score;
+                s.best_epoch = s.epoch;
+                s.bad_evals = 0;
+                s.best[0] = v.hr10; s.best[1] = v.hr20; s.best[2] = v.ndcg10; s.best[3] = v.ndcg20;
+                memcpy(M.best, M.e0, fb);
+            } else {
+                s.bad_evals++;
+            }
+            if (stage_metric(run, s.epoch, "valid_hr10", v.hr10) != 0 ||
+                stage_metric(run, s.epoch, "valid_hr20", v.hr20) != 0 ||
+                stage_metric(run, s.epoch, "valid_ndcg10", v.ndcg10) != 0 ||
+                stage_metric(run, s.epoch, "valid_ndcg20", v.ndcg20) != 0)
+                goto out;
+            if (!o->quiet && !isatty(2))
+                fprintf(stderr, "[cf] epoch %lld loss %.4f valid HR@10 %.4f HR@20 %.4f NDCG@20 %.4f%s\n",
+                        (long long)s.epoch, s.last_loss, v.hr10, v.hr20, v.ndcg20,
+                        s.bad_evals ? "" : " (best)");
+            if (save_ckpt(run, &s, &M, order, n_order) != 0) goto out;
+            last_ckpt = tr_monotonic();
+            evaluated = 1;
+        }
+        stage_progress(run, (double)s.epoch / o->epochs, "epoch %lld/%d loss %.4f valid HR@20 %s",
+                       (long long)s.epoch, o->epochs, s.last_loss, fmt_hr(hrbuf, s.last_hr20));
+        if (stage_should_stop() || (o->stop_after > 0 && s.step >= o->stop_after)) {
+            if (!evaluated && save_ckpt(run, &s, &M, order, n_order) != 0) goto out;
+            stage_stopped(run);
+            rc = 130;
+            goto out;
+        }
+    }
+
+    /* The best parameters: their propagated vectors, valid and test metrics, all written
+     * in the final transaction. */
+    cf_metrics valid, test;
+    double te = tr_monotonic();
+    model_eval(&M, d, M.best, 2, &test);
+    model_eval(&M, d, M.best, 1, &valid);       /* leaves M.mean = propagate(best) */
+    t_eval += tr_monotonic() - te;
+    if (stage_finish_begin(run) != 0) goto out;
+    if (write_outputs(run, d, &M, o->model, &valid, &test) != 0) goto out;
+    if (stage_finish_commit(run) != 0) goto out;
+    if (!o->quiet) {
+        int64_t ep = s.epoch - epoch0;
+        printf("cf %s on %s: %d users, %d items, %lld train pairs, dim %d, layers %d, %d threads\n",
+               o->model, run->dataset, d->n_users, d->n_items, (long long)d->n_train, M.C, M.L,
+               nn_threads());
+        printf("epochs %lld (%lld in this process, %lld steps), best epoch %lld by valid %s, %s\n",
+               (long long)s.epoch, (long long)ep, (long long)(s.step - steps0),
+               (long long)s.best_epoch, o->select,
+               s.epoch < o->epochs ? "stopped early (patience)" : "ran all epochs");
+        printf("time %.2fs: train %.2fs (%.4f s/epoch), eval %.2fs; peak RSS %.1f MiB\n",
+               tr_monotonic() - t_start, t_train, ep ? t_train / ep : 0.0, t_eval,
+               tr_peak_rss_kib() / 1024.0);
+        printf("valid HR@10 %.4f HR@20 %.4f NDCG@10 %.4f NDCG@20 %.4f (%d users)\n", valid.hr10,
+               valid.hr20, valid.ndcg10, valid.ndcg20, valid.n_users);
+        printf("test  HR@10 %.4f HR@20 %.4f NDCG@10 %.4f NDCG@20 %.4f (%d users)\n", test.hr10,
+               test.hr20, test.ndcg10, test.ndcg20, test.n_users);
+        fflush(stdout);
+    }
+    rc = 0;
+out:
+    if (rc < 0) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", tr_errmsg());
+        stage_fail(run, msg);
+        tr_error("%s", msg);
+    }
+    model_free(&M);
+    free(order); free(active); free(bu); free(bp); free(bn); free(scratch);
+    return rc;
+}
+
+int cmd_cf(int argc, char **argv) {
+    cf_opts o = {.dbpath = DB_DEFAULT_PATH, .dataset = NULL, .model = "lightgcn",
+                 .sampler = "users", .select = "ndcg20", .dim = 64, .layers = 3, .batch = 2048,
+                 .epochs = 1000, .eval_every = 5, .patience = 20, .seed = 2020, .threads = 0,
+                 .lr = 1e-3, .decay = 1e-4, .init_std = 0.1};
+    cli_opt opts[] = {
+        {"db", CLI_STR, &o.dbpath, "database file", 0},
+        {"dataset", CLI_STR, &o.dataset, "dataset name (default: the only or latest ingested)", 0},
+        {"model", CLI_STR, &o.model, "lightgcn or mf (no propagation)", 1},
+        {"dim", CLI_INT, &o.dim, "embedding dimension", 1},
+        {"layers", CLI_INT, &o.layers, "LightGCN propagation layers (ignored for mf)", 1},
+        {"lr", CLI_FLOAT, &o.lr, "Adam learning rate", 1},
+        {"decay", CLI_FLOAT, &o.decay, "L2 on the batch's ego embeddings, x 1/2 /batch", 1},
+        {"batch", CLI_INT, &o.batch, "BPR triples per step", 1},
+        {"epochs", CLI_INT, &o.epochs, "maximum epochs (one epoch = #train pairs triples)", 1},
+        {"init-std", CLI_FLOAT, &o.init_std, "std of the normal initialisation", 1},
+        {"sampler", CLI_STR, &o.sampler, "pairs (shuffled train pairs) or users (uniform user)", 1},
+        {"eval-every", CLI_INT, &o.eval_every, "validate (and checkpoint) every N epochs", 1},
+        {"patience", CLI_INT, &o.patience, "stop after N validations without a better one (0: never)", 1},
+        {"select", CLI_STR, &o.select, "keep the checkpoint with the best valid ndcg20 or hr20", 1},
+        {"seed", CLI_INT, &o.seed, "random seed (initialisation, order, negatives)", 1},
+        {"threads", CLI_INT, &o.threads, "threads (0: all cores); results do not depend on it", 0},
+        {"force", CLI_FLAG, &o.force, "train again even if an up-to-date run exists", 0},
+        {"quiet", CLI_FLAG, &o.quiet, "no progress or summary", 0},
+        {"stop-after-steps", CLI_INT, &o.stop_after, "testing: stop as on Ctrl-C after N steps", 0},
+        CLI_OPT_END};
+    int rc = cli_parse(argc, argv, opts, usage_cf, summary_cf);
+    if (rc) return rc > 0 ? 0 : -1;
+    if (check_opts(&o) != 0) return -1;
+    nn_set_threads(o.threads);
+
+    sqlite3 *db = db_open(o.dbpath, 0);
+    if (!db) return -1;
+    char dsbuf[128];
+    if (!o.dataset && !(o.dataset = db_default_dataset(db, dsbuf, sizeof dsbuf))) {
+        db_close(db);
+        return -1;
+    }
+    cf_data d;
+    memset(&d, 0, sizeof d);
+    char *pj = cli_params_json(opts);
+    stage_run run;
+    int b = stage_begin(&run, db, "cf", o.dataset, pj, "ingest", o.force);
+    free(pj);
+    if (b == STAGE_UP_TO_DATE) {
+        if (!o.quiet)
+            fprintf(stderr, "[cf] %s is up to date (run %lld); use --force to train again\n",
+                    o.dataset, (long long)run.id);
+        rc = 0;
+    } else if (b < 0) {
+        rc = -1;
+    } else {
+        run.quiet = o.quiet;
+        if (cf_data_load(db, o.dataset, &d) != 0) {
+            char msg[1024];
+            snprintf(msg, sizeof msg, "%s", tr_errmsg());
+            stage_fail(&run, msg);
+            tr_error("%s", msg);
+            rc = -1;
+        } else {
+            rc = cf_train(&run, &o, &d);
+        }
+    }
+    cf_data_free(&d);
+    db_close(db);
+    return rc;
+}

@@ -1,0 +1,318 @@
+/* evaluate.c: `tokenrec evaluate` (methods tokenrec, lightgcn, popularity) and `tokenrec report`. */
+#include "evaluate.h"
+#include "cli.h"
+#include "db.h"
+#include "recmodel.h"
+#include "retrieval.h"
+#include "stage.h"
+#include "util.h"
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    sqlite3_stmt *ins;
+    int64_t run;
+    int rc;
+} rec_sink;
+
+/* Store one user's top list into recommendations. */
+static void sink_topk(void *ctx, int32_t user, const int32_t *items, const float *scores, int n) {
+    rec_sink *s = ctx;
+    for (int r = 0; r < n && !s->rc; r++) {
+        sqlite3_bind_int64(s->ins, 1, s->run);
+        sqlite3_bind_int(s->ins, 2, user);
+        sqlite3_bind_int(s->ins, 3, r + 1);
+        sqlite3_bind_int(s->ins, 4, items[r]);
+        sqlite3_bind_double(s->ins, 5, scores[r]);
+        s->rc = sqlite3_step(s->ins) == SQLITE_DONE ? 0 : -1;
+        sqlite3_reset(s->ins);
+    }
+}
+
+static int put_metric(sqlite3 *db, int64_t run, const char *method, const char *split,
+                      const char *metric, int k, double v) {
+    sqlite3_stmt *st = db_prep(db, "INSERT OR REPLACE INTO run_metrics (run_id, method, split, metric, k, value) VALUES (?,?,?,?,?,?)");
+    if (!st) return -1;
+    sqlite3_bind_int64(st, 1, run);
+    sqlite3_bind_text(st, 2, method, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, split, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, metric, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 5, k);
+    sqlite3_bind_double(st, 6, v);
+    int rc = db_step_done(db, st);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static int put_metrics(sqlite3 *db, int64_t run, const char *method, const char *split, const retr_metrics *m) {
+    for (int i = 0; i < m->nk; i++)
+        if (put_metric(db, run, method, split, "hr", m->ks[i], retr_hr(m, m->ks[i])) ||
+            put_metric(db, run, method, split, "ndcg", m->ks[i], retr_ndcg(m, m->ks[i])))
+            return -1;
+    return 0;
+}
+
+/* Load only what a baseline needs: the sequences (a rec_data without tokens or pool). */
+static int load_sequences(sqlite3 *db, const char *dataset, rec_data *d) {
+    memset(d, 0, sizeof *d);
+    int64_t ds = db_dataset_id(db, dataset);
+    if (ds < 0) return -1;
+    d->n_users = (int32_t)db_query_i64(db, 0, "SELECT n_users FROM datasets WHERE id=%lld", (long long)ds);
+    d->n_items = (int32_t)db_query_i64(db, 0, "SELECT n_items FROM datasets WHERE id=%lld", (long long)ds);
+    int64_t n = db_query_i64(db, 0, "SELECT n_interactions FROM datasets WHERE id=%lld", (long long)ds);
+    d->off = tr_calloc((size_t)d->n_users + 1, sizeof *d->off);
+    d->seq = tr_malloc((size_t)(n ? n : 1) * sizeof *d->seq);
+    sqlite3_stmt *st = db_prep(db, "SELECT uid, iid FROM interactions WHERE dataset_id=? ORDER BY uid, pos");
+    if (!st) return -1;
+    sqlite3_bind_int64(st, 1, ds);
+    int64_t k = 0;
+    while (sqlite3_step(st) == SQLITE_ROW && k < n) {
+        d->off[sqlite3_column_int(st, 0) + 1]++;
+        d->seq[k++] = sqlite3_column_int(st, 1);
+    }
+    sqlite3_finalize(st);
+    for (int32_t u = 0; u < d->n_users; u++) d->off[u + 1] += d->off[u];
+    return 0;
+}
+
+/* Load cf vectors (entity, kind) of a cf run into out (n x D); returns D or -1. */
+static int load_cf(sqlite3 *db, int64_t run, const char *entity, int n, float **out) {
+    sqlite3_stmt *st = db_prep(db, "SELECT idx, vec FROM cf_vectors WHERE run_id=? AND entity=? AND kind='mean'");
+    if (!st) return -1;
+    sqlite3_bind_int64(st, 1, run);
+    sqlite3_bind_text(st, 2, entity, -1, SQLITE_STATIC);
+    int D = 0, got = 0;
+    *out = NULL;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        int idx = sqlite3_column_int(st, 0);
+        if (!*out) { D = sqlite3_column_bytes(st, 1) / 4; *out = tr_calloc((size_t)n * D, sizeof(float)); }
+        if (idx >= 0 && idx < n && db_column_floats(st, 1, *out + (size_t)idx * D, D) == 0) got++;
+    }
+    sqlite3_finalize(st);
+    if (got != n) { free(*out); *out = NULL; return tr_error("cf run %lld: %d of %d %s vectors", (long long)run, got, n, entity); }
+    return D;
+}
+
+typedef struct {
+    const char *dbpath, *dataset, *methods, *split;
+    int batch, topk, threads, force, quiet;
+} ev_opts;
+
+/* Evaluate one method as its own evaluate run; prints and stores its metrics. */
+static int eval_method(sqlite3 *db, const ev_opts *o, const char *method, const char *pj_base) {
+    const char *upstream = !strcmp(method, "popularity") ? "ingest" : !strcmp(method, "lightgcn") ? "cf" : "finetune";
+    char *pj = tr_malloc(strlen(pj_base) + 64);
+    snprintf(pj, strlen(pj_base) + 64, "{\"method\":\"%s\",%s", method, pj_base + 1);
+    stage_run run;
+    int b = stage_begin(&run, db, "evaluate", o->dataset, pj, upstream, o->force);
+    free(pj);
+    if (b == STAGE_UP_TO_DATE) {
+        if (!o->quiet) fprintf(stderr, "[evaluate] %s on %s: up to date (run %lld)\n", method, o->dataset, (long long)run.id);
+        return 0;
+    }
+    if (b < 0) return -1;
+    run.quiet = o->quiet;
+    int ks[3] = {10, 20, 30};
+    retr_metrics valid, test;
+    retr_metrics_init(&valid, 3, ks);
+    retr_metrics_init(&test, 3, ks);
+    int do_valid = !strcmp(o->split, "valid") || !strcmp(o->split, "both");
+    rec_data d;
+    memset(&d, 0, sizeof d);
+    rec_loaded lm;
+    memset(&lm, 0, sizeof lm);
+    float *uvec = NULL, *ivec = NULL, *scores = NULL;
+    double secs = 0;
+    int rc = -1;
+    rec_sink sink = {0};
+    sink.run = run.id;
+    stage_progress(&run, 0, "%s: loading", method);
+    if (stage_finish_begin(&run) != 0) goto fail;
+    sink.ins = db_prep(db, "INSERT INTO recommendations (run_id, uid, rank, iid, score) VALUES (?,?,?,?,?)");
+    if (!sink.ins) goto fail;
+    if (!strcmp(method, "tokenrec")) {
+        if (rec_model_load(db, run.upstream_run, &lm) != 0) goto fail;
+        if (rec_data_load(db, o->dataset, lm.tokenize_run, lm.pool_kind, &d) != 0) goto fail;
+        t5_reserve(lm.model, o->batch, prompt_max_len(&lm.vocab, d.cpi, lm.hist_cap));
+        if (do_valid && rec_evaluate(lm.model, &lm.vocab, &d, 1, lm.hist_cap, PROMPT_TEST, lm.cosine,
+                                     o->batch, &valid, 0, NULL, NULL) != 0) goto fail;
+        stage_progress(&run, 0.5, "%s: test", method);
+        double t0 = tr_monotonic();
+        if (rec_evaluate(lm.model, &lm.vocab, &d, 2, lm.hist_cap, PROMPT_TEST, lm.cosine, o->batch,
+                         &test, o->topk, sink_topk, &sink) != 0 || sink.rc) goto fail;
+        secs = tr_monotonic() - t0;
+    } else {
+        if (load_sequences(db, o->dataset, &d) != 0) goto fail;
+        int32_t *users = tr_malloc((size_t)o->batch * sizeof *users);
+        scores = tr_malloc((size_t)o->batch * d.n_items * sizeof *scores);
+        int D = 0;
+        float *pop = NULL;
+        if (!strcmp(method, "lightgcn")) {
+            if ((D = load_cf(db, run.upstream_run, "user", d.n_users, &uvec)) < 0 ||
+                load_cf(db, run.upstream_run, "item", d.n_items, &ivec) < 0) { free(users); goto fail; }
+        } else {
+            pop = tr_calloc((size_t)d.n_items, sizeof *pop);      /* train popularity */
+            for (int32_t u = 0; u < d.n_users; u++)
+                for (int k = 0; k < rec_n_train(&d, u); k++) pop[d.seq[d.off[u] + k]] += 1;
+        }
+        double t0 = tr_monotonic();
+        for (int split = do_valid ? 1 : 2; split <= 2; split++) {
+            for (int32_t u0 = 0; u0 < d.n_users; u0 += o->batch) {
+                int n = d.n_users - u0 < o->batch ? d.n_users - u0 : o->batch;
+                for (int i = 0; i < n; i++) users[i] = u0 + i;
+                if (pop) for (int i = 0; i < n; i++) memcpy(scores + (size_t)i * d.n_items, pop, (size_t)d.n_items * sizeof *pop);
+                else retr_scores(scores, uvec + (size_t)u0 * D, n, ivec, NULL, d.n_items, D, 0);
+                rec_rank_rows(&d, users, n, split, scores, split == 1 ? &valid : &test,
+                              split == 2 ? o->topk : 0, split == 2 ? sink_topk : NULL, &sink);
+                if (sink.rc) { free(users); free(pop); goto fail; }
+            }
+        }
+        secs = tr_monotonic() - t0;
+        free(users);
+        free(pop);
+    }
+    if (put_metrics(db, run.id, method, "test", &test) != 0 ||
+        (do_valid && put_metrics(db, run.id, method, "valid", &valid) != 0) ||
+        put_metric(db, run.id, method, "latency", "ms_per_user", 0, 1000 * secs / d.n_users) != 0 ||
+        put_metric(db, run.id, method, "latency", "users_per_s", 0, d.n_users / (secs > 0 ? secs : 1e-9)) != 0)
+        goto fail;
+    sqlite3_finalize(sink.ins);
+    sink.ins = NULL;
+    if (stage_finish_commit(&run) != 0) goto fail;
+    if (!o->quiet) {
+        printf("%-12s %-8s HR@10 %.4f  NDCG@10 %.4f  HR@20 %.4f  NDCG@20 %.4f  HR@30 %.4f  NDCG@30 %.4f",
+               method, o->dataset, retr_hr(&test, 10), retr_ndcg(&test, 10), retr_hr(&test, 20),
+               retr_ndcg(&test, 20), retr_hr(&test, 30), retr_ndcg(&test, 30));
+        if (do_valid) printf("  (valid HR@10 %.4f)", retr_hr(&valid, 10));
+        printf("  %.3f ms/user, %.0f users/s\n", 1000 * secs / d.n_users, d.n_users / (secs > 0 ? secs : 1e-9));
+    }
+    rc = 0;
+    goto out;
+fail: {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", tr_errmsg());
+        sqlite3_finalize(sink.ins);
+        sink.ins = NULL;
+        stage_fail(&run, msg);
+        tr_error("%s", msg);
+    }
+out:
+    sqlite3_finalize(sink.ins);
+    rec_data_free(&d);
+    rec_loaded_free(&lm);
+    free(uvec); free(ivec); free(scores);
+    return rc;
+}
+
+static const char *usage_ev = "tokenrec evaluate [--dataset NAME] [--method all|tokenrec|lightgcn|popularity]";
+static const char *summary_ev =
+    "Recommend for every user and measure HR@{10,20,30} and NDCG@{10,20,30} over the full item\n"
+    "set on the test items (history excluded). tokenrec: one forward pass of the finetuned model\n"
+    "per user, then top-K by similarity to every item's CF vector. Baselines in the same harness:\n"
+    "lightgcn (user vector . item vectors of the cf stage) and popularity (train counts).\n"
+    "The top-50 per user go into the recommendations table.";
+
+int cmd_evaluate(int argc, char **argv) {
+    ev_opts o = {DB_DEFAULT_PATH, NULL, "all", "test", 128, 50, 0, 0, 0};
+    cli_opt opts[] = {
+        {"db", CLI_STR, &o.dbpath, "database file", 0},
+        {"dataset", CLI_STR, &o.dataset, "dataset (default: the last ingested)", 0},
+        {"method", CLI_STR, &o.methods, "all, tokenrec, lightgcn or popularity (comma list allowed)", 0},
+        {"split", CLI_STR, &o.split, "test, or both (valid too)", 1},
+        {"batch", CLI_INT, &o.batch, "users per forward pass", 0},
+        {"topk", CLI_INT, &o.topk, "recommendations stored per user", 1},
+        {"threads", CLI_INT, &o.threads, "threads (0: all cores)", 0},
+        {"force", CLI_FLAG, &o.force, "evaluate again even if up to date", 0},
+        {"quiet", CLI_FLAG, &o.quiet, "print nothing", 0},
+        CLI_OPT_END};
+    int rc = cli_parse(argc, argv, opts, usage_ev, summary_ev);
+    if (rc) return rc > 0 ? 0 : -1;
+    if (strcmp(o.split, "test") && strcmp(o.split, "both") && strcmp(o.split, "valid"))
+        return tr_error("--split: expected test or both, got '%s'", o.split);
+    if (o.batch < 1 || o.topk < 1 || o.topk > 256) return tr_error("--batch must be positive and --topk in 1..256");
+    t5_set_threads(o.threads);
+    sqlite3 *db = db_open(o.dbpath, 0);
+    if (!db) return -1;
+    char dsbuf[128];
+    if (!o.dataset && !(o.dataset = db_default_dataset(db, dsbuf, sizeof dsbuf))) { db_close(db); return -1; }
+    char *pj = cli_params_json(opts);
+    const char *all[] = {"popularity", "lightgcn", "tokenrec"};
+    const char *ups[] = {"ingest", "cf", "finetune"};
+    rc = 0;
+    int ran = 0;
+    for (int i = 0; i < 3 && !rc; i++) {
+        int want;
+        if (!strcmp(o.methods, "all")) want = stage_current_run(db, o.dataset, ups[i]) != 0;
+        else {
+            char *p = strstr(o.methods, all[i]);
+            want = p != NULL;
+        }
+        if (!want) continue;
+        ran++;
+        rc = eval_method(db, &o, all[i], pj);
+    }
+    if (!rc && !ran) rc = tr_error("--method: nothing to evaluate ('%s'; expected all, tokenrec, lightgcn, popularity)", o.methods);
+    free(pj);
+    db_close(db);
+    return rc;
+}
+
+/* ---- report ---- */
+
+static const char *usage_rep = "tokenrec report [--db FILE] [--csv]";
+static const char *summary_rep =
+    "A table of every method's test metrics on every dataset in the database (the latest done run\n"
+    "of each method), with the run's settings and wall time. Markdown by default, CSV with --csv.";
+
+int cmd_report(int argc, char **argv) {
+    const char *dbpath = DB_DEFAULT_PATH;
+    int csv = 0;
+    cli_opt opts[] = {
+        {"db", CLI_STR, &dbpath, "database file", 0},
+        {"csv", CLI_FLAG, &csv, "CSV instead of Markdown", 0},
+        CLI_OPT_END};
+    int rc = cli_parse(argc, argv, opts, usage_rep, summary_rep);
+    if (rc) return rc > 0 ? 0 : -1;
+    sqlite3 *db = db_open(dbpath, 1);
+    if (!db) return -1;
+    const char *sql =
+        "WITH latest AS (SELECT r.dataset, m.method, max(r.id) AS run FROM run_metrics m JOIN stage_runs r "
+        "ON r.id = m.run_id WHERE r.status='done' AND m.split='test' GROUP BY r.dataset, m.method) "
+        "SELECT l.dataset, l.method, r.stage, l.run, "
+        "(SELECT value FROM run_metrics WHERE run_id=l.run AND method=l.method AND split='test' AND metric='hr' AND k=10), "
+        "(SELECT value FROM run_metrics WHERE run_id=l.run AND method=l.method AND split='test' AND metric='ndcg' AND k=10), "
+        "(SELECT value FROM run_metrics WHERE run_id=l.run AND method=l.method AND split='test' AND metric='hr' AND k=20), "
+        "(SELECT value FROM run_metrics WHERE run_id=l.run AND method=l.method AND split='test' AND metric='ndcg' AND k=20), "
+        "(SELECT value FROM run_metrics WHERE run_id=l.run AND method=l.method AND split='test' AND metric='hr' AND k=30), "
+        "(SELECT value FROM run_metrics WHERE run_id=l.run AND method=l.method AND split='test' AND metric='ndcg' AND k=30), "
+        "r.ended_at - r.started_at, r.params FROM latest l JOIN stage_runs r ON r.id = l.run ORDER BY l.dataset, l.method";
+    sqlite3_stmt *st = db_prep(db, sql);
+    if (!st) { db_close(db); return -1; }
+    if (csv) printf("dataset,method,stage,run,hr10,ndcg10,hr20,ndcg20,hr30,ndcg30,seconds,params\n");
+    else printf("| dataset | method | stage | run | HR@10 | NDCG@10 | HR@20 | NDCG@20 | HR@30 | NDCG@30 | seconds | settings |\n"
+                "|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    int n = 0;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        n++;
+        const char *fmt = csv ? "%s,%s,%s,%lld" : "| %s | %s | %s | %lld";
+        printf(fmt, sqlite3_column_text(st, 0), sqlite3_column_text(st, 1), sqlite3_column_text(st, 2),
+               (long long)sqlite3_column_int64(st, 3));
+        for (int c = 4; c < 10; c++) {
+            if (sqlite3_column_type(st, c) == SQLITE_NULL) printf(csv ? "," : " | -");
+            else printf(csv ? ",%.4f" : " | %.4f", sqlite3_column_double(st, c));
+        }
+        const char *params = (const char *)sqlite3_column_text(st, 11);
+        if (csv) {
+            printf(",%.1f,\"", sqlite3_column_double(st, 10));
+            for (const char *p = params; p && *p; p++) { if (*p == '"') putchar('"'); putchar(*p); }
+            printf("\"\n");
+        } else {
+            printf(" | %.1f | `%s` |\n", sqlite3_column_double(st, 10), params ? params : "");
+        }
+    }
+    sqlite3_finalize(st);
+    if (!n) fprintf(stderr, "no metrics yet: run 'tokenrec cf' or 'tokenrec evaluate' first\n");
+    db_close(db);
+    return 0;
+}

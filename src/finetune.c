@@ -1,0 +1,434 @@
+/* finetune.c: `tokenrec finetune`, resumable training of the TokenRec model. */
+#include "finetune.h"
+#include "cli.h"
+#include "db.h"
+#include "recmodel.h"
+#include "retrieval.h"
+#include "stage.h"
+#include "util.h"
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* The settings of a run (all from the command line). */
+typedef struct {
+    const char *dbpath, *dataset, *preset, *loss, *pool, *score;
+    int seed, threads, epochs, batch, warmup, hist, min_hist, max_pos, patience, ckpt_every;
+    int eval_batch, d_model, n_heads, d_ff, enc_layers, dec_layers, dec_len, faithful, force, quiet;
+    double lr, wd, clip, dropout, temperature;
+} ft_opts;
+
+/* What a checkpoint holds besides the weights and moments. */
+typedef struct {
+    int32_t epoch, batch, bad, best_epoch;
+    int64_t step;
+    double  best, best_hr, best_ndcg, loss_sum;
+    int64_t loss_n;
+} ft_state;
+
+/* The model shape: a preset, then the explicit overrides. "mini" is the CPU default. */
+static int make_config(const ft_opts *o, int vocab, int D, t5_config *c) {
+    const char *p = o->preset;
+    int mini = !strcmp(p, "mini");
+    if (t5_preset(mini ? "small" : p, c) != 0)
+        return tr_error("--preset: unknown preset '%s'; expected mini, tiny, small or t5-small", p);
+    if (mini) {
+        c->d_model = 128; c->n_heads = 4; c->d_kv = 32; c->d_ff = 512;
+        c->n_enc_layers = 2; c->n_dec_layers = 1; c->dec_len = 11; c->head_hidden = 256;
+    }
+    if (o->d_model > 0) c->d_model = o->d_model;
+    if (o->n_heads > 0) c->n_heads = o->n_heads;
+    if (o->d_model > 0 || o->n_heads > 0) c->d_kv = c->d_model / c->n_heads;
+    if (o->d_ff > 0) c->d_ff = o->d_ff;
+    if (o->enc_layers > 0) c->n_enc_layers = o->enc_layers;
+    if (o->dec_layers >= 0) c->n_dec_layers = o->dec_layers;
+    if (o->dec_len > 0) c->dec_len = o->dec_len;
+    if (o->dropout >= 0) c->dropout = (float)o->dropout;
+    c->vocab = vocab;
+    c->head_out = D;
+    if (c->n_dec_layers < 1) return tr_error("finetune needs at least one decoder layer");
+    return 0;
+}
+
+/* The batches of an epoch: a seeded shuffle, then length buckets (chunks of 50 batches sorted
+ * by history length, so a batch pads little), then a shuffle of the batch order. */
+static const rec_sample *g_samples;
+static int cmp_len(const void *a, const void *b) {
+    const rec_sample *x = g_samples + *(const int64_t *)a, *y = g_samples + *(const int64_t *)b;
+    return (x->hist > y->hist) - (x->hist < y->hist);
+}
+
+static void epoch_order(const rec_sample *s, int64_t n, int B, uint64_t seed, int epoch,
+                        int64_t *order, int32_t *batch_order, int64_t nb) {
+    rng_t r;
+    rng_seed(&r, seed ^ (0x5851F42D4C957F2Dull * (uint64_t)(epoch + 1)));
+    for (int64_t i = 0; i < n; i++) order[i] = i;
+    for (int64_t i = n; i > 1; i--) {
+        int64_t j = (int64_t)(rng_u64(&r) % (uint64_t)i);
+        int64_t t = order[i - 1]; order[i - 1] = order[j]; order[j] = t;
+    }
+    g_samples = s;
+    int64_t chunk = (int64_t)B * 50;
+    for (int64_t i = 0; i < n; i += chunk)
+        qsort(order + i, (size_t)(n - i < chunk ? n - i : chunk), sizeof *order, cmp_len);
+    for (int64_t b = 0; b < nb; b++) batch_order[b] = (int32_t)b;
+    rng_shuffle_i32(&r, batch_order, (size_t)nb);
+}
+
+/* Softmax over all items of z . v (or cosine / temperature): loss and dz (B,D). */
+static float softmax_loss(const float *z, const int32_t *target, int B, const rec_data *d,
+                          int cosine, float temperature, float *logits, float *dz) {
+    int NI = d->n_items, D = d->D;
+    retr_scores(logits, z, B, d->pool, d->pool_inv, NI, D, cosine);
+    float scale = cosine ? 1.0f / temperature : 1.0f;
+    double loss = 0;
+    for (int b = 0; b < B; b++) {
+        float *row = logits + (size_t)b * NI;
+        float mx = -INFINITY;
+        for (int i = 0; i < NI; i++) { row[i] *= scale; if (row[i] > mx) mx = row[i]; }
+        double sum = 0;
+        for (int i = 0; i < NI; i++) { row[i] = expf(row[i] - mx); sum += row[i]; }
+        loss += -log(row[target[b]] / sum);
+        float inv = (float)(1.0 / sum);
+        for (int i = 0; i < NI; i++) row[i] *= inv / (float)B;       /* dlogits = (p - 1[t]) / B */
+        row[target[b]] -= 1.0f / (float)B;
+    }
+    if (!cosine) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, D, NI, 1.0f, logits, NI, d->pool, D,
+                    0.0f, dz, D);
+    } else {
+        /* s = <z, v> |z|^-1 |v|^-1 scale: dz = scale/|z| (g - <g, zhat> zhat), g = sum_i dl_i vhat_i */
+        for (int b = 0; b < B; b++) {
+            float *row = logits + (size_t)b * NI;
+            for (int i = 0; i < NI; i++) row[i] *= d->pool_inv[i] * scale;
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, D, NI, 1.0f, logits, NI, d->pool, D,
+                    0.0f, dz, D);
+        for (int b = 0; b < B; b++) {
+            const float *zb = z + (size_t)b * D;
+            float *g = dz + (size_t)b * D;
+            double nz = 0, gz = 0;
+            for (int k = 0; k < D; k++) nz += (double)zb[k] * zb[k];
+            nz = sqrt(nz) + 1e-12;
+            for (int k = 0; k < D; k++) gz += g[k] * zb[k] / nz;
+            for (int k = 0; k < D; k++) g[k] = (float)((g[k] - gz * zb[k] / nz) / nz);
+        }
+    }
+    return (float)(loss / B);
+}
+
+/* A uniform negative that is neither the target nor in the history (TokenRec's loss). */
+static int32_t sample_negative(const rec_data *d, const rec_sample *s, rng_t *r) {
+    const int32_t *seq = d->seq + d->off[s->user];
+    for (int tries = 0; tries < 1000; tries++) {
+        int32_t c = (int32_t)rng_below(r, (uint32_t)d->n_items);
+        int bad = 0;
+        for (int k = s->pos - s->hist; k <= s->pos && !bad; k++) bad = seq[k] == c;
+        if (!bad) return c;
+    }
+    return (int32_t)rng_below(r, (uint32_t)d->n_items);
+}
+
+static int save_ckpt(stage_run *run, t5_model *m, const ft_state *st, const float *best) {
+    size_t np = t5_n_params(m) * sizeof(float);
+    if (stage_ckpt_begin(run) != 0) return -1;
+    int rc = stage_ckpt_put(run, "params", st->step, t5_params(m), np);
+    if (!rc) rc = stage_ckpt_put(run, "adam_m", st->step, t5_adam_m(m), np);
+    if (!rc) rc = stage_ckpt_put(run, "adam_v", st->step, t5_adam_v(m), np);
+    if (!rc && best) rc = stage_ckpt_put(run, "best", st->step, best, np);
+    if (!rc) rc = stage_ckpt_put(run, "state", st->step, st, sizeof *st);
+    if (rc) { db_rollback(run->db); return -1; }
+    return stage_ckpt_commit(run);
+}
+
+static int load_blob(stage_run *run, const char *name, void *dst, size_t n) {
+    void *p;
+    size_t got;
+    int64_t step;
+    int rc = stage_ckpt_get(run, name, &p, &got, &step);
+    if (rc) return rc;
+    if (got != n) { free(p); return tr_error("checkpoint '%s' has %zu bytes, expected %zu", name, got, n); }
+    memcpy(dst, p, n);
+    free(p);
+    return 0;
+}
+
+static const char *usage_ft = "tokenrec finetune [--dataset NAME] [options]";
+static const char *summary_ft =
+    "Fine-tune TokenRec's T5 recommender on prompts of user and item tokens (needs a finished\n"
+    "tokenize run). Default: softmax over all items against the propagated CF item vectors\n"
+    "(the setting that reaches the targets); --faithful: TokenRec's cosine-embedding loss with\n"
+    "one negative against the ego vectors. Resumable: run the same command again after a kill\n"
+    "or Ctrl-C. The best epoch on the valid items is kept.";
+
+int cmd_finetune(int argc, char **argv) {
+    ft_opts o = {0};
+    o.dbpath = DB_DEFAULT_PATH; o.preset = "mini"; o.loss = "softmax"; o.pool = "mean"; o.score = "dot";
+    o.seed = 42; o.epochs = 10; o.batch = 32; o.warmup = 200; o.hist = 50; o.min_hist = 2;
+    o.max_pos = -1; o.patience = 3; o.ckpt_every = 200; o.eval_batch = 128; o.dec_layers = -1;
+    o.lr = 1e-3; o.wd = 0.01; o.clip = 1.0; o.dropout = -1; o.temperature = 0.1;
+    cli_opt opts[] = {
+        {"db", CLI_STR, &o.dbpath, "database file", 0},
+        {"dataset", CLI_STR, &o.dataset, "dataset (default: the last ingested)", 0},
+        {"preset", CLI_STR, &o.preset, "model size: mini (d128, 2+1 layers), tiny, small, t5-small", 1},
+        {"d-model", CLI_INT, &o.d_model, "override d_model (0: preset)", 1},
+        {"heads", CLI_INT, &o.n_heads, "override attention heads (0: preset)", 1},
+        {"d-ff", CLI_INT, &o.d_ff, "override feed-forward width (0: preset)", 1},
+        {"layers", CLI_INT, &o.enc_layers, "override encoder layers (0: preset)", 1},
+        {"dec-layers", CLI_INT, &o.dec_layers, "override decoder layers (-1: preset)", 1},
+        {"dec-len", CLI_INT, &o.dec_len, "decoder input length (0: preset)", 1},
+        {"dropout", CLI_FLOAT, &o.dropout, "T5 dropout (-1: preset, 0.1)", 1},
+        {"loss", CLI_STR, &o.loss, "softmax (all items) or cosine (TokenRec's, one negative)", 1},
+        {"pool", CLI_STR, &o.pool, "item vectors z is trained against and scored on: mean or ego", 1},
+        {"score", CLI_STR, &o.score, "dot or cos", 1},
+        {"temperature", CLI_FLOAT, &o.temperature, "softmax temperature with --score cos", 1},
+        {"faithful", CLI_FLAG, &o.faithful, "TokenRec's choices: cosine loss, ego pool, cos, targets <= 49", 1},
+        {"epochs", CLI_INT, &o.epochs, "maximum epochs", 1},
+        {"batch", CLI_INT, &o.batch, "samples per step", 1},
+        {"lr", CLI_FLOAT, &o.lr, "AdamW learning rate (from scratch; 5e-5 suits a pretrained t5-small)", 1},
+        {"warmup", CLI_INT, &o.warmup, "linear warm-up steps", 1},
+        {"wd", CLI_FLOAT, &o.wd, "AdamW weight decay", 1},
+        {"clip", CLI_FLOAT, &o.clip, "gradient clipping (global norm, 0: none)", 1},
+        {"hist", CLI_INT, &o.hist, "most recent history items in a prompt", 1},
+        {"min-hist", CLI_INT, &o.min_hist, "shortest history of a training sample", 1},
+        {"max-pos", CLI_INT, &o.max_pos, "last target position of a sample (-1: all)", 1},
+        {"patience", CLI_INT, &o.patience, "stop after this many epochs without a better valid score", 1},
+        {"seed", CLI_INT, &o.seed, "random seed", 1},
+        {"ckpt-every", CLI_INT, &o.ckpt_every, "steps between checkpoints", 0},
+        {"eval-batch", CLI_INT, &o.eval_batch, "users per batch in evaluation", 0},
+        {"threads", CLI_INT, &o.threads, "threads (0: all cores)", 0},
+        {"force", CLI_FLAG, &o.force, "train again even if an identical run is done", 0},
+        {"quiet", CLI_FLAG, &o.quiet, "no progress lines", 0},
+        CLI_OPT_END};
+    int rc = cli_parse(argc, argv, opts, usage_ft, summary_ft);
+    if (rc) return rc > 0 ? 0 : -1;
+    if (o.faithful) { o.loss = "cosine"; o.pool = "ego"; o.score = "cos"; if (o.max_pos < 0) o.max_pos = 49; }
+    int cosine_loss = !strcmp(o.loss, "cosine");
+    if (!cosine_loss && strcmp(o.loss, "softmax")) return tr_error("--loss: expected softmax or cosine, got '%s'", o.loss);
+    if (strcmp(o.pool, "mean") && strcmp(o.pool, "ego")) return tr_error("--pool: expected mean or ego, got '%s'", o.pool);
+    int cosine = !strcmp(o.score, "cos");
+    if (!cosine && strcmp(o.score, "dot")) return tr_error("--score: expected dot or cos, got '%s'", o.score);
+    if (o.batch < 1 || o.batch > 4096 || o.epochs < 1 || o.hist < 1 || o.min_hist < 1)
+        return tr_error("finetune: --batch (1..4096), --epochs, --hist and --min-hist must be positive");
+    if (o.temperature <= 0) return tr_error("--temperature must be positive");
+    t5_set_threads(o.threads);
+
+    sqlite3 *db = db_open(o.dbpath, 0);
+    if (!db) return -1;
+    char dsbuf[128];
+    if (!o.dataset && !(o.dataset = db_default_dataset(db, dsbuf, sizeof dsbuf))) { db_close(db); return -1; }
+    char *pj = cli_params_json(opts);
+    stage_run run;
+    int b = stage_begin(&run, db, "finetune", o.dataset, pj, "tokenize", o.force);
+    free(pj);
+    if (b == STAGE_UP_TO_DATE) {
+        if (!o.quiet) fprintf(stderr, "[finetune] %s: up to date (run %lld); --force trains again\n", o.dataset, (long long)run.id);
+        db_close(db);
+        return 0;
+    }
+    if (b < 0) { db_close(db); return -1; }
+    run.quiet = o.quiet;
+
+    rec_data d;
+    prompt_vocab v;
+    memset(&v, 0, sizeof v);
+    t5_model *m = NULL;
+    rec_sample *samples = NULL;
+    int64_t *order = NULL;
+    int32_t *batch_order = NULL;
+    float *best = NULL, *logits = NULL, *dz = NULL, *pos = NULL, *neg = NULL;
+    rec_batch bt;
+    memset(&bt, 0, sizeof bt);
+    int status = -1;
+    if (rec_data_load(db, o.dataset, run.upstream_run, o.pool, &d) != 0) goto fail_nodata;
+    if (prompt_vocab_init(&v, d.K, d.L, d.extra) != 0) goto fail;
+    t5_config cfg;
+    if (make_config(&o, v.vocab, d.D, &cfg) != 0) goto fail;
+    rng_t init;
+    rng_seed(&init, (uint64_t)o.seed);
+    m = t5_new(&cfg, &init);
+    if (!m) goto fail;
+    int64_t n;
+    samples = rec_samples(&d, o.hist, o.min_hist, o.max_pos, &n);
+    if (n == 0) { tr_error("finetune: no training samples (sequences too short for --min-hist %d)", o.min_hist); goto fail; }
+    int64_t nb = (n + o.batch - 1) / o.batch;
+    order = tr_malloc((size_t)n * sizeof *order);
+    batch_order = tr_malloc((size_t)nb * sizeof *batch_order);
+    size_t np = t5_n_params(m);
+    best = tr_malloc(np * sizeof *best);
+    memcpy(best, t5_params(m), np * sizeof *best);
+    logits = tr_malloc((size_t)o.batch * d.n_items * sizeof *logits);
+    dz = tr_malloc((size_t)o.batch * d.D * sizeof *dz);
+    pos = tr_malloc((size_t)o.batch * d.D * sizeof *pos);
+    neg = tr_malloc((size_t)o.batch * d.D * sizeof *neg);
+    rec_batch_init(&bt, &d, &v, o.batch, o.hist, cfg.dec_len);
+    t5_reserve(m, o.batch > o.eval_batch ? o.batch : o.eval_batch, bt.cap_T);
+
+    ft_state st = {0};
+    st.best = -1;
+    if (run.resumed) {
+        if (load_blob(&run, "state", &st, sizeof st) == 0) {
+            if (load_blob(&run, "params", t5_params(m), np * sizeof(float)) != 0 ||
+                load_blob(&run, "adam_m", t5_adam_m(m), np * sizeof(float)) != 0 ||
+                load_blob(&run, "adam_v", t5_adam_v(m), np * sizeof(float)) != 0 ||
+                load_blob(&run, "best", best, np * sizeof(float)) != 0) {
+                tr_error("finetune: the checkpoint of run %lld is incomplete: %s", (long long)run.id, tr_errmsg());
+                goto fail;
+            }
+            t5_set_step(m, (long)st.step);
+            if (!o.quiet) fprintf(stderr, "[finetune] resuming at epoch %d, batch %d (step %lld)\n",
+                                  st.epoch + 1, st.batch, (long long)st.step);
+        }
+    }
+    if (!o.quiet && !run.resumed)
+        fprintf(stderr, "[finetune] %s: %lld samples, %lld batches/epoch, vocab %d, %zu parameters, "
+                "loss %s, pool %s, score %s\n", o.dataset, (long long)n, (long long)nb, v.vocab, np,
+                o.loss, o.pool, o.score);
+    adamw_cfg opt = adamw_default((float)o.lr);
+    opt.weight_decay = (float)o.wd;
+    double t_start = tr_monotonic();
+    int64_t steps_here = 0, samples_here = 0;
+    int stopped = 0;
+    for (; st.epoch < o.epochs && !stopped; st.epoch++, st.batch = 0) {
+        epoch_order(samples, n, o.batch, (uint64_t)o.seed, st.epoch, order, batch_order, nb);
+        for (; st.batch < nb; st.batch++) {
+            int64_t first = (int64_t)batch_order[st.batch] * o.batch;
+            int nbs = (int)(n - first < o.batch ? n - first : o.batch);
+            rec_sample bs[4096];
+            for (int r = 0; r < nbs; r++) bs[r] = samples[order[first + r]];
+            rng_t br;
+            rng_seed(&br, (uint64_t)o.seed * 0x9E3779B97F4A7C15ull ^ ((uint64_t)st.epoch << 32) ^ (uint64_t)st.batch);
+            rec_batch_fill(&bt, &d, &v, bs, nbs, 1, 0, &br);
+            t5_batch tb = rec_batch_t5(&bt);
+            opt.lr = (float)(o.lr * (o.warmup > 0 && st.step < o.warmup ? (st.step + 1.0) / o.warmup : 1.0));
+            float loss;
+            if (cosine_loss) {
+                for (int r = 0; r < nbs; r++) {
+                    memcpy(pos + (size_t)r * d.D, d.pool + (size_t)bt.target[r] * d.D, (size_t)d.D * sizeof *pos);
+                    memcpy(neg + (size_t)r * d.D, d.pool + (size_t)sample_negative(&d, &bs[r], &br) * d.D,
+                           (size_t)d.D * sizeof *neg);
+                }
+                tb.pos = pos;
+                tb.neg = neg;
+                if (t5_train_step(m, &tb, &opt, (float)o.clip, &br, &loss) != 0) goto fail;
+            } else {
+                if (t5_forward(m, &tb, 1, &br, NULL) != 0) goto fail;
+                loss = softmax_loss(t5_z(m), bt.target, nbs, &d, cosine, (float)o.temperature, logits, dz);
+                if (t5_backward_dz(m, &tb, dz) != 0) goto fail;
+                t5_adamw_step(m, &opt, (float)o.clip);
+            }
+            if (!isfinite(loss)) { tr_error("finetune: the loss diverged at step %lld (try a lower --lr)", (long long)st.step); goto fail; }
+            st.step++;
+            steps_here++;
+            samples_here += nbs;
+            st.loss_sum += loss;
+            st.loss_n++;
+            if (st.step % 50 == 0) {
+                stage_metric(&run, st.step, "train_loss", st.loss_sum / st.loss_n);
+                st.loss_sum = 0;
+                st.loss_n = 0;
+            }
+            double el = tr_monotonic() - t_start;
+            double frac = ((double)st.epoch * nb + st.batch + 1) / ((double)o.epochs * nb);
+            stage_progress(&run, frac, "epoch %d/%d batch %d/%lld loss %.4f, %.0f samples/s, best valid HR@10 %.4f",
+                           st.epoch + 1, o.epochs, st.batch + 1, (long long)nb, loss,
+                           samples_here / (el > 0 ? el : 1), st.best_hr);
+            int stop = stage_should_stop();
+            if (stop || (o.ckpt_every > 0 && st.step % o.ckpt_every == 0)) {
+                st.batch++;                       /* the checkpoint resumes after this batch */
+                int crc = save_ckpt(&run, m, &st, best);
+                st.batch--;
+                if (crc != 0) goto fail;
+            }
+            if (stop) { stopped = 1; break; }
+        }
+        if (stopped) break;
+        /* end of epoch: valid HR@10 / NDCG@10 with the test template, history excluded */
+        retr_metrics met;
+        int ks[2] = {10, 20};
+        retr_metrics_init(&met, 2, ks);
+        if (rec_evaluate(m, &v, &d, 1, o.hist, PROMPT_TEST, cosine, o.eval_batch, &met, 0, NULL, NULL) != 0) goto fail;
+        double hr = retr_hr(&met, 10), nd = retr_ndcg(&met, 10);
+        stage_metric(&run, st.epoch + 1, "valid_hr@10", hr);
+        stage_metric(&run, st.epoch + 1, "valid_ndcg@10", nd);
+        if (!o.quiet) fprintf(stderr, "\n[finetune] epoch %d: valid HR@10 %.4f NDCG@10 %.4f%s\n", st.epoch + 1,
+                              hr, nd, hr + nd > st.best ? " (best)" : "");
+        if (hr + nd > st.best) {
+            st.best = hr + nd; st.best_hr = hr; st.best_ndcg = nd; st.best_epoch = st.epoch + 1; st.bad = 0;
+            memcpy(best, t5_params(m), np * sizeof *best);
+        } else {
+            st.bad++;
+        }
+        ft_state next = st;
+        next.epoch++;
+        next.batch = 0;
+        if (save_ckpt(&run, m, &next, best) != 0) goto fail;
+        if (st.bad >= o.patience) {
+            if (!o.quiet) fprintf(stderr, "[finetune] no better valid score for %d epochs: stopping\n", o.patience);
+            st.epoch++;
+            break;
+        }
+    }
+    if (stopped) {
+        stage_stopped(&run);
+        status = 130;
+        goto out;
+    }
+    /* the best epoch: test metrics, then the model and the metrics in one transaction */
+    memcpy(t5_params(m), best, np * sizeof *best);
+    retr_metrics vm, tm;
+    int ks[3] = {10, 20, 30};
+    retr_metrics_init(&vm, 3, ks);
+    retr_metrics_init(&tm, 3, ks);
+    if (rec_evaluate(m, &v, &d, 1, o.hist, PROMPT_TEST, cosine, o.eval_batch, &vm, 0, NULL, NULL) != 0 ||
+        rec_evaluate(m, &v, &d, 2, o.hist, PROMPT_TEST, cosine, o.eval_batch, &tm, 0, NULL, NULL) != 0)
+        goto fail;
+    if (stage_finish_begin(&run) != 0 || rec_model_save(db, run.id, m, &v, o.pool, cosine, o.hist) != 0)
+        goto fail;
+    sqlite3_stmt *ins = db_prep(db, "INSERT OR REPLACE INTO run_metrics (run_id, method, split, metric, k, value) VALUES (?,?,?,?,?,?)");
+    if (!ins) goto fail;
+    const char *method = o.faithful ? "tokenrec-faithful" : "tokenrec";
+    for (int s = 0; s < 2; s++)
+        for (int k = 0; k < 3; k++)
+            for (int mt = 0; mt < 2; mt++) {
+                const retr_metrics *M = s ? &tm : &vm;
+                sqlite3_bind_int64(ins, 1, run.id);
+                sqlite3_bind_text(ins, 2, method, -1, SQLITE_STATIC);
+                sqlite3_bind_text(ins, 3, s ? "test" : "valid", -1, SQLITE_STATIC);
+                sqlite3_bind_text(ins, 4, mt ? "ndcg" : "hr", -1, SQLITE_STATIC);
+                sqlite3_bind_int(ins, 5, ks[k]);
+                sqlite3_bind_double(ins, 6, mt ? retr_ndcg(M, ks[k]) : retr_hr(M, ks[k]));
+                if (db_step_done(db, ins) != 0) { sqlite3_finalize(ins); goto fail; }
+            }
+    sqlite3_finalize(ins);
+    if (stage_finish_commit(&run) != 0) goto fail;
+    double el = tr_monotonic() - t_start;
+    if (!o.quiet)
+        fprintf(stderr, "[finetune] %s done in %.0fs (%.0f samples/s): best epoch %d, valid HR@10 %.4f "
+                "NDCG@10 %.4f; test HR@10 %.4f NDCG@10 %.4f HR@20 %.4f NDCG@20 %.4f\n", o.dataset, el,
+                samples_here / (el > 0 ? el : 1), st.best_epoch, retr_hr(&vm, 10), retr_ndcg(&vm, 10),
+                retr_hr(&tm, 10), retr_ndcg(&tm, 10), retr_hr(&tm, 20), retr_ndcg(&tm, 20));
+    status = 0;
+    goto out;
+fail:
+    rec_data_free(&d);
+fail_nodata:
+    {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", tr_errmsg());
+        stage_fail(&run, msg);
+        tr_error("%s", msg);
+    }
+    status = -1;
+    goto cleanup;
+out:
+    rec_data_free(&d);
+cleanup:
+    rec_batch_free(&bt);
+    prompt_vocab_free(&v);
+    if (m) t5_free(m);
+    free(samples); free(order); free(batch_order); free(best); free(logits); free(dz); free(pos); free(neg);
+    db_close(db);
+    return status;
+}

@@ -1,0 +1,49 @@
+/* prompt: TokenRec's vocabulary and prompts.
+ *
+ * The vocabulary is word-level: the special tokens (<pad> 0, </s> 1, <unk> 2), the words
+ * and punctuation of the prompt templates and of the decoder prompt, the prefixes "user_"
+ * and "item_", then K*L item tokens <k-j> (k = 0..K-1) and K*L user tokens <a-j>, <b-j>,
+ * <c-j>, ... (TOKENREC.md 4.4), then, when collisions are resolved, the item disambiguation
+ * tokens <K-j>. An item is written "item_ <0-i> <1-j> <2-k>", a user "user_ <a-i> <b-j>
+ * <c-k>". The templates are verbatim from TOKENREC.md 6.2. */
+#ifndef TOKENREC_PROMPT_H
+#define TOKENREC_PROMPT_H
+#include <stdint.h>
+
+#define PROMPT_N_TRAIN 10                     /* templates 0..9 are used in training */
+enum { PROMPT_TEST = 10, PROMPT_UNSEEN = 11, PROMPT_N = 12 };
+enum { TOK_PAD = 0, TOK_END = 1, TOK_UNK = 2 };
+
+extern const char *const prompt_templates[PROMPT_N];
+extern const char *const prompt_decoder_text;
+
+typedef struct {
+    int    K, L, extra;          /* codebooks, codewords, size of the disambiguation book */
+    int    n_words;              /* ids 0..n_words-1 are words (specials included) */
+    char **words;
+    int    id_user, id_item;     /* "user_", "item_" */
+    int    base_item, base_user, base_extra;
+    int    vocab;                /* total size */
+    int32_t *tmpl[PROMPT_N];     /* pre-tokenised templates: -1 = {user}, -2 = {items} */
+    int    tmpl_len[PROMPT_N];
+    int32_t *dec;                /* decoder prompt words */
+    int    dec_len;
+} prompt_vocab;
+
+int  prompt_vocab_init(prompt_vocab *v, int K, int L, int extra);
+void prompt_vocab_free(prompt_vocab *v);
+int  prompt_word_id(const prompt_vocab *v, const char *w);          /* -1 if not a word */
+/* Text of token id (a word, "<1-17>", "<b-3>"), for display and tests. */
+const char *prompt_token_text(const prompt_vocab *v, int id, char *buf, int len);
+
+/* The encoder ids of template t for a user (K codes) and n history items (each K codes,
+ * or K+1 with the disambiguation book; item_codes is n x codes_per_item), ending with </s>.
+ * Returns the length, or -1 if cap is too small. */
+int prompt_encode(const prompt_vocab *v, int t, const int32_t *user_codes,
+                  const int32_t *item_codes, int codes_per_item, int n, int32_t *out, int cap);
+int prompt_max_len(const prompt_vocab *v, int codes_per_item, int n);
+/* Decoder input: the start token (<pad>, as T5's shift-right) then the decoder prompt,
+ * padded or cut to dec_len. */
+void prompt_decoder(const prompt_vocab *v, int32_t *out, int dec_len);
+
+#endif

@@ -1,0 +1,109 @@
+/* recmodel: TokenRec's recommender as the finetune and evaluate stages share it: the data
+ * the prompts are made of (each user's chronological sequence, the user and item tokens of
+ * a tokenize run, the CF item vectors of the retrieval pool), prompt batches, the query
+ * vector z of a user from one forward pass, and the model stored as a BLOB in the database.
+ *
+ * Stages talk only through tables: finetune writes `models` (schema/004_finetune.sql),
+ * evaluate reads it; neither includes the other's header. */
+#ifndef TOKENREC_RECMODEL_H
+#define TOKENREC_RECMODEL_H
+#include <sqlite3.h>
+#include <stdint.h>
+#include "prompt.h"
+#include "rng.h"
+#include "t5.h"
+#include "retrieval.h"
+
+typedef struct {
+    int32_t  n_users, n_items;
+    int64_t *off;               /* n_users + 1; user u's sequence is seq[off[u] .. off[u+1]) */
+    int32_t *seq;               /* chronological, all splits: ..., valid, test */
+    /* tokens of the tokenize run */
+    int      K, L, extra, cpi;  /* codebooks, codewords, disambiguation book size, codes/item */
+    int32_t *user_codes;        /* n_users x K */
+    int32_t *item_codes;        /* n_items x cpi */
+    /* retrieval pool */
+    int      D;
+    float   *pool;              /* n_items x D: CF item vectors */
+    float   *pool_inv;          /* n_items: inverse norms (cosine) */
+    int64_t  tokenize_run, cf_run;
+} rec_data;
+
+/* Load the dataset's sequences, the tokens of tokenize run `tokenize_run`, and the item
+ * vectors (kind "ego" or "mean") of the cf run that tokenize run was built on. */
+int  rec_data_load(sqlite3 *db, const char *dataset, int64_t tokenize_run, const char *pool_kind,
+                   rec_data *d);
+void rec_data_free(rec_data *d);
+/* Number of a user's train items: all but the last two (valid, test). */
+static inline int rec_n_train(const rec_data *d, int32_t u) {
+    int n = (int)(d->off[u + 1] - d->off[u]) - 2;
+    return n > 0 ? n : 0;
+}
+
+/* A training sample: user u, target = seq[u][pos], history = the hist items before it. */
+typedef struct { int32_t user, pos, hist; } rec_sample;
+
+/* Prefix augmentation over the train split only: a target at every train position
+ * pos >= min_hist (and pos <= max_pos when max_pos >= 0), history = the most recent
+ * hist_cap items before it. The valid and test items are never targets nor history. */
+rec_sample *rec_samples(const rec_data *d, int hist_cap, int min_hist, int max_pos, int64_t *n);
+
+/* A padded batch of encoder prompts. */
+typedef struct {
+    int       B, T, cap_B, cap_T;
+    int32_t  *ids, *mask;       /* (cap_B, cap_T) */
+    int32_t  *dec;              /* dec_len */
+    int32_t  *target;           /* B */
+    int32_t  *scratch;          /* history codes */
+    int32_t  *hist;             /* history items */
+} rec_batch;
+
+void rec_batch_init(rec_batch *b, const rec_data *d, const prompt_vocab *v, int cap_B,
+                    int hist_cap, int dec_len);
+void rec_batch_free(rec_batch *b);
+/* Fill the batch with n samples. Training: template drawn from the ten, history shuffled
+ * (rng). Otherwise: template `tmpl`, history chronological. */
+void rec_batch_fill(rec_batch *b, const rec_data *d, const prompt_vocab *v, const rec_sample *s,
+                    int n, int train, int tmpl, rng_t *rng);
+/* The t5 batch view of it. */
+t5_batch rec_batch_t5(const rec_batch *b);
+
+/* Query vectors z (n x head_out) of users for split 1 (valid: history = train items) or
+ * split 2 (test: history = train + valid items), the most recent hist_cap items in
+ * chronological order, with template tmpl, in length-sorted batches of batch_size. */
+int rec_queries(t5_model *m, const prompt_vocab *v, const rec_data *d, const int32_t *users,
+                int n, int split, int hist_cap, int tmpl, int batch_size, float *z);
+
+/* Store / load the trained model of a finetune run (table models). */
+int rec_model_save(sqlite3 *db, int64_t run_id, const t5_model *m, const prompt_vocab *v,
+                   const char *pool_kind, int cosine, int hist_cap);
+typedef struct {
+    t5_model    *model;
+    prompt_vocab vocab;
+    char         pool_kind[8];
+    int          cosine, hist_cap;
+    int64_t      tokenize_run;
+} rec_loaded;
+int  rec_model_load(sqlite3 *db, int64_t finetune_run, rec_loaded *out);
+void rec_loaded_free(rec_loaded *l);
+
+/* t5_config as JSON and back (for the models table). */
+char *rec_config_json(const t5_config *c);
+int   rec_config_parse(const char *json, t5_config *c);
+
+
+
+/* ---- evaluation harness shared by finetune (valid) and evaluate (test, baselines) ---- */
+/* Called with each user's top-K list (best first). */
+typedef void (*rec_topk_fn)(void *ctx, int32_t user, const int32_t *items, const float *scores, int n);
+/* For n users with score rows (n, n_items): exclude the user's known items (split 1:
+ * train; split 2: train + valid) to -inf, add the target's rank to met, and hand the top-K
+ * to fn when fn != NULL. scores is modified. */
+void rec_rank_rows(const rec_data *d, const int32_t *users, int n, int split, float *scores,
+                   retr_metrics *met, int topk, rec_topk_fn fn, void *ctx);
+/* Generative retrieval for every user: one forward pass each (batched), scores against the
+ * pool (dot or cosine, one sgemm per batch), then rec_rank_rows. */
+int rec_evaluate(t5_model *m, const prompt_vocab *v, const rec_data *d, int split, int hist_cap,
+                 int tmpl, int cosine, int batch, retr_metrics *met, int topk, rec_topk_fn fn,
+                 void *ctx);
+#endif

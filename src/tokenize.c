@@ -1,0 +1,837 @@
+/* tokenize.c: the tokenize stage (see tokenize.h): load the cf vectors, train the user and
+ * item MQ-Tokenizers (mq.c) with checkpoints, write tokens, tokenizers and statistics; and
+ * tokenize unseen entities through a frozen tokenizer. */
+#include "tokenize.h"
+#include "cli.h"
+#include "db.h"
+#include "nn.h"
+#include "rng.h"
+#include "stage.h"
+#include "util.h"
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static const char *const entity_names[2] = {"user", "item"};
+
+typedef struct {
+    const char *dbpath, *dataset, *source;
+    int K, L, d_c, h1, h2, epochs, batch, kmeans_per_code, kmeans_iters, reseed_every;
+    double rho, p1, p2, beta, lr, wd, holdout, holdout_users;
+    int disambiguate, seed, threads, force, quiet, ckpt_every, stop_after;
+    int new_users, new_items, propagate;
+} tok_opts;
+
+/* One entity type's data and trainer. */
+typedef struct {
+    const char *name;
+    int      n, dim;            /* vectors loaded */
+    int32_t *ids;               /* (n) uid / iid of each row */
+    float   *X;                 /* (n, dim) */
+    int32_t *train, *hold;      /* row lists */
+    int      ntr, nho, nexcl;
+    uint8_t *excluded;          /* (n) 1: left out entirely (--holdout-users) */
+    mq_trainer t;
+    double   seconds;           /* training time, summed over resumes */
+} tok_entity;
+
+/* ---- loading ---- */
+
+/* The vectors of one entity and kind of a cf run, ordered by idx. */
+static int load_vectors(sqlite3 *db, int64_t cf_run, const char *entity, const char *kind,
+                        tok_entity *e) {
+    int n = (int)db_query_i64(db, 0, "SELECT count(*) FROM cf_vectors WHERE run_id=%lld AND "
+                              "entity=%Q AND kind=%Q", (long long)cf_run, entity, kind);
+    if (n <= 0)
+        return tr_error("cf run %lld has no '%s' vectors for %ss; run 'tokenrec cf' again or "
+                        "use --source ego", (long long)cf_run, kind, entity);
+    sqlite3_stmt *st = db_prep(db, "SELECT idx, vec FROM cf_vectors WHERE run_id=? AND entity=? "
+                                   "AND kind=? ORDER BY idx");
+    if (!st) return -1;
+    sqlite3_bind_int64(st, 1, cf_run);
+    sqlite3_bind_text(st, 2, entity, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, kind, -1, SQLITE_STATIC);
+    e->n = 0;
+    e->ids = tr_malloc((size_t)n * sizeof(int32_t));
+    int rc = 0;
+    while (sqlite3_step(st) == SQLITE_ROW && e->n < n) {
+        int bytes = sqlite3_column_bytes(st, 1);
+        if (e->n == 0) {
+            e->dim = bytes / (int)sizeof(float);
+            if (e->dim < 1) { rc = tr_error("cf_vectors of run %lld: empty vector", (long long)cf_run); break; }
+            e->X = tr_malloc((size_t)n * e->dim * sizeof(float));
+        }
+        e->ids[e->n] = sqlite3_column_int(st, 0);
+        if (db_column_floats(st, 1, e->X + (size_t)e->n * e->dim, e->dim) != 0) { rc = -1; break; }
+        e->n++;
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+/* Seeded choice of excluded rows (a fraction frac of them), then the holdout split of the
+ * rest: both from their own streams of the seed, so they do not depend on anything else. */
+static void split_rows(tok_entity *e, double frac_excl, double holdout, uint64_t seed, int which) {
+    rng_t root, r;
+    e->excluded = tr_calloc((size_t)e->n, 1);
+    uint32_t *perm = tr_malloc((size_t)e->n * sizeof(uint32_t));
+    e->nexcl = 0;
+    if (frac_excl > 0) {
+        rng_seed(&root, seed);
+        rng_split(&root, &r, 100 + (uint64_t)which);
+        for (int i = 0; i < e->n; i++) perm[i] = (uint32_t)i;
+        rng_shuffle_u32(&r, perm, (size_t)e->n);
+        e->nexcl = (int)(frac_excl * e->n);
+        for (int i = 0; i < e->nexcl; i++) e->excluded[perm[i]] = 1;
+    }
+    int m = 0;
+    for (int i = 0; i < e->n; i++) if (!e->excluded[i]) perm[m++] = (uint32_t)i;
+    rng_seed(&root, seed);
+    rng_split(&root, &r, 200 + (uint64_t)which);
+    rng_shuffle_u32(&r, perm, (size_t)m);
+    e->nho = (int)(holdout * m);
+    if (m - e->nho < 2) e->nho = 0;
+    e->ntr = m - e->nho;
+    e->hold = tr_malloc((size_t)(e->nho + 1) * sizeof(int32_t));
+    e->train = tr_malloc((size_t)(e->ntr + 1) * sizeof(int32_t));
+    for (int i = 0; i < e->nho; i++) e->hold[i] = (int32_t)perm[i];
+    for (int i = 0; i < e->ntr; i++) e->train[i] = (int32_t)perm[e->nho + i];
+    free(perm);
+}
+
+static void entity_free(tok_entity *e) {
+    free(e->ids); free(e->X); free(e->train); free(e->hold); free(e->excluded);
+    if (e->t.model.params) mq_trainer_free(&e->t);
+    memset(e, 0, sizeof *e);
+}
+
+/* Mean over dimensions of the variance of the rows (the scale a reconstruction MSE is
+ * compared with: predicting the mean scores exactly this). */
+static double input_variance(const float *X, int n, int d) {
+    if (n < 2) return 0;
+    double tot = 0;
+    for (int j = 0; j < d; j++) {
+        double s = 0, s2 = 0;
+        for (int i = 0; i < n; i++) s += X[(size_t)i * d + j];
+        double mu = s / n;
+        for (int i = 0; i < n; i++) {
+            double e = X[(size_t)i * d + j] - mu;
+            s2 += e * e;
+        }
+        tot += s2 / n;
+    }
+    return tot / d;
+}
+
+/* ---- the model blobs ---- */
+
+static int store_tokenizer(sqlite3 *db, int64_t run, const char *entity, const char *source,
+                           const mq_model *m, int best_epoch, int epochs) {
+    sqlite3_stmt *st = db_prep(db,
+        "INSERT INTO tokenizers (run_id, entity, source, d_in, h1, h2, d_c, K, L, rho, dropout1, "
+        "dropout2, beta, bn_eps, best_epoch, epochs, weights, codebooks, bn_stats) "
+        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
+    if (!st) return -1;
+    const mq_cfg *c = &m->cfg;
+    sqlite3_bind_int64(st, 1, run);
+    sqlite3_bind_text(st, 2, entity, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, source, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 4, c->d_in);
+    sqlite3_bind_int(st, 5, c->h1);
+    sqlite3_bind_int(st, 6, c->h2);
+    sqlite3_bind_int(st, 7, c->d_c);
+    sqlite3_bind_int(st, 8, c->K);
+    sqlite3_bind_int(st, 9, c->L);
+    sqlite3_bind_double(st, 10, c->rho);
+    sqlite3_bind_double(st, 11, c->p1);
+    sqlite3_bind_double(st, 12, c->p2);
+    sqlite3_bind_double(st, 13, c->beta);
+    sqlite3_bind_double(st, 14, c->bn_eps);
+    sqlite3_bind_int(st, 15, best_epoch);
+    sqlite3_bind_int(st, 16, epochs);
+    db_bind_floats(st, 17, m->params, (int)m->off_cb);
+    db_bind_floats(st, 18, m->params + m->off_cb, (int)(m->n_params - m->off_cb));
+    db_bind_floats(st, 19, m->bn, (int)m->n_bn);
+    int rc = db_step_done(db, st);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int tokenize_load_model(sqlite3 *db, int64_t tok_run, const char *entity, mq_model *m,
+                        char source[8]) {
+    memset(m, 0, sizeof *m);
+    sqlite3_stmt *st = db_prep(db, "SELECT source, d_in, h1, h2, d_c, K, L, rho, dropout1, dropout2, "
+                                   "beta, bn_eps, weights, codebooks, bn_stats FROM tokenizers "
+                                   "WHERE run_id=? AND entity=?");
+    if (!st) return -1;
+    sqlite3_bind_int64(st, 1, tok_run);
+    sqlite3_bind_text(st, 2, entity, -1, SQLITE_STATIC);
+    int rc = -1;
+    if (sqlite3_step(st) != SQLITE_ROW) {
+        tr_error("tokenize run %lld has no %s tokenizer (expected a done tokenize run)",
+                 (long long)tok_run, entity);
+        goto out;
+    }
+    mq_cfg c = mq_default_cfg();
+    if (source) snprintf(source, 8, "%s", (const char *)sqlite3_column_text(st, 0));
+    c.d_in = sqlite3_column_int(st, 1);
+    c.h1 = sqlite3_column_int(st, 2);
+    c.h2 = sqlite3_column_int(st, 3);
+    c.d_c = sqlite3_column_int(st, 4);
+    c.K = sqlite3_column_int(st, 5);
+    c.L = sqlite3_column_int(st, 6);
+    c.rho = (float)sqlite3_column_double(st, 7);
+    c.p1 = (float)sqlite3_column_double(st, 8);
+    c.p2 = (float)sqlite3_column_double(st, 9);
+    c.beta = (float)sqlite3_column_double(st, 10);
+    c.bn_eps = (float)sqlite3_column_double(st, 11);
+    if (mq_model_init(m, &c, NULL) != 0) goto out;
+    if (db_column_floats(st, 12, m->params, (int)m->off_cb) != 0 ||
+        db_column_floats(st, 13, m->params + m->off_cb, (int)(m->n_params - m->off_cb)) != 0 ||
+        db_column_floats(st, 14, m->bn, (int)m->n_bn) != 0) {
+        mq_model_free(m);
+        goto out;
+    }
+    rc = 0;
+out:
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int tokenize_frozen(sqlite3 *db, int64_t tok_run, const char *entity, const float *vecs, int n,
+                    int32_t *codes) {
+    mq_model m;
+    if (tokenize_load_model(db, tok_run, entity, &m, NULL) != 0) return -1;
+    mq_ws ws;
+    mq_ws_init(&ws, &m, n < 512 ? (n > 0 ? n : 1) : 512);
+    mq_encode(&m, &ws, vecs, NULL, n, codes, NULL);
+    mq_ws_free(&ws);
+    mq_model_free(&m);
+    return 0;
+}
+
+/* ---- statistics ---- */
+
+static int store_stats(sqlite3 *db, int64_t run, const tok_entity *e, const mq_token_stats *s,
+                       int K, double holdout_mse, double var, int disamb) {
+    sqlite3_stmt *st = db_prep(db,
+        "INSERT INTO tokenize_stats (run_id, entity, n, n_train, n_holdout, n_excluded, "
+        "holdout_mse, input_var, distinct_tuples, largest_group, collisions, disambiguated, "
+        "seconds) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)");
+    if (!st) return -1;
+    sqlite3_bind_int64(st, 1, run);
+    sqlite3_bind_text(st, 2, e->name, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 3, s->n);
+    sqlite3_bind_int(st, 4, e->ntr);
+    sqlite3_bind_int(st, 5, e->nho);
+    sqlite3_bind_int(st, 6, e->nexcl);
+    sqlite3_bind_double(st, 7, holdout_mse);
+    sqlite3_bind_double(st, 8, var);
+    sqlite3_bind_int(st, 9, s->distinct);
+    sqlite3_bind_int(st, 10, s->largest_group);
+    sqlite3_bind_int(st, 11, s->collisions);
+    sqlite3_bind_int(st, 12, disamb);
+    sqlite3_bind_double(st, 13, e->seconds);
+    int rc = db_step_done(db, st);
+    sqlite3_finalize(st);
+    if (rc) return -1;
+    st = db_prep(db, "INSERT INTO tokenize_book_stats (run_id, entity, book, used, perplexity) "
+                     "VALUES (?,?,?,?,?)");
+    if (!st) return -1;
+    for (int k = 0; k < K && !rc; k++) {
+        sqlite3_bind_int64(st, 1, run);
+        sqlite3_bind_text(st, 2, e->name, -1, SQLITE_STATIC);
+        sqlite3_bind_int(st, 3, k);
+        sqlite3_bind_int(st, 4, s->used[k]);
+        sqlite3_bind_double(st, 5, s->perplexity[k]);
+        rc = db_step_done(db, st);
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int tokenize_print_stats(sqlite3 *db, int64_t run, FILE *f) {
+    sqlite3_stmt *st = db_prep(db,
+        "SELECT s.entity, s.n, s.n_train, s.n_holdout, s.n_excluded, s.holdout_mse, s.input_var, "
+        "s.distinct_tuples, s.largest_group, s.collisions, s.disambiguated, s.seconds, t.source, "
+        "t.K, t.L, t.d_c, t.best_epoch, t.epochs FROM tokenize_stats s JOIN tokenizers t "
+        "ON t.run_id = s.run_id AND t.entity = s.entity WHERE s.run_id=? ORDER BY s.entity DESC");
+    if (!st) return -1;
+    sqlite3_bind_int64(st, 1, run);
+    int rows = 0;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        const char *ent = (const char *)sqlite3_column_text(st, 0);
+        double mse = sqlite3_column_double(st, 5), var = sqlite3_column_double(st, 6);
+        int K = sqlite3_column_int(st, 13), L = sqlite3_column_int(st, 14);
+        if (!rows++)
+            fprintf(f, "tokenize run %lld (CLEAN MQ-Tokenizer, source %s, K %d, L %d, d_c %d)\n",
+                    (long long)run, (const char *)sqlite3_column_text(st, 12), K, L,
+                    sqlite3_column_int(st, 15));
+        fprintf(f, "  %-4s  %d tokenized (%d train, %d holdout, %d left out), best epoch %d/%d, "
+                   "%.1fs\n", ent, sqlite3_column_int(st, 1), sqlite3_column_int(st, 2),
+                sqlite3_column_int(st, 3), sqlite3_column_int(st, 4), sqlite3_column_int(st, 16),
+                sqlite3_column_int(st, 17), sqlite3_column_double(st, 11));
+        fprintf(f, "        holdout reconstruction MSE %.6g (%.3f of the input variance %.4g)\n",
+                mse, var > 0 ? mse / var : 0.0, var);
+        fprintf(f, "        distinct %d-tuples %d, largest group %d, collisions %d%s\n", K,
+                sqlite3_column_int(st, 7), sqlite3_column_int(st, 8), sqlite3_column_int(st, 9),
+                sqlite3_column_int(st, 10) ? " (disambiguated: extra token in book K)" : "");
+        sqlite3_stmt *b = db_prep(db, "SELECT book, used, perplexity FROM tokenize_book_stats "
+                                      "WHERE run_id=? AND entity=? ORDER BY book");
+        if (b) {
+            sqlite3_bind_int64(b, 1, run);
+            sqlite3_bind_text(b, 2, ent, -1, SQLITE_TRANSIENT);
+            fprintf(f, "        codebook usage / perplexity:");
+            while (sqlite3_step(b) == SQLITE_ROW)
+                fprintf(f, "  [%d] %d/%d %.1f", sqlite3_column_int(b, 0), sqlite3_column_int(b, 1),
+                        L, sqlite3_column_double(b, 2));
+            fprintf(f, "\n");
+            sqlite3_finalize(b);
+        }
+    }
+    sqlite3_finalize(st);
+    int nu = (int)db_query_i64(db, 0, "SELECT count(*) FROM tokens_unseen WHERE run_id=%lld",
+                               (long long)run);
+    if (nu) fprintf(f, "  %d entities added later through the frozen tokenizers (tokens_unseen)\n", nu);
+    if (!rows) return tr_error("tokenize run %lld has no statistics", (long long)run);
+    return 0;
+}
+
+/* ---- token rows ---- */
+
+static int store_tokens(sqlite3 *db, int64_t run, const char *entity, const int32_t *ids,
+                        const int32_t *codes, const int32_t *extra, int n, int K) {
+    sqlite3_stmt *st = db_prep(db, "INSERT INTO tokens (run_id, entity, idx, book, code) VALUES (?,?,?,?,?)");
+    if (!st) return -1;
+    int rc = 0;
+    for (int i = 0; i < n && !rc; i++) {
+        for (int k = 0; k <= K && !rc; k++) {
+            if (k == K && !extra) break;
+            sqlite3_bind_int64(st, 1, run);
+            sqlite3_bind_text(st, 2, entity, -1, SQLITE_STATIC);
+            sqlite3_bind_int(st, 3, ids[i]);
+            sqlite3_bind_int(st, 4, k);
+            sqlite3_bind_int(st, 5, k < K ? codes[(size_t)i * K + k] : extra[i]);
+            rc = db_step_done(db, st);
+        }
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+/* ---- training ---- */
+
+/* Checkpoint the trainer of ents[which]. A finished tokenizer's last checkpoint stays in
+ * the table (rows are replaced by name), so only the one in training is written. */
+static int save_ckpt(stage_run *run, tok_entity *ents, int which) {
+    if (stage_ckpt_begin(run) != 0) return -1;
+    for (int i = which; i <= which; i++) {
+        void *blob;
+        size_t n;
+        mq_trainer_save(&ents[i].t, &blob, &n);
+        char name[32];
+        snprintf(name, sizeof name, "%s", ents[i].name);
+        int rc = stage_ckpt_put(run, name, ents[i].t.epoch, blob, n);
+        free(blob);
+        snprintf(name, sizeof name, "%s_seconds", ents[i].name);
+        if (!rc) rc = stage_ckpt_put(run, name, ents[i].t.epoch, &ents[i].seconds, sizeof(double));
+        if (rc) { db_rollback(run->db); return -1; }
+    }
+    return stage_ckpt_commit(run);
+}
+
+/* Train one entity's tokenizer to o->epochs, from its checkpoint if there is one.
+ * Returns 0, 130 when stopped (after a checkpoint), or -1. */
+static int train_entity(stage_run *run, const tok_opts *o, tok_entity *ents, int which,
+                        const mq_cfg *cfg, const mq_train_cfg *tc, double w0, double w1,
+                        int *epochs_this_process) {
+    tok_entity *e = &ents[which];
+    rng_t root, r;
+    rng_seed(&root, (uint64_t)o->seed);
+    rng_split(&root, &r, 1 + (uint64_t)which);
+    if (mq_trainer_init(&e->t, cfg, rng_u64(&r)) != 0) return -1;
+    if (run->resumed) {
+        void *blob;
+        size_t n;
+        int g = stage_ckpt_get(run, e->name, &blob, &n, NULL);
+        if (g < 0) return -1;
+        if (g == 0) {
+            int rc = mq_trainer_load(&e->t, blob, n);
+            free(blob);
+            if (rc) return -1;
+            char name[32];
+            snprintf(name, sizeof name, "%s_seconds", e->name);
+            if (stage_ckpt_get(run, name, &blob, &n, NULL) == 0) {
+                if (n == sizeof(double)) memcpy(&e->seconds, blob, sizeof(double));
+                free(blob);
+            }
+        }
+    }
+    if (e->t.epoch >= tc->epochs) return 0;
+    mq_ws ws;
+    mq_ws_init(&ws, &e->t.model, tc->batch);
+    int rc = 0;
+    char m[64];
+    while (e->t.epoch < tc->epochs) {
+        double t0 = tr_monotonic();
+        mq_epoch_stats s;
+        if (mq_train_epoch(&e->t, &ws, tc, e->X, e->train, e->ntr, e->hold, e->nho, &s) != 0) {
+            rc = -1;
+            break;
+        }
+        e->seconds += tr_monotonic() - t0;
+        int ep = e->t.epoch;
+        (*epochs_this_process)++;
+        snprintf(m, sizeof m, "%s/loss", e->name); stage_metric(run, ep, m, s.loss);
+        snprintf(m, sizeof m, "%s/recon", e->name); stage_metric(run, ep, m, s.recon);
+        snprintf(m, sizeof m, "%s/codebook", e->name); stage_metric(run, ep, m, s.cb);
+        snprintf(m, sizeof m, "%s/commit", e->name); stage_metric(run, ep, m, s.cm);
+        snprintf(m, sizeof m, "%s/holdout_recon", e->name); stage_metric(run, ep, m, s.holdout_mse);
+        snprintf(m, sizeof m, "%s/reseeded", e->name); stage_metric(run, ep, m, s.reseeded);
+        for (int k = 0; k < cfg->K; k++) {
+            snprintf(m, sizeof m, "%s/usage%d", e->name, k);
+            stage_metric(run, ep, m, s.used[k]);
+        }
+        stage_progress(run, w0 + (w1 - w0) * ep / tc->epochs,
+                       "%s epoch %d/%d loss %.4g recon %.4g holdout %.4g%s used %d/%d", e->name,
+                       ep, tc->epochs, s.loss, s.recon, s.holdout_mse, s.improved ? "*" : "",
+                       s.used[0], cfg->L);
+        if (o->ckpt_every > 0 && ep % o->ckpt_every == 0) {
+            /* inference-time tokens of every entity so far: the curve of distinct tuples */
+            int32_t *codes = tr_malloc((size_t)e->n * cfg->K * sizeof(int32_t));
+            mq_encode(&e->t.model, &ws, e->X, NULL, e->n, codes, NULL);
+            mq_token_stats ts;
+            mq_token_stats_compute(codes, e->n, cfg->K, cfg->L, &ts);
+            free(codes);
+            snprintf(m, sizeof m, "%s/distinct", e->name); stage_metric(run, ep, m, ts.distinct);
+            for (int k = 0; k < cfg->K; k++) {
+                snprintf(m, sizeof m, "%s/eval_usage%d", e->name, k);
+                stage_metric(run, ep, m, ts.used[k]);
+            }
+            if (!o->quiet && !isatty(2))
+                fprintf(stderr, "[tokenize] %s epoch %d: holdout recon %.4g, distinct %d/%d, "
+                        "used %d %d %d, %.2fs/epoch\n", e->name, ep, s.holdout_mse, ts.distinct,
+                        e->n, ts.used[0], cfg->K > 1 ? ts.used[1] : 0, cfg->K > 2 ? ts.used[2] : 0,
+                        e->seconds / ep);
+        }
+        int stop = stage_should_stop() || (o->stop_after > 0 && *epochs_this_process >= o->stop_after);
+        if (stop || ep == tc->epochs || (o->ckpt_every > 0 && ep % o->ckpt_every == 0)) {
+            if (save_ckpt(run, ents, which) != 0) { rc = -1; break; }
+        }
+        if (stop) { rc = 130; break; }
+    }
+    mq_ws_free(&ws);
+    return rc;
+}
+
+/* ---- unseen entities ---- */
+
+int tokenize_propagate(sqlite3 *db, const char *dataset, int64_t cf_run, const char *entity,
+                       const int32_t *ids, int n, int dim, float *out) {
+    int is_user = !strcmp(entity, "user");
+    const char *other = is_user ? "item" : "user";
+    int64_t ds = db_dataset_id(db, dataset);
+    if (ds < 0) return -1;
+    int n_other = (int)db_query_i64(db, 0, "SELECT %s FROM datasets WHERE id=%lld",
+                                    is_user ? "n_items" : "n_users", (long long)ds);
+    int n_self = (int)db_query_i64(db, 0, "SELECT %s FROM datasets WHERE id=%lld",
+                                   is_user ? "n_users" : "n_items", (long long)ds);
+    /* the other side's ego vectors */
+    float *E = tr_calloc((size_t)(n_other > 0 ? n_other : 1) * dim, sizeof(float));
+    sqlite3_stmt *st = db_prep(db, "SELECT idx, vec FROM cf_vectors WHERE run_id=? AND entity=? AND kind='ego'");
+    if (!st) { free(E); return -1; }
+    sqlite3_bind_int64(st, 1, cf_run);
+    sqlite3_bind_text(st, 2, other, -1, SQLITE_STATIC);
+    int got = 0, rc = 0;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        int idx = sqlite3_column_int(st, 0);
+        if (idx < 0 || idx >= n_other) continue;
+        if (db_column_floats(st, 1, E + (size_t)idx * dim, dim) != 0) { rc = -1; break; }
+        got++;
+    }
+    sqlite3_finalize(st);
+    if (!rc && !got)
+        rc = tr_error("cf run %lld has no ego %s vectors to propagate from", (long long)cf_run, other);
+    /* train degrees of both sides */
+    int *deg_self = tr_calloc((size_t)n_self + 1, sizeof(int));
+    int *deg_other = tr_calloc((size_t)n_other + 1, sizeof(int));
+    st = rc ? NULL : db_prep(db, "SELECT uid, iid FROM interactions WHERE dataset_id=? AND split=0");
+    if (!rc && !st) rc = -1;
+    if (st) {
+        sqlite3_bind_int64(st, 1, ds);
+        while (sqlite3_step(st) == SQLITE_ROW) {
+            int u = sqlite3_column_int(st, 0), i = sqlite3_column_int(st, 1);
+            int s = is_user ? u : i, t = is_user ? i : u;
+            if (s >= 0 && s < n_self) deg_self[s]++;
+            if (t >= 0 && t < n_other) deg_other[t]++;
+        }
+        sqlite3_finalize(st);
+    }
+    st = rc ? NULL : db_prep(db, is_user ?
+        "SELECT iid FROM interactions WHERE dataset_id=? AND split=0 AND uid=?" :
+        "SELECT uid FROM interactions WHERE dataset_id=? AND split=0 AND iid=?");
+    if (!rc && !st) rc = -1;
+    for (int j = 0; j < n && !rc; j++) {
+        float *o = out + (size_t)j * dim;
+        memset(o, 0, (size_t)dim * sizeof(float));
+        int self = ids[j];
+        if (self < 0 || self >= n_self || !deg_self[self]) continue;
+        sqlite3_bind_int64(st, 1, ds);
+        sqlite3_bind_int(st, 2, self);
+        while (sqlite3_step(st) == SQLITE_ROW) {
+            int t = sqlite3_column_int(st, 0);
+            if (t < 0 || t >= n_other || !deg_other[t]) continue;
+            float w = (float)(1.0 / sqrt((double)deg_self[self] * deg_other[t]));
+            const float *v = E + (size_t)t * dim;
+            for (int d = 0; d < dim; d++) o[d] += w * v[d];
+        }
+        sqlite3_reset(st);
+    }
+    sqlite3_finalize(st);
+    free(E); free(deg_self); free(deg_other);
+    return rc;
+}
+
+int tokenize_add_unseen(sqlite3 *db, int64_t tok_run, const char *entity, int propagate,
+                        int *added) {
+    *added = 0;
+    mq_model m;
+    char source[8];
+    if (tokenize_load_model(db, tok_run, entity, &m, source) != 0) return -1;
+    int K = m.cfg.K, dim = m.cfg.d_in;
+    int is_user = !strcmp(entity, "user");
+    char dataset[128] = "";
+    int64_t cf_run = 0;
+    sqlite3_stmt *st = db_prep(db, "SELECT dataset, upstream_run FROM stage_runs WHERE id=?");
+    if (st) {
+        sqlite3_bind_int64(st, 1, tok_run);
+        if (sqlite3_step(st) == SQLITE_ROW) {
+            snprintf(dataset, sizeof dataset, "%s", (const char *)sqlite3_column_text(st, 0));
+            cf_run = sqlite3_column_int64(st, 1);
+        }
+        sqlite3_finalize(st);
+    }
+    int64_t ds = dataset[0] ? db_dataset_id(db, dataset) : -1;
+    if (ds < 0) { mq_model_free(&m); return -1; }
+    /* the entities without tokens */
+    tr_ivec todo = {0};
+    char *sql = sqlite3_mprintf(
+        "SELECT %s FROM %s WHERE dataset_id=%lld AND %s NOT IN (SELECT idx FROM tokens WHERE "
+        "run_id=%lld AND entity=%Q AND book=0) ORDER BY %s", is_user ? "uid" : "iid",
+        is_user ? "users" : "items", (long long)ds, is_user ? "uid" : "iid", (long long)tok_run,
+        entity, is_user ? "uid" : "iid");
+    st = db_prep(db, sql);
+    sqlite3_free(sql);
+    if (!st) { mq_model_free(&m); return -1; }
+    while (sqlite3_step(st) == SQLITE_ROW) tr_ivec_push(&todo, sqlite3_column_int(st, 0));
+    sqlite3_finalize(st);
+    int n = (int)todo.n, rc = 0;
+    if (!n) { mq_model_free(&m); tr_ivec_free(&todo); return 0; }
+    float *X = tr_calloc((size_t)n * dim, sizeof(float));
+    uint8_t *from_cf = tr_calloc((size_t)n, 1);
+    if (!propagate) {
+        st = db_prep(db, "SELECT vec FROM cf_vectors WHERE run_id=? AND entity=? AND kind=? AND idx=?");
+        if (!st) rc = -1;
+        for (int j = 0; j < n && !rc; j++) {
+            sqlite3_bind_int64(st, 1, cf_run);
+            sqlite3_bind_text(st, 2, entity, -1, SQLITE_STATIC);
+            sqlite3_bind_text(st, 3, source, -1, SQLITE_STATIC);
+            sqlite3_bind_int(st, 4, todo.v[j]);
+            if (sqlite3_step(st) == SQLITE_ROW) {
+                if (db_column_floats(st, 0, X + (size_t)j * dim, dim) != 0) rc = -1;
+                from_cf[j] = 1;
+            }
+            sqlite3_reset(st);
+        }
+        sqlite3_finalize(st);
+    }
+    /* the rest by propagation */
+    int np = 0;
+    int32_t *pid = tr_malloc((size_t)n * sizeof(int32_t));
+    for (int j = 0; j < n; j++) if (!from_cf[j]) pid[np++] = todo.v[j];
+    if (!rc && np) {
+        float *P = tr_malloc((size_t)np * dim * sizeof(float));
+        rc = tokenize_propagate(db, dataset, cf_run, entity, pid, np, dim, P);
+        for (int j = 0, q = 0; j < n && !rc; j++)
+            if (!from_cf[j]) memcpy(X + (size_t)j * dim, P + (size_t)q++ * dim, dim * sizeof(float));
+        free(P);
+    }
+    int32_t *codes = tr_malloc((size_t)n * K * sizeof(int32_t));
+    int32_t *extra = NULL;
+    if (!rc) {
+        mq_ws ws;
+        mq_ws_init(&ws, &m, n < 512 ? n : 512);
+        mq_encode(&m, &ws, X, NULL, n, codes, NULL);
+        mq_ws_free(&ws);
+    }
+    /* disambiguated runs: a new entity takes the next extra number of its tuple */
+    int disamb = (int)db_query_i64(db, 0, "SELECT disambiguated FROM tokenize_stats WHERE "
+                                   "run_id=%lld AND entity=%Q", (long long)tok_run, entity);
+    if (!rc && disamb) {
+        extra = tr_calloc((size_t)n, sizeof(int32_t));
+        /* the existing tuples with their extra numbers, one row per entity */
+        char *q = sqlite3_mprintf("SELECT idx, book, code FROM tokens WHERE run_id=%lld AND "
+                                  "entity=%Q ORDER BY idx, book", (long long)tok_run, entity);
+        st = db_prep(db, q);
+        sqlite3_free(q);
+        if (!st) rc = -1;
+        tr_ivec ex = {0};           /* K codes + extra per entity */
+        int32_t row[MQ_MAXK + 1];
+        int have = 0, cur = -1;
+        while (st && sqlite3_step(st) == SQLITE_ROW) {
+            int idx = sqlite3_column_int(st, 0), b = sqlite3_column_int(st, 1);
+            if (idx != cur) { cur = idx; have = 0; }
+            if (b <= K) { row[b] = sqlite3_column_int(st, 2); have++; }
+            if (have == K + 1) for (int k = 0; k <= K; k++) tr_ivec_push(&ex, row[k]);
+        }
+        sqlite3_finalize(st);
+        int ne = (int)(ex.n / (size_t)(K + 1));
+        for (int j = 0; j < n; j++) {
+            int next = 0;
+            for (int i = 0; i < ne; i++) {
+                const int32_t *r = ex.v + (size_t)i * (K + 1);
+                if (!memcmp(r, codes + (size_t)j * K, (size_t)K * sizeof(int32_t)) && r[K] + 1 > next)
+                    next = r[K] + 1;
+            }
+            for (int i = 0; i < j; i++)
+                if (!memcmp(codes + (size_t)i * K, codes + (size_t)j * K, (size_t)K * sizeof(int32_t)) &&
+                    extra[i] + 1 > next)
+                    next = extra[i] + 1;
+            extra[j] = next;
+        }
+        tr_ivec_free(&ex);
+    }
+    if (!rc && db_begin(db) == 0) {
+        rc = store_tokens(db, tok_run, entity, todo.v, codes, extra, n, K);
+        st = rc ? NULL : db_prep(db, "INSERT INTO tokens_unseen (run_id, entity, idx, origin, added_at) "
+                                     "VALUES (?,?,?,?,?)");
+        if (!rc && !st) rc = -1;
+        for (int j = 0; j < n && !rc; j++) {
+            sqlite3_bind_int64(st, 1, tok_run);
+            sqlite3_bind_text(st, 2, entity, -1, SQLITE_STATIC);
+            sqlite3_bind_int(st, 3, todo.v[j]);
+            sqlite3_bind_text(st, 4, from_cf[j] ? "cf" : "propagated", -1, SQLITE_STATIC);
+            sqlite3_bind_double(st, 5, tr_now());
+            rc = db_step_done(db, st);
+        }
+        sqlite3_finalize(st);
+        if (rc || db_commit(db) != 0) { db_rollback(db); rc = -1; }
+        else *added = n;
+    } else if (!rc) {
+        rc = -1;
+    }
+    free(X); free(from_cf); free(pid); free(codes); free(extra);
+    tr_ivec_free(&todo);
+    mq_model_free(&m);
+    return rc;
+}
+
+/* ---- the command ---- */
+
+static const char *usage_tok = "tokenrec tokenize [--dataset NAME] [--source ego|mean] [options]";
+static const char *summary_tok =
+    "Train the user and item MQ-Tokenizers (CLEAN form: per-sample Bernoulli input mask, K\n"
+    "encoders Linear-BN-Dropout-ReLU, K codebooks initialised by k-means, straight-through\n"
+    "estimator, decoder from the mean of the K codewords, commitment loss) on the vectors of\n"
+    "the current cf run, keep each one's best checkpoint on a 20% entity holdout, and store\n"
+    "every user's and item's K tokens (table tokens). Prints reconstruction, codebook usage,\n"
+    "perplexity and collisions. --new-users / --new-items instead tokenize, through the frozen\n"
+    "tokenizers of the current run, the entities that have no tokens yet. Ctrl-C saves a\n"
+    "checkpoint; the same command resumes it.";
+
+/* L by dataset, as the official README: 256 for LastFM and ML-1M, 512 for the Amazon sets. */
+static int default_L(const char *dataset) {
+    if (!strcmp(dataset, "beauty") || !strcmp(dataset, "clothing")) return 512;
+    return 256;
+}
+
+int cmd_tokenize(int argc, char **argv) {
+    mq_cfg dc = mq_default_cfg();
+    mq_train_cfg dt = mq_default_train_cfg();
+    tok_opts o = {0};
+    o.dbpath = DB_DEFAULT_PATH;
+    o.source = "ego";
+    o.K = dc.K; o.L = 0; o.d_c = dc.d_c; o.h1 = dc.h1; o.h2 = dc.h2;
+    o.epochs = dt.epochs; o.batch = dt.batch; o.kmeans_per_code = dt.kmeans_per_code;
+    o.kmeans_iters = dt.kmeans_iters; o.reseed_every = dt.reseed_every;
+    o.rho = dc.rho; o.p1 = dc.p1; o.p2 = dc.p2; o.beta = dc.beta;
+    o.lr = dt.lr; o.wd = dt.weight_decay; o.holdout = 0.2; o.holdout_users = 0;
+    o.seed = 2024; o.ckpt_every = 10;
+    cli_opt opts[] = {
+        {"db", CLI_STR, &o.dbpath, "database file", 0},
+        {"dataset", CLI_STR, &o.dataset, "dataset name (default: the only or latest ingested)", 0},
+        {"source", CLI_STR, &o.source, "cf vectors to tokenize: ego (E0, as TokenRec) or mean", 1},
+        {"K", CLI_INT, &o.K, "codebooks = tokens per entity", 1},
+        {"L", CLI_INT, &o.L, "codewords per codebook (0: 256 for lastfm/ml-1m, 512 for beauty/clothing)", 1},
+        {"dc", CLI_INT, &o.d_c, "code vector dimension d_c", 1},
+        {"h1", CLI_INT, &o.h1, "first hidden width of the encoders (decoder mirrors)", 1},
+        {"h2", CLI_INT, &o.h2, "second hidden width of the encoders", 1},
+        {"rho", CLI_FLOAT, &o.rho, "input mask ratio (Bernoulli per sample and dimension)", 1},
+        {"dropout1", CLI_FLOAT, &o.p1, "dropout after the first BatchNorm", 1},
+        {"dropout2", CLI_FLOAT, &o.p2, "dropout after the second BatchNorm", 1},
+        {"beta", CLI_FLOAT, &o.beta, "commitment weight", 1},
+        {"lr", CLI_FLOAT, &o.lr, "AdamW learning rate", 1},
+        {"wd", CLI_FLOAT, &o.wd, "AdamW weight decay", 1},
+        {"batch", CLI_INT, &o.batch, "batch size", 1},
+        {"epochs", CLI_INT, &o.epochs, "epochs per tokenizer", 1},
+        {"kmeans-points", CLI_INT, &o.kmeans_per_code, "k-means initialisation on >= this many encoder outputs per codeword", 1},
+        {"kmeans-iters", CLI_INT, &o.kmeans_iters, "Lloyd iterations of the k-means initialisation", 1},
+        {"reseed-every", CLI_INT, &o.reseed_every, "re-seed codewords unused for this many epochs (0: never)", 1},
+        {"holdout", CLI_FLOAT, &o.holdout, "fraction of entities held out to select the checkpoint", 1},
+        {"holdout-users", CLI_FLOAT, &o.holdout_users, "fraction of users left out of the user tokenizer and of tokens (for --new-users / evaluate --unseen)", 1},
+        {"disambiguate", CLI_FLAG, &o.disambiguate, "add a (K+1)-th token so every entity's tokens are unique", 1},
+        {"seed", CLI_INT, &o.seed, "random seed (initialisation, masks, dropout, split, k-means)", 1},
+        {"threads", CLI_INT, &o.threads, "threads (0: all cores)", 0},
+        {"force", CLI_FLAG, &o.force, "train again even if an up-to-date run exists", 0},
+        {"quiet", CLI_FLAG, &o.quiet, "no progress or summary", 0},
+        {"ckpt-every", CLI_INT, &o.ckpt_every, "checkpoint every N epochs", 0},
+        {"stop-after-epochs", CLI_INT, &o.stop_after, "testing: stop as on Ctrl-C after N epochs", 0},
+        {"new-users", CLI_FLAG, &o.new_users, "tokenize users without tokens through the current run's frozen tokenizer", 0},
+        {"new-items", CLI_FLAG, &o.new_items, "tokenize items without tokens through the current run's frozen tokenizer", 0},
+        {"propagate", CLI_FLAG, &o.propagate, "with --new-*: vectors by propagation from neighbours even where a cf vector exists", 0},
+        CLI_OPT_END};
+    int rc = cli_parse(argc, argv, opts, usage_tok, summary_tok);
+    if (rc) return rc > 0 ? 0 : -1;
+    if (strcmp(o.source, "ego") && strcmp(o.source, "mean"))
+        return tr_error("--source: expected ego or mean, got '%s'", o.source);
+    if (o.epochs < 1 || o.batch < 2)
+        return tr_error("expected --epochs >= 1 and --batch >= 2, got %d and %d", o.epochs, o.batch);
+    if (!(o.holdout >= 0 && o.holdout < 1) || !(o.holdout_users >= 0 && o.holdout_users < 1))
+        return tr_error("expected --holdout and --holdout-users in [0,1)");
+    nn_set_threads(o.threads);
+    sqlite3 *db = db_open(o.dbpath, 0);
+    if (!db) return -1;
+    char dsbuf[128];
+    const char *dataset = o.dataset ? o.dataset : db_default_dataset(db, dsbuf, sizeof dsbuf);
+    if (!dataset) { db_close(db); return -1; }
+
+    /* unseen entities through the frozen tokenizers */
+    if (o.new_users || o.new_items) {
+        int64_t tok_run = stage_current_run(db, dataset, "tokenize");
+        if (!tok_run) {
+            db_close(db);
+            return tr_error("--new-users/--new-items need a finished tokenize run on %s first "
+                            "(run 'tokenrec tokenize --dataset %s')", dataset, dataset);
+        }
+        rc = 0;
+        for (int w = 0; w < 2 && !rc; w++) {
+            if (!(w == 0 ? o.new_users : o.new_items)) continue;
+            int added;
+            rc = tokenize_add_unseen(db, tok_run, entity_names[w], o.propagate, &added);
+            if (!rc && !o.quiet)
+                printf("tokenize run %lld: %d new %ss tokenized through the frozen tokenizer\n",
+                       (long long)tok_run, added, entity_names[w]);
+        }
+        db_close(db);
+        return rc;
+    }
+
+    if (o.L == 0) o.L = default_L(dataset);
+    mq_cfg cfg = dc;
+    cfg.K = o.K; cfg.L = o.L; cfg.d_c = o.d_c; cfg.h1 = o.h1; cfg.h2 = o.h2;
+    cfg.rho = (float)o.rho; cfg.p1 = (float)o.p1; cfg.p2 = (float)o.p2; cfg.beta = (float)o.beta;
+    mq_train_cfg tc = dt;
+    tc.lr = (float)o.lr; tc.weight_decay = (float)o.wd; tc.batch = o.batch; tc.epochs = o.epochs;
+    tc.kmeans_per_code = o.kmeans_per_code; tc.kmeans_iters = o.kmeans_iters;
+    tc.reseed_every = o.reseed_every;
+    if (mq_cfg_check(&cfg) != 0) { db_close(db); return -1; }
+
+    char *pj = cli_params_json(opts);
+    stage_run run;
+    int b = stage_begin(&run, db, "tokenize", dataset, pj, "cf", o.force);
+    free(pj);
+    if (b == STAGE_UP_TO_DATE) {
+        if (!o.quiet) {
+            fprintf(stderr, "[tokenize] %s is up to date (run %lld); use --force to train again\n",
+                    dataset, (long long)run.id);
+            tokenize_print_stats(db, run.id, stdout);
+        }
+        db_close(db);
+        return 0;
+    }
+    if (b < 0) { db_close(db); return -1; }
+    run.quiet = o.quiet;
+
+    tok_entity ents[2];
+    memset(ents, 0, sizeof ents);
+    int32_t *codes[2] = {NULL, NULL}, *extra[2] = {NULL, NULL};
+    rc = 0;
+    for (int w = 0; w < 2 && !rc; w++) {
+        ents[w].name = entity_names[w];
+        rc = load_vectors(db, run.upstream_run, ents[w].name, o.source, &ents[w]);
+        if (!rc) {
+            cfg.d_in = ents[w].dim;
+            if (w == 1 && ents[1].dim != ents[0].dim)
+                rc = tr_error("cf run %lld: user vectors have %d dims, item vectors %d",
+                              (long long)run.upstream_run, ents[0].dim, ents[1].dim);
+            split_rows(&ents[w], w == 0 ? o.holdout_users : 0, o.holdout, (uint64_t)o.seed, w);
+            if (ents[w].ntr < 2)
+                rc = tr_error("%ss: expected at least 2 vectors to train on, got %d", ents[w].name,
+                              ents[w].ntr);
+        }
+    }
+    stage_progress(&run, run.progress, "users %d, items %d, source %s, K %d, L %d", ents[0].n,
+                   ents[1].n, o.source, cfg.K, cfg.L);
+    int done_epochs = 0;
+    double wu = ents[0].ntr, wi = ents[1].ntr, wt = wu + wi > 0 ? wu + wi : 1;
+    for (int w = 0; w < 2 && !rc; w++) {
+        double w0 = w == 0 ? 0 : wu / wt, w1 = w == 0 ? wu / wt : 1;
+        rc = train_entity(&run, &o, ents, w, &cfg, &tc, w0, w1, &done_epochs);
+    }
+    if (rc == 130) {
+        stage_stopped(&run);
+        for (int w = 0; w < 2; w++) entity_free(&ents[w]);
+        db_close(db);
+        return 130;
+    }
+
+    /* final tokens from the best checkpoints, statistics, and the one output transaction */
+    mq_token_stats ts[2];
+    double var[2] = {0, 0};
+    if (!rc) {
+        for (int w = 0; w < 2; w++) {
+            tok_entity *e = &ents[w];
+            mq_trainer_use_best(&e->t);
+            int32_t *rows = tr_malloc((size_t)e->n * sizeof(int32_t)), *ids = tr_malloc((size_t)e->n * sizeof(int32_t));
+            int m = 0;
+            for (int i = 0; i < e->n; i++) if (!e->excluded[i]) { rows[m] = i; ids[m] = e->ids[i]; m++; }
+            codes[w] = tr_malloc((size_t)(m ? m : 1) * cfg.K * sizeof(int32_t));
+            mq_ws ws;
+            mq_ws_init(&ws, &e->t.model, 512);
+            mq_encode(&e->t.model, &ws, e->X, rows, m, codes[w], NULL);
+            mq_ws_free(&ws);
+            mq_token_stats_compute(codes[w], m, cfg.K, cfg.L, &ts[w]);
+            if (o.disambiguate) {
+                extra[w] = tr_malloc((size_t)(m ? m : 1) * sizeof(int32_t));
+                mq_disambiguate(codes[w], m, cfg.K, extra[w]);
+            }
+            var[w] = input_variance(e->X, e->n, e->dim);
+            free(e->ids);
+            e->ids = ids;           /* now the ids of the tokenized rows, in order */
+            free(rows);
+        }
+        rc = stage_finish_begin(&run);
+        for (int w = 0; w < 2 && !rc; w++) {
+            tok_entity *e = &ents[w];
+            rc = store_tokens(db, run.id, e->name, e->ids, codes[w], extra[w], ts[w].n, cfg.K);
+            if (!rc) rc = store_tokenizer(db, run.id, e->name, o.source, &e->t.model,
+                                          e->t.best_epoch, e->t.epoch);
+            if (!rc) rc = store_stats(db, run.id, e, &ts[w], cfg.K, e->t.best_mse, var[w],
+                                      o.disambiguate);
+        }
+        if (!rc) rc = stage_finish_commit(&run);
+    }
+    if (rc) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", tr_errmsg());
+        stage_fail(&run, msg);
+        tr_error("%s", msg);
+    } else if (!o.quiet) {
+        stage_progress(&run, 1, "done");
+        tokenize_print_stats(db, run.id, stdout);
+    }
+    for (int w = 0; w < 2; w++) { entity_free(&ents[w]); free(codes[w]); free(extra[w]); }
+    db_close(db);
+    return rc ? -1 : 0;
+}
