@@ -10,10 +10,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include "nn.h"
 #include "rng.h"
 #include "t5.h"
 #include "util.h"
+
+/* User + system CPU seconds of this process. */
+static double cpu_seconds(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_utime.tv_sec + ru.ru_utime.tv_usec * 1e-6 + ru.ru_stime.tv_sec + ru.ru_stime.tv_usec * 1e-6;
+}
 
 static void run_case(const char *name, t5_config cfg, int B, int T, int steps) {
     rng_t rng; rng_seed(&rng, 1234);
@@ -31,10 +39,10 @@ static void run_case(const char *name, t5_config cfg, int B, int T, int steps) {
     float loss = 0;
     for (int s = 0; s < 2; s++) t5_train_step(m, &b, &opt, 0, &rng, &loss);     /* warm-up */
     nn_sgemm_reset();
-    double t0 = tr_monotonic();
+    double t0 = tr_monotonic(), c0 = cpu_seconds();
     for (int s = 0; s < steps; s++)
         if (t5_train_step(m, &b, &opt, 0, &rng, &loss)) { fprintf(stderr, "bench: %s\n", tr_errmsg()); exit(1); }
-    double dt = (tr_monotonic() - t0) / steps;
+    double dt = (tr_monotonic() - t0) / steps, cpu = (cpu_seconds() - c0) / steps;
     double gemm = nn_sgemm_seconds() / steps;
     int dl = cfg.n_dec_layers > 0 ? cfg.dec_len : 0;
     printf("%-6s d_model %d, layers %d+%d, heads %d, d_ff %d, vocab %d, params %.2fM, batch %d x %d, "
@@ -42,8 +50,8 @@ static void run_case(const char *name, t5_config cfg, int B, int T, int steps) {
            cfg.n_dec_layers, cfg.n_heads, cfg.d_ff, cfg.vocab, t5_n_params(m) / 1e6, B, T, dl,
            dl ? "flatten->256->64" : "mean-pool->64", cfg.dropout);
     printf("       %.1f ms/step, %.0f tokens/s (encoder tokens), sgemm %.0f%% of the time, "
-           "loss %.4f, peak RSS %.0f MiB (%d steps)\n",
-           dt * 1e3, B * T / dt, 100.0 * gemm / dt, loss, tr_peak_rss_kib() / 1024.0, steps);
+           "CPU %.0f ms/step, loss %.4f, peak RSS %.0f MiB (%d steps)\n",
+           dt * 1e3, B * T / dt, 100.0 * gemm / dt, cpu * 1e3, loss, tr_peak_rss_kib() / 1024.0, steps);
     fflush(stdout);
     free(ids); free(msk); free(dec); free(pos); free(neg);
     t5_free(m);

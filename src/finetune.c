@@ -277,8 +277,8 @@ int cmd_finetune(int argc, char **argv) {
                 goto fail;
             }
             t5_set_step(m, (long)st.step);
-            if (!o.quiet) fprintf(stderr, "[finetune] resuming at epoch %d, batch %d (step %lld)\n",
-                                  st.epoch + 1, st.batch, (long long)st.step);
+            if (!o.quiet) fprintf(stderr, "[finetune] resuming run %lld at epoch %d, batch %d (step %lld)\n",
+                                  (long long)run.id, st.epoch + 1, st.batch, (long long)st.step);
         }
     }
     if (!o.quiet && !run.resumed)

@@ -3,6 +3,7 @@
 #include "evaluate.h"
 #include "finetune.h"
 #include "info.h"
+#include "run.h"
 #include "ingest.h"
 #include "stage.h"
 #include "tokenize.h"
@@ -24,6 +25,7 @@ static const command commands[] = {
     {"finetune", cmd_finetune, "fine-tune the T5 recommender on prompts of ID tokens"},
     {"evaluate", cmd_evaluate, "generative retrieval and baselines: HR@K, NDCG@K"},
     {"report", cmd_report, "every method's metrics on every dataset (Markdown or CSV)"},
+    {"run", cmd_run, "every stage in order, skipping what is done, resuming what was stopped"},
     {"info", cmd_info, "dataset statistics and the state of every stage"},
     {"ui", ui_main, "the ncurses dashboard"},
 };

@@ -201,9 +201,6 @@ int stage_begin(stage_run *r, sqlite3 *db, const char *stage, const char *datase
         r->id = sqlite3_last_insert_rowid(db);
     }
     if (db_commit(db) != 0) goto fail;
-    if (r->resumed && !r->quiet)
-        fprintf(stderr, "[%s] resuming run %lld on %s from %.0f%%\n", stage, (long long)r->id,
-                dataset, 100 * prev_progress);
     return 0;
 fail:
     db_rollback(db);

@@ -107,7 +107,7 @@ static void test_end_to_end(void **state) {
     (void)state;
     sqlite3 *db;
     char *path = setup_db("e2e.db", &db);
-    assert_int_equal(run_tok(path, getenv("TOK_EXTRA")), 0);
+    assert_int_equal(run_tok(path, NULL), 0);
     int64_t run = stage_current_run(db, "syn", "tokenize");
     assert_true(run > 0);
     char q[256];
@@ -126,7 +126,6 @@ static void test_end_to_end(void **state) {
     int64_t distinct = count(db, q);
     snprintf(q, sizeof q, "SELECT distinct_tuples FROM tokenize_stats WHERE run_id=%lld AND entity='item'", (long long)run);
     assert_int_equal(count(db, q), distinct);
-    print_message("distinct item tuples %lld\n", (long long)distinct);
     assert_true(distinct > 8);      /* more than the 8 planted clusters */
     snprintf(q, sizeof q, "SELECT count(*) FROM tokenize_stats WHERE run_id=%lld AND n_train + n_holdout = n AND holdout_mse > 0", (long long)run);
     assert_int_equal(count(db, q), 2);
