@@ -10,24 +10,43 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Each user's top list, kept in memory until the output transaction. */
 typedef struct {
-    sqlite3_stmt *ins;
-    int64_t run;
-    int rc;
+    int      topk;
+    int32_t *items;      /* n_users x topk */
+    float   *scores;
+    int     *n;          /* per user */
 } rec_sink;
 
-/* Store one user's top list into recommendations. */
 static void sink_topk(void *ctx, int32_t user, const int32_t *items, const float *scores, int n) {
     rec_sink *s = ctx;
-    for (int r = 0; r < n && !s->rc; r++) {
-        sqlite3_bind_int64(s->ins, 1, s->run);
-        sqlite3_bind_int(s->ins, 2, user);
-        sqlite3_bind_int(s->ins, 3, r + 1);
-        sqlite3_bind_int(s->ins, 4, items[r]);
-        sqlite3_bind_double(s->ins, 5, scores[r]);
-        s->rc = sqlite3_step(s->ins) == SQLITE_DONE ? 0 : -1;
-        sqlite3_reset(s->ins);
-    }
+    memcpy(s->items + (size_t)user * s->topk, items, (size_t)n * sizeof *items);
+    memcpy(s->scores + (size_t)user * s->topk, scores, (size_t)n * sizeof *scores);
+    s->n[user] = n;
+}
+
+static void sink_alloc(rec_sink *s, int n_users) {
+    s->items = tr_calloc((size_t)n_users * s->topk, sizeof *s->items);
+    s->scores = tr_calloc((size_t)n_users * s->topk, sizeof *s->scores);
+    s->n = tr_calloc((size_t)n_users, sizeof *s->n);
+}
+
+/* Write the buffered lists into recommendations (inside the caller's transaction). */
+static int sink_write(sqlite3 *db, int64_t run, const rec_sink *s, int n_users) {
+    sqlite3_stmt *ins = db_prep(db, "INSERT INTO recommendations (run_id, uid, rank, iid, score) VALUES (?,?,?,?,?)");
+    if (!ins) return -1;
+    int rc = 0;
+    for (int32_t u = 0; u < n_users && !rc; u++)
+        for (int r = 0; r < s->n[u] && !rc; r++) {
+            sqlite3_bind_int64(ins, 1, run);
+            sqlite3_bind_int(ins, 2, u);
+            sqlite3_bind_int(ins, 3, r + 1);
+            sqlite3_bind_int(ins, 4, s->items[(size_t)u * s->topk + r]);
+            sqlite3_bind_double(ins, 5, s->scores[(size_t)u * s->topk + r]);
+            rc = db_step_done(db, ins);
+        }
+    sqlite3_finalize(ins);
+    return rc;
 }
 
 static int put_metric(sqlite3 *db, int64_t run, const char *method, const char *split,
@@ -68,8 +87,13 @@ static int load_sequences(sqlite3 *db, const char *dataset, rec_data *d) {
     sqlite3_bind_int64(st, 1, ds);
     int64_t k = 0;
     while (sqlite3_step(st) == SQLITE_ROW && k < n) {
-        d->off[sqlite3_column_int(st, 0) + 1]++;
-        d->seq[k++] = sqlite3_column_int(st, 1);
+        int32_t u = sqlite3_column_int(st, 0), it = sqlite3_column_int(st, 1);
+        if (u < 0 || u >= d->n_users || it < 0 || it >= d->n_items) {
+            sqlite3_finalize(st);
+            return tr_error("interactions of %s: id out of range (user %d, item %d)", dataset, u, it);
+        }
+        d->off[u + 1]++;
+        d->seq[k++] = it;
     }
     sqlite3_finalize(st);
     for (int32_t u = 0; u < d->n_users; u++) d->off[u + 1] += d->off[u];
@@ -126,24 +150,23 @@ static int eval_method(sqlite3 *db, const ev_opts *o, const char *method, const 
     double secs = 0;
     int rc = -1;
     rec_sink sink = {0};
-    sink.run = run.id;
+    sink.topk = o->topk;
     stage_progress(&run, 0, "%s: loading", method);
-    if (stage_finish_begin(&run) != 0) goto fail;
-    sink.ins = db_prep(db, "INSERT INTO recommendations (run_id, uid, rank, iid, score) VALUES (?,?,?,?,?)");
-    if (!sink.ins) goto fail;
     if (!strcmp(method, "tokenrec")) {
         if (rec_model_load(db, run.upstream_run, &lm) != 0) goto fail;
         if (rec_data_load(db, o->dataset, lm.tokenize_run, lm.pool_kind, &d) != 0) goto fail;
+        sink_alloc(&sink, d.n_users);
         t5_reserve(lm.model, o->batch, prompt_max_len(&lm.vocab, d.cpi, lm.hist_cap));
         if (do_valid && rec_evaluate(lm.model, &lm.vocab, &d, 1, lm.hist_cap, PROMPT_TEST, lm.cosine,
                                      o->batch, &valid, 0, NULL, NULL) != 0) goto fail;
         stage_progress(&run, 0.5, "%s: test", method);
         double t0 = tr_monotonic();
         if (rec_evaluate(lm.model, &lm.vocab, &d, 2, lm.hist_cap, PROMPT_TEST, lm.cosine, o->batch,
-                         &test, o->topk, sink_topk, &sink) != 0 || sink.rc) goto fail;
+                         &test, o->topk, sink_topk, &sink) != 0) goto fail;
         secs = tr_monotonic() - t0;
     } else {
         if (load_sequences(db, o->dataset, &d) != 0) goto fail;
+        sink_alloc(&sink, d.n_users);
         int32_t *users = tr_malloc((size_t)o->batch * sizeof *users);
         scores = tr_malloc((size_t)o->batch * d.n_items * sizeof *scores);
         int D = 0;
@@ -165,20 +188,19 @@ static int eval_method(sqlite3 *db, const ev_opts *o, const char *method, const 
                 else retr_scores(scores, uvec + (size_t)u0 * D, n, ivec, NULL, d.n_items, D, 0);
                 rec_rank_rows(&d, users, n, split, scores, split == 1 ? &valid : &test,
                               split == 2 ? o->topk : 0, split == 2 ? sink_topk : NULL, &sink);
-                if (sink.rc) { free(users); free(pop); goto fail; }
             }
         }
         secs = tr_monotonic() - t0;
         free(users);
         free(pop);
     }
-    if (put_metrics(db, run.id, method, "test", &test) != 0 ||
+    /* everything is computed: only now take the write lock, for the outputs alone */
+    if (stage_finish_begin(&run) != 0 || sink_write(db, run.id, &sink, d.n_users) != 0 ||
+        put_metrics(db, run.id, method, "test", &test) != 0 ||
         (do_valid && put_metrics(db, run.id, method, "valid", &valid) != 0) ||
         put_metric(db, run.id, method, "latency", "ms_per_user", 0, 1000 * secs / d.n_users) != 0 ||
         put_metric(db, run.id, method, "latency", "users_per_s", 0, d.n_users / (secs > 0 ? secs : 1e-9)) != 0)
         goto fail;
-    sqlite3_finalize(sink.ins);
-    sink.ins = NULL;
     if (stage_finish_commit(&run) != 0) goto fail;
     if (!o->quiet) {
         printf("%-12s %-8s HR@10 %.4f  NDCG@10 %.4f  HR@20 %.4f  NDCG@20 %.4f  HR@30 %.4f  NDCG@30 %.4f",
@@ -192,13 +214,11 @@ static int eval_method(sqlite3 *db, const ev_opts *o, const char *method, const 
 fail: {
         char msg[1024];
         snprintf(msg, sizeof msg, "%s", tr_errmsg());
-        sqlite3_finalize(sink.ins);
-        sink.ins = NULL;
         stage_fail(&run, msg);
         tr_error("%s", msg);
     }
 out:
-    sqlite3_finalize(sink.ins);
+    free(sink.items); free(sink.scores); free(sink.n);
     rec_data_free(&d);
     rec_loaded_free(&lm);
     free(uvec); free(ivec); free(scores);

@@ -87,9 +87,10 @@ static float softmax_loss(const float *z, const int32_t *target, int B, const re
         float *row = logits + (size_t)b * NI;
         float mx = -INFINITY;
         for (int i = 0; i < NI; i++) { row[i] *= scale; if (row[i] > mx) mx = row[i]; }
+        float lt = row[target[b]];
         double sum = 0;
         for (int i = 0; i < NI; i++) { row[i] = expf(row[i] - mx); sum += row[i]; }
-        loss += -log(row[target[b]] / sum);
+        loss += mx - lt + log(sum);            /* log-sum-exp: no underflow of p(target) */
         float inv = (float)(1.0 / sum);
         for (int i = 0; i < NI; i++) row[i] *= inv / (float)B;       /* dlogits = (p - 1[t]) / B */
         row[target[b]] -= 1.0f / (float)B;
@@ -209,8 +210,8 @@ int cmd_finetune(int argc, char **argv) {
     if (strcmp(o.pool, "mean") && strcmp(o.pool, "ego")) return tr_error("--pool: expected mean or ego, got '%s'", o.pool);
     int cosine = !strcmp(o.score, "cos");
     if (!cosine && strcmp(o.score, "dot")) return tr_error("--score: expected dot or cos, got '%s'", o.score);
-    if (o.batch < 1 || o.batch > 4096 || o.epochs < 1 || o.hist < 1 || o.min_hist < 1)
-        return tr_error("finetune: --batch (1..4096), --epochs, --hist and --min-hist must be positive");
+    if (o.batch < 1 || o.batch > 4096 || o.epochs < 1 || o.hist < 1 || o.min_hist < 1 || o.eval_batch < 1)
+        return tr_error("finetune: --batch (1..4096), --epochs, --hist, --min-hist and --eval-batch must be positive");
     if (o.temperature <= 0) return tr_error("--temperature must be positive");
     t5_set_threads(o.threads);
 
@@ -290,7 +291,9 @@ int cmd_finetune(int argc, char **argv) {
     double t_start = tr_monotonic();
     int64_t steps_here = 0, samples_here = 0;
     int stopped = 0;
-    for (; st.epoch < o.epochs && !stopped; st.epoch++, st.batch = 0) {
+    /* a checkpoint taken after the early stop must not train further epochs on resume */
+    for (; st.epoch < o.epochs && !(o.patience > 0 && st.bad >= o.patience) && !stopped;
+         st.epoch++, st.batch = 0) {
         epoch_order(samples, n, o.batch, (uint64_t)o.seed, st.epoch, order, batch_order, nb);
         for (; st.batch < nb; st.batch++) {
             int64_t first = (int64_t)batch_order[st.batch] * o.batch;

@@ -293,27 +293,33 @@ void rmsnorm_forward(float *y, float *rstd, const float *x, const float *w, int 
  * gradient is reduced through per-thread partial sums. */
 void rmsnorm_backward(float *dx, float *dw, const float *dy, const float *x, const float *w,
                       const float *rstd, int N, int C) {
-    #pragma omp parallel if((size_t)N * C > NN_PAR_MIN)
-    {
-        float local[C];
-        memset(local, 0, sizeof(float) * C);
-        #pragma omp for
+    /* dx: rows are independent, split over threads. */
+    if (dx) {
+        #pragma omp parallel for if((size_t)N * C > NN_PAR_MIN)
         for (int n = 0; n < N; n++) {
             const float *xr = x + (size_t)n * C, *g = dy + (size_t)n * C;
-            float r = rstd[n];
-            float dot = 0;
-            for (int c = 0; c < C; c++) {
-                dot += g[c] * w[c] * xr[c];
-                local[c] += g[c] * xr[c] * r;
-            }
-            if (dx) {
-                float *d = dx + (size_t)n * C;
-                float k = r * r * r * dot / C;
-                for (int c = 0; c < C; c++) d[c] += r * g[c] * w[c] - k * xr[c];
-            }
+            float r = rstd[n], dot = 0;
+            for (int c = 0; c < C; c++) dot += g[c] * w[c] * xr[c];
+            float *d = dx + (size_t)n * C;
+            float k = r * r * r * dot / C;
+            for (int c = 0; c < C; c++) d[c] += r * g[c] * w[c] - k * xr[c];
         }
-        #pragma omp critical
-        for (int c = 0; c < C; c++) dw[c] += local[c];
+    }
+    /* dw: each block of 16 columns is summed over the rows in order by one thread, so the
+     * result is the same bits whatever the thread count (no reduction of partial sums). */
+    if (dw) {
+        int nblk = (C + 15) / 16;
+        #pragma omp parallel for if((size_t)N * C > NN_PAR_MIN)
+        for (int bk = 0; bk < nblk; bk++) {
+            int c0 = bk * 16, c1 = c0 + 16 < C ? c0 + 16 : C;
+            float acc[16] = {0};
+            for (int n = 0; n < N; n++) {
+                const float *xr = x + (size_t)n * C, *g = dy + (size_t)n * C;
+                float r = rstd[n];
+                for (int c = c0; c < c1; c++) acc[c - c0] += g[c] * xr[c] * r;
+            }
+            for (int c = c0; c < c1; c++) dw[c] += acc[c - c0];
+        }
     }
 }
 
@@ -652,9 +658,20 @@ void adamw_update(const adamw_cfg *cfg, float *p, const float *g, float *m, floa
 
 /* g (n) -> ||g||_2, summed in double per thread. */
 float grad_norm(const float *g, size_t n) {
+    /* Fixed chunks summed in index order: the same bits for any thread count. */
+    enum { CH = 1 << 16 };
+    size_t nc = (n + CH - 1) / CH;
+    if (nc == 0) return 0.0f;
+    double part[nc];
+    #pragma omp parallel for if(n > NN_PAR_MIN)
+    for (size_t c = 0; c < nc; c++) {
+        size_t i0 = c * CH, i1 = i0 + CH < n ? i0 + CH : n;
+        double s = 0;
+        for (size_t i = i0; i < i1; i++) s += (double)g[i] * g[i];
+        part[c] = s;
+    }
     double s = 0;
-    #pragma omp parallel for reduction(+:s) if(n > NN_PAR_MIN)
-    for (size_t i = 0; i < n; i++) s += (double)g[i] * g[i];
+    for (size_t c = 0; c < nc; c++) s += part[c];
     return (float)sqrt(s);
 }
 

@@ -27,8 +27,10 @@ int rec_data_load(sqlite3 *db, const char *dataset, int64_t tokenize_run, const 
     while (sqlite3_step(st) == SQLITE_ROW && k < n) {
         int32_t u = sqlite3_column_int(st, 0);
         if (u < 0 || u >= d->n_users) { sqlite3_finalize(st); tr_error("interactions: bad uid %d", u); goto fail; }
+        int32_t it = sqlite3_column_int(st, 1);
+        if (it < 0 || it >= d->n_items) { sqlite3_finalize(st); tr_error("interactions: bad iid %d", it); goto fail; }
         d->off[u + 1]++;
-        d->seq[k++] = sqlite3_column_int(st, 1);
+        d->seq[k++] = it;
     }
     sqlite3_finalize(st);
     for (int32_t u = 0; u < d->n_users; u++) d->off[u + 1] += d->off[u];
@@ -194,7 +196,8 @@ int rec_queries(t5_model *m, const prompt_vocab *v, const rec_data *d, const int
     int32_t *order = tr_malloc((size_t)(n ? n : 1) * sizeof *order);
     for (int i = 0; i < n; i++) {
         int32_t u = users[i];
-        int p = rec_n_train(d, u) + (split == 2 ? 1 : 0);
+        int p = rec_target_pos(d, u, split);
+        if (p < 0) p = 0;                   /* callers pass only users with a target */
         s[i].user = u;
         s[i].pos = p;
         s[i].hist = p < hist_cap ? p : hist_cap;
@@ -237,11 +240,17 @@ int rec_config_parse(const char *json, t5_config *c) {
     cJSON *j = cJSON_Parse(json);
     if (!j) return tr_error("models: the model configuration is not valid JSON");
     memset(c, 0, sizeof *c);
+    /* numbers outside int (float) range are refused before the conversion, which would be
+     * undefined behaviour (found by tests/fuzz/fuzz_config.c) */
 #define GETI(f) do { cJSON *x = cJSON_GetObjectItemCaseSensitive(j, #f); \
         if (!cJSON_IsNumber(x)) { cJSON_Delete(j); return tr_error("models: configuration lacks " #f); } \
+        if (!(fabs(x->valuedouble) <= 2147483647.0)) { cJSON_Delete(j); \
+            return tr_error("models: configuration: " #f " is out of range"); } \
         c->f = (int)x->valuedouble; } while (0)
 #define GETF(f) do { cJSON *x = cJSON_GetObjectItemCaseSensitive(j, #f); \
         if (!cJSON_IsNumber(x)) { cJSON_Delete(j); return tr_error("models: configuration lacks " #f); } \
+        if (!(fabs(x->valuedouble) <= 3.0e38)) { cJSON_Delete(j); \
+            return tr_error("models: configuration: " #f " is out of range"); } \
         c->f = (float)x->valuedouble; } while (0)
     GETI(vocab); GETI(d_model); GETI(d_kv); GETI(n_heads); GETI(d_ff); GETI(n_enc_layers);
     GETI(n_dec_layers); GETI(rel_buckets); GETI(rel_max_distance); GETF(dropout);
@@ -328,11 +337,11 @@ void rec_rank_rows(const rec_data *d, const int32_t *users, int n, int split, fl
     for (int r = 0; r < n; r++) {
         int32_t u = users[r];
         float *row = scores + (size_t)r * d->n_items;
-        int known = rec_n_train(d, u) + (split == 2 ? 1 : 0);
+        int known = rec_target_pos(d, u, split);      /* items before the target are history */
         const int32_t *seq = d->seq + d->off[u];
         for (int k = 0; k < known; k++) row[seq[k]] = -INFINITY;
-        int32_t target = known < d->off[u + 1] - d->off[u] ? seq[known] : -1;
-        if (met) retr_metrics_add(met, target >= 0 ? retr_rank(row, d->n_items, target) : -1);
+        int32_t target = known >= 0 ? seq[known] : -1;
+        if (met && target >= 0) retr_metrics_add(met, retr_rank(row, d->n_items, target));
         if (fn) {
             int got = retr_topk(row, d->n_items, topk, idx, val);
             fn(ctx, u, idx, val, got);
@@ -349,9 +358,12 @@ int rec_evaluate(t5_model *m, const prompt_vocab *v, const rec_data *d, int spli
     float *z = tr_malloc((size_t)batch * D * sizeof *z);
     float *scores = tr_malloc((size_t)batch * d->n_items * sizeof *scores);
     int rc = 0;
-    for (int32_t u0 = 0; u0 < d->n_users && !rc; u0 += batch) {
-        int n = d->n_users - u0 < batch ? d->n_users - u0 : batch;
-        for (int i = 0; i < n; i++) users[i] = u0 + i;
+    int32_t next = 0;
+    while (!rc) {
+        int n = 0;                          /* users that have a target in this split */
+        for (; next < d->n_users && n < batch; next++)
+            if (rec_target_pos(d, next, split) >= 0) users[n++] = next;
+        if (n == 0) break;
         rc = rec_queries(m, v, d, users, n, split, hist_cap, tmpl, batch, z);
         if (rc) break;
         retr_scores(scores, z, n, d->pool, d->pool_inv, d->n_items, D, cosine);

@@ -40,6 +40,13 @@ static inline int rec_n_train(const rec_data *d, int32_t u) {
     return n > 0 ? n : 0;
 }
 
+/* Position of the held-out item of split 1 (valid, second to last) or 2 (test, last) in
+ * user u's sequence; -1 when the sequence is too short to have one (fewer than 3 items). */
+static inline int rec_target_pos(const rec_data *d, int32_t u, int split) {
+    int len = (int)(d->off[u + 1] - d->off[u]);
+    return len < 3 ? -1 : len - (split == 1 ? 2 : 1);
+}
+
 /* A training sample: user u, target = seq[u][pos], history = the hist items before it. */
 typedef struct { int32_t user, pos, hist; } rec_sample;
 

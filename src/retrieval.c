@@ -31,7 +31,7 @@ void retr_scores(float *scores, const float *q, int B, const float *pool, const 
 
 /* Items before t in the stable order: strictly higher, or equal with a lower id. */
 int retr_rank(const float *s, int NI, int32_t t) {
-    if (t < 0 || t >= NI || s[t] == -INFINITY) return -1;
+    if (t < 0 || t >= NI || !(s[t] > -INFINITY)) return -1;     /* excluded, or NaN: a miss */
     float st = s[t];
     int r = 0;
     for (int i = 0; i < NI; i++)
@@ -47,6 +47,7 @@ static inline int worse(float va, int32_t ia, float vb, int32_t ib) {
 /* A min-heap (worst at the root) of the K best seen so far, then sorted best first. */
 int retr_topk(const float *s, int NI, int K, int32_t *idx, float *val) {
     int n = 0;
+    if (K <= 0) return 0;
     for (int i = 0; i < NI; i++) {
         if (s[i] == -INFINITY) continue;
         if (n < K) {

@@ -163,8 +163,11 @@ int stage_begin(stage_run *r, sqlite3 *db, const char *stage, const char *datase
     sqlite3_finalize(st);
 
     double now = tr_now();
+    /* Up to date: the same settings on the same upstream, and either the stage's current run
+     * or, for evaluate (nothing is built on it; its methods are runs side by side), fresh. */
     if (prev && !strcmp(status, "done") && !force &&
-        prev == stage_current_run(db, dataset, stage)) {
+        (prev == stage_current_run(db, dataset, stage) ||
+         (stage_index(stage) == STAGE_EVALUATE && run_is_fresh(db, prev, 0)))) {
         r->id = prev;
         db_rollback(db);
         return STAGE_UP_TO_DATE;
