@@ -3,6 +3,7 @@
 #include "util.h"
 #include <csv.h>
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -28,11 +29,12 @@ static void on_field(void *s, size_t n, void *data) {
     if (r->failed) return;
     if (r->used + n + 1 > r->store_cap) {
         size_t cap = (r->used + n + 1) * 2;
-        char *old = r->store;
+        /* earlier fields of this row as offsets, re-pointed into the moved storage after (a
+         * pointer into freed storage may not even be compared) */
+        for (int i = 0; i < r->n; i++) r->f[i] = (char *)(uintptr_t)(r->f[i] - r->store);
         r->store = tr_realloc(r->store, cap);
         r->store_cap = cap;
-        /* re-point earlier fields of this row into the moved storage */
-        for (int i = 0; i < r->n; i++) r->f[i] = r->store + (r->f[i] - old);
+        for (int i = 0; i < r->n; i++) r->f[i] = r->store + (uintptr_t)r->f[i];
     }
     if (r->n == r->cap) {
         r->cap = r->cap ? r->cap * 2 : 16;

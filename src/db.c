@@ -66,9 +66,9 @@ int db_table_exists(sqlite3 *db, const char *name) {
                         name) > 0;
 }
 
-/* Apply each migration newer than user_version in its own transaction, bumping the
- * version inside the same transaction, so a crash leaves a whole migration or none. */
-static int migrate(sqlite3 *db, const char *path) {
+/* Refuse a newer tokenrec's database or somebody else's SQLite database before anything
+ * is written to it (journal_mode = WAL alone rewrites the file header). */
+static int check_ours(sqlite3 *db, const char *path) {
     int64_t v = db_query_i64(db, -1, "PRAGMA user_version");
     if (v < 0) return tr_error("%s: cannot read the schema version: %s", path, tr_errmsg());
     if (v > tr_schema_count)
@@ -82,6 +82,14 @@ static int migrate(sqlite3 *db, const char *path) {
                             "(it has %lld schema objects and no tokenrec version)", path,
                             (long long)n);
     }
+    return 0;
+}
+
+/* Apply each migration newer than user_version in its own transaction, bumping the
+ * version inside the same transaction, so a crash leaves a whole migration or none. */
+static int migrate(sqlite3 *db, const char *path) {
+    if (check_ours(db, path) != 0) return -1;
+    int64_t v = db_query_i64(db, -1, "PRAGMA user_version");
     for (int i = (int)v; i < tr_schema_count; i++) {
         if (db_begin(db) != 0) return tr_error("%s: %s", path, tr_errmsg());
         char pragma[64];
@@ -126,6 +134,10 @@ sqlite3 *db_open(const char *path, int readonly) {
         return NULL;
     }
     if (!readonly) {
+        if (check_ours(db, path) != 0) {
+            sqlite3_close(db);
+            return NULL;
+        }
         if (db_exec(db, "PRAGMA journal_mode = WAL") != 0 ||
             db_exec(db, "PRAGMA synchronous = NORMAL") != 0) {
             tr_error("%s: %s", path, tr_errmsg());

@@ -129,6 +129,13 @@ int st_load(st_file *f, const char *path) {
     char *buf;
     size_t len;
     if (tr_read_file(path, &buf, &len)) return -1;
+    int rc = st_load_mem(f, path, buf, len);
+    free(buf);
+    return rc;
+}
+
+int st_load_mem(st_file *f, const char *path, const char *buf, size_t len) {
+    memset(f, 0, sizeof *f);
     int rc = -1;
     cJSON *root = NULL;
     if (len < 8) {
@@ -159,6 +166,10 @@ int st_load(st_file *f, const char *path) {
                 tr_error("%s: __metadata__ must be an object of strings", path);
                 goto out;
             }
+            if (f->meta_key) {     /* a second one would overflow the first one's arrays */
+                tr_error("%s: __metadata__ appears twice in the header; expected once", path);
+                goto out;
+            }
             int nm = cJSON_GetArraySize(e);
             f->meta_key = tr_calloc(nm ? (size_t)nm : 1, sizeof(char *));
             f->meta_val = tr_calloc(nm ? (size_t)nm : 1, sizeof(char *));
@@ -183,7 +194,6 @@ int st_load(st_file *f, const char *path) {
     rc = 0;
 out:
     cJSON_Delete(root);
-    free(buf);
     if (rc) st_free(f);
     return rc;
 }

@@ -36,6 +36,8 @@ typedef struct {
 /* Load every tensor of path into f (zeroed first). -1 with tr_error on failure (f is then
  * empty; st_free is still safe). */
 int  st_load(st_file *f, const char *path);
+/* The same over the len bytes of a file already in memory; path names it in messages. */
+int  st_load_mem(st_file *f, const char *path, const char *buf, size_t len);
 void st_free(st_file *f);
 const st_tensor *st_find(const st_file *f, const char *name);   /* NULL if absent */
 const char      *st_meta(const st_file *f, const char *key);    /* NULL if absent */
