@@ -168,7 +168,7 @@ int cmd_finetune(int argc, char **argv) {
     o.dbpath = DB_DEFAULT_PATH; o.preset = "mini"; o.loss = "softmax"; o.pool = "mean"; o.score = "dot";
     o.seed = 42; o.epochs = 10; o.batch = 32; o.warmup = 200; o.hist = 50; o.min_hist = 2;
     o.max_pos = -1; o.patience = 3; o.ckpt_every = 200; o.eval_batch = 128; o.dec_layers = -1;
-    o.lr = 1e-3; o.wd = 0.01; o.clip = 1.0; o.dropout = -1; o.temperature = 0.1;
+    o.lr = 3e-4; o.wd = 0.01; o.clip = 1.0; o.dropout = -1; o.temperature = 0.1;
     cli_opt opts[] = {
         {"db", CLI_STR, &o.dbpath, "database file", 0},
         {"dataset", CLI_STR, &o.dataset, "dataset (default: the last ingested)", 0},
@@ -187,7 +187,7 @@ int cmd_finetune(int argc, char **argv) {
         {"faithful", CLI_FLAG, &o.faithful, "TokenRec's choices: cosine loss, ego pool, cos, targets <= 49", 1},
         {"epochs", CLI_INT, &o.epochs, "maximum epochs", 1},
         {"batch", CLI_INT, &o.batch, "samples per step", 1},
-        {"lr", CLI_FLOAT, &o.lr, "AdamW learning rate (from scratch; 5e-5 suits a pretrained t5-small)", 1},
+        {"lr", CLI_FLOAT, &o.lr, "AdamW learning rate (3e-4 from scratch: 1e-3 and 3e-3 stalled; 5e-5 suits a pretrained t5-small)", 1},
         {"warmup", CLI_INT, &o.warmup, "linear warm-up steps", 1},
         {"wd", CLI_FLOAT, &o.wd, "AdamW weight decay", 1},
         {"clip", CLI_FLOAT, &o.clip, "gradient clipping (global norm, 0: none)", 1},
