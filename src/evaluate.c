@@ -72,34 +72,6 @@ static int put_metrics(sqlite3 *db, int64_t run, const char *method, const char 
     return 0;
 }
 
-/* Load only what a baseline needs: the sequences (a rec_data without tokens or pool). */
-static int load_sequences(sqlite3 *db, const char *dataset, rec_data *d) {
-    memset(d, 0, sizeof *d);
-    int64_t ds = db_dataset_id(db, dataset);
-    if (ds < 0) return -1;
-    d->n_users = (int32_t)db_query_i64(db, 0, "SELECT n_users FROM datasets WHERE id=%lld", (long long)ds);
-    d->n_items = (int32_t)db_query_i64(db, 0, "SELECT n_items FROM datasets WHERE id=%lld", (long long)ds);
-    int64_t n = db_query_i64(db, 0, "SELECT n_interactions FROM datasets WHERE id=%lld", (long long)ds);
-    d->off = tr_calloc((size_t)d->n_users + 1, sizeof *d->off);
-    d->seq = tr_malloc((size_t)(n ? n : 1) * sizeof *d->seq);
-    sqlite3_stmt *st = db_prep(db, "SELECT uid, iid FROM interactions WHERE dataset_id=? ORDER BY uid, pos");
-    if (!st) return -1;
-    sqlite3_bind_int64(st, 1, ds);
-    int64_t k = 0;
-    while (sqlite3_step(st) == SQLITE_ROW && k < n) {
-        int32_t u = sqlite3_column_int(st, 0), it = sqlite3_column_int(st, 1);
-        if (u < 0 || u >= d->n_users || it < 0 || it >= d->n_items) {
-            sqlite3_finalize(st);
-            return tr_error("interactions of %s: id out of range (user %d, item %d)", dataset, u, it);
-        }
-        d->off[u + 1]++;
-        d->seq[k++] = it;
-    }
-    sqlite3_finalize(st);
-    for (int32_t u = 0; u < d->n_users; u++) d->off[u + 1] += d->off[u];
-    return 0;
-}
-
 /* Load cf vectors (entity, kind) of a cf run into out (n x D); returns D or -1. */
 static int load_cf(sqlite3 *db, int64_t run, const char *entity, int n, float **out) {
     sqlite3_stmt *st = db_prep(db, "SELECT idx, vec FROM cf_vectors WHERE run_id=? AND entity=? AND kind='mean'");
@@ -165,7 +137,7 @@ static int eval_method(sqlite3 *db, const ev_opts *o, const char *method, const 
                          &test, o->topk, sink_topk, &sink) != 0) goto fail;
         secs = tr_monotonic() - t0;
     } else {
-        if (load_sequences(db, o->dataset, &d) != 0) goto fail;
+        if (rec_sequences_load(db, o->dataset, &d) != 0) goto fail;
         sink_alloc(&sink, d.n_users);
         int32_t *users = tr_malloc((size_t)o->batch * sizeof *users);
         scores = tr_malloc((size_t)o->batch * d.n_items * sizeof *scores);

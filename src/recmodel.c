@@ -9,9 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Everything the prompts and the pool need, from the tables of ingest, tokenize and cf. */
-int rec_data_load(sqlite3 *db, const char *dataset, int64_t tokenize_run, const char *pool_kind,
-                  rec_data *d) {
+/* Each user's chronological sequence (all splits), with ids checked against the dataset. */
+int rec_sequences_load(sqlite3 *db, const char *dataset, rec_data *d) {
     memset(d, 0, sizeof *d);
     int64_t ds = db_dataset_id(db, dataset);
     if (ds < 0) return -1;
@@ -21,19 +20,29 @@ int rec_data_load(sqlite3 *db, const char *dataset, int64_t tokenize_run, const 
     d->off = tr_calloc((size_t)d->n_users + 1, sizeof *d->off);
     d->seq = tr_malloc((size_t)(n ? n : 1) * sizeof *d->seq);
     sqlite3_stmt *st = db_prep(db, "SELECT uid, iid FROM interactions WHERE dataset_id=? ORDER BY uid, pos");
-    if (!st) goto fail;
+    if (!st) { rec_data_free(d); return -1; }
     sqlite3_bind_int64(st, 1, ds);
     int64_t k = 0;
     while (sqlite3_step(st) == SQLITE_ROW && k < n) {
-        int32_t u = sqlite3_column_int(st, 0);
-        if (u < 0 || u >= d->n_users) { sqlite3_finalize(st); tr_error("interactions: bad uid %d", u); goto fail; }
-        int32_t it = sqlite3_column_int(st, 1);
-        if (it < 0 || it >= d->n_items) { sqlite3_finalize(st); tr_error("interactions: bad iid %d", it); goto fail; }
+        int32_t u = sqlite3_column_int(st, 0), it = sqlite3_column_int(st, 1);
+        if (u < 0 || u >= d->n_users || it < 0 || it >= d->n_items) {
+            sqlite3_finalize(st);
+            rec_data_free(d);
+            return tr_error("interactions of %s: id out of range (user %d, item %d)", dataset, u, it);
+        }
         d->off[u + 1]++;
         d->seq[k++] = it;
     }
     sqlite3_finalize(st);
     for (int32_t u = 0; u < d->n_users; u++) d->off[u + 1] += d->off[u];
+    return 0;
+}
+
+/* Everything the prompts and the pool need, from the tables of ingest, tokenize and cf. */
+int rec_data_load(sqlite3 *db, const char *dataset, int64_t tokenize_run, const char *pool_kind,
+                  rec_data *d) {
+    if (rec_sequences_load(db, dataset, d) != 0) return -1;
+    sqlite3_stmt *st;
 
     /* tokens: K from the user books, an item book K is the disambiguation book */
     d->tokenize_run = tokenize_run;

@@ -29,6 +29,8 @@ typedef struct {
     int64_t  tokenize_run, cf_run;
 } rec_data;
 
+/* Only the sequences (what the baselines need). */
+int  rec_sequences_load(sqlite3 *db, const char *dataset, rec_data *d);
 /* Load the dataset's sequences, the tokens of tokenize run `tokenize_run`, and the item
  * vectors (kind "ego" or "mean") of the cf run that tokenize run was built on. */
 int  rec_data_load(sqlite3 *db, const char *dataset, int64_t tokenize_run, const char *pool_kind,
