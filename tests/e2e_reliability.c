@@ -33,7 +33,7 @@
 #define N_ITEMS 120
 /* Settings like e2e_pipeline's, a little longer so that a kill lands mid-stage. */
 static const char *const stage_args[3] = {
-    "cf --epochs 300 --eval-every 5 --patience 0 --dim 32 --batch 512 --quiet",
+    "cf --epochs 600 --eval-every 5 --patience 0 --dim 32 --batch 512 --quiet",
     "tokenize --L 32 --dc 64 --h1 64 --h2 64 --epochs 40 --ckpt-every 1 --quiet",
     "finetune --preset tiny --epochs 1 --hist 20 --batch 32 --lr 3e-3 --warmup 20 --ckpt-every 5 --quiet",
 };
@@ -173,7 +173,7 @@ static void sigkill_at_random_moments_then_resume(void **state) {
             if (sqlite3_step(ps) == SQLITE_ROW) p = sqlite3_column_double(ps, 0);
             sqlite3_finalize(ps);
             db_close(pdb);
-            double delay = T * (0.03 + 0.6 * rng_uniform_d(&rng) * (1 - (p < 1 ? p : 0)));
+            double delay = T * (0.02 + 0.4 * rng_uniform_d(&rng)) * (1 - (p < 1 ? p : 0));   /* well inside what is left */
             usleep((useconds_t)(delay * 1e6));
             tries++;
             int st;
