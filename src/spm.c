@@ -241,8 +241,9 @@ static int parse_added(spm_model *s, const cJSON *a, const char *name) {
 spm_model *spm_load_mem(const char *json, size_t len, const char *name) {
     cJSON *root = cJSON_ParseWithLength(json, len);
     if (!root || !cJSON_IsObject(root)) {
+        tr_error("%s: %s (expected a Hugging Face tokenizer.json)", name,
+                 root ? "not a JSON object" : "not valid JSON");
         cJSON_Delete(root);
-        tr_error("%s: not valid JSON (expected a Hugging Face tokenizer.json)", name);
         return NULL;
     }
     spm_model *s = tr_calloc(1, sizeof *s);
