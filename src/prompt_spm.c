@@ -161,8 +161,8 @@ int prompt_vocab_from_json(prompt_vocab *v, const char *json, int K, int L, int 
     int32_t *tmp = NULL;
     int n = 0;
     if (!cJSON_IsString(kind) || strcmp(kind->valuestring, "sentencepiece") || !cJSON_IsNumber(nw) ||
-        !cJSON_IsNumber(base) || !(nw->valuedouble >= 2 && nw->valuedouble <= 1e7) ||
-        !(base->valuedouble >= nw->valuedouble && base->valuedouble <= 1e7) || !cJSON_IsArray(ts) ||
+        !cJSON_IsNumber(base) || !(nw->valuedouble >= 2 && nw->valuedouble <= 4e6) ||
+        !(base->valuedouble >= nw->valuedouble && base->valuedouble <= 1e8) || !cJSON_IsArray(ts) ||
         cJSON_GetArraySize(ts) != PROMPT_N)
         goto bad;
     v->n_words = (int)nw->valuedouble;

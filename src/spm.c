@@ -8,6 +8,7 @@
 
 #define SPM_UNK_PENALTY 10.0     /* Hugging Face tokenizers' K_UNK_PENALTY */
 #define SPM_MAX_OPS 16
+#define SPM_MAX_VOCAB 4000000    /* ids beyond this are refused (t5-small: 32100) */
 
 enum { NORM_IDENTITY, NORM_REPLACE, NORM_COLLAPSE_SPACES, NORM_LOWER, NORM_STRIP, NORM_PREPEND };
 enum { PRE_WHITESPACE_SPLIT, PRE_METASPACE };
@@ -182,7 +183,8 @@ static int parse_model(spm_model *s, const cJSON *m, const char *name) {
     if (cJSON_IsTrue(bf)) return tr_error("%s: model.byte_fallback is true, which is not supported", name);
     const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(m, "vocab");
     int n = cJSON_GetArraySize(vocab);
-    if (!cJSON_IsArray(vocab) || n < 1) return tr_error("%s: model.vocab: expected a non-empty array of [piece, score]", name);
+    if (!cJSON_IsArray(vocab) || n < 1 || n > SPM_MAX_VOCAB)
+        return tr_error("%s: model.vocab: expected a non-empty array of [piece, score] (at most %d)", name, SPM_MAX_VOCAB);
     s->piece = tr_calloc((size_t)n, sizeof *s->piece);
     s->plen = tr_calloc((size_t)n, sizeof *s->plen);
     s->score = tr_calloc((size_t)n, sizeof *s->score);
@@ -228,8 +230,9 @@ static int parse_added(spm_model *s, const cJSON *a, const char *name) {
     cJSON_ArrayForEach(e, a) {
         const cJSON *id = cJSON_GetObjectItemCaseSensitive(e, "id");
         const cJSON *c = cJSON_GetObjectItemCaseSensitive(e, "content");
-        if (!cJSON_IsNumber(id) || !cJSON_IsString(c) || !(id->valuedouble >= 0 && id->valuedouble < 1e8))
-            return tr_error("%s: added_tokens[%d]: expected {\"id\": 0.., \"content\": \"...\"}", name, s->n_added);
+        if (!cJSON_IsNumber(id) || !cJSON_IsString(c) || !(id->valuedouble >= 0 && id->valuedouble < SPM_MAX_VOCAB))
+            return tr_error("%s: added_tokens[%d]: expected {\"id\": 0..%d, \"content\": \"...\"}", name,
+                            s->n_added, SPM_MAX_VOCAB - 1);
         s->added_id[s->n_added] = (int32_t)id->valuedouble;
         s->added[s->n_added] = tr_strdup(c->valuestring);
         if (s->added_id[s->n_added] + 1 > s->vocab_size) s->vocab_size = s->added_id[s->n_added] + 1;
