@@ -344,6 +344,11 @@ int rec_model_load(sqlite3 *db, int64_t run, rec_loaded *out) {
             out->tokenize_run = sqlite3_column_int64(st, 9);
             rng_t r;
             rng_seed(&r, 0);
+            if (out->vocab.vocab != cfg.vocab) {      /* ids past the embedding rows: refuse */
+                tr_error("finetune run %lld: the prompt vocabulary has %d tokens but the model %d rows",
+                         (long long)run, out->vocab.vocab, cfg.vocab);
+                goto done;
+            }
             out->model = t5_new(&cfg, &r);
             size_t np = (size_t)sqlite3_column_int64(st, 7);
             if (out->model && np == t5_n_params(out->model) &&
@@ -355,6 +360,7 @@ int rec_model_load(sqlite3 *db, int64_t run, rec_loaded *out) {
             }
         }
     }
+done:
     sqlite3_finalize(st);
     if (rc) rec_loaded_free(out);
     return rc;
