@@ -3,8 +3,8 @@
  * with the SentencePiece fixture tests/data/tokenizer.json (42 tokens; the checkpoint has 48
  * rows). Checks: the loaded weights equal the file's (a run with --lr 0 stores them
  * unchanged), the vocabulary grew by exactly the ID tokens, a short finetune stores a model
- * that evaluate loads and scores with, a changed checkpoint makes the run stale, and bad
- * inputs give clear errors. */
+ * that evaluate loads and scores with, a changed checkpoint makes the run stale, a run killed
+ * after a checkpoint resumes to the same model, and bad inputs give clear errors. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,6 +13,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include "db.h"
 #include "recmodel.h"
 #include "safetensors.h"
@@ -221,10 +224,71 @@ static void init_from_errors(void **state) {
     free(dbp); free(ck); free(bad); free(tok);
 }
 
+/* Checkpoints of the running finetune run of the database at path (read-only peek). */
+static int64_t running_checkpoints(const char *path) {
+    sqlite3 *db;
+    int64_t n = 0;
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK) {
+        sqlite3_busy_timeout(db, 1000);
+        sqlite3_stmt *st;
+        if (sqlite3_prepare_v2(db, "SELECT count(*) FROM checkpoints c JOIN stage_runs r ON r.id = c.run_id "
+                                   "WHERE r.stage='finetune' AND r.status='running'", -1, &st, NULL) == SQLITE_OK) {
+            if (sqlite3_step(st) == SQLITE_ROW) n = sqlite3_column_int64(st, 0);
+            sqlite3_finalize(st);
+        }
+    }
+    sqlite3_close(db);
+    return n;
+}
+
+/* SIGKILL an --init-from run once it has a checkpoint, run it again, and compare the stored
+ * model with an uninterrupted run's on a copy of the same upstream. */
+static void killed_init_from_run_resumes(void **state) {
+    (void)state;
+    const char *b = tu_bin();
+    char *a = tu_path("ra.db"), *c = tu_path("rc.db"), *ck = tu_path("r.safetensors"), *tok = tok_fixture();
+    sqlite3 *db = tu_db("ra.db");
+    assert_int_equal(tu_synthetic(db, "synth", 60, 30, 3, 8, 12, 9), 0);
+    db_close(db);
+    assert_int_equal(tu_run("%s cf --db %s --epochs 2 --eval-every 2 --dim %d --batch 256 --quiet", b, a, DIM), 0);
+    assert_int_equal(tu_run("%s tokenize --db %s --K 2 --L 4 --dc 8 --h1 16 --h2 16 --epochs 2 --quiet", b, a), 0);
+    assert_int_equal(tu_run("cp %s %s", a, c), 0);
+    write_ckpt(ck, 21, DIM, 0);
+    char args[4096];
+    snprintf(args, sizeof args, "--init-from %s --tokenizer %s --epochs 2 --lr 3e-3 --ckpt-every 4 " FT, ck, tok);
+    assert_int_equal(tu_run("%s finetune --db %s %s", b, a, args), 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        char cmd[8192];
+        snprintf(cmd, sizeof cmd, "exec %s finetune --db %s %s", b, c, args);
+        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    int killed = 0, st = 0;
+    for (int i = 0; i < 6000; i++) {            /* until the first checkpoint, at most 60 s */
+        if (waitpid(pid, &st, WNOHANG) == pid) break;
+        if (running_checkpoints(c) > 0) { killed = kill(pid, SIGKILL) == 0; waitpid(pid, &st, 0); break; }
+        usleep(10000);
+    }
+    fprintf(stderr, "%s\n", killed ? "killed after a checkpoint" : "the run ended before a checkpoint was seen");
+    assert_int_equal(tu_run("%s finetune --db %s %s", b, c, args), 0);
+    db = db_open(a, 1);
+    char *q = sqlite3_mprintf("ATTACH %Q AS other", c);
+    assert_int_equal(sqlite3_exec(db, q, 0, 0, 0), SQLITE_OK);
+    sqlite3_free(q);
+    assert_int_equal(db_query_i64(db, 0, "SELECT count(*) FROM other.models"), 1);
+    /* the killed run was continued, not replaced by a new one */
+    assert_int_equal(db_query_i64(db, 0, "SELECT count(*) FROM other.stage_runs WHERE stage='finetune'"), 1);
+    assert_int_equal(db_query_i64(db, 0, "SELECT (SELECT params FROM main.models) = (SELECT params FROM other.models)"), 1);
+    db_close(db);
+    free(a); free(c); free(ck); free(tok);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(init_from_checkpoint),
         cmocka_unit_test(init_from_errors),
+        cmocka_unit_test(killed_init_from_run_resumes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
