@@ -27,6 +27,7 @@ static int add_text(const spm_model *s, const char *text, size_t n, int at_start
     return 0;
 }
 
+/* Append one id to *ids. */
 static void add_id(int32_t **ids, int *len, int32_t id) {
     *ids = tr_realloc(*ids, (size_t)(*len + 1) * sizeof **ids);
     (*ids)[(*len)++] = id;
@@ -45,12 +46,15 @@ static int finish(prompt_vocab *v, int base, int K, int L, int extra) {
     return 0;
 }
 
+/* The token-book shape prompt_vocab_init accepts. */
 static int check_shape(int K, int L, int extra) {
     if (K < 1 || K > 26 || L < 1 || L > 1000000 || extra < 0 || extra > 1000000)
         return tr_error("prompt: bad vocabulary shape K=%d L=%d extra=%d", K, L, extra);
     return 0;
 }
 
+/* See prompt.h: tokenize the prefixes, the template text between placeholders and the decoder
+ * prompt, then name the pieces used. */
 int prompt_vocab_init_spm(prompt_vocab *v, const spm_model *s, int base, int K, int L, int extra) {
     memset(v, 0, sizeof *v);
     if (check_shape(K, L, extra)) return -1;
@@ -106,12 +110,14 @@ fail:
     return tr_error("tokenizer: cannot tokenize the prompt templates: %s", tr_errmsg());
 }
 
+/* An id array as a JSON array. */
 static cJSON *ids_json(const int32_t *ids, int n) {
     cJSON *a = cJSON_CreateArray();
     for (int i = 0; i < n; i++) cJSON_AddItemToArray(a, cJSON_CreateNumber(ids[i]));
     return a;
 }
 
+/* See prompt.h; NULL for the word-level vocabulary. */
 char *prompt_vocab_json(const prompt_vocab *v) {
     if (!v->spm) return NULL;
     cJSON *j = cJSON_CreateObject();
@@ -150,6 +156,7 @@ static int read_ids(const cJSON *a, int lo, int hi, int max, int32_t **ids, int 
     return 0;
 }
 
+/* See prompt.h; every id is checked against the stored sizes. */
 int prompt_vocab_from_json(prompt_vocab *v, const char *json, int K, int L, int extra) {
     memset(v, 0, sizeof *v);
     if (check_shape(K, L, extra)) return -1;

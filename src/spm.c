@@ -48,6 +48,7 @@ struct spm_model {
 
 /* ---- piece lookup ---------------------------------------------------------------------- */
 
+/* Hash of a piece's bytes (FNV-1a). */
 static size_t hash_bytes(const char *p, size_t n) { return (size_t)tr_hash64(p, n, 0xcbf29ce484222325ull); }
 
 /* Insert piece id into the table (the first of duplicates wins, as a trie would keep it). */
@@ -74,6 +75,7 @@ static int hash_get(const spm_model *s, const char *p, size_t n) {
 
 /* ---- loading ---------------------------------------------------------------------------- */
 
+/* Append the normalizer n (a Sequence is flattened) to s->norm; unsupported types are refused. */
 static int parse_normalizer(spm_model *s, const cJSON *n, const char *name) {
     if (!n || cJSON_IsNull(n)) return 0;
     const cJSON *t = cJSON_GetObjectItemCaseSensitive(n, "type");
@@ -129,6 +131,7 @@ static int parse_normalizer(spm_model *s, const cJSON *n, const char *name) {
     return 0;
 }
 
+/* Append the pre-tokenizer p (a Sequence is flattened) to s->pre; unsupported types are refused. */
 static int parse_pretokenizer(spm_model *s, const cJSON *p, const char *name) {
     if (!p || cJSON_IsNull(p)) return 0;
     const cJSON *t = cJSON_GetObjectItemCaseSensitive(p, "type");
@@ -173,6 +176,7 @@ static int parse_pretokenizer(spm_model *s, const cJSON *p, const char *name) {
     return 0;
 }
 
+/* model: the Unigram pieces and scores, unk_id, and the lookup table. */
 static int parse_model(spm_model *s, const cJSON *m, const char *name) {
     const cJSON *t = cJSON_GetObjectItemCaseSensitive(m, "type");
     if (!cJSON_IsObject(m)) return tr_error("%s: no \"model\" object: not a Hugging Face tokenizer.json", name);
@@ -220,6 +224,7 @@ static int parse_model(spm_model *s, const cJSON *m, const char *name) {
     return 0;
 }
 
+/* added_tokens: their ids and texts (the vocabulary size covers them). */
 static int parse_added(spm_model *s, const cJSON *a, const char *name) {
     if (!a || cJSON_IsNull(a)) return 0;
     if (!cJSON_IsArray(a)) return tr_error("%s: added_tokens: expected an array", name);
@@ -302,6 +307,7 @@ const char *spm_piece(const spm_model *s, int id) {
 /* A growable list of words (NUL-terminated strings). */
 typedef struct { char **w; int n, cap; } wlist;
 
+/* Append a copy of the n bytes at p. */
 static void wl_push(wlist *l, const char *p, size_t n) {
     if (l->n == l->cap) {
         l->cap = l->cap ? 2 * l->cap : 8;
@@ -313,6 +319,7 @@ static void wl_push(wlist *l, const char *p, size_t n) {
     l->w[l->n++] = c;
 }
 
+/* Free every word and the list. */
 static void wl_free(wlist *l) {
     for (int i = 0; i < l->n; i++) free(l->w[i]);
     free(l->w);
@@ -336,6 +343,7 @@ static char *replace_all(char *s, const char *pat, const char *rep) {
     return o;
 }
 
+/* The normalizers applied in order to a copy of text. */
 static char *normalize(const spm_model *s, const char *text) {
     char *t = tr_strdup(text);
     for (int i = 0; i < s->n_norm; i++) {
@@ -373,7 +381,7 @@ static char *normalize(const spm_model *s, const char *text) {
     return t;
 }
 
-/* Apply one pre-tokenizer to every word of in; first: the first word begins the input. */
+/* Apply one pre-tokenizer to every word of in; at_start: the first word begins the input. */
 static void pretokenize(const pre_op *op, const wlist *in, int at_start, wlist *out) {
     for (int i = 0; i < in->n; i++) {
         const char *w = in->w[i];
