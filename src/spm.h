@@ -11,9 +11,10 @@
  *     that T5's files use), Lowercase, Strip, Prepend, NFC/NFD/NFKC/NFKD. Precompiled and the
  *     Unicode normal forms are applied as the identity: exact for ASCII text (the templates),
  *     not for other text. Lowercase lowers ASCII letters only.
- *   - pre_tokenizer: null, Sequence, WhitespaceSplit (ASCII whitespace), Metaspace (replacement, add_prefix_space
- *     or prepend_scheme always/first/never, split). t5-small: WhitespaceSplit then Metaspace
- *     "▁" (U+2581) with the prefix, so every word is encoded as "▁word". (The official code
+ *   - pre_tokenizer: null, Sequence, WhitespaceSplit (ASCII whitespace), Metaspace
+ *     (replacement, add_prefix_space or prepend_scheme always/first/never, split).
+ *     t5-small: WhitespaceSplit then Metaspace "▁" (U+2581) with the prefix, so every word
+ *     is encoded as "▁word". (The official code
  *     loads it with legacy=False, which recent transformers versions convert with
  *     prepend_scheme "first"; a tokenizer.json that says so is followed here too.)
  * Anything else gives a clear error at load time.
