@@ -14,9 +14,9 @@
  *   - pre_tokenizer: null, Sequence, WhitespaceSplit (ASCII whitespace), Metaspace
  *     (replacement, add_prefix_space or prepend_scheme always/first/never, split).
  *     t5-small: WhitespaceSplit then Metaspace "▁" (U+2581) with the prefix, so every word
- *     is encoded as "▁word". (The official code
- *     loads it with legacy=False, which recent transformers versions convert with
- *     prepend_scheme "first"; a tokenizer.json that says so is followed here too.)
+ *     is encoded as "▁word". (The official code loads it with legacy=False, which recent
+ *     transformers versions convert with prepend_scheme "first"; a tokenizer.json that says
+ *     so is followed here too.)
  * Anything else gives a clear error at load time.
  *
  * Encoding (as Hugging Face tokenizers' Unigram): each word of the pre-tokenizer is segmented
