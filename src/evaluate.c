@@ -99,8 +99,8 @@ typedef struct {
 /* The seen / unseen table of evaluate --unseen. */
 static void print_unseen(const char *method, const char *dataset, const retr_metrics *seen, int n_seen,
                          const retr_metrics *unseen, int n_unseen, const char *how) {
-    printf("%s on %s: seen users (%d, test template) vs held-out unseen users (%d, %s)\n", method,
-           dataset, n_seen, n_unseen, how);
+    printf("%s on %s: seen users (%d) vs held-out unseen users (%d, %s)\n", method, dataset,
+           n_seen, n_unseen, how);
     printf("  %-8s %8s %8s %8s\n", "metric", "seen", "unseen", "ratio");
     for (int m = 0; m < 2; m++)
         for (int k = 10; k <= 30; k += 10) {
