@@ -334,7 +334,8 @@ int cmd_evaluate(int argc, char **argv) {
 static const char *usage_rep = "tokenrec report [--db FILE] [--csv]";
 static const char *summary_rep =
     "A table of every method's test metrics on every dataset in the database (the latest done run\n"
-    "of each method), with the run's settings and wall time. Markdown by default, CSV with --csv.";
+    "of each method), with the run's settings and wall time; after evaluate --unseen, a row per\n"
+    "method for the held-out users too. Markdown by default, CSV with --csv.";
 
 int cmd_report(int argc, char **argv) {
     const char *dbpath = DB_DEFAULT_PATH;
@@ -348,16 +349,16 @@ int cmd_report(int argc, char **argv) {
     sqlite3 *db = db_open(dbpath, 1);
     if (!db) return -1;
     const char *sql =
-        "WITH latest AS (SELECT r.dataset, m.method, max(r.id) AS run FROM run_metrics m JOIN stage_runs r "
-        "ON r.id = m.run_id WHERE r.status='done' AND m.split='test' GROUP BY r.dataset, m.method) "
-        "SELECT l.dataset, l.method, r.stage, l.run, "
-        "(SELECT value FROM run_metrics WHERE run_id=l.run AND method=l.method AND split='test' AND metric='hr' AND k=10), "
-        "(SELECT value FROM run_metrics WHERE run_id=l.run AND method=l.method AND split='test' AND metric='ndcg' AND k=10), "
-        "(SELECT value FROM run_metrics WHERE run_id=l.run AND method=l.method AND split='test' AND metric='hr' AND k=20), "
-        "(SELECT value FROM run_metrics WHERE run_id=l.run AND method=l.method AND split='test' AND metric='ndcg' AND k=20), "
-        "(SELECT value FROM run_metrics WHERE run_id=l.run AND method=l.method AND split='test' AND metric='hr' AND k=30), "
-        "(SELECT value FROM run_metrics WHERE run_id=l.run AND method=l.method AND split='test' AND metric='ndcg' AND k=30), "
-        "r.ended_at - r.started_at, r.params FROM latest l JOIN stage_runs r ON r.id = l.run ORDER BY l.dataset, l.method";
+        "WITH latest AS (SELECT r.dataset, m.method, m.split, max(r.id) AS run FROM run_metrics m JOIN stage_runs r "
+        "ON r.id = m.run_id WHERE r.status='done' AND m.split IN ('test', 'test_unseen') GROUP BY r.dataset, m.method, m.split) "
+        "SELECT l.dataset, l.method || CASE l.split WHEN 'test_unseen' THEN ' (unseen users)' ELSE '' END, r.stage, l.run, "
+        "(SELECT value FROM run_metrics WHERE run_id=l.run AND method=l.method AND split=l.split AND metric='hr' AND k=10), "
+        "(SELECT value FROM run_metrics WHERE run_id=l.run AND method=l.method AND split=l.split AND metric='ndcg' AND k=10), "
+        "(SELECT value FROM run_metrics WHERE run_id=l.run AND method=l.method AND split=l.split AND metric='hr' AND k=20), "
+        "(SELECT value FROM run_metrics WHERE run_id=l.run AND method=l.method AND split=l.split AND metric='ndcg' AND k=20), "
+        "(SELECT value FROM run_metrics WHERE run_id=l.run AND method=l.method AND split=l.split AND metric='hr' AND k=30), "
+        "(SELECT value FROM run_metrics WHERE run_id=l.run AND method=l.method AND split=l.split AND metric='ndcg' AND k=30), "
+        "r.ended_at - r.started_at, r.params FROM latest l JOIN stage_runs r ON r.id = l.run ORDER BY l.dataset, l.method, l.split";
     sqlite3_stmt *st = db_prep(db, sql);
     if (!st) { db_close(db); return -1; }
     if (csv) printf("dataset,method,stage,run,hr10,ndcg10,hr20,ndcg20,hr30,ndcg30,seconds,params\n");

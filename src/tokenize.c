@@ -300,7 +300,7 @@ int tokenize_print_stats(sqlite3 *db, int64_t run, FILE *f) {
     sqlite3_finalize(st);
     int nu = (int)db_query_i64(db, 0, "SELECT count(*) FROM tokens_unseen WHERE run_id=%lld",
                                (long long)run);
-    if (nu) fprintf(f, "  %d entities added later through the frozen tokenizers (tokens_unseen)\n", nu);
+    if (nu) fprintf(f, "  %d entities tokenized through the frozen tokenizers (tokens_unseen: users held out by cf, or added by --new-*)\n", nu);
     if (!rows) return tr_error("tokenize run %lld has no statistics", (long long)run);
     return 0;
 }

@@ -281,6 +281,15 @@ static void chain_with_unseen_users(void **state) {
                                                 "split='test_unseen' AND metric='hr' AND k=10", (long long)ev) / 1e6;
     fprintf(stderr, "synthetic: tokenrec test HR@10 seen %.3f unseen %.3f\n", seen, unseen);
     db_close(db);
+    /* the report has a row for the held-out users of each method */
+    assert_int_equal(tu_run("%s report --db %s > %s/report.md", b, dbp, tu_tmpdir()), 0);
+    char *rp = tu_path("report.md"), *txt;
+    size_t len;
+    assert_int_equal(tr_read_file(rp, &txt, &len), 0);
+    assert_non_null(strstr(txt, "| synth | tokenrec (unseen users) |"));
+    assert_non_null(strstr(txt, "| synth | lightgcn (unseen users) |"));
+    assert_non_null(strstr(txt, "| synth | tokenrec |"));
+    free(txt); free(rp);
     free(f); free(dbp);
 }
 
