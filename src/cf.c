@@ -7,6 +7,7 @@
 #include "db.h"
 #include "nn.h"
 #include "stage.h"
+#include "unseen.h"
 #include "util.h"
 #include <math.h>
 #include <stdlib.h>
@@ -38,7 +39,7 @@ typedef struct {
     const char *dbpath, *dataset, *model, *sampler, *select;
     int dim, layers, batch, epochs, eval_every, patience, seed, threads, force, quiet;
     int stop_after;
-    double lr, decay, init_std;
+    double lr, decay, init_std, holdout_users;
 } cf_opts;
 
 /* The model's buffers, all (n, C): parameters, Adam moments, gradient, final
@@ -204,6 +205,8 @@ static int check_opts(const cf_opts *o) {
     if (!(o->lr > 0)) return tr_error("--lr: expected a positive rate, got %g", o->lr);
     if (!(o->decay >= 0)) return tr_error("--decay: expected 0 or more, got %g", o->decay);
     if (!(o->init_std > 0)) return tr_error("--init-std: expected a positive value, got %g", o->init_std);
+    if (!(o->holdout_users >= 0 && o->holdout_users < 1))
+        return tr_error("--holdout-users: expected a fraction in [0,1), got %g", o->holdout_users);
     return 0;
 }
 
@@ -220,8 +223,55 @@ static const char summary_cf[] =
     "one stop training. Test (the last item, train and valid items excluded) is computed only\n"
     "for the kept checkpoint. Ctrl-C saves a checkpoint; the same command resumes it.";
 
-/* Train and write; the part after stage_begin. Returns 0, 130 (stopped) or -1. */
-static int cf_train(stage_run *run, const cf_opts *o, const cf_data *d) {
+/* The unseen-user outputs (inside the output transaction): the held-out users in
+ * cf_holdout, and the test metrics of LightGCN retrieval for them with their folded-in
+ * vectors (split 'test_unseen'): each held user's train items excluded, as for any user. */
+static int write_holdout(stage_run *run, const cf_data *full, const uint8_t *held, const cf_model *M,
+                         const char *method, cf_metrics *out) {
+    int32_t U = full->n_users;
+    cf_data h = *full;                  /* shallow: the full train lists, held users' targets */
+    h.valid = tr_malloc((size_t)U * sizeof *h.valid);
+    h.test = tr_malloc((size_t)U * sizeof *h.test);
+    for (int32_t u = 0; u < U; u++) {
+        h.valid[u] = held[u] ? full->valid[u] : -1;
+        h.test[u] = held[u] ? full->test[u] : -1;
+    }
+    cf_evaluate(&h, M->mean, M->mean + (size_t)U * M->C, M->C, 2, out);
+    free(h.valid);
+    free(h.test);
+    sqlite3 *db = run->db;
+    sqlite3_stmt *st = db_prep(db, "INSERT INTO cf_holdout (run_id, uid) VALUES (?,?)");
+    if (!st) return -1;
+    for (int32_t u = 0; u < U; u++) {
+        if (!held[u]) continue;
+        sqlite3_bind_int64(st, 1, run->id);
+        sqlite3_bind_int(st, 2, u);
+        if (db_step_done(db, st) != 0) { sqlite3_finalize(st); return -1; }
+    }
+    sqlite3_finalize(st);
+    st = db_prep(db, "INSERT INTO run_metrics (run_id, method, split, metric, k, value) "
+                     "VALUES (?,?,'test_unseen',?,?,?)");
+    if (!st) return -1;
+    const char *metric[4] = {"hr", "hr", "ndcg", "ndcg"};
+    int ks[4] = {10, 20, 10, 20};
+    double vals[4] = {out->hr10, out->hr20, out->ndcg10, out->ndcg20};
+    for (int j = 0; j < 4; j++) {
+        sqlite3_bind_int64(st, 1, run->id);
+        sqlite3_bind_text(st, 2, method, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, metric[j], -1, SQLITE_STATIC);
+        sqlite3_bind_int(st, 4, ks[j]);
+        sqlite3_bind_double(st, 5, vals[j]);
+        if (db_step_done(db, st) != 0) { sqlite3_finalize(st); return -1; }
+    }
+    sqlite3_finalize(st);
+    return 0;
+}
+
+/* Train and write; the part after stage_begin. Returns 0, 130 (stopped) or -1. d is the
+ * training data; with held users (held != NULL), full is the data with their train pairs,
+ * which they are folded in from after training. */
+static int cf_train(stage_run *run, const cf_opts *o, const cf_data *d, const cf_data *full,
+                    const uint8_t *held) {
     int is_mf = !strcmp(o->model, "mf");
     cf_model M;
     memset(&M, 0, sizeof M);
@@ -371,8 +421,14 @@ static int cf_train(stage_run *run, const cf_opts *o, const cf_data *d) {
     model_eval(&M, d, M.best, 2, &test);
     model_eval(&M, d, M.best, 1, &valid);       /* leaves M.mean = propagate(best) */
     t_eval += tr_monotonic() - te;
+    cf_metrics unseen = {0};
+    if (held) {
+        unseen_fold_in(full, d, held, M.best, M.C);     /* ego rows */
+        unseen_fold_in(full, d, held, M.mean, M.C);     /* propagated rows */
+    }
     if (stage_finish_begin(run) != 0) goto out;
     if (write_outputs(run, d, &M, o->model, &valid, &test) != 0) goto out;
+    if (held && write_holdout(run, full, held, &M, o->model, &unseen) != 0) goto out;
     if (stage_finish_commit(run) != 0) goto out;
     if (!o->quiet) {
         int64_t ep = s.epoch - epoch0;
@@ -390,6 +446,10 @@ static int cf_train(stage_run *run, const cf_opts *o, const cf_data *d) {
                valid.hr20, valid.ndcg10, valid.ndcg20, valid.n_users);
         printf("test  HR@10 %.4f HR@20 %.4f NDCG@10 %.4f NDCG@20 %.4f (%d users)\n", test.hr10,
                test.hr20, test.ndcg10, test.ndcg20, test.n_users);
+        if (held)
+            printf("test  HR@10 %.4f HR@20 %.4f NDCG@10 %.4f NDCG@20 %.4f (%d held-out users, folded in "
+                   "from their train items)\n", unseen.hr10, unseen.hr20, unseen.ndcg10, unseen.ndcg20,
+                   unseen.n_users);
         fflush(stdout);
     }
     rc = 0;
@@ -425,6 +485,8 @@ int cmd_cf(int argc, char **argv) {
         {"eval-every", CLI_INT, &o.eval_every, "validate (and checkpoint) every N epochs", 1},
         {"patience", CLI_INT, &o.patience, "stop after N validations without a better one (0: never)", 1},
         {"select", CLI_STR, &o.select, "keep the checkpoint with the best valid ndcg20 or hr20", 1},
+        {"holdout-users", CLI_FLOAT, &o.holdout_users, "fraction of users (by --seed) held out of training for "
+         "the unseen-user test (evaluate --unseen); their vectors are folded in from their train items", 0},
         {"seed", CLI_INT, &o.seed, "random seed (initialisation, order, negatives)", 1},
         {"threads", CLI_INT, &o.threads, "threads (0: all cores); results do not depend on it", 0},
         {"force", CLI_FLAG, &o.force, "train again even if an up-to-date run exists", 0},
@@ -446,6 +508,15 @@ int cmd_cf(int argc, char **argv) {
     cf_data d;
     memset(&d, 0, sizeof d);
     char *pj = cli_params_json(opts);
+    if (o.holdout_users > 0) {
+        /* a param, but only in the JSON when set, so runs without it keep their fingerprint */
+        size_t len = strlen(pj);
+        char *q = tr_malloc(len + 64);
+        memcpy(q, pj, len - 1);         /* without the closing brace */
+        snprintf(q + len - 1, 64, "%s\"holdout-users\":%.9g}", len > 2 ? "," : "", o.holdout_users);
+        free(pj);
+        pj = q;
+    }
     stage_run run;
     int b = stage_begin(&run, db, "cf", o.dataset, pj, "ingest", o.force);
     free(pj);
@@ -464,8 +535,26 @@ int cmd_cf(int argc, char **argv) {
             stage_fail(&run, msg);
             tr_error("%s", msg);
             rc = -1;
+        } else if (o.holdout_users > 0) {
+            uint8_t *held = tr_malloc((size_t)d.n_users + 1);
+            int nh = unseen_pick(d.n_users, o.holdout_users, (uint64_t)(int64_t)o.seed, held);
+            cf_data dt;
+            if (unseen_cf_drop(&d, held, &dt) != 0) {
+                char msg[1024];
+                snprintf(msg, sizeof msg, "%s", tr_errmsg());
+                stage_fail(&run, msg);
+                tr_error("%s", msg);
+                rc = -1;
+            } else {
+                if (!o.quiet)
+                    fprintf(stderr, "[cf] %d of %d users held out of training (unseen-user test)\n",
+                            nh, d.n_users);
+                rc = cf_train(&run, &o, &dt, &d, held);
+                cf_data_free(&dt);
+            }
+            free(held);
         } else {
-            rc = cf_train(&run, &o, &d);
+            rc = cf_train(&run, &o, &d, &d, NULL);
         }
     }
     cf_data_free(&d);

@@ -5,6 +5,7 @@
 #include "recmodel.h"
 #include "retrieval.h"
 #include "stage.h"
+#include "unseen.h"
 #include "util.h"
 #include <math.h>
 #include <stdlib.h>
@@ -92,8 +93,24 @@ static int load_cf(sqlite3 *db, int64_t run, const char *entity, int n, float **
 
 typedef struct {
     const char *dbpath, *dataset, *methods, *split;
-    int batch, topk, threads, force, quiet;
+    int batch, topk, threads, force, quiet, unseen;
 } ev_opts;
+
+/* The seen / unseen table of evaluate --unseen. */
+static void print_unseen(const char *method, const char *dataset, const retr_metrics *seen, int n_seen,
+                         const retr_metrics *unseen, int n_unseen, const char *how) {
+    printf("%s on %s: seen users (%d) vs held-out unseen users (%d, %s)\n", method, dataset,
+           n_seen, n_unseen, how);
+    printf("  %-8s %8s %8s %8s\n", "metric", "seen", "unseen", "ratio");
+    for (int m = 0; m < 2; m++)
+        for (int k = 10; k <= 30; k += 10) {
+            double a = m ? retr_ndcg(seen, k) : retr_hr(seen, k);
+            double b = m ? retr_ndcg(unseen, k) : retr_hr(unseen, k);
+            char name[16];
+            snprintf(name, sizeof name, "%s@%d", m ? "NDCG" : "HR", k);
+            printf("  %-8s %8.4f %8.4f %8.2f\n", name, a, b, a > 0 ? b / a : 0.0);
+        }
+}
 
 /* Evaluate one method as its own evaluate run; prints and stores its metrics. */
 static int eval_method(sqlite3 *db, const ev_opts *o, const char *method, const char *pj_base) {
@@ -110,9 +127,12 @@ static int eval_method(sqlite3 *db, const ev_opts *o, const char *method, const 
     if (b < 0) return -1;
     run.quiet = o->quiet;
     int ks[3] = {10, 20, 30};
-    retr_metrics valid, test;
+    retr_metrics valid, test, test_u;
     retr_metrics_init(&valid, 3, ks);
     retr_metrics_init(&test, 3, ks);
+    retr_metrics_init(&test_u, 3, ks);
+    int n_unseen = 0;
+    uint8_t *held = NULL;
     int do_valid = !strcmp(o->split, "valid") || !strcmp(o->split, "both");
     rec_data d;
     memset(&d, 0, sizeof d);
@@ -128,6 +148,12 @@ static int eval_method(sqlite3 *db, const ev_opts *o, const char *method, const 
         if (rec_model_load(db, run.upstream_run, &lm) != 0) goto fail;
         if (rec_data_load(db, o->dataset, lm.tokenize_run, lm.pool_kind, &d) != 0) goto fail;
         sink_alloc(&sink, d.n_users);
+        if (o->unseen && !d.n_skip) {
+            tr_error("evaluate --unseen: tokenize run %lld has no unseen users; hold users out with "
+                     "'tokenrec cf --holdout-users 0.1' and run tokenize and finetune again (or "
+                     "'tokenrec run --unseen')", (long long)lm.tokenize_run);
+            goto fail;
+        }
         t5_reserve(lm.model, o->batch, prompt_max_len(&lm.vocab, d.cpi, lm.hist_cap));
         if (do_valid && rec_evaluate(lm.model, &lm.vocab, &d, 1, lm.hist_cap, PROMPT_TEST, lm.cosine,
                                      o->batch, &valid, 0, NULL, NULL) != 0) goto fail;
@@ -135,6 +161,19 @@ static int eval_method(sqlite3 *db, const ev_opts *o, const char *method, const 
         double t0 = tr_monotonic();
         if (rec_evaluate(lm.model, &lm.vocab, &d, 2, lm.hist_cap, PROMPT_TEST, lm.cosine, o->batch,
                          &test, o->topk, sink_topk, &sink) != 0) goto fail;
+        if (o->unseen) {
+            /* the unseen users alone (skip inverted), with the template never seen in training */
+            uint8_t *seen_skip = d.skip, *inv = tr_malloc((size_t)d.n_users);
+            for (int32_t u = 0; u < d.n_users; u++) inv[u] = !seen_skip[u];
+            d.skip = inv;
+            stage_progress(&run, 0.75, "%s: unseen users", method);
+            int erc = rec_evaluate(lm.model, &lm.vocab, &d, 2, lm.hist_cap, PROMPT_UNSEEN, lm.cosine,
+                                   o->batch, &test_u, o->topk, sink_topk, &sink);
+            d.skip = seen_skip;
+            free(inv);
+            if (erc != 0) goto fail;
+            n_unseen = d.n_skip;
+        }
         secs = tr_monotonic() - t0;
     } else {
         if (rec_sequences_load(db, o->dataset, &d) != 0) goto fail;
@@ -151,17 +190,41 @@ static int eval_method(sqlite3 *db, const ev_opts *o, const char *method, const 
             for (int32_t u = 0; u < d.n_users; u++)
                 for (int k = 0; k < rec_n_train(&d, u); k++) pop[d.seq[d.off[u] + k]] += 1;
         }
-        double t0 = tr_monotonic();
-        for (int split = do_valid ? 1 : 2; split <= 2; split++) {
-            for (int32_t u0 = 0; u0 < d.n_users; u0 += o->batch) {
-                int n = d.n_users - u0 < o->batch ? d.n_users - u0 : o->batch;
-                for (int i = 0; i < n; i++) users[i] = u0 + i;
-                if (pop) for (int i = 0; i < n; i++) memcpy(scores + (size_t)i * d.n_items, pop, (size_t)d.n_items * sizeof *pop);
-                else retr_scores(scores, uvec + (size_t)u0 * D, n, ivec, NULL, d.n_items, D, 0);
-                rec_rank_rows(&d, users, n, split, scores, split == 1 ? &valid : &test,
-                              split == 2 ? o->topk : 0, split == 2 ? sink_topk : NULL, &sink);
-            }
+        /* held-out users (cf --holdout-users): lightgcn's 'test' is the seen users whenever
+         * its cf run has them, as tokenrec's; --unseen adds the held-out users' 'test_unseen'
+         * (lightgcn: their folded-in vectors) */
+        int64_t hrun = !strcmp(method, "lightgcn") ? run.upstream_run :
+                       o->unseen ? stage_current_run(db, o->dataset, "cf") : 0;
+        if (hrun) {
+            held = tr_malloc((size_t)d.n_users + 1);
+            n_unseen = unseen_cf_load(db, hrun, held, d.n_users);
+            if (n_unseen < 0) { free(users); free(pop); goto fail; }
         }
+        if (o->unseen && n_unseen <= 0) {
+            tr_error("evaluate --unseen: the cf run has no held-out users; run 'tokenrec cf "
+                     "--holdout-users 0.1' first (or 'tokenrec run --unseen')");
+            free(users); free(pop);
+            goto fail;
+        }
+        double t0 = tr_monotonic();
+        float *urows = D ? tr_malloc((size_t)o->batch * D * sizeof *urows) : NULL;
+        for (int g = 0; g < (o->unseen ? 2 : 1); g++)
+            for (int split = do_valid && !g ? 1 : 2; split <= 2; split++) {
+                for (int32_t u0 = 0; u0 < d.n_users;) {
+                    int n = 0;           /* the next batch of users of group g */
+                    for (; u0 < d.n_users && n < o->batch; u0++)
+                        if (!held || n_unseen <= 0 || held[u0] == g) users[n++] = u0;
+                    if (!n) break;
+                    if (pop) for (int i = 0; i < n; i++) memcpy(scores + (size_t)i * d.n_items, pop, (size_t)d.n_items * sizeof *pop);
+                    else {
+                        for (int i = 0; i < n; i++) memcpy(urows + (size_t)i * D, uvec + (size_t)users[i] * D, (size_t)D * sizeof *urows);
+                        retr_scores(scores, urows, n, ivec, NULL, d.n_items, D, 0);
+                    }
+                    rec_rank_rows(&d, users, n, split, scores, split == 1 ? &valid : g ? &test_u : &test,
+                                  split == 2 ? o->topk : 0, split == 2 ? sink_topk : NULL, &sink);
+                }
+            }
+        free(urows);
         secs = tr_monotonic() - t0;
         free(users);
         free(pop);
@@ -170,6 +233,7 @@ static int eval_method(sqlite3 *db, const ev_opts *o, const char *method, const 
     if (stage_finish_begin(&run) != 0 || sink_write(db, run.id, &sink, d.n_users) != 0 ||
         put_metrics(db, run.id, method, "test", &test) != 0 ||
         (do_valid && put_metrics(db, run.id, method, "valid", &valid) != 0) ||
+        (o->unseen && put_metrics(db, run.id, method, "test_unseen", &test_u) != 0) ||
         put_metric(db, run.id, method, "latency", "ms_per_user", 0, 1000 * secs / d.n_users) != 0 ||
         put_metric(db, run.id, method, "latency", "users_per_s", 0, d.n_users / (secs > 0 ? secs : 1e-9)) != 0)
         goto fail;
@@ -180,6 +244,10 @@ static int eval_method(sqlite3 *db, const ev_opts *o, const char *method, const 
                retr_ndcg(&test, 20), retr_hr(&test, 30), retr_ndcg(&test, 30));
         if (do_valid) printf("  (valid HR@10 %.4f)", retr_hr(&valid, 10));
         printf("  %.3f ms/user, %.0f users/s\n", 1000 * secs / d.n_users, d.n_users / (secs > 0 ? secs : 1e-9));
+        if (o->unseen)
+            print_unseen(method, o->dataset, &test, (int)test.n, &test_u, (int)test_u.n,
+                         !strcmp(method, "tokenrec") ? "frozen-tokenizer tokens, unseen template" :
+                         !strcmp(method, "lightgcn") ? "folded-in vectors" : "train popularity");
     }
     rc = 0;
     goto out;
@@ -190,7 +258,7 @@ fail: {
         tr_error("%s", msg);
     }
 out:
-    free(sink.items); free(sink.scores); free(sink.n);
+    free(sink.items); free(sink.scores); free(sink.n); free(held);
     rec_data_free(&d);
     rec_loaded_free(&lm);
     free(uvec); free(ivec); free(scores);
@@ -206,7 +274,7 @@ static const char *summary_ev =
     "The top-50 per user go into the recommendations table.";
 
 int cmd_evaluate(int argc, char **argv) {
-    ev_opts o = {DB_DEFAULT_PATH, NULL, "all", "test", 128, 50, 0, 0, 0};
+    ev_opts o = {DB_DEFAULT_PATH, NULL, "all", "test", 128, 50, 0, 0, 0, 0};
     cli_opt opts[] = {
         {"db", CLI_STR, &o.dbpath, "database file", 0},
         {"dataset", CLI_STR, &o.dataset, "dataset (default: the last ingested)", 0},
@@ -217,6 +285,8 @@ int cmd_evaluate(int argc, char **argv) {
         {"threads", CLI_INT, &o.threads, "threads (0: all cores)", 0},
         {"force", CLI_FLAG, &o.force, "evaluate again even if up to date", 0},
         {"quiet", CLI_FLAG, &o.quiet, "print nothing", 0},
+        {"unseen", CLI_FLAG, &o.unseen, "also test the users cf held out (cf --holdout-users) with the unseen-user "
+         "template (split test_unseen), side by side with the seen users", 0},
         CLI_OPT_END};
     int rc = cli_parse(argc, argv, opts, usage_ev, summary_ev);
     if (rc) return rc > 0 ? 0 : -1;
@@ -229,6 +299,15 @@ int cmd_evaluate(int argc, char **argv) {
     char dsbuf[128];
     if (!o.dataset && !(o.dataset = db_default_dataset(db, dsbuf, sizeof dsbuf))) { db_close(db); return -1; }
     char *pj = cli_params_json(opts);
+    if (o.unseen) {
+        /* a param, but only in the JSON when set, so runs without it keep their fingerprint */
+        size_t len = strlen(pj);
+        char *q = tr_malloc(len + 16);
+        memcpy(q, pj, len - 1);
+        snprintf(q + len - 1, 16, "%s\"unseen\":1}", len > 2 ? "," : "");
+        free(pj);
+        pj = q;
+    }
     const char *all[] = {"popularity", "lightgcn", "tokenrec"};
     const char *ups[] = {"ingest", "cf", "finetune"};
     rc = 0;
@@ -255,7 +334,8 @@ int cmd_evaluate(int argc, char **argv) {
 static const char *usage_rep = "tokenrec report [--db FILE] [--csv]";
 static const char *summary_rep =
     "A table of every method's test metrics on every dataset in the database (the latest done run\n"
-    "of each method), with the run's settings and wall time. Markdown by default, CSV with --csv.";
+    "of each method), with the run's settings and wall time; after evaluate --unseen, a row per\n"
+    "method for the held-out users too. Markdown by default, CSV with --csv.";
 
 int cmd_report(int argc, char **argv) {
     const char *dbpath = DB_DEFAULT_PATH;
@@ -269,16 +349,16 @@ int cmd_report(int argc, char **argv) {
     sqlite3 *db = db_open(dbpath, 1);
     if (!db) return -1;
     const char *sql =
-        "WITH latest AS (SELECT r.dataset, m.method, max(r.id) AS run FROM run_metrics m JOIN stage_runs r "
-        "ON r.id = m.run_id WHERE r.status='done' AND m.split='test' GROUP BY r.dataset, m.method) "
-        "SELECT l.dataset, l.method, r.stage, l.run, "
-        "(SELECT value FROM run_metrics WHERE run_id=l.run AND method=l.method AND split='test' AND metric='hr' AND k=10), "
-        "(SELECT value FROM run_metrics WHERE run_id=l.run AND method=l.method AND split='test' AND metric='ndcg' AND k=10), "
-        "(SELECT value FROM run_metrics WHERE run_id=l.run AND method=l.method AND split='test' AND metric='hr' AND k=20), "
-        "(SELECT value FROM run_metrics WHERE run_id=l.run AND method=l.method AND split='test' AND metric='ndcg' AND k=20), "
-        "(SELECT value FROM run_metrics WHERE run_id=l.run AND method=l.method AND split='test' AND metric='hr' AND k=30), "
-        "(SELECT value FROM run_metrics WHERE run_id=l.run AND method=l.method AND split='test' AND metric='ndcg' AND k=30), "
-        "r.ended_at - r.started_at, r.params FROM latest l JOIN stage_runs r ON r.id = l.run ORDER BY l.dataset, l.method";
+        "WITH latest AS (SELECT r.dataset, m.method, m.split, max(r.id) AS run FROM run_metrics m JOIN stage_runs r "
+        "ON r.id = m.run_id WHERE r.status='done' AND m.split IN ('test', 'test_unseen') GROUP BY r.dataset, m.method, m.split) "
+        "SELECT l.dataset, l.method || CASE l.split WHEN 'test_unseen' THEN ' (unseen users)' ELSE '' END, r.stage, l.run, "
+        "(SELECT value FROM run_metrics WHERE run_id=l.run AND method=l.method AND split=l.split AND metric='hr' AND k=10), "
+        "(SELECT value FROM run_metrics WHERE run_id=l.run AND method=l.method AND split=l.split AND metric='ndcg' AND k=10), "
+        "(SELECT value FROM run_metrics WHERE run_id=l.run AND method=l.method AND split=l.split AND metric='hr' AND k=20), "
+        "(SELECT value FROM run_metrics WHERE run_id=l.run AND method=l.method AND split=l.split AND metric='ndcg' AND k=20), "
+        "(SELECT value FROM run_metrics WHERE run_id=l.run AND method=l.method AND split=l.split AND metric='hr' AND k=30), "
+        "(SELECT value FROM run_metrics WHERE run_id=l.run AND method=l.method AND split=l.split AND metric='ndcg' AND k=30), "
+        "r.ended_at - r.started_at, r.params FROM latest l JOIN stage_runs r ON r.id = l.run ORDER BY l.dataset, l.method, l.split";
     sqlite3_stmt *st = db_prep(db, sql);
     if (!st) { db_close(db); return -1; }
     if (csv) printf("dataset,method,stage,run,hr10,ndcg10,hr20,ndcg20,hr30,ndcg30,seconds,params\n");

@@ -2,6 +2,7 @@
 #include "recmodel.h"
 #include "db.h"
 #include "retrieval.h"
+#include "unseen.h"
 #include "util.h"
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -96,6 +97,12 @@ int rec_data_load(sqlite3 *db, const char *dataset, int64_t tokenize_run, const 
     }
     d->pool_inv = tr_malloc((size_t)d->n_items * sizeof *d->pool_inv);
     retr_inv_norms(d->pool_inv, d->pool, d->n_items, d->D);
+    /* unseen users: never trained on nor validated on */
+    d->skip = tr_malloc((size_t)d->n_users + 1);
+    int ns = unseen_tok_load(db, tokenize_run, d->skip, d->n_users);
+    if (ns < 0) goto fail;
+    d->n_skip = ns;
+    if (!ns) { free(d->skip); d->skip = NULL; }
     return 0;
 fail:
     rec_data_free(d);
@@ -104,7 +111,7 @@ fail:
 
 void rec_data_free(rec_data *d) {
     free(d->off); free(d->seq); free(d->user_codes); free(d->item_codes);
-    free(d->pool); free(d->pool_inv);
+    free(d->pool); free(d->pool_inv); free(d->skip);
     memset(d, 0, sizeof *d);
 }
 
@@ -114,6 +121,7 @@ rec_sample *rec_samples(const rec_data *d, int hist_cap, int min_hist, int max_p
     rec_sample *s = tr_malloc((size_t)(cap ? cap : 1) * sizeof *s);
     int64_t k = 0;
     for (int32_t u = 0; u < d->n_users; u++) {
+        if (d->skip && d->skip[u]) continue;
         int nt = rec_n_train(d, u);
         for (int p = min_hist; p < nt; p++) {
             if (max_pos >= 0 && p > max_pos) break;
@@ -405,7 +413,7 @@ int rec_evaluate(t5_model *m, const prompt_vocab *v, const rec_data *d, int spli
     while (!rc) {
         int n = 0;                          /* users that have a target in this split */
         for (; next < d->n_users && n < batch; next++)
-            if (rec_target_pos(d, next, split) >= 0) users[n++] = next;
+            if (rec_target_pos(d, next, split) >= 0 && !(d->skip && d->skip[next])) users[n++] = next;
         if (n == 0) break;
         rc = rec_queries(m, v, d, users, n, split, hist_cap, tmpl, batch, z);
         if (rc) break;

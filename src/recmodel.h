@@ -27,12 +27,17 @@ typedef struct {
     float   *pool;              /* n_items x D: CF item vectors */
     float   *pool_inv;          /* n_items: inverse norms (cosine) */
     int64_t  tokenize_run, cf_run;
+    /* n_users, or NULL: 1 = an unseen user of the tokenize run (held out by cf, or without
+     * tokens; unseen_tok_load), never in rec_samples nor in rec_evaluate */
+    uint8_t *skip;
+    int32_t  n_skip;
 } rec_data;
 
 /* Only the sequences (what the baselines need). */
 int  rec_sequences_load(sqlite3 *db, const char *dataset, rec_data *d);
-/* Load the dataset's sequences, the tokens of tokenize run `tokenize_run`, and the item
- * vectors (kind "ego" or "mean") of the cf run that tokenize run was built on. */
+/* Load the dataset's sequences, the tokens of tokenize run `tokenize_run`, the item
+ * vectors (kind "ego" or "mean") of the cf run that tokenize run was built on, and the
+ * unseen users of the tokenize run (skip, NULL when there are none). */
 int  rec_data_load(sqlite3 *db, const char *dataset, int64_t tokenize_run, const char *pool_kind,
                    rec_data *d);
 void rec_data_free(rec_data *d);
@@ -52,7 +57,7 @@ static inline int rec_target_pos(const rec_data *d, int32_t u, int split) {
 /* A training sample: user u, target = seq[u][pos], history = the hist items before it. */
 typedef struct { int32_t user, pos, hist; } rec_sample;
 
-/* Prefix augmentation over the train split only: a target at every train position
+/* Prefix augmentation over the train split only (users with skip[u] left out): a target at every train position
  * pos >= min_hist (and pos <= max_pos when max_pos >= 0), history = the most recent
  * hist_cap items before it. The valid and test items are never targets nor history. */
 rec_sample *rec_samples(const rec_data *d, int hist_cap, int min_hist, int max_pos, int64_t *n);
@@ -113,7 +118,7 @@ typedef void (*rec_topk_fn)(void *ctx, int32_t user, const int32_t *items, const
  * to fn when fn != NULL. scores is modified. */
 void rec_rank_rows(const rec_data *d, const int32_t *users, int n, int split, float *scores,
                    retr_metrics *met, int topk, rec_topk_fn fn, void *ctx);
-/* Generative retrieval for every user: one forward pass each (batched), scores against the
+/* Generative retrieval for every user but the skipped ones: one forward pass each (batched), scores against the
  * pool (dot or cosine, one sgemm per batch), then rec_rank_rows. */
 int rec_evaluate(t5_model *m, const prompt_vocab *v, const rec_data *d, int split, int hist_cap,
                  int tmpl, int cosine, int batch, retr_metrics *met, int topk, rec_topk_fn fn,

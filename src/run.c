@@ -54,7 +54,7 @@ static const char *summary_run =
 
 int cmd_run(int argc, char **argv) {
     const char *dbpath = DB_DEFAULT_PATH, *dataset = NULL, *preset = "quick", *data_dir = NULL, *seed = NULL;
-    int quiet = 0;
+    int quiet = 0, unseen = 0;
     cli_opt opts[] = {
         {"db", CLI_STR, &dbpath, "database file", 0},
         {"dataset", CLI_STR, &dataset, "lastfm, ml-1m, beauty, clothing (or one already ingested)", 0},
@@ -62,6 +62,8 @@ int cmd_run(int argc, char **argv) {
         {"data-dir", CLI_STR, &data_dir, "where the datasets are (default ../shared/datasets)", 0},
         {"seed", CLI_STR, &seed, "seed for every stage (default: each stage's own)", 0},
         {"quiet", CLI_FLAG, &quiet, "only the final table", 0},
+        {"unseen", CLI_FLAG, &unseen, "the unseen-user test: cf holds out 10% of users (--holdout-users 0.1), "
+         "evaluate --unseen reports them beside the seen users", 0},
         CLI_OPT_END};
     int rc = cli_parse(argc, argv, opts, usage_run, summary_run);
     if (rc) return rc > 0 ? 0 : -1;
@@ -83,12 +85,22 @@ int cmd_run(int argc, char **argv) {
         {cmd_cf, "cf", quick_cf}, {cmd_tokenize, "tokenize", quick_tok}, {cmd_finetune, "finetune", quick_ft},
     };
     for (size_t i = 0; i < sizeof steps / sizeof *steps; i++) {
-        rc = call(steps[i].fn, steps[i].name, dbpath, dataset, seed, quick ? steps[i].q : none, NULL, quiet);
+        const char *const *q = quick ? steps[i].q : none;
+        const char *with[16];
+        if (unseen && steps[i].fn == cmd_cf) {      /* the preset's cf options + the holdout */
+            size_t n = 0;
+            for (; q[n] && n < 12; n++) with[n] = q[n];
+            with[n++] = "--holdout-users";
+            with[n++] = "0.1";
+            with[n] = NULL;
+            q = with;
+        }
+        rc = call(steps[i].fn, steps[i].name, dbpath, dataset, seed, q, NULL, quiet);
         if (rc != 0) return rc;            /* -1 error, 130 stopped by Ctrl-C */
         if (stage_should_stop()) return 130;
     }
     const char *ev[] = {"--method", "all", NULL};
-    if ((rc = call(cmd_evaluate, "evaluate", dbpath, dataset, NULL, ev, NULL, quiet)) != 0) return rc;
+    if ((rc = call(cmd_evaluate, "evaluate", dbpath, dataset, NULL, ev, unseen ? "--unseen" : NULL, quiet)) != 0) return rc;
     char b[32];
     fprintf(stderr, "== pipeline on %s finished in %s\n\n", dataset, tr_fmt_duration(tr_monotonic() - t0, b, sizeof b));
     char *rargv[] = {"report", "--db", (char *)dbpath, NULL};

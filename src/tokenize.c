@@ -7,6 +7,7 @@
 #include "nn.h"
 #include "rng.h"
 #include "stage.h"
+#include "unseen.h"
 #include "util.h"
 #include <math.h>
 #include <stdlib.h>
@@ -31,7 +32,9 @@ typedef struct {
     float   *X;                 /* (n, dim) */
     int32_t *train, *hold;      /* row lists */
     int      ntr, nho, nexcl;
-    uint8_t *excluded;          /* (n) 1: left out entirely (--holdout-users) */
+    uint8_t *excluded;          /* (n) 1: left out of training (--holdout-users, cf holdout) */
+    int      frozen;            /* 1: the excluded rows are tokenized by the frozen tokenizer
+                                   in the run itself (cf --holdout-users) */
     mq_trainer t;
     double   seconds;           /* training time, summed over resumes */
 } tok_entity;
@@ -70,14 +73,18 @@ static int load_vectors(sqlite3 *db, int64_t cf_run, const char *entity, const c
     return rc;
 }
 
-/* Seeded choice of excluded rows (a fraction frac of them), then the holdout split of the
- * rest: both from their own streams of the seed, so they do not depend on anything else. */
-static void split_rows(tok_entity *e, double frac_excl, double holdout, uint64_t seed, int which) {
+/* Seeded choice of excluded rows (a fraction frac of them, or the rows marked in pre when
+ * pre is not NULL), then the holdout split of the rest: both from their own streams of the
+ * seed, so they do not depend on anything else. */
+static void split_rows(tok_entity *e, double frac_excl, const uint8_t *pre, double holdout,
+                       uint64_t seed, int which) {
     rng_t root, r;
     e->excluded = tr_calloc((size_t)e->n, 1);
     uint32_t *perm = tr_malloc((size_t)e->n * sizeof(uint32_t));
     e->nexcl = 0;
-    if (frac_excl > 0) {
+    if (pre) {
+        for (int i = 0; i < e->n; i++) if (pre[i]) { e->excluded[i] = 1; e->nexcl++; }
+    } else if (frac_excl > 0) {
         rng_seed(&root, seed);
         rng_split(&root, &r, 100 + (uint64_t)which);
         for (int i = 0; i < e->n; i++) perm[i] = (uint32_t)i;
@@ -293,7 +300,7 @@ int tokenize_print_stats(sqlite3 *db, int64_t run, FILE *f) {
     sqlite3_finalize(st);
     int nu = (int)db_query_i64(db, 0, "SELECT count(*) FROM tokens_unseen WHERE run_id=%lld",
                                (long long)run);
-    if (nu) fprintf(f, "  %d entities added later through the frozen tokenizers (tokens_unseen)\n", nu);
+    if (nu) fprintf(f, "  %d entities tokenized through the frozen tokenizers (tokens_unseen: users held out by cf, or added by --new-*)\n", nu);
     if (!rows) return tr_error("tokenize run %lld has no statistics", (long long)run);
     return 0;
 }
@@ -629,6 +636,45 @@ int tokenize_add_unseen(sqlite3 *db, int64_t tok_run, const char *entity, int pr
 
 /* ---- the command ---- */
 
+/* The users the cf run held out (cf --holdout-users) as a row mask of e (*pre, NULL when the
+ * cf run held out none). They are the held-out set of every later stage, so tokenize's own
+ * --holdout-users cannot be combined with them. */
+static int cf_holdout_rows(sqlite3 *db, int64_t cf_run, const tok_entity *e, double holdout_users,
+                           uint8_t **pre) {
+    *pre = NULL;
+    int32_t nu = 0;
+    for (int i = 0; i < e->n; i++) if (e->ids[i] + 1 > nu) nu = e->ids[i] + 1;
+    uint8_t *held = tr_malloc((size_t)nu + 1);
+    int nh = unseen_cf_load(db, cf_run, held, nu);
+    if (nh <= 0) { free(held); return nh < 0 ? -1 : 0; }
+    if (holdout_users > 0) {
+        free(held);
+        return tr_error("tokenize: cf run %lld already holds out %d users (cf --holdout-users); "
+                        "drop tokenize's --holdout-users, which would choose a second set",
+                        (long long)cf_run, nh);
+    }
+    *pre = tr_calloc((size_t)e->n + 1, 1);
+    for (int i = 0; i < e->n; i++) (*pre)[i] = held[e->ids[i]];
+    free(held);
+    return 0;
+}
+
+/* List the rows ids[from .. n) as unseen users tokenized by the frozen tokenizer of the run. */
+static int store_unseen(sqlite3 *db, int64_t run, const int32_t *ids, int from, int n) {
+    sqlite3_stmt *st = db_prep(db, "INSERT INTO tokens_unseen (run_id, entity, idx, origin, added_at) "
+                                   "VALUES (?,'user',?,'cf-holdout',?)");
+    if (!st) return -1;
+    int rc = 0;
+    for (int i = from; i < n && !rc; i++) {
+        sqlite3_bind_int64(st, 1, run);
+        sqlite3_bind_int(st, 2, ids[i]);
+        sqlite3_bind_double(st, 3, tr_now());
+        rc = db_step_done(db, st);
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
 static const char *usage_tok = "tokenrec tokenize [--dataset NAME] [--source ego|mean] [options]";
 static const char *summary_tok =
     "Train the user and item MQ-Tokenizers (CLEAN form: per-sample Bernoulli input mask, K\n"
@@ -765,7 +811,12 @@ int cmd_tokenize(int argc, char **argv) {
             if (w == 1 && ents[1].dim != ents[0].dim)
                 rc = tr_error("cf run %lld: user vectors have %d dims, item vectors %d",
                               (long long)run.upstream_run, ents[0].dim, ents[1].dim);
-            split_rows(&ents[w], w == 0 ? o.holdout_users : 0, o.holdout, (uint64_t)o.seed, w);
+            uint8_t *pre = NULL;
+            if (w == 0) rc = cf_holdout_rows(db, run.upstream_run, &ents[0], o.holdout_users, &pre);
+            if (rc) break;
+            ents[w].frozen = pre != NULL;
+            split_rows(&ents[w], w == 0 ? o.holdout_users : 0, pre, o.holdout, (uint64_t)o.seed, w);
+            free(pre);
             if (ents[w].ntr < 2)
                 rc = tr_error("%ss: expected at least 2 vectors to train on, got %d", ents[w].name,
                               ents[w].ntr);
@@ -796,15 +847,20 @@ int cmd_tokenize(int argc, char **argv) {
             int32_t *rows = tr_malloc((size_t)e->n * sizeof(int32_t)), *ids = tr_malloc((size_t)e->n * sizeof(int32_t));
             int m = 0;
             for (int i = 0; i < e->n; i++) if (!e->excluded[i]) { rows[m] = i; ids[m] = e->ids[i]; m++; }
-            codes[w] = tr_malloc((size_t)(m ? m : 1) * cfg.K * sizeof(int32_t));
+            /* users held out by cf: after the others, through the same frozen (eval-mode)
+             * tokenizer; statistics stay those of the m trained-on entities */
+            int mt = m;
+            if (e->frozen)
+                for (int i = 0; i < e->n; i++) if (e->excluded[i]) { rows[mt] = i; ids[mt] = e->ids[i]; mt++; }
+            codes[w] = tr_malloc((size_t)(mt ? mt : 1) * cfg.K * sizeof(int32_t));
             mq_ws ws;
             mq_ws_init(&ws, &e->t.model, 512);
-            mq_encode(&e->t.model, &ws, e->X, rows, m, codes[w], NULL);
+            mq_encode(&e->t.model, &ws, e->X, rows, mt, codes[w], NULL);
             mq_ws_free(&ws);
             mq_token_stats_compute(codes[w], m, cfg.K, cfg.L, &ts[w]);
-            if (o.disambiguate) {
-                extra[w] = tr_malloc((size_t)(m ? m : 1) * sizeof(int32_t));
-                mq_disambiguate(codes[w], m, cfg.K, extra[w]);
+            if (o.disambiguate) {     /* held rows come last, so the others' numbers do not move */
+                extra[w] = tr_malloc((size_t)(mt ? mt : 1) * sizeof(int32_t));
+                mq_disambiguate(codes[w], mt, cfg.K, extra[w]);
             }
             var[w] = input_variance(e->X, e->n, e->dim);
             free(e->ids);
@@ -814,7 +870,9 @@ int cmd_tokenize(int argc, char **argv) {
         rc = stage_finish_begin(&run);
         for (int w = 0; w < 2 && !rc; w++) {
             tok_entity *e = &ents[w];
-            rc = store_tokens(db, run.id, e->name, e->ids, codes[w], extra[w], ts[w].n, cfg.K);
+            int nt = ts[w].n + (e->frozen ? e->nexcl : 0);
+            rc = store_tokens(db, run.id, e->name, e->ids, codes[w], extra[w], nt, cfg.K);
+            if (!rc && e->frozen) rc = store_unseen(db, run.id, e->ids, ts[w].n, nt);
             if (!rc) rc = store_tokenizer(db, run.id, e->name, o.source, &e->t.model,
                                           e->t.best_epoch, e->t.epoch);
             if (!rc) rc = store_stats(db, run.id, e, &ts[w], cfg.K, e->t.best_mse, var[w],

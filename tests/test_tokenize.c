@@ -1,6 +1,7 @@
 /* test_tokenize: the tokenize stage end to end on a small synthetic dataset with a fake cf
  * run (clustered vectors): outputs, re-tokenizing with the stored tokenizer, resume equal to
- * an uninterrupted run, --disambiguate, --holdout-users then --new-users, propagation. */
+ * an uninterrupted run, --disambiguate, --holdout-users then --new-users, users held out by
+ * the cf run (cf_holdout), propagation. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -257,6 +258,43 @@ static void test_holdout_then_new_users(void **state) {
     free(path);
 }
 
+/* Users held out by the cf run (cf_holdout) are left out of the user tokenizer's training
+ * and tokenized in the run itself by the frozen tokenizer (tokens_unseen, 'cf-holdout'):
+ * the same tokens tokenize_frozen gives; tokenize's own --holdout-users is then refused. */
+static void test_cf_holdout_users(void **state) {
+    (void)state;
+    sqlite3 *db;
+    char *path = setup_db("cfhold.db", &db);
+    int64_t cf = stage_current_run(db, "syn", "cf");
+    int held[9] = {1, 5, 12, 20, 33, 47, 58, 70, 89};
+    for (int j = 0; j < 9; j++) {
+        char *q = sqlite3_mprintf("INSERT INTO cf_holdout (run_id, uid) VALUES (%lld, %d)", (long long)cf, held[j]);
+        assert_int_equal(sqlite3_exec(db, q, 0, 0, 0), SQLITE_OK);
+        sqlite3_free(q);
+    }
+    assert_int_not_equal(run_tok(path, "--holdout-users 0.2"), 0);
+    assert_int_equal(run_tok(path, NULL), 0);
+    int64_t run = stage_current_run(db, "syn", "tokenize");
+    char q[256];
+    snprintf(q, sizeof q, "SELECT n_excluded * 1000 + n_train + n_holdout FROM tokenize_stats WHERE run_id=%lld AND entity='user'", (long long)run);
+    assert_int_equal(count(db, q), 9 * 1000 + NU - 9);
+    snprintf(q, sizeof q, "SELECT count(*) FROM tokens_unseen t JOIN cf_holdout h ON h.uid = t.idx AND h.run_id=%lld "
+             "WHERE t.run_id=%lld AND t.entity='user' AND t.origin='cf-holdout'", (long long)cf, (long long)run);
+    assert_int_equal(count(db, q), 9);
+    snprintf(q, sizeof q, "SELECT count(*) FROM tokens_unseen WHERE run_id=%lld", (long long)run);
+    assert_int_equal(count(db, q), 9);
+    float *X = read_vectors(db, cf, "user", NU);
+    int32_t *want = malloc(NU * 3 * sizeof(int32_t)), *got = read_tokens(db, run, "user", NU, 3);
+    assert_int_equal(tokenize_frozen(db, run, "user", X, NU, want), 0);
+    assert_memory_equal(want, got, NU * 3 * sizeof(int32_t));
+    /* --new-users finds nothing left to add */
+    assert_int_equal(run_tok(path, "--new-users"), 0);
+    assert_int_equal(count(db, q), 9);
+    free(X); free(want); free(got);
+    db_close(db);
+    free(path);
+}
+
 /* The propagated vector is sum_i e_i / sqrt(|N(u)| |N(i)|) over the user's train items. */
 static void test_propagate_formula(void **state) {
     (void)state;
@@ -318,6 +356,7 @@ int main(void) {
         cmocka_unit_test(test_resume_equals_uninterrupted),
         cmocka_unit_test(test_disambiguate),
         cmocka_unit_test(test_holdout_then_new_users),
+        cmocka_unit_test(test_cf_holdout_users),
         cmocka_unit_test(test_propagate_formula),
         cmocka_unit_test(test_bad_options),
     };
