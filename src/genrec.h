@@ -78,4 +78,23 @@ int gen_evaluate(gen_search *g, t5_model *m, const prompt_vocab *v, const rec_da
 double gen_time_users(gen_search *g, t5_model *m, const prompt_vocab *v, const rec_data *d,
                       int hist_cap, int cosine, int n, int batch, int topk);
 
+/* evaluate --method generate: the metrics and latency rows of one evaluate run. */
+typedef struct { const char *method, *split, *metric; int k; double value; } gen_metric_row;
+typedef struct {
+    int            n;
+    gen_metric_row rows[32];
+    double         test_secs;           /* the test pass (beam search for every user) */
+} gen_eval_out;
+
+/* Beam search (beam) on the valid (when valid != NULL) and test items for every user with
+ * model lm on data d (loaded by the caller from lm's tokenize run), in batches of `batch`;
+ * the test top-K lists to fn. Then, unless latency_users is 0, the latency of both methods
+ * over the first latency_users test users: ms per user at batch 1 and users per second at
+ * the best of batch 1, 8, 32, 128 — beam search with lm, and generative retrieval with the
+ * current finetune (retrieval) run's model when it has lm's shape, else with lm's own
+ * network and head (the same size). Rows for run_metrics go to out. */
+int gen_eval(sqlite3 *db, const char *dataset, rec_loaded *lm, const rec_data *d, int beam, int batch,
+             retr_metrics *valid, retr_metrics *test, int topk, rec_topk_fn fn, void *ctx,
+             int latency_users, int quiet, gen_eval_out *out);
+
 #endif
