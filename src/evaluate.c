@@ -296,10 +296,12 @@ static void report_latency(sqlite3 *db, int csv) {
         }
         const char *method = (const char *)sqlite3_column_text(st, 1);
         int is_gen = !strcmp(method, "generate");
-        printf(csv ? "%s,%s,%lld,%.3f,%.1f,%d,%d\n" : "| %s | %s | %lld | %.3f | %.1f | %d | %d |\n",
+        printf(csv ? "%s,%s,%lld,%.3f,%.1f,%d," : "| %s | %s | %lld | %.3f | %.1f | %d | ",
                sqlite3_column_text(st, 0), is_gen ? "generate (beam search)" : "tokenrec (generative retrieval)",
                (long long)sqlite3_column_int64(st, 2), sqlite3_column_double(st, 3), sqlite3_column_double(st, 4),
-               sqlite3_column_int(st, 5), is_gen ? sqlite3_column_int(st, 6) : 0);
+               sqlite3_column_int(st, 5));
+        if (is_gen) printf(csv ? "%d\n" : "%d |\n", sqlite3_column_int(st, 6));
+        else printf(csv ? "\n" : "- |\n");
     }
     sqlite3_finalize(st);
 }
