@@ -162,7 +162,10 @@ static const char *summary_ft =
     "tokenize run). Default: softmax over all items against the propagated CF item vectors\n"
     "(the setting that reaches the targets); --faithful: TokenRec's cosine-embedding loss with\n"
     "one negative against the ego vectors. Resumable: run the same command again after a kill\n"
-    "or Ctrl-C. The best epoch on the valid items is kept.";
+    "or Ctrl-C. The best epoch on the valid items is kept.\n"
+    "--objective generate: the autoregressive baseline (its own stage, finetune-gen): the decoder\n"
+    "generates the target item's tokens through an LM head tied to the item-token embeddings,\n"
+    "cross-entropy with teacher forcing; validation by constrained beam search (--beam).";
 
 int cmd_finetune(int argc, char **argv) {
     ft_opts o = {0};

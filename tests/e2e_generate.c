@@ -10,7 +10,10 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include "db.h"
 #include "util.h"
 #include "testutil.h"
@@ -40,6 +43,8 @@ static void generate_baseline_end_to_end(void **state) {
     assert_int_equal(tu_run("%s ingest --quiet --db %s --dataset synth --file %s --format sequence", b, dbp, f), 0);
     assert_int_equal(tu_run("%s cf --db %s %s", b, dbp, CF), 0);
     assert_int_equal(tu_run("%s tokenize --db %s %s", b, dbp, TOK), 0);
+    char *kp = tu_path("k.db");              /* the same upstream, for the kill/resume check */
+    assert_int_equal(tu_run("cp %s %s", dbp, kp), 0);
     assert_int_equal(tu_run("%s finetune --db %s %s", b, dbp, FT), 0);
     assert_int_equal(tu_run("%s finetune --db %s --objective generate --beam 10 %s", b, dbp, FT), 0);
     /* the retrieval run is still the finetune stage's current run: up to date */
@@ -83,7 +88,32 @@ static void generate_baseline_end_to_end(void **state) {
     assert_non_null(strstr(txt, "| synth | generate |"));
     assert_non_null(strstr(txt, "| synth | generate (beam search) |"));
     assert_non_null(strstr(txt, "| synth | tokenrec (generative retrieval) |"));
-    free(txt); free(rp); free(f); free(dbp);
+    free(txt); free(rp);
+
+    /* a generate finetune killed twice and re-run ends with the same model */
+    int kills = 0;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        pid_t pid = fork();
+        if (pid == 0) {
+            char cmd[2048];
+            snprintf(cmd, sizeof cmd, "exec %s finetune --db %s --objective generate --beam 10 " FT, b, kp);
+            execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+            _exit(127);
+        }
+        usleep(attempt ? 2500000 : 1500000);
+        if (kill(pid, SIGKILL) == 0) kills++;
+        waitpid(pid, NULL, 0);
+    }
+    assert_int_equal(tu_run("%s finetune --db %s --objective generate --beam 10 %s", b, kp, FT), 0);
+    db = db_open(dbp, 1);
+    char *q = sqlite3_mprintf("ATTACH %Q AS other", kp);
+    assert_int_equal(sqlite3_exec(db, q, 0, 0, 0), SQLITE_OK);
+    sqlite3_free(q);
+    fprintf(stderr, "%d kills of the generate finetune\n", kills);
+    assert_int_equal(db_query_i64(db, 0, "SELECT (SELECT params FROM main.models WHERE objective='generate') = "
+                                         "(SELECT params FROM other.models WHERE objective='generate')"), 1);
+    db_close(db);
+    free(kp); free(f); free(dbp);
 }
 
 int main(void) {
