@@ -150,6 +150,7 @@ int gen_search_init(gen_search *g, t5_model *m, const prompt_vocab *v, const rec
     g->cap_hits = beam * (g->max_leaf > 0 ? g->max_leaf : 1);
     g->hits = tr_malloc((size_t)g->cap_hits * sizeof *g->hits);
     rec_batch_init(&g->rb, d, v, max_users, hist_cap, c->dec_len);
+    t5_dec_reserve(&g->st, g->rb.cap_T);
     g->bs = tr_malloc((size_t)max_users * sizeof *g->bs);
     t5_reserve(m, max_users, g->rb.cap_T);
     return 0;
@@ -244,10 +245,7 @@ int gen_search_users(gen_search *g, t5_model *m, const prompt_vocab *v, const re
     if (t5_forward(m, &tb, 0, NULL, NULL) != 0) return -1;
     if (t5_dec_start(&g->st, m, &tb, g->P, g->h) != 0) return -1;
     /* step 0: one parent per user, the root */
-    t5_gen_logits(m, g->h, n, g->books[0], g->logp + 0);
-    /* logits rows are packed with stride books[0].n; spread them to stride max_n */
-    for (int r = n - 1; r >= 0; r--)
-        memmove(g->logp + (size_t)r * g->max_n, g->logp + (size_t)r * g->books[0].n, sizeof(float) * g->books[0].n);
+    t5_gen_logits(m, g->h, n, g->books[0], g->logp, g->max_n);
     for (int r = 0; r < n; r++) t5_gen_log_softmax(g->logp + (size_t)r * g->max_n, 1, g->books[0].n);
     for (int u = 0; u < n; u++) {
         g->node[u] = 0;
@@ -259,9 +257,7 @@ int gen_search_users(gen_search *g, t5_model *m, const prompt_vocab *v, const re
             for (int r = 0; r < n * B; r++) g->tok[r] = g->books[s - 1].tok0 + g->code[r];
             if (t5_dec_step(&g->st, m, g->tok, g->h) != 0) return -1;
             t5_gen_book bk = g->books[s];
-            t5_gen_logits(m, g->h, n * B, bk, g->logp);
-            for (int r = n * B - 1; r >= 0; r--)
-                memmove(g->logp + (size_t)r * g->max_n, g->logp + (size_t)r * bk.n, sizeof(float) * bk.n);
+            t5_gen_logits(m, g->h, n * B, bk, g->logp, g->max_n);
             for (int r = 0; r < n * B; r++) t5_gen_log_softmax(g->logp + (size_t)r * g->max_n, 1, bk.n);
         }
         for (int u = 0; u < n; u++) {
@@ -344,9 +340,16 @@ static void drop_topk(void *ctx, int32_t user, const int32_t *items, const float
 double gen_time_users(gen_search *g, t5_model *m, const prompt_vocab *v, const rec_data *d,
                       int hist_cap, int cosine, int n, int batch, int topk) {
     int32_t *users = tr_malloc((size_t)(n > 0 ? n : 1) * sizeof *users);
+    int64_t *key = tr_malloc((size_t)(n > 0 ? n : 1) * sizeof *key);
     int k = 0;
-    for (int32_t u = 0; u < d->n_users && k < n; u++) if (rec_target_pos(d, u, 2) >= 0) users[k++] = u;
+    for (int32_t u = 0; u < d->n_users && k < n; u++) {
+        int p = rec_target_pos(d, u, 2);
+        if (p >= 0) key[k++] = ((int64_t)(p < hist_cap ? p : hist_cap) << 32) | u;
+    }
     n = k;
+    qsort(key, (size_t)n, sizeof *key, cmp_i64);      /* length-sorted batches, as in evaluation */
+    for (int i = 0; i < n; i++) users[i] = (int32_t)(key[i] & 0xffffffff);
+    free(key);
     int D = t5_cfg(m)->head_out;
     float *z = tr_malloc((size_t)batch * D * sizeof *z), *scores = tr_malloc((size_t)batch * d->n_items * sizeof *scores);
     double secs = -1;

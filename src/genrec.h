@@ -72,9 +72,10 @@ int gen_search_users(gen_search *g, t5_model *m, const prompt_vocab *v, const re
 int gen_evaluate(gen_search *g, t5_model *m, const prompt_vocab *v, const rec_data *d, int split,
                  int tmpl, int batch, retr_metrics *met, int topk, rec_topk_fn fn, void *ctx);
 
-/* Latency over the first n users with a test target: seconds for all of them in batches of
- * `batch`, for beam search (g) or, with g NULL, generative retrieval (forward + scores +
- * top-K with rec_queries / retr_scores / rec_rank_rows). */
+/* Latency over the first n users with a test target (by id), in length-sorted batches of
+ * `batch` as in evaluation: seconds for all of them after one warm-up batch, for beam search
+ * (g) or, with g NULL, generative retrieval (forward + scores + top-K with rec_queries /
+ * retr_scores / rec_rank_rows). */
 double gen_time_users(gen_search *g, t5_model *m, const prompt_vocab *v, const rec_data *d,
                       int hist_cap, int cosine, int n, int batch, int topk);
 

@@ -9,10 +9,10 @@
 
 #define PW(off) (m->params + (off))
 
-void t5_gen_logits(const t5_model *m, const float *h, int N, t5_gen_book bk, float *logits) {
+void t5_gen_logits(const t5_model *m, const float *h, int N, t5_gen_book bk, float *logits, int ldl) {
     int C = m->cfg.d_model;
     nn_sgemm(0, 1, N, bk.n, C, 1.0f / sqrtf((float)C), h, C, m->params + m->shared + (size_t)bk.tok0 * C,
-             C, 0.0f, logits, bk.n);
+             C, 0.0f, logits, ldl > 0 ? ldl : bk.n);
 }
 
 void t5_gen_log_softmax(float *x, int N, int n) {
@@ -60,7 +60,7 @@ float t5_gen_loss(t5_model *m, const t5_batch *b, int P, int nsteps, const t5_ge
         if (bk.n > w->max_n) { tr_error("t5_gen_loss: book of %d tokens > workspace %d", bk.n, w->max_n); return NAN; }
         for (int r = 0; r < B; r++)
             memcpy(w->h + (size_t)r * C, out + ((size_t)r * Td + P - 1 + s) * C, sizeof(float) * C);
-        t5_gen_logits(m, w->h, B, bk, w->logits);
+        t5_gen_logits(m, w->h, B, bk, w->logits, 0);
         t5_gen_log_softmax(w->logits, B, bk.n);
         for (int r = 0; r < B; r++) {
             int t = codes[(size_t)r * nsteps + s];
@@ -86,7 +86,7 @@ float t5_gen_loss(t5_model *m, const t5_batch *b, int P, int nsteps, const t5_ge
             t5_gen_book bk = books[s];
             for (int r = 0; r < B; r++)
                 memcpy(w->h + (size_t)r * C, out + ((size_t)r * Td + P - 1 + s) * C, sizeof(float) * C);
-            t5_gen_logits(m, w->h, B, bk, w->logits);
+            t5_gen_logits(m, w->h, B, bk, w->logits, 0);
             t5_gen_log_softmax(w->logits, B, bk.n);
             for (int r = 0; r < B; r++) {
                 float *row = w->logits + (size_t)r * bk.n;
@@ -123,7 +123,7 @@ int t5_dec_init(t5_dec_state *s, const t5_model *m, int cap_rows, int Tmax) {
     s->hid = tr_malloc(R * s->F * sizeof(float));
     s->rstd = tr_malloc(R * sizeof(float));
     s->bias = tr_malloc((size_t)s->H * Tmax * sizeof(float));
-    s->att = NULL;                       /* sized by t5_dec_start (encoder length) */
+    s->att = NULL;                       /* sized by t5_dec_reserve / t5_dec_start (encoder length) */
     s->ckv = tr_calloc((size_t)s->L, sizeof *s->ckv);
     return 0;
 }
@@ -133,6 +133,14 @@ void t5_dec_free(t5_dec_state *s) {
     free(s->qkv); free(s->ao); free(s->hid); free(s->rstd); free(s->bias); free(s->att);
     free(s->ckv);
     memset(s, 0, sizeof *s);
+}
+
+void t5_dec_reserve(t5_dec_state *s, int max_T) {
+    size_t need = (size_t)s->cap_rows * (size_t)(max_T > s->Tmax ? max_T : s->Tmax);
+    if (need <= s->att_cap) return;
+    free(s->att);
+    s->att = tr_malloc(need * sizeof(float));
+    s->att_cap = need;
 }
 
 #define KV(buf, l, r, t) ((buf) + (((size_t)(l) * s->cap_rows + (r)) * s->Tmax + (t)) * s->HD)
@@ -153,11 +161,7 @@ int t5_dec_start(t5_dec_state *s, const t5_model *m, const t5_batch *b, int P, f
             }
         s->ckv[l] = m->a.dec[l].ckv;
     }
-    if (s->T < b->T || !s->att) {                    /* scores of one (row group, head) */
-        free(s->att);
-        int Tk = b->T > s->Tmax ? b->T : s->Tmax;
-        s->att = tr_malloc((size_t)s->cap_rows * Tk * sizeof(float));
-    }
+    t5_dec_reserve(s, b->T);                         /* scores of one (row group, head) */
     s->T = b->T;
     s->enc_mask = b->enc_mask;
     s->rows = B;

@@ -27,8 +27,9 @@ typedef struct { int tok0, n; } t5_gen_book;
 
 #define T5_GEN_MAX_STEPS 8
 
-/* logits (N,n) = d_model^-0.5 h (N,d_model) . shared[tok0 .. tok0+n)^T, one sgemm. */
-void t5_gen_logits(const t5_model *m, const float *h, int N, t5_gen_book bk, float *logits);
+/* logits (N,n) = d_model^-0.5 h (N,d_model) . shared[tok0 .. tok0+n)^T, one sgemm; rows
+ * ldl apart (ldl 0: n). */
+void t5_gen_logits(const t5_model *m, const float *h, int N, t5_gen_book bk, float *logits, int ldl);
 /* In place: rows (N,n) of logits -> log-probabilities. */
 void t5_gen_log_softmax(float *x, int N, int n);
 
@@ -54,12 +55,16 @@ typedef struct {
     int    L, C, H, D, HD, F;
     float *k, *v, *k2, *v2;          /* (L, cap_rows, Tmax, HD); *2: gather buffers */
     float *x, *ln, *qkv, *ao, *o, *hid, *rstd, *att, *bias;
+    size_t att_cap;                  /* floats in att */
     const float **ckv;               /* per layer: the forward's cross k|v (users, T, 2HD) */
     const int32_t *enc_mask;         /* (users, T) or NULL */
 } t5_dec_state;
 
 int  t5_dec_init(t5_dec_state *s, const t5_model *m, int cap_rows, int Tmax);
 void t5_dec_free(t5_dec_state *s);
+/* Size the attention scratch for encoder inputs up to max_T tokens (t5_dec_start grows it
+ * on demand otherwise). */
+void t5_dec_reserve(t5_dec_state *s, int max_T);
 /* After t5_forward (inference) of b: the cache of positions 0..P-1 of every row of b (one
  * row per user) and the users' cross-attention keys/values; the decoder state at position
  * P-1 (after the final norm) goes to h0 (B,d_model). The cross-attention keys/values stay

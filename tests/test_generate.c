@@ -152,8 +152,8 @@ static void kv_cache_matches_full_recompute(void **state) {
     for (int r = 0; r < 2 * NU; r++)
         memcpy(ref + r * C, full + ((size_t)(r / 2) * Td + P) * C, sizeof(float) * C);
     t5_gen_book bk = gen_book(&f->v, &f->d, 1);
-    t5_gen_logits(f->m, h, 2 * NU, bk, lg_a);
-    t5_gen_logits(f->m, ref, 2 * NU, bk, lg_b);
+    t5_gen_logits(f->m, h, 2 * NU, bk, lg_a, 0);
+    t5_gen_logits(f->m, ref, 2 * NU, bk, lg_b, 0);
     for (int i = 0; i < 2 * NU * C; i++) assert_float_equal(h[i], ref[i], 1e-4);
     for (int i = 0; i < 2 * NU * LL; i++) assert_float_equal(lg_a[i], lg_b[i], 1e-4);
     t5_dec_free(&st);
@@ -200,7 +200,7 @@ static void full_beam_returns_every_item_once_with_logprob_sums(void **state) {
             double sum = 0;
             for (int st = 0; st < K; st++) {
                 t5_gen_book bk = gen_book(&f->v, &f->d, st);
-                t5_gen_logits(f->m, full + ((size_t)u * Td + P - 1 + st) * C, 1, bk, lp);
+                t5_gen_logits(f->m, full + ((size_t)u * Td + P - 1 + st) * C, 1, bk, lp, 0);
                 t5_gen_log_softmax(lp, 1, bk.n);
                 sum += lp[item_codes[i * K + st]];
             }
