@@ -103,7 +103,8 @@ static int eval_method(sqlite3 *db, const ev_opts *o, const char *method, const 
     const char *upstream = !strcmp(method, "popularity") ? "ingest" : !strcmp(method, "lightgcn") ? "cf" :
                            generate ? "finetune-gen" : "finetune";
     char *pj = tr_malloc(strlen(pj_base) + 64);
-    if (generate) snprintf(pj, strlen(pj_base) + 64, "{\"method\":\"%s\",\"beam\":%d,%s", method, o->beam, pj_base + 1);
+    if (generate) snprintf(pj, strlen(pj_base) + 64, "{\"method\":\"%s\",\"beam\":%d,\"latency-users\":%d,%s", method,
+                           o->beam, o->latency_users, pj_base + 1);
     else snprintf(pj, strlen(pj_base) + 64, "{\"method\":\"%s\",%s", method, pj_base + 1);
     stage_run run;
     int b = stage_begin(&run, db, "evaluate", o->dataset, pj, upstream, o->force);
@@ -230,8 +231,8 @@ int cmd_evaluate(int argc, char **argv) {
         {"db", CLI_STR, &o.dbpath, "database file", 0},
         {"dataset", CLI_STR, &o.dataset, "dataset (default: the last ingested)", 0},
         {"method", CLI_STR, &o.methods, "all, tokenrec, lightgcn, popularity or generate (comma list allowed)", 0},
-        {"beam", CLI_INT, &o.beam, "generate: beam size (added to the run's settings for generate only)", 0},
-        {"latency-users", CLI_INT, &o.latency_users, "generate: users timed per method and batch size (0: no latency)", 0},
+        {"beam", CLI_INT, &o.beam, "generate: beam size (in the run's settings for generate only)", 0},
+        {"latency-users", CLI_INT, &o.latency_users, "generate: users timed per method and batch size (0: no latency; in generate's settings)", 0},
         {"split", CLI_STR, &o.split, "test, or both (valid too)", 1},
         {"batch", CLI_INT, &o.batch, "users per forward pass", 0},
         {"topk", CLI_INT, &o.topk, "recommendations stored per user", 1},
