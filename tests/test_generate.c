@@ -16,11 +16,12 @@
 #include "t5_gen.h"
 #include "util.h"
 
-enum { NU = 4, NI = 12, K = 2, LL = 4, SEQ = 6, P = 5, HIST = 8 };
+enum { NU = 4, NI = 12, K = 3, LL = 4, SEQ = 6, P = 5, HIST = 8 };
 
-/* Item tuples over a 4x4 grid; items 3 and 9 collide on (1,2), items 5 and 10 on (2,0). */
+/* Item tuples of 3 codes out of 4; items 3 and 9 collide on (1,2,1), items 5 and 10 on
+ * (2,0,2); (0,2) is no item's prefix. */
 static const int32_t item_codes[NI * K] = {
-    0,0, 0,1, 1,0, 1,2, 2,3, 2,0, 3,3, 0,3, 3,1, 1,2, 2,0, 1,1 };
+    0,0,0, 0,1,2, 1,0,3, 1,2,1, 2,3,0, 2,0,2, 3,3,3, 0,3,1, 3,1,0, 1,2,1, 2,0,2, 1,1,1 };
 
 typedef struct {
     rec_data     d;
@@ -70,13 +71,13 @@ static void trie_admits_exactly_the_items(void **state) {
     assert_int_equal(gen_trie_build(&t, item_codes, NI, K), 0);
     int total = 0;
     for (int a = 0; a < LL; a++)
-        for (int b = 0; b < LL; b++) {
-            int32_t tup[2] = {a, b};
+        for (int b = 0; b < LL * LL; b++) {
+            int32_t tup[3] = {a, b / LL, b % LL};
             const int32_t *items = NULL;
             int n = gen_trie_lookup(&t, tup, &items);
             int want = 0;
             for (int i = 0; i < NI; i++)
-                if (item_codes[i * K] == a && item_codes[i * K + 1] == b) {
+                if (item_codes[i * K] == tup[0] && item_codes[i * K + 1] == tup[1] && item_codes[i * K + 2] == tup[2]) {
                     assert_true(want < n);
                     assert_int_equal(items[want], i);         /* the items, by id */
                     want++;
@@ -127,8 +128,8 @@ static void kv_cache_matches_full_recompute(void **state) {
     int C = c->d_model, Td = c->dec_len;
     rec_batch rb;
     user_batch(f, &rb);
-    int32_t it[NU] = {3, 6, 0, 11};
-    float *full = full_states(f, &rb, it);
+    int32_t ia[NU] = {3, 6, 0, 11}, ib[NU] = {8, 1, 4, 2};
+    float *fa = full_states(f, &rb, ia), *fb = full_states(f, &rb, ib);
     /* incremental: the prompt from a forward with padding after it, then one step per code */
     int32_t dec[16];
     prompt_decoder(&f->v, dec, P);
@@ -138,27 +139,45 @@ static void kv_cache_matches_full_recompute(void **state) {
     assert_int_equal(t5_forward(f->m, &tb, 0, NULL, NULL), 0);
     t5_dec_state st;
     assert_int_equal(t5_dec_init(&st, f->m, 2 * NU, Td), 0);
-    float h[2 * NU * 64], lg_a[2 * NU * LL], lg_b[2 * NU * LL];
+    float h[2 * NU * 64], ref[2 * NU * 64], lg_a[2 * NU * LL], lg_b[2 * NU * LL];
     assert_int_equal(t5_dec_start(&st, f->m, &tb, P, h), 0);
     for (int u = 0; u < NU; u++)
         for (int k = 0; k < C; k++)
-            assert_float_equal(h[u * C + k], full[((size_t)u * Td + P - 1) * C + k], 1e-5);
-    /* two rows per user (a duplicate), to exercise the gather and the grouped cross-attention */
+            assert_float_equal(h[u * C + k], fa[((size_t)u * Td + P - 1) * C + k], 1e-5);
+    /* two rows per user, continuing item a's and item b's tuples: the gather from the
+     * prompt rows and the grouped cross-attention; then the rows of each user swapped, so
+     * the second step reads a permuted cache */
     int32_t parent[2 * NU], tok[2 * NU];
-    for (int r = 0; r < 2 * NU; r++) { parent[r] = r / 2; tok[r] = gen_book(&f->v, &f->d, 0).tok0 + item_codes[it[r / 2] * K]; }
+    for (int r = 0; r < 2 * NU; r++) {
+        const int32_t *it = r % 2 ? ib : ia;
+        parent[r] = r / 2;
+        tok[r] = gen_book(&f->v, &f->d, 0).tok0 + item_codes[it[r / 2] * K];
+    }
     t5_dec_gather(&st, parent, 2 * NU, 2);
-    assert_int_equal(t5_dec_step(&st, f->m, tok, h), 0);
-    float ref[2 * NU * 64];
-    for (int r = 0; r < 2 * NU; r++)
-        memcpy(ref + r * C, full + ((size_t)(r / 2) * Td + P) * C, sizeof(float) * C);
-    t5_gen_book bk = gen_book(&f->v, &f->d, 1);
-    t5_gen_logits(f->m, h, 2 * NU, bk, lg_a, 0);
-    t5_gen_logits(f->m, ref, 2 * NU, bk, lg_b, 0);
-    for (int i = 0; i < 2 * NU * C; i++) assert_float_equal(h[i], ref[i], 1e-4);
-    for (int i = 0; i < 2 * NU * LL; i++) assert_float_equal(lg_a[i], lg_b[i], 1e-4);
+    for (int step = 1; step < K; step++) {
+        assert_int_equal(t5_dec_step(&st, f->m, tok, h), 0);
+        for (int r = 0; r < 2 * NU; r++) {
+            int from_b = (r % 2) ^ (step == 2);          /* after the swap, even rows hold b */
+            const float *full = from_b ? fb : fa;
+            memcpy(ref + r * C, full + ((size_t)(r / 2) * Td + P - 1 + step) * C, sizeof(float) * C);
+        }
+        t5_gen_book bk = gen_book(&f->v, &f->d, step);
+        t5_gen_logits(f->m, h, 2 * NU, bk, lg_a, 0);
+        t5_gen_logits(f->m, ref, 2 * NU, bk, lg_b, 0);
+        for (int i = 0; i < 2 * NU * C; i++) assert_float_equal(h[i], ref[i], 1e-4);
+        for (int i = 0; i < 2 * NU * LL; i++) assert_float_equal(lg_a[i], lg_b[i], 1e-4);
+        if (step + 1 < K) {
+            for (int r = 0; r < 2 * NU; r++) parent[r] = r ^ 1;
+            t5_dec_gather(&st, parent, 2 * NU, 2);
+            for (int r = 0; r < 2 * NU; r++) {
+                const int32_t *it = (r % 2) ? ia : ib;   /* swapped */
+                tok[r] = gen_book(&f->v, &f->d, step).tok0 + item_codes[it[r / 2] * K + step];
+            }
+        }
+    }
     t5_dec_free(&st);
     rec_batch_free(&rb);
-    free(full);
+    free(fa); free(fb);
 }
 
 typedef struct { int n[NU]; int32_t items[NU][64]; float scores[NU][64]; } sink;
@@ -247,7 +266,7 @@ static void generate_loss_gradient_matches_finite_differences(void **state) {
     gen_train_dec(&f->v, &f->d, it, NU, P, dec, codes);
     t5_batch tb = rec_batch_t5(&rb);
     tb.dec_ids = dec; tb.dec_per_row = 1;
-    t5_gen_book bk[K] = {gen_book(&f->v, &f->d, 0), gen_book(&f->v, &f->d, 1)};
+    t5_gen_book bk[K] = {gen_book(&f->v, &f->d, 0), gen_book(&f->v, &f->d, 1), gen_book(&f->v, &f->d, 2)};
     t5_gen_ws w;
     t5_gen_ws_init(&w, f->m, NU, LL);
     assert_int_equal(t5_forward(f->m, &tb, 0, NULL, NULL), 0);
