@@ -230,7 +230,7 @@ int gen_search_users(gen_search *g, t5_model *m, const prompt_vocab *v, const re
                      const int32_t *users, int n, int split, int tmpl, retr_metrics *met, int topk,
                      rec_topk_fn fn, void *ctx) {
     if (n < 1 || n > g->max_users) return tr_error("gen_search_users: %d users (at most %d)", n, g->max_users);
-    int B = g->beam, S = d->cpi, C = t5_cfg(m)->d_model;
+    int B = g->beam, S = d->cpi;
     for (int i = 0; i < n; i++) {
         int p = rec_target_pos(d, users[i], split < 1 ? 2 : split);
         if (p < 0) p = 0;
@@ -269,7 +269,6 @@ int gen_search_users(gen_search *g, t5_model *m, const prompt_vocab *v, const re
         float *f = g->score; g->score = g->score2; g->score2 = f;
         if (!last) t5_dec_gather(&g->st, g->parent, n * B, B);
     }
-    (void)C;
     /* the final beams are leaves: their items, ranked */
     int32_t idx[256];
     float val[256];
