@@ -225,6 +225,8 @@ int cmd_finetune(int argc, char **argv) {
     int gen = !strcmp(o.objective, "generate");
     if (!gen && strcmp(o.objective, "retrieval")) return tr_error("--objective: expected retrieval or generate, got '%s'", o.objective);
     if (o.beam < 1 || o.beam > 1024) return tr_error("--beam must be in 1..1024");
+    if (gen && (o.faithful || cosine_loss))
+        return tr_error("--objective generate trains with cross-entropy over the item tokens; --faithful and --loss cosine do not apply");
     t5_set_threads(o.threads);
 
     sqlite3 *db = db_open(o.dbpath, 0);
