@@ -5,16 +5,18 @@
 #include "genrec.h"
 #include "recmodel.h"
 #include "retrieval.h"
+#include "spm.h"
 #include "stage.h"
 #include "util.h"
 #include <cblas.h>
+#include <cjson/cJSON.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 /* The settings of a run (all from the command line). */
 typedef struct {
-    const char *dbpath, *dataset, *preset, *loss, *pool, *score, *objective;
+    const char *dbpath, *dataset, *preset, *loss, *pool, *score, *init_from, *tokenizer, *objective;
     int seed, threads, epochs, batch, warmup, hist, min_hist, max_pos, patience, ckpt_every, beam;
     int eval_batch, d_model, n_heads, d_ff, enc_layers, dec_layers, dec_len, faithful, force, quiet;
     double lr, wd, clip, dropout, temperature;
@@ -156,13 +158,99 @@ static int load_blob(stage_run *run, const char *name, void *dst, size_t n) {
     return 0;
 }
 
+/* Size and 64-bit FNV-1a hash of a file's bytes: a changed --init-from checkpoint or
+ * tokenizer makes the run stale. */
+static int file_digest(const char *path, uint64_t *hash, int64_t *size) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return tr_error("cannot open %s", path);
+    char *buf = tr_malloc(1 << 20);
+    uint64_t h = 0xcbf29ce484222325ull;
+    int64_t n = 0;
+    size_t got;
+    while ((got = fread(buf, 1, 1 << 20, f)) > 0) { h = tr_hash64(buf, got, h); n += (int64_t)got; }
+    int err = ferror(f);
+    fclose(f);
+    free(buf);
+    if (err) return tr_error("cannot read %s", path);
+    *hash = h;
+    *size = n;
+    return 0;
+}
+
+/* The params JSON with the pretrained files added (only with --init-from, so the
+ * fingerprints of runs without it are unchanged): their paths, sizes and hashes. */
+static char *params_with_files(char *pj, const char *ckpt, const char *tok) {
+    uint64_t h1, h2;
+    int64_t s1, s2;
+    if (file_digest(ckpt, &h1, &s1) || file_digest(tok, &h2, &s2)) { free(pj); return NULL; }
+    char hx1[20], hx2[20];
+    snprintf(hx1, sizeof hx1, "%016llx", (unsigned long long)h1);
+    snprintf(hx2, sizeof hx2, "%016llx", (unsigned long long)h2);
+    cJSON *x = cJSON_CreateObject();
+    cJSON_AddStringToObject(x, "init-from", ckpt);
+    cJSON_AddNumberToObject(x, "init-from-size", (double)s1);
+    cJSON_AddStringToObject(x, "init-from-fnv", hx1);
+    cJSON_AddStringToObject(x, "tokenizer", tok);
+    cJSON_AddNumberToObject(x, "tokenizer-size", (double)s2);
+    cJSON_AddStringToObject(x, "tokenizer-fnv", hx2);
+    char *xs = cJSON_PrintUnformatted(x);
+    cJSON_Delete(x);
+    size_t a = strlen(pj), b = strlen(xs);
+    char *out = tr_malloc(a + b + 2);
+    memcpy(out, pj, a - 1);                       /* pj without its closing brace */
+    size_t k = a - 1;
+    if (a > 2) out[k++] = ',';
+    memcpy(out + k, xs + 1, b);                   /* xs without its opening brace */
+    out[k + b - 1] = 0;
+    free(pj);
+    free(xs);
+    return out;
+}
+
+/* The model and vocabulary of --init-from: the checkpoint's weights (config from the tensor
+ * shapes; head and dec_len from the preset when the file has no head), the template text
+ * tokenized with its SentencePiece tokenizer, and the ID tokens as new embedding rows
+ * after the checkpoint's (drawn N(0, 1) as Hugging Face T5 initialises embeddings). */
+static int init_pretrained(const ft_opts *o, const char *tok_path, const rec_data *d, rng_t *init,
+                           prompt_vocab *v, t5_model **out) {
+    t5_config fb;
+    if (make_config(o, 1, d->D, &fb) != 0) return -1;
+    spm_model *s = spm_load(tok_path);
+    if (!s) return -1;
+    t5_model *m = t5_load(o->init_from, &fb, init);
+    if (!m) { spm_free(s); return tr_error("--init-from: %s", tr_errmsg()); }
+    const t5_config *c = t5_cfg(m);
+    int rc = 0;
+    if (c->head_out != d->D)
+        rc = tr_error("--init-from %s: its head gives %d-d vectors but the CF item vectors are %d-d "
+                      "(use a checkpoint without head.* tensors, or one trained on this cf run)",
+                      o->init_from, c->head_out, d->D);
+    else if ((o->d_model > 0 && o->d_model != c->d_model) || (o->n_heads > 0 && o->n_heads != c->n_heads) ||
+             (o->d_ff > 0 && o->d_ff != c->d_ff) || (o->enc_layers > 0 && o->enc_layers != c->n_enc_layers) ||
+             (o->dec_layers >= 0 && o->dec_layers != c->n_dec_layers))
+        rc = tr_error("--init-from %s: the checkpoint has d_model %d, %d heads, d_ff %d, %d+%d layers; "
+                      "--d-model/--heads/--d-ff/--layers/--dec-layers must match or be left out",
+                      o->init_from, c->d_model, c->n_heads, c->d_ff, c->n_enc_layers, c->n_dec_layers);
+    else if (c->n_dec_layers < 1)
+        rc = tr_error("--init-from %s: the checkpoint has no decoder layers", o->init_from);
+    else if (prompt_vocab_init_spm(v, s, c->vocab, d->K, d->L, d->extra) != 0)
+        rc = tr_error("--tokenizer %s: %s", tok_path, tr_errmsg());
+    else if (t5_resize_vocab(m, v->vocab, init, 0.0f) != 0)
+        rc = -1;
+    spm_free(s);
+    if (rc) { t5_free(m); return -1; }
+    *out = m;
+    return 0;
+}
+
 static const char *usage_ft = "tokenrec finetune [--dataset NAME] [options]";
 static const char *summary_ft =
     "Fine-tune TokenRec's T5 recommender on prompts of user and item tokens (needs a finished\n"
     "tokenize run). Default: softmax over all items against the propagated CF item vectors\n"
     "(the setting that reaches the targets); --faithful: TokenRec's cosine-embedding loss with\n"
     "one negative against the ego vectors. Resumable: run the same command again after a kill\n"
-    "or Ctrl-C. The best epoch on the valid items is kept.\n"
+    "or Ctrl-C. The best epoch on the valid items is kept. --init-from starts from a pretrained\n"
+    "T5 checkpoint (e.g. Hugging Face t5-small's model.safetensors with its tokenizer.json).\n"
     "--objective generate: the autoregressive baseline (its own stage, finetune-gen): the decoder\n"
     "generates the target item's tokens through an LM head tied to the item-token embeddings,\n"
     "cross-entropy with teacher forcing; validation by constrained beam search (--beam).";
@@ -210,6 +298,11 @@ int cmd_finetune(int argc, char **argv) {
         {"threads", CLI_INT, &o.threads, "threads (0: all cores)", 0},
         {"force", CLI_FLAG, &o.force, "train again even if an identical run is done", 0},
         {"quiet", CLI_FLAG, &o.quiet, "no progress lines", 0},
+        /* param 0: added to the params JSON by hand, with the files' sizes and hashes, only
+         * when given (params_with_files) */
+        {"init-from", CLI_STR, &o.init_from, "pretrained T5 checkpoint (.safetensors, Hugging Face names); "
+         "--preset then gives only the head size and dec_len", 0},
+        {"tokenizer", CLI_STR, &o.tokenizer, "its tokenizer.json (default: beside the checkpoint)", 0},
         CLI_OPT_END};
     int rc = cli_parse(argc, argv, opts, usage_ft, summary_ft);
     if (rc) return rc > 0 ? 0 : -1;
@@ -227,6 +320,24 @@ int cmd_finetune(int argc, char **argv) {
     if (o.beam < 1 || o.beam > 1024) return tr_error("--beam must be in 1..1024");
     if (gen && (o.faithful || cosine_loss))
         return tr_error("--objective generate trains with cross-entropy over the item tokens; --faithful and --loss cosine do not apply");
+    if (gen && o.init_from)
+        return tr_error("--objective generate does not take --init-from (its decoder length depends on the codes per item)");
+    char tokbuf[4096];
+    if (o.init_from) {
+        if (!tr_file_exists(o.init_from)) return tr_error("--init-from: no file %s", o.init_from);
+        if (!o.tokenizer) {
+            const char *sl = strrchr(o.init_from, '/');
+            snprintf(tokbuf, sizeof tokbuf, "%.*stokenizer.json", sl ? (int)(sl - o.init_from + 1) : 0, o.init_from);
+            if (!tr_file_exists(tokbuf))
+                return tr_error("--init-from: no tokenizer.json beside %s; give --tokenizer FILE (the "
+                                "checkpoint's Hugging Face tokenizer.json)", o.init_from);
+            o.tokenizer = tokbuf;
+        } else if (!tr_file_exists(o.tokenizer)) {
+            return tr_error("--tokenizer: no file %s", o.tokenizer);
+        }
+    } else if (o.tokenizer) {
+        return tr_error("--tokenizer needs --init-from (the word-level vocabulary needs no tokenizer)");
+    }
     t5_set_threads(o.threads);
 
     sqlite3 *db = db_open(o.dbpath, 0);
@@ -234,6 +345,7 @@ int cmd_finetune(int argc, char **argv) {
     char dsbuf[128];
     if (!o.dataset && !(o.dataset = db_default_dataset(db, dsbuf, sizeof dsbuf))) { db_close(db); return -1; }
     char *pj = cli_params_json(opts);
+    if (o.init_from && !(pj = params_with_files(pj, o.init_from, o.tokenizer))) { db_close(db); return -1; }
     /* generate runs are their own stage: the current "finetune" run stays the retrieval model
      * that evaluate --method tokenrec and the stage freshness checks see */
     const char *stage_name = gen ? "finetune-gen" : "finetune";
@@ -273,19 +385,28 @@ int cmd_finetune(int argc, char **argv) {
     t5_gen_book books[T5_GEN_MAX_STEPS];
     int status = -1;
     if (rec_data_load(db, o.dataset, run.upstream_run, o.pool, &d) != 0) goto fail_nodata;
-    if (prompt_vocab_init(&v, d.K, d.L, d.extra) != 0) goto fail;
     t5_config cfg;
-    if (make_config(&o, v.vocab, d.D, &cfg) != 0) goto fail;
-    if (gen) {       /* the prompt then the target's first cpi-1 codes; the head is unused */
-        if (d.cpi > T5_GEN_MAX_STEPS) { tr_error("generate: %d codes per item (at most %d)", d.cpi, T5_GEN_MAX_STEPS); goto fail; }
-        P = cfg.dec_len;
-        cfg.dec_len = P + d.cpi - 1;
-        cfg.head_hidden = 0;
-    }
     rng_t init;
     rng_seed(&init, (uint64_t)o.seed);
-    m = t5_new(&cfg, &init);
-    if (!m) goto fail;
+    if (o.init_from) {
+        if (init_pretrained(&o, o.tokenizer, &d, &init, &v, &m) != 0) goto fail;
+        cfg = *t5_cfg(m);
+        if (!o.quiet && !run.resumed)
+            fprintf(stderr, "[finetune] from %s: d_model %d, %d+%d layers; tokenizer %s: %d tokens, ID tokens "
+                    "from id %d\n", o.init_from, cfg.d_model, cfg.n_enc_layers, cfg.n_dec_layers, o.tokenizer,
+                    v.n_words, v.base_item);
+    } else {
+        if (prompt_vocab_init(&v, d.K, d.L, d.extra) != 0) goto fail;
+        if (make_config(&o, v.vocab, d.D, &cfg) != 0) goto fail;
+        if (gen) {   /* the prompt then the target's first cpi-1 codes; the head is unused */
+            if (d.cpi > T5_GEN_MAX_STEPS) { tr_error("generate: %d codes per item (at most %d)", d.cpi, T5_GEN_MAX_STEPS); goto fail; }
+            P = cfg.dec_len;
+            cfg.dec_len = P + d.cpi - 1;
+            cfg.head_hidden = 0;
+        }
+        m = t5_new(&cfg, &init);
+        if (!m) goto fail;
+    }
     int64_t n;
     samples = rec_samples(&d, o.hist, o.min_hist, o.max_pos, &n);
     if (n == 0) { tr_error("finetune: no training samples (sequences too short for --min-hist %d)", o.min_hist); goto fail; }

@@ -55,7 +55,7 @@ typedef struct { prompt_vocab *v; int32_t *out; int n; } tok_ctx;
 
 static int find_word(const prompt_vocab *v, const char *w, size_t n) {
     for (int i = 0; i < v->n_words; i++)
-        if (strlen(v->words[i]) == n && !memcmp(v->words[i], w, n)) return i;
+        if (v->words[i] && strlen(v->words[i]) == n && !memcmp(v->words[i], w, n)) return i;
     return -1;
 }
 
@@ -93,6 +93,9 @@ int prompt_vocab_init(prompt_vocab *v, int K, int L, int extra) {
     split_words(prompt_decoder_text, add_word, v);
     v->id_user = 3;
     v->id_item = 4;
+    v->user_pre[0] = v->id_user;
+    v->item_pre[0] = v->id_item;
+    v->n_user_pre = v->n_item_pre = 1;
     v->base_item = v->n_words;
     v->base_user = v->base_item + K * L;
     v->base_extra = v->base_user + K * L;
@@ -111,7 +114,7 @@ int prompt_vocab_init(prompt_vocab *v, int K, int L, int extra) {
 }
 
 void prompt_vocab_free(prompt_vocab *v) {
-    for (int i = 0; i < v->n_words; i++) free(v->words[i]);
+    for (int i = 0; v->words && i < v->n_words; i++) free(v->words[i]);
     free(v->words);
     for (int t = 0; t < PROMPT_N; t++) free(v->tmpl[t]);
     free(v->dec);
@@ -121,7 +124,7 @@ void prompt_vocab_free(prompt_vocab *v) {
 int prompt_word_id(const prompt_vocab *v, const char *w) { return find_word(v, w, strlen(w)); }
 
 const char *prompt_token_text(const prompt_vocab *v, int id, char *buf, int len) {
-    if (id >= 0 && id < v->n_words) snprintf(buf, (size_t)len, "%s", v->words[id]);
+    if (id >= 0 && id < v->n_words && v->words[id]) snprintf(buf, (size_t)len, "%s", v->words[id]);
     else if (id >= v->base_item && id < v->base_user)
         snprintf(buf, (size_t)len, "<%d-%d>", (id - v->base_item) / v->L, (id - v->base_item) % v->L);
     else if (id >= v->base_user && id < v->base_extra)
@@ -135,7 +138,7 @@ const char *prompt_token_text(const prompt_vocab *v, int id, char *buf, int len)
 int prompt_max_len(const prompt_vocab *v, int codes_per_item, int n) {
     int m = 0;
     for (int t = 0; t < PROMPT_N; t++) if (v->tmpl_len[t] > m) m = v->tmpl_len[t];
-    return m + (v->K + 1) + n * (codes_per_item + 1) + 1;
+    return m + (v->K + v->n_user_pre) + n * (codes_per_item + v->n_item_pre) + 1;
 }
 
 int prompt_encode(const prompt_vocab *v, int t, const int32_t *user_codes,
@@ -145,12 +148,12 @@ int prompt_encode(const prompt_vocab *v, int t, const int32_t *user_codes,
     for (int k = 0; k < v->tmpl_len[t]; k++) {
         int32_t id = v->tmpl[t][k];
         if (id == -1) {
-            PUT(v->id_user);
+            for (int k2 = 0; k2 < v->n_user_pre; k2++) PUT(v->user_pre[k2]);
             for (int b = 0; b < v->K; b++) PUT(v->base_user + b * v->L + user_codes[b]);
         } else if (id == -2) {
             for (int i = 0; i < n; i++) {
                 const int32_t *c = item_codes + (size_t)i * codes_per_item;
-                PUT(v->id_item);
+                for (int k2 = 0; k2 < v->n_item_pre; k2++) PUT(v->item_pre[k2]);
                 for (int b = 0; b < v->K; b++) PUT(v->base_item + b * v->L + c[b]);
                 if (codes_per_item > v->K) PUT(v->base_extra + c[v->K]);
             }

@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #define PROMPT_N_TRAIN 10                     /* templates 0..9 are used in training */
+#define PROMPT_MAX_PRE 8                      /* tokens of the "user_" / "item_" prefix */
 enum { PROMPT_TEST = 10, PROMPT_UNSEEN = 11, PROMPT_N = 12 };
 enum { TOK_PAD = 0, TOK_END = 1, TOK_UNK = 2 };
 
@@ -28,10 +29,33 @@ typedef struct {
     int    tmpl_len[PROMPT_N];
     int32_t *dec;                /* decoder prompt words */
     int    dec_len;
+    /* the tokens written before a user's and before each item's codes: {id_user} and
+     * {id_item} in the word-level vocabulary, the SentencePiece pieces of "user_" and
+     * "item_" (e.g. "▁user" "_") in the SentencePiece one */
+    int32_t user_pre[PROMPT_MAX_PRE], item_pre[PROMPT_MAX_PRE];
+    int    n_user_pre, n_item_pre;
+    int    spm;                  /* 1: SentencePiece text (prompt_vocab_init_spm); words[id]
+                                  * may be NULL there (only the pieces the prompts use are named) */
 } prompt_vocab;
 
 int  prompt_vocab_init(prompt_vocab *v, int K, int L, int extra);
 void prompt_vocab_free(prompt_vocab *v);
+
+/* The SentencePiece vocabulary of a pretrained checkpoint (prompt_spm.c): the template text,
+ * "user_", "item_" and the decoder prompt are tokenized with s (each text run between ID
+ * tokens on its own, as Hugging Face does around added tokens); ids 0..spm_vocab_size-1 are
+ * the tokenizer's, the K*L item, K*L user and extra disambiguation tokens follow from id
+ * `base` (the checkpoint's embedding rows, >= the tokenizer's size). The decoder prompt ends
+ * with </s>, as the tokenizer's post-processor writes it. <pad> must be id 0 and </s> id 1
+ * (as in T5). -1 with tr_error otherwise. */
+struct spm_model;
+int  prompt_vocab_init_spm(prompt_vocab *v, const struct spm_model *s, int base, int K, int L,
+                           int extra);
+/* A SentencePiece vocabulary as JSON (what rebuilds the same prompts without the tokenizer:
+ * the pre-tokenized templates, prefixes, decoder prompt, base and the pieces they use), and
+ * back. The caller frees the string. */
+char *prompt_vocab_json(const prompt_vocab *v);
+int   prompt_vocab_from_json(prompt_vocab *v, const char *json, int K, int L, int extra);
 int  prompt_word_id(const prompt_vocab *v, const char *w);          /* -1 if not a word */
 /* Text of token id (a word, "<1-17>", "<b-3>"), for display and tests. */
 const char *prompt_token_text(const prompt_vocab *v, int id, char *buf, int len);

@@ -273,6 +273,16 @@ int rec_config_parse(const char *json, t5_config *c) {
 int rec_model_save(sqlite3 *db, int64_t run_id, const t5_model *m, const prompt_vocab *v,
                    const char *pool_kind, int cosine, int hist_cap) {
     char *cfg = rec_config_json(t5_cfg(m));
+    char *pv = prompt_vocab_json(v);
+    if (pv) {       /* a SentencePiece vocabulary rides in the config JSON, under "prompt" */
+        size_t a = strlen(cfg), b = strlen(pv);
+        char *c2 = tr_malloc(a + b + 16);
+        memcpy(c2, cfg, a - 1);                          /* cfg without its closing brace */
+        snprintf(c2 + a - 1, b + 16, ",\"prompt\":%s}", pv);
+        free(cfg);
+        free(pv);
+        cfg = c2;
+    }
     sqlite3_stmt *st = db_prep(db, "INSERT OR REPLACE INTO models (run_id, config, K, L, extra, "
                                    "pool_kind, cosine, hist_cap, n_params, params) VALUES (?,?,?,?,?,?,?,?,?,?)");
     int rc = -1;
@@ -295,6 +305,23 @@ int rec_model_save(sqlite3 *db, int64_t run_id, const t5_model *m, const prompt_
     return rc;
 }
 
+/* The prompt vocabulary of a stored model: the SentencePiece one under the config's "prompt"
+ * key when present (finetune --init-from), else the word-level one of K, L, extra. */
+static int rec_vocab_from_config(const char *json, prompt_vocab *v, int K, int L, int extra) {
+    cJSON *j = cJSON_Parse(json);
+    const cJSON *p = cJSON_GetObjectItemCaseSensitive(j, "prompt");
+    int rc;
+    if (cJSON_IsObject(p)) {
+        char *s = cJSON_PrintUnformatted(p);
+        rc = prompt_vocab_from_json(v, s, K, L, extra);
+        free(s);
+    } else {
+        rc = prompt_vocab_init(v, K, L, extra);
+    }
+    cJSON_Delete(j);
+    return rc;
+}
+
 int rec_model_load(sqlite3 *db, int64_t run, rec_loaded *out) {
     memset(out, 0, sizeof *out);
     sqlite3_stmt *st = db_prep(db, "SELECT m.config, m.K, m.L, m.extra, m.pool_kind, m.cosine, m.hist_cap, "
@@ -307,15 +334,21 @@ int rec_model_load(sqlite3 *db, int64_t run, rec_loaded *out) {
         tr_error("finetune run %lld has no stored model", (long long)run);
     } else {
         t5_config cfg;
-        if (rec_config_parse((const char *)sqlite3_column_text(st, 0), &cfg) == 0 &&
-            prompt_vocab_init(&out->vocab, sqlite3_column_int(st, 1), sqlite3_column_int(st, 2),
-                              sqlite3_column_int(st, 3)) == 0) {
+        const char *cj = (const char *)sqlite3_column_text(st, 0);
+        if (rec_config_parse(cj, &cfg) == 0 &&
+            rec_vocab_from_config(cj, &out->vocab, sqlite3_column_int(st, 1), sqlite3_column_int(st, 2),
+                                  sqlite3_column_int(st, 3)) == 0) {
             snprintf(out->pool_kind, sizeof out->pool_kind, "%s", (const char *)sqlite3_column_text(st, 4));
             out->cosine = sqlite3_column_int(st, 5);
             out->hist_cap = sqlite3_column_int(st, 6);
             out->tokenize_run = sqlite3_column_int64(st, 9);
             rng_t r;
             rng_seed(&r, 0);
+            if (out->vocab.vocab != cfg.vocab) {      /* ids past the embedding rows: refuse */
+                tr_error("finetune run %lld: the prompt vocabulary has %d tokens but the model %d rows",
+                         (long long)run, out->vocab.vocab, cfg.vocab);
+                goto done;
+            }
             out->model = t5_new(&cfg, &r);
             size_t np = (size_t)sqlite3_column_int64(st, 7);
             if (out->model && np == t5_n_params(out->model) &&
@@ -327,6 +360,7 @@ int rec_model_load(sqlite3 *db, int64_t run, rec_loaded *out) {
             }
         }
     }
+done:
     sqlite3_finalize(st);
     if (rc) rec_loaded_free(out);
     return rc;

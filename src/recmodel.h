@@ -83,7 +83,10 @@ t5_batch rec_batch_t5(const rec_batch *b);
 int rec_queries(t5_model *m, const prompt_vocab *v, const rec_data *d, const int32_t *users,
                 int n, int split, int hist_cap, int tmpl, int batch_size, float *z);
 
-/* Store / load the trained model of a finetune run (table models). */
+/* Store / load the trained model of a finetune run (table models). A SentencePiece prompt
+ * vocabulary (finetune --init-from) is stored as prompt_vocab_json under the key "prompt" of
+ * the config JSON, so evaluate rebuilds the same prompts without the tokenizer file; without
+ * that key the word-level vocabulary of K, L, extra is rebuilt, as before. */
 int rec_model_save(sqlite3 *db, int64_t run_id, const t5_model *m, const prompt_vocab *v,
                    const char *pool_kind, int cosine, int hist_cap);
 typedef struct {

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fuzz every reader of outside input with libFuzzer under AddressSanitizer + UBSan.
-#   tests/fuzz/run.sh [SECONDS] [TARGET...]     (default: 30 s each, all four targets)
+#   tests/fuzz/run.sh [SECONDS] [TARGET...]     (default: 30 s each, all five targets)
 # Builds a clang configuration in $FUZZ_BUILD (default build-fuzz/), makes seed corpora from
 # the first lines of the real files in ../shared (never copied into the repository), runs each
 # target for SECONDS, and prints the executions per target. A crash, hang (>10 s), leak or
@@ -13,7 +13,7 @@ root=$(cd "$here/../.." && pwd)
 secs=${1:-30}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(fuzz_csv fuzz_ingest fuzz_safetensors fuzz_config)
+[ ${#targets[@]} -gt 0 ] || targets=(fuzz_csv fuzz_ingest fuzz_safetensors fuzz_config fuzz_spm)
 B=${FUZZ_BUILD:-$root/build-fuzz}
 shared=${TOKENREC_SHARED:-$root/../shared}
 command -v clang >/dev/null || { echo "run.sh: clang is not installed (apt-get install clang libclang-rt-14-dev)"; exit 1; }
@@ -28,7 +28,7 @@ meson compile -C "$B" "${targets[@]}" >/dev/null
 
 # 2. seed corpora: the first 50 lines of the real files, with the targets' selector bytes
 C=$B/corpus
-mkdir -p "$C"/{fuzz_csv,fuzz_ingest,fuzz_safetensors,fuzz_config} "$B/artifacts"
+mkdir -p "$C"/{fuzz_csv,fuzz_ingest,fuzz_safetensors,fuzz_config,fuzz_spm} "$B/artifacts"
 seed() {  # seed TARGET NAME PREFIX(printf format) FILE [LINES]
   local f=$4
   [ -f "$f" ] || return 0
