@@ -2,6 +2,7 @@
 #include "evaluate.h"
 #include "cli.h"
 #include "db.h"
+#include "genrec.h"
 #include "recmodel.h"
 #include "retrieval.h"
 #include "stage.h"
@@ -94,6 +95,7 @@ static int load_cf(sqlite3 *db, int64_t run, const char *entity, int n, float **
 typedef struct {
     const char *dbpath, *dataset, *methods, *split;
     int batch, topk, threads, force, quiet, unseen;
+    int beam, latency_users;             /* --method generate */
 } ev_opts;
 
 /* The seen / unseen table of evaluate --unseen. */
@@ -114,9 +116,13 @@ static void print_unseen(const char *method, const char *dataset, const retr_met
 
 /* Evaluate one method as its own evaluate run; prints and stores its metrics. */
 static int eval_method(sqlite3 *db, const ev_opts *o, const char *method, const char *pj_base) {
-    const char *upstream = !strcmp(method, "popularity") ? "ingest" : !strcmp(method, "lightgcn") ? "cf" : "finetune";
+    int generate = !strcmp(method, "generate");
+    const char *upstream = !strcmp(method, "popularity") ? "ingest" : !strcmp(method, "lightgcn") ? "cf" :
+                           generate ? "finetune-gen" : "finetune";
     char *pj = tr_malloc(strlen(pj_base) + 64);
-    snprintf(pj, strlen(pj_base) + 64, "{\"method\":\"%s\",%s", method, pj_base + 1);
+    if (generate) snprintf(pj, strlen(pj_base) + 64, "{\"method\":\"%s\",\"beam\":%d,\"latency-users\":%d,%s", method,
+                           o->beam, o->latency_users, pj_base + 1);
+    else snprintf(pj, strlen(pj_base) + 64, "{\"method\":\"%s\",%s", method, pj_base + 1);
     stage_run run;
     int b = stage_begin(&run, db, "evaluate", o->dataset, pj, upstream, o->force);
     free(pj);
@@ -143,6 +149,8 @@ static int eval_method(sqlite3 *db, const ev_opts *o, const char *method, const 
     int rc = -1;
     rec_sink sink = {0};
     sink.topk = o->topk;
+    gen_eval_out gout;
+    memset(&gout, 0, sizeof gout);
     stage_progress(&run, 0, "%s: loading", method);
     if (!strcmp(method, "tokenrec")) {
         if (rec_model_load(db, run.upstream_run, &lm) != 0) goto fail;
@@ -175,6 +183,13 @@ static int eval_method(sqlite3 *db, const ev_opts *o, const char *method, const 
             n_unseen = d.n_skip;
         }
         secs = tr_monotonic() - t0;
+    } else if (generate) {          /* autoregressive baseline: constrained beam search */
+        if (rec_model_load(db, run.upstream_run, &lm) != 0) goto fail;
+        if (rec_data_load(db, o->dataset, lm.tokenize_run, lm.pool_kind, &d) != 0) goto fail;
+        sink_alloc(&sink, d.n_users);
+        if (gen_eval(db, o->dataset, &lm, &d, o->beam, o->batch, do_valid ? &valid : NULL, &test, o->topk,
+                     sink_topk, &sink, o->latency_users, o->quiet, &gout) != 0) goto fail;
+        secs = gout.test_secs;
     } else {
         if (rec_sequences_load(db, o->dataset, &d) != 0) goto fail;
         sink_alloc(&sink, d.n_users);
@@ -237,6 +252,9 @@ static int eval_method(sqlite3 *db, const ev_opts *o, const char *method, const 
         put_metric(db, run.id, method, "latency", "ms_per_user", 0, 1000 * secs / d.n_users) != 0 ||
         put_metric(db, run.id, method, "latency", "users_per_s", 0, d.n_users / (secs > 0 ? secs : 1e-9)) != 0)
         goto fail;
+    for (int i = 0; i < gout.n; i++)
+        if (put_metric(db, run.id, gout.rows[i].method, gout.rows[i].split, gout.rows[i].metric, gout.rows[i].k,
+                       gout.rows[i].value) != 0) goto fail;
     if (stage_finish_commit(&run) != 0) goto fail;
     if (!o->quiet) {
         printf("%-12s %-8s HR@10 %.4f  NDCG@10 %.4f  HR@20 %.4f  NDCG@20 %.4f  HR@30 %.4f  NDCG@30 %.4f",
@@ -265,20 +283,24 @@ out:
     return rc;
 }
 
-static const char *usage_ev = "tokenrec evaluate [--dataset NAME] [--method all|tokenrec|lightgcn|popularity]";
+static const char *usage_ev = "tokenrec evaluate [--dataset NAME] [--method all|tokenrec|lightgcn|popularity|generate]";
 static const char *summary_ev =
     "Recommend for every user and measure HR@{10,20,30} and NDCG@{10,20,30} over the full item\n"
     "set on the test items (history excluded). tokenrec: one forward pass of the finetuned model\n"
     "per user, then top-K by similarity to every item's CF vector. Baselines in the same harness:\n"
     "lightgcn (user vector . item vectors of the cf stage) and popularity (train counts).\n"
-    "The top-50 per user go into the recommendations table.";
+    "The top-50 per user go into the recommendations table.\n"
+    "generate: the autoregressive baseline (finetune --objective generate): constrained beam search\n"
+    "over the item token tuples, plus the latency of it and of generative retrieval side by side.";
 
 int cmd_evaluate(int argc, char **argv) {
-    ev_opts o = {DB_DEFAULT_PATH, NULL, "all", "test", 128, 50, 0, 0, 0, 0};
+    ev_opts o = {DB_DEFAULT_PATH, NULL, "all", "test", 128, 50, 0, 0, 0, 0, 20, 256};
     cli_opt opts[] = {
         {"db", CLI_STR, &o.dbpath, "database file", 0},
         {"dataset", CLI_STR, &o.dataset, "dataset (default: the last ingested)", 0},
-        {"method", CLI_STR, &o.methods, "all, tokenrec, lightgcn or popularity (comma list allowed)", 0},
+        {"method", CLI_STR, &o.methods, "all, tokenrec, lightgcn, popularity or generate (comma list allowed)", 0},
+        {"beam", CLI_INT, &o.beam, "generate: beam size (in the run's settings for generate only)", 0},
+        {"latency-users", CLI_INT, &o.latency_users, "generate: users timed per method and batch size (0: no latency; in generate's settings)", 0},
         {"split", CLI_STR, &o.split, "test, or both (valid too)", 1},
         {"batch", CLI_INT, &o.batch, "users per forward pass", 0},
         {"topk", CLI_INT, &o.topk, "recommendations stored per user", 1},
@@ -293,6 +315,7 @@ int cmd_evaluate(int argc, char **argv) {
     if (strcmp(o.split, "test") && strcmp(o.split, "both") && strcmp(o.split, "valid"))
         return tr_error("--split: expected test or both, got '%s'", o.split);
     if (o.batch < 1 || o.topk < 1 || o.topk > 256) return tr_error("--batch must be positive and --topk in 1..256");
+    if (o.beam < 1 || o.beam > 1024 || o.latency_users < 0) return tr_error("--beam must be in 1..1024 and --latency-users >= 0");
     t5_set_threads(o.threads);
     sqlite3 *db = db_open(o.dbpath, 0);
     if (!db) return -1;
@@ -308,11 +331,11 @@ int cmd_evaluate(int argc, char **argv) {
         free(pj);
         pj = q;
     }
-    const char *all[] = {"popularity", "lightgcn", "tokenrec"};
-    const char *ups[] = {"ingest", "cf", "finetune"};
+    const char *all[] = {"popularity", "lightgcn", "tokenrec", "generate"};
+    const char *ups[] = {"ingest", "cf", "finetune", "finetune-gen"};
     rc = 0;
     int ran = 0;
-    for (int i = 0; i < 3 && !rc; i++) {
+    for (int i = 0; i < 4 && !rc; i++) {
         int want;
         if (!strcmp(o.methods, "all")) want = stage_current_run(db, o.dataset, ups[i]) != 0;
         else {
@@ -323,13 +346,45 @@ int cmd_evaluate(int argc, char **argv) {
         ran++;
         rc = eval_method(db, &o, all[i], pj);
     }
-    if (!rc && !ran) rc = tr_error("--method: nothing to evaluate ('%s'; expected all, tokenrec, lightgcn, popularity)", o.methods);
+    if (!rc && !ran) rc = tr_error("--method: nothing to evaluate ('%s'; expected all, tokenrec, lightgcn, popularity, generate)", o.methods);
     free(pj);
     db_close(db);
     return rc;
 }
 
 /* ---- report ---- */
+
+/* The latency table of the latest evaluate --method generate run per dataset: both methods
+ * timed in the same process on the same users. */
+static void report_latency(sqlite3 *db, int csv) {
+    sqlite3_stmt *st = db_prep(db,
+        "WITH lat AS (SELECT r.dataset, max(r.id) AS run FROM stage_runs r JOIN run_metrics m ON m.run_id = r.id "
+        "WHERE r.status='done' AND m.split='latency-b1' GROUP BY r.dataset) "
+        "SELECT l.dataset, m.method, l.run, m.value, "
+        "(SELECT value FROM run_metrics WHERE run_id=l.run AND method=m.method AND split='latency-best' AND metric='users_per_s'), "
+        "(SELECT k FROM run_metrics WHERE run_id=l.run AND method=m.method AND split='latency-best' AND metric='users_per_s'), "
+        "(SELECT value FROM run_metrics WHERE run_id=l.run AND method='generate' AND split='test' AND metric='beam') "
+        "FROM lat l JOIN run_metrics m ON m.run_id = l.run AND m.split='latency-b1' AND m.metric='ms_per_user' "
+        "ORDER BY l.dataset, m.method DESC");
+    if (!st) return;
+    int n = 0;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        if (!n++) {
+            if (csv) printf("\ndataset,method,run,ms_per_user_batch1,users_per_s_best,best_batch,beam\n");
+            else printf("\n| dataset | method | run | ms/user (batch 1) | users/s (best batch) | best batch | beam |\n"
+                        "|---|---|---|---|---|---|---|\n");
+        }
+        const char *method = (const char *)sqlite3_column_text(st, 1);
+        int is_gen = !strcmp(method, "generate");
+        printf(csv ? "%s,%s,%lld,%.3f,%.1f,%d," : "| %s | %s | %lld | %.3f | %.1f | %d | ",
+               sqlite3_column_text(st, 0), is_gen ? "generate (beam search)" : "tokenrec (generative retrieval)",
+               (long long)sqlite3_column_int64(st, 2), sqlite3_column_double(st, 3), sqlite3_column_double(st, 4),
+               sqlite3_column_int(st, 5));
+        if (is_gen) printf(csv ? "%d\n" : "%d |\n", sqlite3_column_int(st, 6));
+        else printf(csv ? "\n" : "- |\n");
+    }
+    sqlite3_finalize(st);
+}
 
 static const char *usage_rep = "tokenrec report [--db FILE] [--csv]";
 static const char *summary_rep =
@@ -385,6 +440,7 @@ int cmd_report(int argc, char **argv) {
     }
     sqlite3_finalize(st);
     if (!n) fprintf(stderr, "no metrics yet: run 'tokenrec cf' or 'tokenrec evaluate' first\n");
+    report_latency(db, csv);
     db_close(db);
     return 0;
 }

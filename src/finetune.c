@@ -2,6 +2,7 @@
 #include "finetune.h"
 #include "cli.h"
 #include "db.h"
+#include "genrec.h"
 #include "recmodel.h"
 #include "retrieval.h"
 #include "spm.h"
@@ -15,8 +16,8 @@
 
 /* The settings of a run (all from the command line). */
 typedef struct {
-    const char *dbpath, *dataset, *preset, *loss, *pool, *score, *init_from, *tokenizer;
-    int seed, threads, epochs, batch, warmup, hist, min_hist, max_pos, patience, ckpt_every;
+    const char *dbpath, *dataset, *preset, *loss, *pool, *score, *init_from, *tokenizer, *objective;
+    int seed, threads, epochs, batch, warmup, hist, min_hist, max_pos, patience, ckpt_every, beam;
     int eval_batch, d_model, n_heads, d_ff, enc_layers, dec_layers, dec_len, faithful, force, quiet;
     double lr, wd, clip, dropout, temperature;
 } ft_opts;
@@ -249,7 +250,10 @@ static const char *summary_ft =
     "(the setting that reaches the targets); --faithful: TokenRec's cosine-embedding loss with\n"
     "one negative against the ego vectors. Resumable: run the same command again after a kill\n"
     "or Ctrl-C. The best epoch on the valid items is kept. --init-from starts from a pretrained\n"
-    "T5 checkpoint (e.g. Hugging Face t5-small's model.safetensors with its tokenizer.json).";
+    "T5 checkpoint (e.g. Hugging Face t5-small's model.safetensors with its tokenizer.json).\n"
+    "--objective generate: the autoregressive baseline (its own stage, finetune-gen): the decoder\n"
+    "generates the target item's tokens through an LM head tied to the item-token embeddings,\n"
+    "cross-entropy with teacher forcing; validation by constrained beam search (--beam).";
 
 int cmd_finetune(int argc, char **argv) {
     ft_opts o = {0};
@@ -257,6 +261,7 @@ int cmd_finetune(int argc, char **argv) {
     o.seed = 42; o.epochs = 6; o.batch = 32; o.warmup = 200; o.hist = 50; o.min_hist = 2;
     o.max_pos = -1; o.patience = 3; o.ckpt_every = 200; o.eval_batch = 128; o.dec_layers = -1;
     o.lr = 3e-4; o.wd = 0.01; o.clip = 1.0; o.dropout = -1; o.temperature = 0.1;
+    o.objective = "retrieval"; o.beam = 20;
     cli_opt opts[] = {
         {"db", CLI_STR, &o.dbpath, "database file", 0},
         {"dataset", CLI_STR, &o.dataset, "dataset (default: the last ingested)", 0},
@@ -272,6 +277,10 @@ int cmd_finetune(int argc, char **argv) {
         {"pool", CLI_STR, &o.pool, "item vectors z is trained against and scored on: mean or ego", 1},
         {"score", CLI_STR, &o.score, "dot or cos", 1},
         {"temperature", CLI_FLOAT, &o.temperature, "softmax temperature with --score cos", 1},
+        /* not params: added to the params JSON only for generate, so retrieval runs keep their fingerprints */
+        {"objective", CLI_STR, &o.objective, "retrieval (the head into CF space) or generate (the decoder writes the "
+                                             "target's tokens; the beam-search baseline, stage finetune-gen)", 0},
+        {"beam", CLI_INT, &o.beam, "generate: beam size of the validation beam search", 0},
         {"faithful", CLI_FLAG, &o.faithful, "TokenRec's choices: cosine loss, ego pool, cos, targets <= 49", 1},
         {"epochs", CLI_INT, &o.epochs, "maximum epochs", 1},
         {"batch", CLI_INT, &o.batch, "samples per step", 1},
@@ -306,6 +315,13 @@ int cmd_finetune(int argc, char **argv) {
     if (o.batch < 1 || o.batch > 4096 || o.epochs < 1 || o.hist < 1 || o.min_hist < 1 || o.eval_batch < 1)
         return tr_error("finetune: --batch (1..4096), --epochs, --hist, --min-hist and --eval-batch must be positive");
     if (o.temperature <= 0) return tr_error("--temperature must be positive");
+    int gen = !strcmp(o.objective, "generate");
+    if (!gen && strcmp(o.objective, "retrieval")) return tr_error("--objective: expected retrieval or generate, got '%s'", o.objective);
+    if (o.beam < 1 || o.beam > 1024) return tr_error("--beam must be in 1..1024");
+    if (gen && (o.faithful || cosine_loss))
+        return tr_error("--objective generate trains with cross-entropy over the item tokens; --faithful and --loss cosine do not apply");
+    if (gen && o.init_from)
+        return tr_error("--objective generate does not take --init-from (its decoder length depends on the codes per item)");
     char tokbuf[4096];
     if (o.init_from) {
         if (!tr_file_exists(o.init_from)) return tr_error("--init-from: no file %s", o.init_from);
@@ -330,8 +346,17 @@ int cmd_finetune(int argc, char **argv) {
     if (!o.dataset && !(o.dataset = db_default_dataset(db, dsbuf, sizeof dsbuf))) { db_close(db); return -1; }
     char *pj = cli_params_json(opts);
     if (o.init_from && !(pj = params_with_files(pj, o.init_from, o.tokenizer))) { db_close(db); return -1; }
+    /* generate runs are their own stage: the current "finetune" run stays the retrieval model
+     * that evaluate --method tokenrec and the stage freshness checks see */
+    const char *stage_name = gen ? "finetune-gen" : "finetune";
+    if (gen) {
+        char *pg = tr_malloc(strlen(pj) + 64);
+        snprintf(pg, strlen(pj) + 64, "{\"objective\":\"generate\",\"beam\":%d,%s", o.beam, pj + 1);
+        free(pj);
+        pj = pg;
+    }
     stage_run run;
-    int b = stage_begin(&run, db, "finetune", o.dataset, pj, "tokenize", o.force);
+    int b = stage_begin(&run, db, stage_name, o.dataset, pj, "tokenize", o.force);
     free(pj);
     if (b == STAGE_UP_TO_DATE) {
         if (!o.quiet) fprintf(stderr, "[finetune] %s: up to date (run %lld); --force trains again\n", o.dataset, (long long)run.id);
@@ -351,6 +376,13 @@ int cmd_finetune(int argc, char **argv) {
     float *best = NULL, *logits = NULL, *dz = NULL, *pos = NULL, *neg = NULL;
     rec_batch bt;
     memset(&bt, 0, sizeof bt);
+    int32_t *gdec = NULL, *gcodes = NULL;      /* generate: decoder ids and target codes */
+    t5_gen_ws gws;
+    memset(&gws, 0, sizeof gws);
+    gen_search gs;
+    memset(&gs, 0, sizeof gs);
+    int P = 0;
+    t5_gen_book books[T5_GEN_MAX_STEPS];
     int status = -1;
     if (rec_data_load(db, o.dataset, run.upstream_run, o.pool, &d) != 0) goto fail_nodata;
     t5_config cfg;
@@ -366,6 +398,12 @@ int cmd_finetune(int argc, char **argv) {
     } else {
         if (prompt_vocab_init(&v, d.K, d.L, d.extra) != 0) goto fail;
         if (make_config(&o, v.vocab, d.D, &cfg) != 0) goto fail;
+        if (gen) {   /* the prompt then the target's first cpi-1 codes; the head is unused */
+            if (d.cpi > T5_GEN_MAX_STEPS) { tr_error("generate: %d codes per item (at most %d)", d.cpi, T5_GEN_MAX_STEPS); goto fail; }
+            P = cfg.dec_len;
+            cfg.dec_len = P + d.cpi - 1;
+            cfg.head_hidden = 0;
+        }
         m = t5_new(&cfg, &init);
         if (!m) goto fail;
     }
@@ -384,6 +422,14 @@ int cmd_finetune(int argc, char **argv) {
     neg = tr_malloc((size_t)o.batch * d.D * sizeof *neg);
     rec_batch_init(&bt, &d, &v, o.batch, o.hist, cfg.dec_len);
     t5_reserve(m, o.batch > o.eval_batch ? o.batch : o.eval_batch, bt.cap_T);
+    if (gen) {
+        int max_n = 0;
+        for (int s = 0; s < d.cpi; s++) { books[s] = gen_book(&v, &d, s); if (books[s].n > max_n) max_n = books[s].n; }
+        gdec = tr_malloc((size_t)o.batch * cfg.dec_len * sizeof *gdec);
+        gcodes = tr_malloc((size_t)o.batch * d.cpi * sizeof *gcodes);
+        t5_gen_ws_init(&gws, m, o.batch, max_n);
+        if (gen_search_init(&gs, m, &v, &d, o.beam, o.eval_batch, o.hist) != 0) goto fail;
+    }
 
     ft_state st = {0};
     st.best = -1;
@@ -425,7 +471,16 @@ int cmd_finetune(int argc, char **argv) {
             t5_batch tb = rec_batch_t5(&bt);
             opt.lr = (float)(o.lr * (o.warmup > 0 && st.step < o.warmup ? (st.step + 1.0) / o.warmup : 1.0));
             float loss;
-            if (cosine_loss) {
+            if (gen) {
+                gen_train_dec(&v, &d, bt.target, nbs, P, gdec, gcodes);
+                tb.dec_ids = gdec;
+                tb.dec_per_row = 1;
+                if (t5_forward(m, &tb, 1, &br, NULL) != 0) goto fail;
+                tr_error_clear();
+                loss = t5_gen_loss(m, &tb, P, d.cpi, books, gcodes, &gws, 1);
+                if (isnan(loss) && tr_errmsg()[0]) goto fail;
+                t5_adamw_step(m, &opt, (float)o.clip);
+            } else if (cosine_loss) {
                 for (int r = 0; r < nbs; r++) {
                     memcpy(pos + (size_t)r * d.D, d.pool + (size_t)bt.target[r] * d.D, (size_t)d.D * sizeof *pos);
                     memcpy(neg + (size_t)r * d.D, d.pool + (size_t)sample_negative(&d, &bs[r], &br) * d.D,
@@ -470,7 +525,8 @@ int cmd_finetune(int argc, char **argv) {
         retr_metrics met;
         int ks[2] = {10, 20};
         retr_metrics_init(&met, 2, ks);
-        if (rec_evaluate(m, &v, &d, 1, o.hist, PROMPT_TEST, cosine, o.eval_batch, &met, 0, NULL, NULL) != 0) goto fail;
+        if (gen ? gen_evaluate(&gs, m, &v, &d, 1, PROMPT_TEST, o.eval_batch, &met, 0, NULL, NULL) != 0
+                : rec_evaluate(m, &v, &d, 1, o.hist, PROMPT_TEST, cosine, o.eval_batch, &met, 0, NULL, NULL) != 0) goto fail;
         double hr = retr_hr(&met, 10), nd = retr_ndcg(&met, 10);
         stage_metric(&run, st.epoch + 1, "valid_hr@10", hr);
         stage_metric(&run, st.epoch + 1, "valid_ndcg@10", nd);
@@ -503,14 +559,24 @@ int cmd_finetune(int argc, char **argv) {
     int ks[3] = {10, 20, 30};
     retr_metrics_init(&vm, 3, ks);
     retr_metrics_init(&tm, 3, ks);
-    if (rec_evaluate(m, &v, &d, 1, o.hist, PROMPT_TEST, cosine, o.eval_batch, &vm, 0, NULL, NULL) != 0 ||
-        rec_evaluate(m, &v, &d, 2, o.hist, PROMPT_TEST, cosine, o.eval_batch, &tm, 0, NULL, NULL) != 0)
+    if (gen) {
+        if (gen_evaluate(&gs, m, &v, &d, 1, PROMPT_TEST, o.eval_batch, &vm, 0, NULL, NULL) != 0 ||
+            gen_evaluate(&gs, m, &v, &d, 2, PROMPT_TEST, o.eval_batch, &tm, 0, NULL, NULL) != 0)
+            goto fail;
+    } else if (rec_evaluate(m, &v, &d, 1, o.hist, PROMPT_TEST, cosine, o.eval_batch, &vm, 0, NULL, NULL) != 0 ||
+               rec_evaluate(m, &v, &d, 2, o.hist, PROMPT_TEST, cosine, o.eval_batch, &tm, 0, NULL, NULL) != 0)
         goto fail;
     if (stage_finish_begin(&run) != 0 || rec_model_save(db, run.id, m, &v, o.pool, cosine, o.hist) != 0)
         goto fail;
+    if (gen) {
+        char *sql = sqlite3_mprintf("UPDATE models SET objective='generate' WHERE run_id=%lld", (long long)run.id);
+        int urc = db_exec(db, sql);
+        sqlite3_free(sql);
+        if (urc != 0) goto fail;
+    }
     sqlite3_stmt *ins = db_prep(db, "INSERT OR REPLACE INTO run_metrics (run_id, method, split, metric, k, value) VALUES (?,?,?,?,?,?)");
     if (!ins) goto fail;
-    const char *method = o.faithful ? "tokenrec-faithful" : "tokenrec";
+    const char *method = gen ? "generate" : o.faithful ? "tokenrec-faithful" : "tokenrec";
     for (int s = 0; s < 2; s++)
         for (int k = 0; k < 3; k++)
             for (int mt = 0; mt < 2; mt++) {
@@ -551,6 +617,9 @@ cleanup:
     prompt_vocab_free(&v);
     if (m) t5_free(m);
     free(samples); free(order); free(batch_order); free(best); free(logits); free(dz); free(pos); free(neg);
+    free(gdec); free(gcodes);
+    t5_gen_ws_free(&gws);
+    gen_search_free(&gs);
     db_close(db);
     return status;
 }

@@ -57,9 +57,12 @@ void info_print_stats(FILE *f, const char *dataset, const dataset_stats *s) {
 
 static void print_stages(FILE *f, sqlite3 *db, const char *dataset) {
     fprintf(f, "  stages:\n");
-    for (int i = 0; i < STAGE_COUNT; i++) {
+    for (int i = 0; i <= STAGE_COUNT; i++) {
+        /* after the pipeline: the generate-objective baseline's finetune stage, when run */
+        const char *name = i < STAGE_COUNT ? stage_names[i] : "finetune-gen";
         int64_t run;
-        stage_state s = stage_get_state(db, dataset, stage_names[i], &run);
+        stage_state s = stage_get_state(db, dataset, name, &run);
+        if (i == STAGE_COUNT && !run) break;
         char line[512] = "";
         if (run) {
             sqlite3_stmt *st = db_prep(db, "SELECT progress, coalesce(error, message, ''), "
@@ -76,7 +79,7 @@ static void print_stages(FILE *f, sqlite3 *db, const char *dataset) {
                 sqlite3_finalize(st);
             }
         }
-        fprintf(f, "    %-9s %-8s %s\n", stage_names[i], stage_state_name(s), line);
+        fprintf(f, "    %-9s %-8s %s\n", name, stage_state_name(s), line);
     }
 }
 

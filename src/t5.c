@@ -1,5 +1,6 @@
 /* t5.c: the T5 encoder-decoder and TokenRec head (see t5.h). */
 #include "t5.h"
+#include "t5_internal.h"
 #include "safetensors.h"
 #include "util.h"
 #include <cjson/cJSON.h>
@@ -7,60 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Offsets of one block's parameters in the contiguous buffers. Decoder blocks also use
- * the cross-attention (c*) fields; `ff_ln`, `wi`, `wo` are layer.1 in the encoder and
- * layer.2 in the decoder. */
-typedef struct {
-    size_t ln0, q, k, v, o;
-    size_t lnc, cq, ck, cv, co;
-    size_t ff_ln, wi, wo;
-} t5_block_off;
-
-/* Saved activations of one block. */
-typedef struct {
-    float *x, *ln0, *r0, *qkv, *att, *attd, *ao;  /* qkv (N,3HD): fused q|k|v projection */
-    uint8_t *adm, *cadm;                          /* attention-probability dropout masks */
-    uint8_t *m0;
-    float *x1;
-    float *lnc, *rc, *cq, *ckv, *catt, *cattd, *cao;  /* decoder only; ckv (Ne,2HD) */
-    uint8_t *mc;
-    float *x2;                                   /* decoder: input of the FFN sublayer */
-    float *lnf, *rf, *h, *hd;
-    uint8_t *mh, *mf;
-} t5_block_act;
-
-typedef struct {
-    int B, T, Td;                 /* capacity */
-    char *mem;
-    size_t bytes;
-    t5_block_act *enc, *dec;
-    int32_t *dec_ids;             /* (B,Td) */
-    float *enc_emb; uint8_t *enc_me;  /* embedding after dropout is enc[0].x */
-    uint8_t *dec_me;
-    float *enc_xL, *enc_lnf, *enc_rf, *enc_out; uint8_t *enc_mo;
-    float *dec_xL, *dec_lnf, *dec_rf, *dec_out; uint8_t *dec_mo;
-    float *enc_bias, *dec_bias; int32_t *enc_bucket, *dec_bucket;
-    float *pooled;                /* encoder-only: (B,C) */
-    float *h1, *h1d; uint8_t *mh1;
-    float *z;
-    /* backward scratch */
-    float *d_enc, *d_dec, *d_tmp, *d_ln, *d_qkv, *d_kv, *d_ao, *d_att, *d_h, *d_encout;
-    float *d_ebias, *d_dbias, *d_flat, *d_h1, *d_z;
-} t5_arena;
-
-struct t5_model {
-    t5_config cfg;
-    size_t n_params;
-    float *params, *grads, *adam_m, *adam_v;
-    t5_param *tab;
-    int n_tab, cap_tab;
-    t5_block_off *enc, *dec;
-    size_t shared, enc_rel, dec_rel, enc_lnf, dec_lnf, fc1_w, fc1_b, fc2_w, fc2_b;
-    long step;
-    t5_arena a;
-    int last_B, last_T, last_has_loss, last_train;
-    float last_pdrop, last_hpdrop;
-};
+/* The model struct and its arena are in t5_internal.h (shared with t5_gen.c). */
 
 /* ------------------------------------------------------------------------------------
  * Config and presets
@@ -587,11 +535,11 @@ static void ffn_bwd(t5_model *m, t5_block_act *s, const t5_block_off *w, const f
 
 /* Backward from dz (B,head_out) = d loss / d z, or from the cosine loss when dz is NULL
  * (its gradient times loss_scale). zero_grads 0 accumulates into the gradients. */
-static int backward_from(t5_model *m, const t5_batch *bt, const float *dz, int zero_grads,
-                         float loss_scale) {
+static int backward_from(t5_model *m, const t5_batch *bt, const float *dz, const float *ddec,
+                         int zero_grads, float loss_scale) {
     const t5_config *c = &m->cfg;
     t5_arena *a = &m->a;
-    if ((!dz && !m->last_has_loss) || bt->B != m->last_B || bt->T != m->last_T)
+    if ((!dz && !ddec && !m->last_has_loss) || bt->B != m->last_B || bt->T != m->last_T)
         return tr_error("t5_backward: needs the preceding t5_forward of the same batch%s",
                         dz ? "" : ", with pos/neg");
     int B = bt->B, T = bt->T, C = c->d_model, H = c->n_heads, D = c->d_kv, HD = H * D;
@@ -600,11 +548,15 @@ static int backward_from(t5_model *m, const t5_batch *bt, const float *dz, int z
     float p = m->last_pdrop, hp = m->last_hpdrop;
     if (zero_grads) ZERO(m->grads, m->n_params);
 
+    int hin = Td > 0 ? Td * C : C;
+    const float *head_in = Td > 0 ? a->dec_out : a->pooled;
+    if (ddec && Td > 0) {      /* gradient given at the decoder output: the head is not used */
+        memcpy(a->d_flat, ddec, sizeof(float) * (size_t)B * hin);
+        goto decoder;
+    }
     ZERO(a->d_z, (size_t)B * c->head_out);
     if (dz) memcpy(a->d_z, dz, sizeof(float) * (size_t)B * c->head_out);
     else cosine_loss_backward(a->d_z, a->z, bt->pos, bt->neg, B, c->head_out, loss_scale);
-    int hin = Td > 0 ? Td * C : C;
-    const float *head_in = Td > 0 ? a->dec_out : a->pooled;
     ZERO(a->d_flat, (size_t)B * hin);
     if (c->head_hidden > 0)
         head_backward(a->d_flat, GW(m->fc1_w), GW(m->fc1_b), GW(m->fc2_w), GW(m->fc2_b), a->d_h1,
@@ -614,6 +566,7 @@ static int backward_from(t5_model *m, const t5_batch *bt, const float *dz, int z
         linear_backward(a->d_flat, GW(m->fc2_w), GW(m->fc2_b), a->d_z, head_in, PW(m->fc2_w),
                         B, hin, c->head_out);
 
+decoder:;
     float *d_encout;              /* gradient w.r.t. the encoder output (after dropout) */
     if (Td > 0) {
         d_encout = a->d_encout;
@@ -682,14 +635,19 @@ static int backward_from(t5_model *m, const t5_batch *bt, const float *dz, int z
     return 0;
 }
 
-int t5_backward(t5_model *m, const t5_batch *bt) { return backward_from(m, bt, NULL, 1, 1.0f); }
+int t5_backward(t5_model *m, const t5_batch *bt) { return backward_from(m, bt, NULL, NULL, 1, 1.0f); }
 
 int t5_backward_ex(t5_model *m, const t5_batch *bt, int zero_grads, float loss_scale) {
-    return backward_from(m, bt, NULL, zero_grads, loss_scale);
+    return backward_from(m, bt, NULL, NULL, zero_grads, loss_scale);
 }
 
 int t5_backward_dz(t5_model *m, const t5_batch *bt, const float *dz) {
-    return backward_from(m, bt, dz, 1, 1.0f);
+    return backward_from(m, bt, dz, NULL, 1, 1.0f);
+}
+
+int t5_backward_ddec(t5_model *m, const t5_batch *bt, const float *ddec) {
+    if (m->cfg.n_dec_layers <= 0) return tr_error("t5_backward_ddec: the model has no decoder");
+    return backward_from(m, bt, NULL, ddec, 1, 1.0f);
 }
 
 float *t5_adam_m(t5_model *m) { return m->adam_m; }

@@ -92,6 +92,10 @@ int t5_backward_ex(t5_model *m, const t5_batch *b, int zero_grads, float loss_sc
 /* Backward of the last t5_forward from a given dz (B,head_out) = d loss / d z, for losses
  * computed outside (e.g. a softmax over all items): zeroes then fills the gradients. */
 int t5_backward_dz(t5_model *m, const t5_batch *b, const float *dz);
+/* Backward of the last t5_forward from ddec (B,dec_len,d_model) = d loss / d t5_dec_out,
+ * for losses on the decoder states (the generate objective's LM head); the head gets no
+ * gradient. Zeroes then fills the gradients. */
+int t5_backward_ddec(t5_model *m, const t5_batch *b, const float *ddec);
 /* The AdamW moments (n_params floats each, same layout as t5_params) and the step counter,
  * for checkpoints. */
 float *t5_adam_m(t5_model *m);

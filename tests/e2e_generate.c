@@ -1,0 +1,124 @@
+/* e2e_generate.c: the autoregressive baseline through the real binary on the small
+ * synthetic dataset: finetune --objective generate (its own finetune-gen run, beside the
+ * retrieval finetune run), evaluate --method generate (beam search accuracy, latency of
+ * both methods in the same run), and the report's baseline row and latency table. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include "db.h"
+#include "util.h"
+#include "testutil.h"
+
+#define CF  "--epochs 40 --eval-every 10 --dim 32 --batch 512 --quiet"
+#define TOK "--L 32 --dc 64 --h1 64 --h2 64 --epochs 15 --quiet"
+#define FT  "--preset tiny --epochs 3 --hist 20 --batch 32 --lr 3e-3 --warmup 20 --ckpt-every 20 --quiet"
+
+static double metric(sqlite3 *db, const char *method, const char *split, const char *m, int k) {
+    sqlite3_stmt *st = db_prep(db, "SELECT value FROM run_metrics WHERE method=? AND split=? AND metric=? "
+                                   "AND k=? ORDER BY run_id DESC LIMIT 1");
+    sqlite3_bind_text(st, 1, method, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, split, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, m, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 4, k);
+    double v = -1;
+    if (sqlite3_step(st) == SQLITE_ROW) v = sqlite3_column_double(st, 0);
+    sqlite3_finalize(st);
+    return v;
+}
+
+static void generate_baseline_end_to_end(void **state) {
+    (void)state;
+    char *f = tu_path("synth.txt"), *dbp = tu_path("g.db");
+    assert_int_equal(tu_synthetic_file(f, 300, 120, 6, 10, 20, 7), 0);
+    const char *b = tu_bin();
+    assert_int_equal(tu_run("%s ingest --quiet --db %s --dataset synth --file %s --format sequence", b, dbp, f), 0);
+    assert_int_equal(tu_run("%s cf --db %s %s", b, dbp, CF), 0);
+    assert_int_equal(tu_run("%s tokenize --db %s %s", b, dbp, TOK), 0);
+    char *kp = tu_path("k.db");              /* the same upstream, for the kill/resume check */
+    assert_int_equal(tu_run("cp %s %s", dbp, kp), 0);
+    assert_int_equal(tu_run("%s finetune --db %s %s", b, dbp, FT), 0);
+    assert_int_equal(tu_run("%s finetune --db %s --objective generate --beam 10 %s", b, dbp, FT), 0);
+    /* the retrieval run is still the finetune stage's current run: up to date */
+    assert_int_equal(tu_run("%s finetune --db %s %s", b, dbp, FT), 0);
+    assert_int_equal(tu_run("%s evaluate --db %s --method generate,popularity --split both --beam 10 "
+                            "--latency-users 24 --quiet", b, dbp), 0);
+    sqlite3 *db = db_open(dbp, 1);
+    assert_int_equal(db_query_i64(db, -1, "SELECT count(*) FROM stage_runs WHERE stage='finetune'"), 1);
+    assert_int_equal(db_query_i64(db, -1, "SELECT count(*) FROM stage_runs WHERE stage='finetune-gen' AND status='done'"), 1);
+    assert_int_equal(db_query_i64(db, -1, "SELECT count(*) FROM models WHERE objective='generate'"), 1);
+    assert_int_equal(db_query_i64(db, -1, "SELECT count(*) FROM models WHERE objective='retrieval'"), 1);
+    double gen = metric(db, "generate", "valid", "hr", 10), pop = metric(db, "popularity", "valid", "hr", 10);
+    double gen_t = metric(db, "generate", "test", "hr", 10), pop_t = metric(db, "popularity", "test", "hr", 10);
+    fprintf(stderr, "valid HR@10: generate %.3f popularity %.3f; test HR@10 generate %.3f popularity %.3f\n",
+            gen, pop, gen_t, pop_t);
+    assert_true(gen >= 0 && pop >= 0 && gen_t >= 0);
+    assert_true(gen > 2 * pop);
+    assert_true(gen_t > 2 * pop_t);
+    assert_true(metric(db, "generate", "test", "ndcg", 20) > 0);
+    /* latency of both methods, from the same run */
+    int64_t ev = db_query_i64(db, 0, "SELECT max(run_id) FROM run_metrics WHERE method='generate' AND split='latency-b1'");
+    assert_true(ev > 0);
+    assert_int_equal(db_query_i64(db, 0, "SELECT count(DISTINCT method) FROM run_metrics WHERE run_id=%lld AND "
+                                         "split='latency-b1' AND metric='ms_per_user' AND value > 0", (long long)ev), 2);
+    assert_int_equal(db_query_i64(db, 0, "SELECT count(*) FROM run_metrics WHERE run_id=%lld AND "
+                                         "split='latency-best' AND metric='users_per_s' AND value > 0", (long long)ev), 2);
+    assert_true(metric(db, "generate", "test", "collided_tuples", 0) >= 0);
+    /* recommendations: real items, none known, at most the top-K */
+    assert_int_equal(db_query_i64(db, -1, "SELECT count(*) FROM recommendations r JOIN interactions i ON "
+                                          "i.uid = r.uid AND i.iid = r.iid AND i.split < 2 WHERE r.run_id=%lld",
+                                          (long long)ev), 0);
+    assert_true(db_query_i64(db, 0, "SELECT count(*) FROM recommendations WHERE run_id=%lld", (long long)ev) >= 300 * 5);
+    assert_int_equal(db_query_i64(db, -1, "SELECT count(*) FROM stage_runs WHERE status <> 'done'"), 0);
+    db_close(db);
+    /* evaluating again is up to date; the report has the baseline row and the latency table */
+    assert_int_equal(tu_run("%s evaluate --db %s --method generate --split both --beam 10 --latency-users 24 --quiet", b, dbp), 0);
+    assert_int_equal(tu_run("%s report --db %s > %s/report.md", b, dbp, tu_tmpdir()), 0);
+    char *rp = tu_path("report.md"), *txt;
+    size_t n;
+    assert_int_equal(tr_read_file(rp, &txt, &n), 0);
+    assert_non_null(strstr(txt, "| synth | generate |"));
+    assert_non_null(strstr(txt, "| synth | generate (beam search) |"));
+    assert_non_null(strstr(txt, "| synth | tokenrec (generative retrieval) |"));
+    free(txt); free(rp);
+
+    /* a generate finetune killed twice and re-run ends with the same model */
+    int kills = 0;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        pid_t pid = fork();
+        if (pid == 0) {
+            char cmd[2048];
+            snprintf(cmd, sizeof cmd, "exec %s finetune --db %s --objective generate --beam 10 " FT, b, kp);
+            execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+            _exit(127);
+        }
+        usleep(attempt ? 2500000 : 1500000);
+        if (kill(pid, SIGKILL) == 0) kills++;
+        waitpid(pid, NULL, 0);
+    }
+    assert_int_equal(tu_run("%s finetune --db %s --objective generate --beam 10 %s", b, kp, FT), 0);
+    db = db_open(dbp, 1);
+    char *q = sqlite3_mprintf("ATTACH %Q AS other", kp);
+    assert_int_equal(sqlite3_exec(db, q, 0, 0, 0), SQLITE_OK);
+    sqlite3_free(q);
+    fprintf(stderr, "%d kills of the generate finetune\n", kills);
+    assert_int_equal(db_query_i64(db, 0, "SELECT (SELECT params FROM main.models WHERE objective='generate') = "
+                                         "(SELECT params FROM other.models WHERE objective='generate')"), 1);
+    db_close(db);
+    free(kp); free(f); free(dbp);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(generate_baseline_end_to_end),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
