@@ -539,7 +539,9 @@ int cmd_cf(int argc, char **argv) {
             uint8_t *held = tr_malloc((size_t)d.n_users + 1);
             int nh = unseen_pick(d.n_users, o.holdout_users, (uint64_t)(int64_t)o.seed, held);
             cf_data dt;
-            if (unseen_cf_drop(&d, held, &dt) != 0) {
+            if (nh <= 0) tr_error("cf: --holdout-users %g of %d users holds out none; expected at least %g",
+                                  o.holdout_users, d.n_users, 1.0 / d.n_users);
+            if (nh <= 0 || unseen_cf_drop(&d, held, &dt) != 0) {
                 char msg[1024];
                 snprintf(msg, sizeof msg, "%s", tr_errmsg());
                 stage_fail(&run, msg);

@@ -205,11 +205,10 @@ static int eval_method(sqlite3 *db, const ev_opts *o, const char *method, const 
             for (int32_t u = 0; u < d.n_users; u++)
                 for (int k = 0; k < rec_n_train(&d, u); k++) pop[d.seq[d.off[u] + k]] += 1;
         }
-        /* held-out users (cf --holdout-users): lightgcn's 'test' is the seen users whenever
-         * its cf run has them, as tokenrec's; --unseen adds the held-out users' 'test_unseen'
-         * (lightgcn: their folded-in vectors) */
-        int64_t hrun = !strcmp(method, "lightgcn") ? run.upstream_run :
-                       o->unseen ? stage_current_run(db, o->dataset, "cf") : 0;
+        /* held-out users (cf --holdout-users): 'test' is the seen users whenever the cf run
+         * (lightgcn: its upstream; popularity: the current one) has them, as tokenrec's;
+         * --unseen adds the held-out users' 'test_unseen' (lightgcn: folded-in vectors) */
+        int64_t hrun = !strcmp(method, "lightgcn") ? run.upstream_run : stage_current_run(db, o->dataset, "cf");
         if (hrun) {
             held = tr_malloc((size_t)d.n_users + 1);
             n_unseen = unseen_cf_load(db, hrun, held, d.n_users);
@@ -248,7 +247,7 @@ static int eval_method(sqlite3 *db, const ev_opts *o, const char *method, const 
     if (stage_finish_begin(&run) != 0 || sink_write(db, run.id, &sink, d.n_users) != 0 ||
         put_metrics(db, run.id, method, "test", &test) != 0 ||
         (do_valid && put_metrics(db, run.id, method, "valid", &valid) != 0) ||
-        (o->unseen && put_metrics(db, run.id, method, "test_unseen", &test_u) != 0) ||
+        (o->unseen && test_u.n > 0 && put_metrics(db, run.id, method, "test_unseen", &test_u) != 0) ||
         put_metric(db, run.id, method, "latency", "ms_per_user", 0, 1000 * secs / d.n_users) != 0 ||
         put_metric(db, run.id, method, "latency", "users_per_s", 0, d.n_users / (secs > 0 ? secs : 1e-9)) != 0)
         goto fail;
@@ -262,7 +261,9 @@ static int eval_method(sqlite3 *db, const ev_opts *o, const char *method, const 
                retr_ndcg(&test, 20), retr_hr(&test, 30), retr_ndcg(&test, 30));
         if (do_valid) printf("  (valid HR@10 %.4f)", retr_hr(&valid, 10));
         printf("  %.3f ms/user, %.0f users/s\n", 1000 * secs / d.n_users, d.n_users / (secs > 0 ? secs : 1e-9));
-        if (o->unseen)
+        if (o->unseen && test_u.n == 0)
+            printf("%s has no unseen-user test (its 'test' above is the seen users)\n", method);
+        else if (o->unseen)
             print_unseen(method, o->dataset, &test, (int)test.n, &test_u, (int)test_u.n,
                          !strcmp(method, "tokenrec") ? "frozen-tokenizer tokens, unseen template" :
                          !strcmp(method, "lightgcn") ? "folded-in vectors" : "train popularity");

@@ -316,7 +316,7 @@ int gen_evaluate(gen_search *g, t5_model *m, const prompt_vocab *v, const rec_da
     int n = 0;
     for (int32_t u = 0; u < d->n_users; u++) {
         int p = rec_target_pos(d, u, split);
-        if (p < 0) continue;
+        if (p < 0 || (d->skip && d->skip[u])) continue;     /* held-out users are not evaluated here */
         int h = p < g->hist_cap ? p : g->hist_cap;
         key[n++] = ((int64_t)h << 32) | u;              /* similar lengths share a batch */
     }
@@ -343,7 +343,7 @@ double gen_time_users(gen_search *g, t5_model *m, const prompt_vocab *v, const r
     int k = 0;
     for (int32_t u = 0; u < d->n_users && k < n; u++) {
         int p = rec_target_pos(d, u, 2);
-        if (p >= 0) key[k++] = ((int64_t)(p < hist_cap ? p : hist_cap) << 32) | u;
+        if (p >= 0 && !(d->skip && d->skip[u])) key[k++] = ((int64_t)(p < hist_cap ? p : hist_cap) << 32) | u;
     }
     n = k;
     qsort(key, (size_t)n, sizeof *key, cmp_i64);      /* length-sorted batches, as in evaluation */
