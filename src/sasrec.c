@@ -542,7 +542,7 @@ int sasrec_fit(stage_run *run, const rec_data *d, const sasrec_train_cfg *tc,
             stage_progress(run, (double)st.epoch / tc->epochs, "sasrec epoch %d/%d loss %.4f (best valid HR@10 %.4f at %d)",
                            st.epoch, tc->epochs, lmean, st.best_hr, st.best_epoch);
         }
-        if (run && stage_should_stop()) {
+        if (run && stage_should_stop() && !st.done && st.epoch < tc->epochs) {
             if (save_ckpt(run, &st, m, best) != 0) { rc = -1; goto out; }
             stage_stopped(run);
             rc = 130;

@@ -17,6 +17,7 @@
 #include "recmodel.h"
 #include "retrieval.h"
 #include "sasrec.h"
+#include "stage.h"
 #include "testutil.h"
 
 static sasrec_config tiny(int loss, float dropout) {
@@ -232,6 +233,43 @@ static void evaluate_sasrec_e2e(void **state) {
     free(dbp);
 }
 
+/* ---- resume: a run stopped after every epoch and resumed each time ends bit-identical to
+ * an uninterrupted one. Runs last: the stop flag cannot be cleared. ---- */
+static void stopped_every_epoch_resumes_identically(void **state) {
+    (void)state;
+    sqlite3 *db = tu_db("resume.db");
+    assert_int_equal(tu_synthetic(db, "synth", 60, 40, 4, 8, 14, 11), 0);
+    rec_data d;
+    memset(&d, 0, sizeof d);
+    assert_int_equal(rec_sequences_load(db, "synth", &d), 0);
+    sasrec_train_cfg tc = {
+        .model = {.d = 16, .n_blocks = 2, .n_heads = 2, .max_len = 8, .loss = SASREC_LOSS_BCE, .dropout = 0.2f},
+        .epochs = 7, .batch = 16, .eval_every = 2, .patience = 5, .lr = 5e-3f, .seed = 9, .quiet = 1};
+    sasrec_model *ref = NULL, *m = NULL;
+    double vref = 0, v = 0;
+    assert_int_equal(sasrec_fit(NULL, &d, &tc, &ref, &vref), 0);
+    stage_request_stop();
+    int rc = 130, calls = 0;
+    while (rc == 130) {
+        stage_run run;
+        assert_int_equal(stage_begin(&run, db, "evaluate", "synth", "{\"method\":\"sasrec\"}", "ingest", 0), 0);
+        run.quiet = 1;
+        assert_int_equal(run.resumed, calls > 0);
+        rc = sasrec_fit(&run, &d, &tc, &m, &v);
+        calls++;
+        if (rc == 0) { assert_int_equal(stage_finish_begin(&run), 0); assert_int_equal(stage_finish_commit(&run), 0); }
+    }
+    assert_int_equal(rc, 0);
+    assert_int_equal(calls, 7);                 /* one epoch per process-equivalent */
+    assert_true(v == vref);
+    assert_int_equal(sasrec_n_params(m), sasrec_n_params(ref));
+    assert_memory_equal(sasrec_params(m), sasrec_params(ref), sasrec_n_params(m) * sizeof(float));
+    sasrec_free(m);
+    sasrec_free(ref);
+    rec_data_free(&d);
+    db_close(db);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(causal_mask),
@@ -241,6 +279,7 @@ int main(void) {
         cmocka_unit_test(learns_pattern_softmax),
         cmocka_unit_test(learns_pattern_bce),
         cmocka_unit_test(evaluate_sasrec_e2e),
+        cmocka_unit_test(stopped_every_epoch_resumes_identically),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
