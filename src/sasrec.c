@@ -539,8 +539,12 @@ int sasrec_fit(stage_run *run, const rec_data *d, const sasrec_train_cfg *tc,
                         st.epoch, lmean, hr, st.best_hr, st.best_epoch);
             }
         } else if (run) {
-            stage_progress(run, (double)st.epoch / tc->epochs, "sasrec epoch %d/%d loss %.4f (best valid HR@10 %.4f at %d)",
-                           st.epoch, tc->epochs, lmean, st.best_hr, st.best_epoch);
+            if (st.best_hr < 0)
+                stage_progress(run, (double)st.epoch / tc->epochs, "sasrec epoch %d/%d loss %.4f",
+                               st.epoch, tc->epochs, lmean);
+            else
+                stage_progress(run, (double)st.epoch / tc->epochs, "sasrec epoch %d/%d loss %.4f (best valid HR@10 %.4f at %d)",
+                               st.epoch, tc->epochs, lmean, st.best_hr, st.best_epoch);
         }
         if (run && stage_should_stop() && !st.done && st.epoch < tc->epochs) {
             if (save_ckpt(run, &st, m, best) != 0) { rc = -1; goto out; }
