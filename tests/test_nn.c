@@ -134,7 +134,7 @@ static void layernorm_grads(void **state) {
     assert_true(fd_check("layernorm dx", nx, dx, NN_ * NC, layernorm_loss, 1e-3f));
     assert_true(fd_check("layernorm dw", nw, dw, NC, layernorm_loss, 1e-3f));
     assert_true(fd_check("layernorm db", lnb, db, NC, layernorm_loss, 1e-3f));
-    /* each output row has mean b-weighted zero: with w = 1, b = 0 the rows are standardised */
+    /* with w = 1, b = 0 every output row has mean 0 and variance 1 */
     for (int i = 0; i < NC; i++) { nw[i] = 1; lnb[i] = 0; }
     layernorm_loss();
     for (int n = 0; n < NN_; n++) {
