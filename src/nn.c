@@ -687,3 +687,55 @@ float grad_clip(float *g, size_t n, float max_norm) {
     }
     return norm;
 }
+
+/* ---- standard layer norm ---- */
+
+/* x (N,C), w, b (C) -> y (N,C) = w * (x - mean) * rstd + b, mean and rstd (N) saved.
+ * Statistics in double so that rows with a large mean keep their precision. */
+void layernorm_forward(float *y, float *mean, float *rstd, const float *x, const float *w,
+                       const float *b, int N, int C, float eps) {
+    #pragma omp parallel for if((size_t)N * C > NN_PAR_MIN)
+    for (int n = 0; n < N; n++) {
+        const float *xr = x + (size_t)n * C;
+        float *yr = y + (size_t)n * C;
+        double s = 0, ss = 0;
+        for (int c = 0; c < C; c++) s += xr[c];
+        double mu = s / C;
+        for (int c = 0; c < C; c++) { double t = xr[c] - mu; ss += t * t; }
+        float rs = (float)(1.0 / sqrt(ss / C + eps));
+        for (int c = 0; c < C; c++) yr[c] = w[c] * ((xr[c] - (float)mu) * rs) + b[c];
+        mean[n] = (float)mu;
+        rstd[n] = rs;
+    }
+}
+
+/* dy (N,C) -> dx += rstd * (g - mean(g) - xhat * mean(g * xhat)) with g = dy * w and
+ * xhat = (x - mean) * rstd; dw += sum_n dy * xhat; db += sum_n dy. The parameter sums are
+ * reduced serially over rows (C is small), the input gradient row-parallel. */
+void layernorm_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
+                        const float *w, const float *mean, const float *rstd, int N, int C) {
+    if (dx) {
+        #pragma omp parallel for if((size_t)N * C > NN_PAR_MIN)
+        for (int n = 0; n < N; n++) {
+            const float *xr = x + (size_t)n * C, *gr = dy + (size_t)n * C;
+            float *dr = dx + (size_t)n * C;
+            double sg = 0, sgx = 0;
+            for (int c = 0; c < C; c++) {
+                double g = (double)gr[c] * w[c], xh = (xr[c] - mean[n]) * rstd[n];
+                sg += g; sgx += g * xh;
+            }
+            float mg = (float)(sg / C), mgx = (float)(sgx / C);
+            for (int c = 0; c < C; c++) {
+                float xh = (xr[c] - mean[n]) * rstd[n];
+                dr[c] += rstd[n] * (gr[c] * w[c] - mg - xh * mgx);
+            }
+        }
+    }
+    for (int n = 0; n < N; n++) {
+        const float *xr = x + (size_t)n * C, *gr = dy + (size_t)n * C;
+        for (int c = 0; c < C; c++) {
+            if (dw) dw[c] += gr[c] * ((xr[c] - mean[n]) * rstd[n]);
+            if (db) db[c] += gr[c];
+        }
+    }
+}

@@ -89,6 +89,15 @@ void rmsnorm_forward(float *y, float *rstd, const float *x, const float *w, int 
 void rmsnorm_backward(float *dx, float *dw, const float *dy, const float *x, const float *w,
                       const float *rstd, int N, int C);
 
+/* ---- standard layer norm: y = w * (x - mean) / sqrt(var + eps) + b (SASRec, BERT) ---- */
+
+/* x (N,C), w (C), b (C) -> y (N,C), mean (N), rstd (N) saved for backward */
+void layernorm_forward(float *y, float *mean, float *rstd, const float *x, const float *w,
+                       const float *b, int N, int C, float eps);
+/* dy (N,C), x (N,C), w (C), mean, rstd (N) -> dx (N,C) += (or NULL), dw (C) +=, db (C) += */
+void layernorm_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
+                        const float *w, const float *mean, const float *rstd, int N, int C);
+
 /* ---- multi-head attention core (T5: no 1/sqrt(d) scaling) ---- */
 
 /* Hugging Face T5 _relative_position_bucket of (k_pos - q_pos). */

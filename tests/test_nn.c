@@ -117,6 +117,34 @@ static void rmsnorm_grads(void **state) {
     free(nx); free(nw); free(nr); free(ny); free(nrs); free(dx); free(dw);
 }
 
+/* ---- standard layer norm (SASRec) ---- */
+static float *lnb, *lnm;
+static double layernorm_loss(void) {
+    layernorm_forward(ny, lnm, nrs, nx, nw, lnb, NN_, NC, 1e-5f);
+    return dotd(ny, nr, NN_ * NC);
+}
+static void layernorm_grads(void **state) {
+    (void)state;
+    nx = randv(NN_ * NC, 1); nw = randv(NC, 1); lnb = randv(NC, 1); nr = randv(NN_ * NC, 1);
+    for (int i = 0; i < NC; i++) nx[i] += 3.0f;          /* a row with a large mean */
+    ny = zerov(NN_ * NC); nrs = zerov(NN_); lnm = zerov(NN_);
+    float *dx = zerov(NN_ * NC), *dw = zerov(NC), *db = zerov(NC);
+    layernorm_loss();
+    layernorm_backward(dx, dw, db, nr, nx, nw, lnm, nrs, NN_, NC);
+    assert_true(fd_check("layernorm dx", nx, dx, NN_ * NC, layernorm_loss, 1e-3f));
+    assert_true(fd_check("layernorm dw", nw, dw, NC, layernorm_loss, 1e-3f));
+    assert_true(fd_check("layernorm db", lnb, db, NC, layernorm_loss, 1e-3f));
+    /* with w = 1, b = 0 every output row has mean 0 and variance 1 */
+    for (int i = 0; i < NC; i++) { nw[i] = 1; lnb[i] = 0; }
+    layernorm_loss();
+    for (int n = 0; n < NN_; n++) {
+        double s = 0, ss = 0;
+        for (int c = 0; c < NC; c++) { s += ny[n * NC + c]; ss += (double)ny[n * NC + c] * ny[n * NC + c]; }
+        assert_true(fabs(s / NC) < 1e-5 && fabs(ss / NC - 1) < 1e-3);
+    }
+    free(nx); free(nw); free(lnb); free(nr); free(ny); free(nrs); free(lnm); free(dx); free(dw); free(db);
+}
+
 /* ---- attention with relative bias, padding mask, causal ---- */
 enum { AB = 2, AH = 2, AD = 3, ANB = 8 };
 static int aTq, aTk, acausal;
@@ -400,6 +428,7 @@ int main(void) {
         cmocka_unit_test(linear_grads),
         cmocka_unit_test(big_linear_matches_naive),
         cmocka_unit_test(rmsnorm_grads),
+        cmocka_unit_test(layernorm_grads),
         cmocka_unit_test(attention_grads),
         cmocka_unit_test(attention_fused_strides),
         cmocka_unit_test(relative_buckets_match_hf),

@@ -1,0 +1,95 @@
+/* sasrec: the sequential baseline of `tokenrec evaluate --method sasrec`, SASRec (Kang &
+ * McAuley 2018) built from the layers of nn.h.
+ *
+ * Model: x = dropout(E[item] * sqrt(d) + P[position]) -> n_blocks pre-norm blocks
+ *   x += dropout(causal_self_attention(LN1(x)))       (fused QKV with bias, 1/sqrt(d_head))
+ *   x += dropout(W2 dropout(relu(W1 LN2(x) + b1)) + b2)
+ * -> final layer norm -> h. The score of item i after position t is h_t . E[i]: the item
+ * table E is shared by the input and the output, as in SASRec.
+ *
+ * Sequences are right-padded: with the causal mask a real position never sees a padding
+ * position, so no key mask is needed and padding outputs get no loss.
+ *
+ * Loss over every position that has a next item (the targets): full softmax over the items
+ * (cross-entropy) or the paper's binary cross-entropy with one sampled negative per position.
+ *
+ * Memory: parameters, gradients and the two Adam moments each live in one contiguous float
+ * buffer; activations in an arena sized for (max_B, max_len) at creation. */
+#ifndef TOKENREC_SASREC_H
+#define TOKENREC_SASREC_H
+#include <stddef.h>
+#include <stdint.h>
+#include "recmodel.h"
+#include "retrieval.h"
+#include "rng.h"
+#include "stage.h"
+
+enum { SASREC_LOSS_SOFTMAX = 0, SASREC_LOSS_BCE = 1 };
+
+typedef struct {
+    int   n_items, d, n_blocks, n_heads, max_len;
+    int   max_B;          /* largest batch the arena holds */
+    int   loss;           /* SASREC_LOSS_* */
+    float dropout;
+} sasrec_config;
+
+typedef struct {
+    int            B, T;  /* rows, padded length (T <= max_len, B <= max_B) */
+    const int32_t *ids;   /* (B,T) item ids, right-padded with any valid id */
+    const int32_t *len;   /* (B) real positions of each row, 1..T */
+    const int32_t *pos;   /* (B,T) next item of each position, -1 where none; NULL: no loss */
+    const int32_t *neg;   /* (B,T) one sampled negative per position (BCE loss only) */
+} sasrec_batch;
+
+typedef struct sasrec_model sasrec_model;
+
+/* A new model, weights drawn from rng (items and positions N(0, 1/d), linear layers
+ * Xavier-uniform, biases 0, layer norms 1/0). NULL with tr_error on a bad config. */
+sasrec_model *sasrec_new(const sasrec_config *c, rng_t *rng);
+void          sasrec_free(sasrec_model *m);
+const sasrec_config *sasrec_cfg(const sasrec_model *m);
+size_t sasrec_n_params(const sasrec_model *m);
+float *sasrec_params(sasrec_model *m);
+float *sasrec_grads(sasrec_model *m);
+float *sasrec_adam_m(sasrec_model *m);
+float *sasrec_adam_v(sasrec_model *m);
+
+/* Forward pass. train: dropout from rng. When b->pos is set, *loss gets the mean loss over
+ * the targets; with grad, the gradients are zeroed and the output layer's part of them is
+ * accumulated, ready for sasrec_backward. Returns the number of targets, or -1. */
+int  sasrec_forward(sasrec_model *m, const sasrec_batch *b, int train, rng_t *rng, int grad,
+                    float *loss);
+/* The rest of the gradient after sasrec_forward(..., grad = 1). */
+void sasrec_backward(sasrec_model *m, const sasrec_batch *b);
+/* Final hidden states (B,T,d) of the last forward pass. */
+const float *sasrec_hidden(const sasrec_model *m);
+/* Evaluation: scores (B, n_items) of the item following each row's last real position
+ * (one sgemm against the item table). */
+int  sasrec_scores(sasrec_model *m, const sasrec_batch *b, float *scores);
+
+/* ---- training and evaluation on a dataset's sequences ---- */
+
+typedef struct {
+    sasrec_config model;      /* n_items and max_B are filled in from the data and batch */
+    int   epochs, batch, eval_every, patience;
+    float lr, weight_decay, clip;
+    uint64_t seed;
+    int   quiet;
+} sasrec_train_cfg;
+
+/* Rank split 1 (valid: history = train items) or 2 (test: train + valid) for every user
+ * with a target through rec_rank_rows: the model reads the last max_len history items. */
+int sasrec_rank(sasrec_model *m, const rec_data *d, int split, int batch, retr_metrics *met,
+                int topk, rec_topk_fn fn, void *ctx);
+
+/* Train on the train split (each user's last max_len+1 train items: inputs and next-item
+ * targets), HR@10 on the valid items every eval_every epochs, early stopping after
+ * `patience` evaluations without improvement; the best parameters are kept in *out.
+ * With run != NULL, progress and loss go to the stage runner and a checkpoint (parameters,
+ * moments, best parameters, rng, counters) is saved after every evaluation and on a stop
+ * request, and a resumed run continues from it. Returns 0, 130 when stopped (after
+ * stage_stopped), or -1. *best_valid gets the best valid HR@10. */
+int sasrec_fit(stage_run *run, const rec_data *d, const sasrec_train_cfg *tc,
+               sasrec_model **out, double *best_valid);
+
+#endif
