@@ -3,18 +3,19 @@
 # AddressSanitizer + UBSan and under valgrind's memcheck; exits 1 on any report.
 #   tests/sanitize-real.sh [asan|valgrind|all]       (default all)
 # asan:     builds build-asan (-Db_sanitize=address,undefined), or uses $TOKENREC_BIN when it
-#           is set (the meson test 'sanitize-real' in the ASan build does that), and runs ingest,
-#           cf (stopped with SIGINT and resumed), tokenize, tokenize --new-users/--new-items,
-#           finetune (killed with SIGKILL and resumed), finetune --faithful, evaluate of every
-#           method on both splits, report, info, and a cf --model mf that leaves the rest stale.
+#           is set (as the meson test sanitize_real, suite 'sanitize', of an ASan build does),
+#           and runs ingest, cf (stopped with SIGINT and resumed), tokenize, tokenize
+#           --new-users/--new-items, finetune (killed with SIGKILL and resumed), finetune
+#           --faithful, evaluate of every method on both splits, report, info, and a cf
+#           --model mf that leaves the rest stale.
 #           A finding is any "ERROR: AddressSanitizer", "ERROR: LeakSanitizer" or UBSan
 #           "runtime error:" line, or an unexpected exit status.
 # valgrind: builds build-valgrind (debug, no -march=native: memcheck has no AVX-512) and runs
 #           the same stages with smaller shapes (memcheck is ~50x slower), cf stopped with
 #           --stop-after-steps and resumed, under --leak-check=full with tests/valgrind.supp.
 #           A finding is any memcheck error or a definite leak (--errors-for-leak-kinds=definite).
-# Environment: TOKENREC_SHARED (default ../shared), SAN_THREADS (default 2), SAN_KEEP=1 keeps
-# the work directory with every step's log.
+# Environment: TOKENREC_SHARED (default ../shared), SAN_THREADS (default $TOKENREC_THREADS or
+# 2), SAN_KEEP=1 keeps the work directory (/tmp/tokenrec-sanitize-*) with every step's log.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
@@ -23,7 +24,7 @@ case $mode in asan|valgrind|all) ;; *) echo "usage: $0 [asan|valgrind|all]"; exi
 shared=${TOKENREC_SHARED:-$root/../shared}
 data=$shared/datasets
 [ -d "$data/lastfm" ] || { echo "sanitize-real: no LastFM at $data/lastfm (set TOKENREC_SHARED)"; exit 77; }
-threads=${SAN_THREADS:-2}
+threads=${SAN_THREADS:-${TOKENREC_THREADS:-2}}
 W=$(mktemp -d /tmp/tokenrec-sanitize-XXXXXX)
 [ "${SAN_KEEP:-0}" = 1 ] || trap 'rm -rf "$W"' EXIT
 export OPENBLAS_NUM_THREADS=1
@@ -33,7 +34,8 @@ summary=()
 # step NAME EXPECTED_RC CMD...: run one tokenrec command through $WRAP, log it, check it.
 step() {
     local name=$1 want=$2; shift 2
-    local log="$W/$tool-$(printf '%02d' $((++nstep)))-$name.log" t0=$SECONDS
+    nstep=$((nstep + 1))
+    local log="$W/$tool-$(printf '%02d' $nstep)-$name.log" t0=$SECONDS
     echo "+ $tool: ${WRAP[*]:+${WRAP[*]} }$BIN $*"
     "${WRAP[@]}" "$BIN" "$@" >"$log" 2>&1
     local rc=$?
@@ -68,7 +70,8 @@ check() {
 # SIGINT, some progress), send SIGNAL, and check the exit status (130 after SIGINT).
 bg_kill() {
     local name=$1 sig=$2 stage=$3; shift 3
-    local log="$W/$tool-$(printf '%02d' $((++nstep)))-$name.log" t0=$SECONDS
+    nstep=$((nstep + 1))
+    local log="$W/$tool-$(printf '%02d' $nstep)-$name.log" t0=$SECONDS
     echo "+ $tool: ${WRAP[*]:+${WRAP[*]} }$BIN $stage $*   (then kill -$sig at its first checkpoint)"
     "${WRAP[@]}" "$BIN" "$stage" "$@" >"$log" 2>&1 &
     local pid=$! n=0 end=$((SECONDS + 1200))
@@ -79,7 +82,7 @@ bg_kill() {
         sleep 0.5
     done
     if [ "${n:-0}" -gt 0 ]; then kill -"$sig" "$pid"; else echo "  (no checkpoint before the end: not killed)"; fi
-    wait "$pid"
+    wait "$pid" 2>/dev/null
     local rc=$?
     local want=0
     [ "${n:-0}" -gt 0 ] && { [ "$sig" = INT ] && want=130 || want=137; }
@@ -170,7 +173,8 @@ if [ "$mode" != asan ]; then
     # each step's memcheck log goes next to its output log
     step() {
         local name=$1 want=$2; shift 2
-        local log="$W/$tool-$(printf '%02d' $((++nstep)))-$name.log" t0=$SECONDS
+        nstep=$((nstep + 1))
+        local log="$W/$tool-$(printf '%02d' $nstep)-$name.log" t0=$SECONDS
         local w=("${WRAP[@]/__LOG__/$log.vg.%p}")
         echo "+ $tool: ${w[*]} $BIN $*"
         "${w[@]}" "$BIN" "$@" >"$log" 2>&1
