@@ -104,6 +104,7 @@ pipeline() {
     DB=$W/$tool.db
     nstep=0
     local common=(--db "$DB" --threads "$threads")
+    echo "== $tool: LastFM pipeline, --threads $threads"
     step ingest 0 ingest --dataset lastfm --data-dir "$data" --db "$DB"
     if [ "$tool" = asan ]; then
         bg_kill cf-sigint INT cf "${common[@]}" "${S_CF[@]}"
@@ -138,7 +139,7 @@ build() {  # build DIR ARGS...: configure once, compile the tokenrec binary
     nice -n 5 meson compile -C "$root/$dir" tokenrec >/dev/null || exit 1
 }
 
-echo "sanitize-real: mode $mode, $(nproc) cores, threads $threads, data $data, work dir $W"
+echo "sanitize-real: mode $mode, $(nproc) cores, data $data, work dir $W"
 start=$SECONDS
 if [ "$mode" != valgrind ]; then
     tool=asan
