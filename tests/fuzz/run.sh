@@ -24,6 +24,7 @@ if [ ! -f "$B/build.ninja" ]; then
     -Dbuildtype=debugoptimized -Db_sanitize=address,undefined -Db_lundef=false \
     -Dc_args=-fno-sanitize-recover=all >/dev/null
 fi
+ninja -C "$B" build.ninja >/dev/null   # regenerate first: a build dir configured before a new target
 meson compile -C "$B" "${targets[@]}" >/dev/null
 
 # 2. seed corpora: the first 50 lines of the real files, with the targets' selector bytes
