@@ -162,7 +162,15 @@ static int eval_method(sqlite3 *db, const ev_opts *o, const char *method, const 
         if (rec_model_load(db, run.upstream_run, &lm) != 0) goto fail;
         if (rec_data_load(db, o->dataset, lm.tokenize_run, lm.pool_kind, &d) != 0) goto fail;
         sink_alloc(&sink, d.n_users);
-        if (o->unseen && !d.n_skip) {
+        uint8_t *frozen = NULL;
+        int n_frozen = 0;
+        if (o->unseen) {
+            frozen = tr_malloc((size_t)d.n_users + 1);
+            n_frozen = unseen_tok_frozen(db, lm.tokenize_run, frozen, d.n_users);
+            if (n_frozen < 0) { free(frozen); goto fail; }
+        }
+        if (o->unseen && n_frozen <= 0) {
+            free(frozen);
             tr_error("evaluate --unseen: tokenize run %lld has no unseen users; hold users out with "
                      "'tokenrec cf --holdout-users 0.1' and run tokenize and finetune again (or "
                      "'tokenrec run --unseen')", (long long)lm.tokenize_run);
@@ -170,15 +178,18 @@ static int eval_method(sqlite3 *db, const ev_opts *o, const char *method, const 
         }
         t5_reserve(lm.model, o->batch, prompt_max_len(&lm.vocab, d.cpi, lm.hist_cap));
         if (do_valid && rec_evaluate(lm.model, &lm.vocab, &d, 1, lm.hist_cap, PROMPT_TEST, lm.cosine,
-                                     o->batch, &valid, 0, NULL, NULL) != 0) goto fail;
+                                     o->batch, &valid, 0, NULL, NULL) != 0) { free(frozen); goto fail; }
         stage_progress(&run, 0.5, "%s: test", method);
         double t0 = tr_monotonic();
         if (rec_evaluate(lm.model, &lm.vocab, &d, 2, lm.hist_cap, PROMPT_TEST, lm.cosine, o->batch,
-                         &test, o->topk, sink_topk, &sink) != 0) goto fail;
+                         &test, o->topk, sink_topk, &sink) != 0) { free(frozen); goto fail; }
         if (o->unseen) {
-            /* the unseen users alone (skip inverted), with the template never seen in training */
+            /* the unseen users alone (those the frozen tokenizer tokenized; users with no
+             * tokens are in neither group), with the template never seen in training */
             uint8_t *seen_skip = d.skip, *inv = tr_malloc((size_t)d.n_users);
-            for (int32_t u = 0; u < d.n_users; u++) inv[u] = !seen_skip[u];
+            for (int32_t u = 0; u < d.n_users; u++) inv[u] = !frozen[u];
+            free(frozen);
+            frozen = NULL;
             d.skip = inv;
             stage_progress(&run, 0.75, "%s: unseen users", method);
             int erc = rec_evaluate(lm.model, &lm.vocab, &d, 2, lm.hist_cap, PROMPT_UNSEEN, lm.cosine,
@@ -186,7 +197,7 @@ static int eval_method(sqlite3 *db, const ev_opts *o, const char *method, const 
             d.skip = seen_skip;
             free(inv);
             if (erc != 0) goto fail;
-            n_unseen = d.n_skip;
+            n_unseen = n_frozen;
         }
         secs = tr_monotonic() - t0;
     } else if (generate) {          /* autoregressive baseline: constrained beam search */

@@ -116,3 +116,19 @@ int unseen_tok_load(sqlite3 *db, int64_t tok_run, uint8_t *unseen, int32_t n_use
     for (int32_t u = 0; u < n_users; u++) n += unseen[u];
     return n;
 }
+
+int unseen_tok_frozen(sqlite3 *db, int64_t tok_run, uint8_t *frozen, int32_t n_users) {
+    memset(frozen, 0, (size_t)n_users);
+    sqlite3_stmt *st = db_prep(db, "SELECT DISTINCT u.idx FROM tokens_unseen u WHERE u.run_id=? AND u.entity='user' "
+                                   "AND EXISTS (SELECT 1 FROM tokens t WHERE t.run_id=u.run_id AND t.entity='user' AND t.idx=u.idx)");
+    if (!st) return -1;
+    sqlite3_bind_int64(st, 1, tok_run);
+    int n = 0, rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        int u = sqlite3_column_int(st, 0);
+        if (u >= 0 && u < n_users && !frozen[u]) { frozen[u] = 1; n++; }
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) return tr_error("tokens_unseen of run %lld: %s", (long long)tok_run, sqlite3_errmsg(db));
+    return n;
+}

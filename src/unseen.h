@@ -40,5 +40,9 @@ int unseen_cf_load(sqlite3 *db, int64_t cf_run, uint8_t *held, int32_t n_users);
 /* The unseen users of a tokenize run into unseen (n_users, cleared here): the users listed
  * in its tokens_unseen and the users it has no tokens for. Returns their count, -1 on error. */
 int unseen_tok_load(sqlite3 *db, int64_t tok_run, uint8_t *unseen, int32_t n_users);
+/* The users that tokenize run tok_run tokenized through its frozen tokenizer (listed in
+ * tokens_unseen, so they have tokens) into frozen (n_users, cleared here): the group that
+ * evaluate --unseen tests; users with no tokens at all are in neither group. Returns the count. */
+int unseen_tok_frozen(sqlite3 *db, int64_t tok_run, uint8_t *frozen, int32_t n_users);
 
 #endif
