@@ -332,7 +332,7 @@ static const char *summary_ev =
     "trained here on the train split with the valid items for early stopping (--sasrec-*).";
 
 int cmd_evaluate(int argc, char **argv) {
-    ev_opts o = {DB_DEFAULT_PATH, NULL, "all", "test", 128, 50, 0, 0, 0, 0, 20, 256, NULL, NULL};
+    ev_opts o = {DB_DEFAULT_PATH, NULL, "all", "test", 32, 50, 0, 0, 0, 0, 20, 256, NULL, NULL};
     /* SASRec settings: the paper's shape (d 64, 2 blocks, 1 head, batch 128, 50 items) and
      * its dropout for sparse data (0.5; 0.2 was for ML-1M). Loss, lr and dropout chosen by
      * valid HR@10 on LastFM (bench/sasrec): at dropout 0.2, softmax 0.0706 vs bce 0.0596
