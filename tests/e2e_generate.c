@@ -22,19 +22,6 @@
 #define TOK "--L 32 --dc 64 --h1 64 --h2 64 --epochs 15 --quiet"
 #define FT  "--preset tiny --epochs 3 --hist 20 --batch 32 --lr 3e-3 --warmup 20 --ckpt-every 20 --quiet"
 
-static double metric(sqlite3 *db, const char *method, const char *split, const char *m, int k) {
-    sqlite3_stmt *st = db_prep(db, "SELECT value FROM run_metrics WHERE method=? AND split=? AND metric=? "
-                                   "AND k=? ORDER BY run_id DESC LIMIT 1");
-    sqlite3_bind_text(st, 1, method, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, split, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 3, m, -1, SQLITE_STATIC);
-    sqlite3_bind_int(st, 4, k);
-    double v = -1;
-    if (sqlite3_step(st) == SQLITE_ROW) v = sqlite3_column_double(st, 0);
-    sqlite3_finalize(st);
-    return v;
-}
-
 static void generate_baseline_end_to_end(void **state) {
     (void)state;
     char *f = tu_path("synth.txt"), *dbp = tu_path("g.db");
@@ -56,14 +43,14 @@ static void generate_baseline_end_to_end(void **state) {
     assert_int_equal(db_query_i64(db, -1, "SELECT count(*) FROM stage_runs WHERE stage='finetune-gen' AND status='done'"), 1);
     assert_int_equal(db_query_i64(db, -1, "SELECT count(*) FROM models WHERE objective='generate'"), 1);
     assert_int_equal(db_query_i64(db, -1, "SELECT count(*) FROM models WHERE objective='retrieval'"), 1);
-    double gen = metric(db, "generate", "valid", "hr", 10), pop = metric(db, "popularity", "valid", "hr", 10);
-    double gen_t = metric(db, "generate", "test", "hr", 10), pop_t = metric(db, "popularity", "test", "hr", 10);
+    double gen = tu_metric(db, "generate", "valid", "hr", 10), pop = tu_metric(db, "popularity", "valid", "hr", 10);
+    double gen_t = tu_metric(db, "generate", "test", "hr", 10), pop_t = tu_metric(db, "popularity", "test", "hr", 10);
     fprintf(stderr, "valid HR@10: generate %.3f popularity %.3f; test HR@10 generate %.3f popularity %.3f\n",
             gen, pop, gen_t, pop_t);
     assert_true(gen >= 0 && pop >= 0 && gen_t >= 0);
     assert_true(gen > 2 * pop);
     assert_true(gen_t > 2 * pop_t);
-    assert_true(metric(db, "generate", "test", "ndcg", 20) > 0);
+    assert_true(tu_metric(db, "generate", "test", "ndcg", 20) > 0);
     /* latency of both methods, from the same run */
     int64_t ev = db_query_i64(db, 0, "SELECT max(run_id) FROM run_metrics WHERE method='generate' AND split='latency-b1'");
     assert_true(ev > 0);
@@ -71,7 +58,7 @@ static void generate_baseline_end_to_end(void **state) {
                                          "split='latency-b1' AND metric='ms_per_user' AND value > 0", (long long)ev), 2);
     assert_int_equal(db_query_i64(db, 0, "SELECT count(*) FROM run_metrics WHERE run_id=%lld AND "
                                          "split='latency-best' AND metric='users_per_s' AND value > 0", (long long)ev), 2);
-    assert_true(metric(db, "generate", "test", "collided_tuples", 0) >= 0);
+    assert_true(tu_metric(db, "generate", "test", "collided_tuples", 0) >= 0);
     /* recommendations: real items, none known, at most the top-K */
     assert_int_equal(db_query_i64(db, -1, "SELECT count(*) FROM recommendations r JOIN interactions i ON "
                                           "i.uid = r.uid AND i.iid = r.iid AND i.split < 2 WHERE r.run_id=%lld",

@@ -22,19 +22,6 @@
 #define TOK "--L 32 --dc 64 --h1 64 --h2 64 --epochs 15 --quiet"
 #define FT  "--preset tiny --epochs 3 --hist 20 --batch 32 --lr 3e-3 --warmup 20 --ckpt-every 20 --quiet"
 
-static double metric(sqlite3 *db, const char *method, const char *split, const char *m, int k) {
-    sqlite3_stmt *st = db_prep(db, "SELECT value FROM run_metrics WHERE method=? AND split=? AND metric=? "
-                                   "AND k=? ORDER BY run_id DESC LIMIT 1");
-    sqlite3_bind_text(st, 1, method, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, split, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 3, m, -1, SQLITE_STATIC);
-    sqlite3_bind_int(st, 4, k);
-    double v = -1;
-    if (sqlite3_step(st) == SQLITE_ROW) v = sqlite3_column_double(st, 0);
-    sqlite3_finalize(st);
-    return v;
-}
-
 static char *data_file(void) {
     char *f = tu_path("synth.txt");
     assert_int_equal(tu_synthetic_file(f, 300, 120, 6, 10, 20, 7), 0);
@@ -57,13 +44,13 @@ static void pipeline_learns_the_planted_pattern(void **state) {
     assert_int_equal(tu_run("%s finetune --db %s %s", b, dbp, FT), 0);
     assert_int_equal(tu_run("%s evaluate --db %s --split both --quiet", b, dbp), 0);
     sqlite3 *db = db_open(dbp, 1);
-    double tok = metric(db, "tokenrec", "valid", "hr", 10), pop = metric(db, "popularity", "valid", "hr", 10);
-    double tok_t = metric(db, "tokenrec", "test", "hr", 10), lgn = metric(db, "lightgcn", "test", "hr", 10);
+    double tok = tu_metric(db, "tokenrec", "valid", "hr", 10), pop = tu_metric(db, "popularity", "valid", "hr", 10);
+    double tok_t = tu_metric(db, "tokenrec", "test", "hr", 10), lgn = tu_metric(db, "lightgcn", "test", "hr", 10);
     fprintf(stderr, "valid HR@10: tokenrec %.3f popularity %.3f; test HR@10 tokenrec %.3f lightgcn %.3f\n",
             tok, pop, tok_t, lgn);
     assert_true(pop >= 0 && tok >= 0 && lgn >= 0);
     assert_true(tok > 2 * pop);
-    assert_true(tok_t > 2 * metric(db, "popularity", "test", "hr", 10));
+    assert_true(tok_t > 2 * tu_metric(db, "popularity", "test", "hr", 10));
     /* 50 recommendations per user, none of them a known item */
     int64_t ev = db_query_i64(db, 0, "SELECT max(run_id) FROM recommendations");
     assert_int_equal(db_query_i64(db, 0, "SELECT count(*) FROM recommendations WHERE run_id=%lld", (long long)ev), 300 * 50);
@@ -106,7 +93,7 @@ static void killed_finetune_resumes_to_the_same_result(void **state) {
     }
     assert_int_equal(tu_run("%s finetune --db %s %s", b, c, FT), 0);
     sqlite3 *da = db_open(a, 1), *dc = db_open(c, 1);
-    double va = metric(da, "tokenrec", "test", "ndcg", 10), vc = metric(dc, "tokenrec", "test", "ndcg", 10);
+    double va = tu_metric(da, "tokenrec", "test", "ndcg", 10), vc = tu_metric(dc, "tokenrec", "test", "ndcg", 10);
     fprintf(stderr, "%d kills; test NDCG@10 uninterrupted %.6f, resumed %.6f\n", kills, va, vc);
     assert_true(va >= 0);
     assert_true(fabs(va - vc) < 1e-9);

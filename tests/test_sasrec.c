@@ -168,19 +168,6 @@ static void learns_pattern_bce(void **state) { (void)state; assert_true(train_pa
 
 /* ---- end to end through the binary ---- */
 
-static double metric(sqlite3 *db, const char *method, const char *split, const char *m, int k) {
-    sqlite3_stmt *st = db_prep(db, "SELECT value FROM run_metrics WHERE method=? AND split=? AND metric=? "
-                                   "AND k=? ORDER BY run_id DESC LIMIT 1");
-    sqlite3_bind_text(st, 1, method, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, split, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 3, m, -1, SQLITE_STATIC);
-    sqlite3_bind_int(st, 4, k);
-    double v = -1;
-    if (sqlite3_step(st) == SQLITE_ROW) v = sqlite3_column_double(st, 0);
-    sqlite3_finalize(st);
-    return v;
-}
-
 static long count(sqlite3 *db, const char *sql) {
     sqlite3_stmt *st = db_prep(db, sql);
     long n = -1;
@@ -200,12 +187,12 @@ static void evaluate_sasrec_e2e(void **state) {
     const char *b = tu_bin();
     assert_int_equal(tu_run("%s evaluate --db %s --method popularity,sasrec --split both --quiet " SAS, b, dbp), 0);
     db = db_open(dbp, 1);
-    double pop = metric(db, "popularity", "test", "hr", 10), sas = metric(db, "sasrec", "test", "hr", 10);
-    double sasv = metric(db, "sasrec", "valid", "hr", 10);
+    double pop = tu_metric(db, "popularity", "test", "hr", 10), sas = tu_metric(db, "sasrec", "test", "hr", 10);
+    double sasv = tu_metric(db, "sasrec", "valid", "hr", 10);
     print_message("synthetic: popularity test HR@10 %.3f, sasrec test HR@10 %.3f (valid %.3f)\n", pop, sas, sasv);
     for (int k = 10; k <= 30; k += 10) {
-        assert_true(metric(db, "sasrec", "test", "hr", k) >= 0);
-        assert_true(metric(db, "sasrec", "test", "ndcg", k) >= 0);
+        assert_true(tu_metric(db, "sasrec", "test", "hr", k) >= 0);
+        assert_true(tu_metric(db, "sasrec", "test", "ndcg", k) >= 0);
     }
     assert_true(sas > pop + 0.2);
     assert_true(sasv > pop);
@@ -216,8 +203,8 @@ static void evaluate_sasrec_e2e(void **state) {
     /* the same settings again: up to date; with --force: the same metrics (one seed) */
     assert_int_equal(tu_run("%s evaluate --db %s --method sasrec --split both --quiet --force " SAS, b, dbp), 0);
     db = db_open(dbp, 1);
-    assert_true(metric(db, "sasrec", "test", "hr", 10) == sas);
-    assert_true(metric(db, "sasrec", "test", "ndcg", 20) >= 0);
+    assert_true(tu_metric(db, "sasrec", "test", "hr", 10) == sas);
+    assert_true(tu_metric(db, "sasrec", "test", "ndcg", 20) >= 0);
     db_close(db);
     /* the report lists the method */
     char *out = tu_path("report.md");

@@ -146,3 +146,17 @@ int tu_synthetic_file(const char *path, int n_users, int n_items, int n_clusters
     free(seq);
     return fclose(f);
 }
+
+double tu_metric(sqlite3 *db, const char *method, const char *split, const char *metric, int k) {
+    sqlite3_stmt *st = db_prep(db, "SELECT value FROM run_metrics WHERE method=? AND split=? AND metric=? "
+                                   "AND k=? ORDER BY run_id DESC LIMIT 1");
+    if (!st) return -1;
+    sqlite3_bind_text(st, 1, method, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, split, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, metric, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 4, k);
+    double v = -1;
+    if (sqlite3_step(st) == SQLITE_ROW) v = sqlite3_column_double(st, 0);
+    sqlite3_finalize(st);
+    return v;
+}

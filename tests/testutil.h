@@ -12,6 +12,8 @@ const char *tu_shared(void);                   /* $TOKENREC_SHARED, else ../shar
 const char *tu_bin(void);                      /* $TOKENREC_BIN, else build/tokenrec */
 int         tu_run(const char *fmt, ...);      /* system() of the formatted command; exit status */
 int         tu_write_file(const char *path, const char *text);
+/* The latest value of run_metrics (method, split, metric, k); -1 when there is none. */
+double      tu_metric(sqlite3 *db, const char *method, const char *split, const char *metric, int k);
 
 /* A synthetic dataset with a planted sequential pattern: items fall into n_clusters groups;
  * each user stays in one group and walks it in order (next = current + 1 within the group),
