@@ -449,7 +449,8 @@ static void report_latency(sqlite3 *db, int csv) {
         "SELECT l.dataset, m.method, l.run, m.value, "
         "(SELECT value FROM run_metrics WHERE run_id=l.run AND method=m.method AND split='latency-best' AND metric='users_per_s'), "
         "(SELECT k FROM run_metrics WHERE run_id=l.run AND method=m.method AND split='latency-best' AND metric='users_per_s'), "
-        "(SELECT value FROM run_metrics WHERE run_id=l.run AND method='generate' AND split='test' AND metric='beam') "
+        "(SELECT value FROM run_metrics WHERE run_id=l.run AND method='generate' AND split='test' AND metric='beam'), "
+        "(SELECT value FROM run_metrics WHERE run_id=l.run AND method='tokenrec' AND split='latency-best' AND metric='model_run') "
         "FROM lat l JOIN run_metrics m ON m.run_id = l.run AND m.split='latency-b1' AND m.metric='ms_per_user' "
         "ORDER BY l.dataset, m.method DESC");
     if (!st) return;
@@ -463,7 +464,9 @@ static void report_latency(sqlite3 *db, int csv) {
         const char *method = (const char *)sqlite3_column_text(st, 1);
         int is_gen = !strcmp(method, "generate");
         printf(csv ? "%s,%s,%lld,%.3f,%.1f,%d," : "| %s | %s | %lld | %.3f | %.1f | %d | ",
-               sqlite3_column_text(st, 0), is_gen ? "generate (beam search)" : "tokenrec (generative retrieval)",
+               sqlite3_column_text(st, 0), is_gen ? "generate (beam search)" :
+               sqlite3_column_int64(st, 7) > 0 ? "tokenrec (generative retrieval)" :
+               "tokenrec (generative retrieval, timed on the generate model's network)",
                (long long)sqlite3_column_int64(st, 2), sqlite3_column_double(st, 3), sqlite3_column_double(st, 4),
                sqlite3_column_int(st, 5));
         if (is_gen) printf(csv ? "%d\n" : "%d |\n", sqlite3_column_int(st, 6));

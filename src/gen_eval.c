@@ -60,17 +60,9 @@ int gen_eval(sqlite3 *db, const char *dataset, rec_loaded *lm, const rec_data *d
     memset(out, 0, sizeof *out);
     gen_search g;
     int cap = batch > 128 ? batch : 128;
-    /* the key/value cache holds beam rows per user (4 buffers of layers x dec_len x heads x d_kv):
-     * keep it within a budget by searching fewer users at a time */
-    const t5_config *c = t5_cfg(lm->model);
-    const double budget = 2.0 * 1024 * 1024 * 1024;
-    double per_user = (double)beam * 4.0 * c->n_dec_layers * c->dec_len * c->n_heads * c->d_kv * sizeof(float);
-    if (per_user > budget)
-        return tr_error("evaluate --method generate: --beam %d needs %.1f GiB of key/value cache per user; "
-                        "expected a beam that fits in 2 GiB", beam, per_user / budget * 2);
-    if (cap * per_user > budget) cap = (int)(budget / per_user);
-    if (batch > cap) batch = cap;
+    /* gen_search_init may lower cap to keep the key/value cache within its budget */
     if (gen_search_init(&g, lm->model, &lm->vocab, d, beam, cap, lm->hist_cap) != 0) return -1;
+    if (batch > g.max_users) batch = g.max_users;
     int rc = -1;
     rec_loaded rl;
     memset(&rl, 0, sizeof rl);

@@ -122,6 +122,14 @@ int gen_search_init(gen_search *g, t5_model *m, const prompt_vocab *v, const rec
     if (g->P < 1) return tr_error("generate: the model's decoder length %d is too short for %d codes per item",
                                   c->dec_len, d->cpi);
     if (beam < 1 || max_users < 1) return tr_error("generate: beam and batch must be positive");
+    /* the key/value cache holds beam rows per user (4 buffers of layers x dec_len x heads x
+     * d_kv floats): keep it within 2 GiB by searching fewer users at a time */
+    const double budget = 2.0 * 1024 * 1024 * 1024;
+    double per_user = (double)beam * 4.0 * c->n_dec_layers * c->dec_len * c->n_heads * c->d_kv * sizeof(float);
+    if (per_user > budget)
+        return tr_error("generate: beam %d needs %.1f GiB of key/value cache per user; expected a smaller "
+                        "--beam (at most 2 GiB)", beam, per_user / (1024.0 * 1024 * 1024));
+    if (max_users * per_user > budget) max_users = (int)(budget / per_user);
     g->beam = beam; g->max_users = max_users; g->hist_cap = hist_cap;
     for (int s = 0; s < d->cpi; s++) {
         g->books[s] = gen_book(v, d, s);

@@ -36,7 +36,8 @@ static inline int gen_prompt_len(const t5_model *m, const rec_data *d) { return 
 void gen_train_dec(const prompt_vocab *v, const rec_data *d, const int32_t *target, int B, int P,
                    int32_t *dec, int32_t *codes);
 
-/* The searcher: workspace for batches of up to max_users users with beam `beam`. */
+/* The searcher: workspace for batches of up to max_users users with beam `beam`
+ * (gen_search_init lowers max_users to keep the key/value cache within 2 GiB). */
 typedef struct {
     int           beam, max_users, P, hist_cap, max_leaf;
     t5_dec_state  st;
