@@ -24,12 +24,9 @@
 
 static void generate_baseline_end_to_end(void **state) {
     (void)state;
-    char *f = tu_path("synth.txt"), *dbp = tu_path("g.db");
-    assert_int_equal(tu_synthetic_file(f, 300, 120, 6, 10, 20, 7), 0);
+    char *dbp = tu_path("g.db");
     const char *b = tu_bin();
-    assert_int_equal(tu_run("%s ingest --quiet --db %s --dataset synth --file %s --format sequence", b, dbp, f), 0);
-    assert_int_equal(tu_run("%s cf --db %s %s", b, dbp, CF), 0);
-    assert_int_equal(tu_run("%s tokenize --db %s %s", b, dbp, TOK), 0);
+    assert_int_equal(tu_synthetic_upstream(dbp, CF, TOK), 0);
     char *kp = tu_path("k.db");              /* the same upstream, for the kill/resume check */
     assert_int_equal(tu_run("cp %s %s", dbp, kp), 0);
     assert_int_equal(tu_run("%s finetune --db %s %s", b, dbp, FT), 0);
@@ -78,19 +75,9 @@ static void generate_baseline_end_to_end(void **state) {
     free(txt); free(rp);
 
     /* a generate finetune killed twice and re-run ends with the same model */
-    int kills = 0;
-    for (int attempt = 0; attempt < 2; attempt++) {
-        pid_t pid = fork();
-        if (pid == 0) {
-            char cmd[2048];
-            snprintf(cmd, sizeof cmd, "exec %s finetune --db %s --objective generate --beam 10 " FT, b, kp);
-            execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
-            _exit(127);
-        }
-        usleep(attempt ? 2500000 : 1500000);
-        if (kill(pid, SIGKILL) == 0) kills++;
-        waitpid(pid, NULL, 0);
-    }
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "%s finetune --db %s --objective generate --beam 10 " FT, b, kp);
+    int kills = tu_run_killed(cmd, 1500000) + tu_run_killed(cmd, 2500000);
     assert_int_equal(tu_run("%s finetune --db %s --objective generate --beam 10 %s", b, kp, FT), 0);
     db = db_open(dbp, 1);
     char *q = sqlite3_mprintf("ATTACH %Q AS other", kp);
@@ -100,7 +87,7 @@ static void generate_baseline_end_to_end(void **state) {
     assert_int_equal(db_query_i64(db, 0, "SELECT (SELECT params FROM main.models WHERE objective='generate') = "
                                          "(SELECT params FROM other.models WHERE objective='generate')"), 1);
     db_close(db);
-    free(kp); free(f); free(dbp);
+    free(kp); free(dbp);
 }
 
 int main(void) {

@@ -22,24 +22,10 @@
 #define TOK "--L 32 --dc 64 --h1 64 --h2 64 --epochs 15 --quiet"
 #define FT  "--preset tiny --epochs 3 --hist 20 --batch 32 --lr 3e-3 --warmup 20 --ckpt-every 20 --quiet"
 
-static char *data_file(void) {
-    char *f = tu_path("synth.txt");
-    assert_int_equal(tu_synthetic_file(f, 300, 120, 6, 10, 20, 7), 0);
-    return f;
-}
-
-/* ingest + cf + tokenize into dbp */
-static void upstream(const char *dbp, const char *f) {
-    const char *b = tu_bin();
-    assert_int_equal(tu_run("%s ingest --quiet --db %s --dataset synth --file %s --format sequence", b, dbp, f), 0);
-    assert_int_equal(tu_run("%s cf --db %s %s", b, dbp, CF), 0);
-    assert_int_equal(tu_run("%s tokenize --db %s %s", b, dbp, TOK), 0);
-}
-
 static void pipeline_learns_the_planted_pattern(void **state) {
     (void)state;
-    char *f = data_file(), *dbp = tu_path("p.db");
-    upstream(dbp, f);
+    char *dbp = tu_path("p.db");
+    assert_int_equal(tu_synthetic_upstream(dbp, CF, TOK), 0);
     const char *b = tu_bin();
     assert_int_equal(tu_run("%s finetune --db %s %s", b, dbp, FT), 0);
     assert_int_equal(tu_run("%s evaluate --db %s --split both --quiet", b, dbp), 0);
@@ -66,31 +52,21 @@ static void pipeline_learns_the_planted_pattern(void **state) {
     assert_int_equal(tr_read_file(rp, &txt, &n), 0);
     assert_non_null(strstr(txt, "| synth | tokenrec |"));
     assert_non_null(strstr(txt, "| synth | popularity |"));
-    free(txt); free(rp); free(f); free(dbp);
+    free(txt); free(rp); free(dbp);
 }
 
 /* Kill finetune with SIGKILL twice at different moments, resume, and compare with an
  * uninterrupted run of the same settings on a copy of the same upstream. */
 static void killed_finetune_resumes_to_the_same_result(void **state) {
     (void)state;
-    char *f = data_file(), *a = tu_path("a.db"), *c = tu_path("c.db");
-    upstream(a, f);
+    char *a = tu_path("a.db"), *c = tu_path("c.db");
+    assert_int_equal(tu_synthetic_upstream(a, CF, TOK), 0);
     assert_int_equal(tu_run("cp %s %s", a, c), 0);
     const char *b = tu_bin();
     assert_int_equal(tu_run("%s finetune --db %s %s", b, a, FT), 0);
-    int kills = 0;
-    for (int attempt = 0; attempt < 2; attempt++) {
-        pid_t pid = fork();
-        if (pid == 0) {
-            char cmd[2048];
-            snprintf(cmd, sizeof cmd, "exec %s finetune --db %s " FT, b, c);
-            execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
-            _exit(127);
-        }
-        usleep(attempt ? 2500000 : 1500000);
-        if (kill(pid, SIGKILL) == 0) kills++;
-        waitpid(pid, NULL, 0);
-    }
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "%s finetune --db %s " FT, b, c);
+    int kills = tu_run_killed(cmd, 1500000) + tu_run_killed(cmd, 2500000);
     assert_int_equal(tu_run("%s finetune --db %s %s", b, c, FT), 0);
     sqlite3 *da = db_open(a, 1), *dc = db_open(c, 1);
     double va = tu_metric(da, "tokenrec", "test", "ndcg", 10), vc = tu_metric(dc, "tokenrec", "test", "ndcg", 10);
@@ -105,7 +81,7 @@ static void killed_finetune_resumes_to_the_same_result(void **state) {
     assert_int_equal(db_query_i64(da, 0, "SELECT (SELECT params FROM main.models) = (SELECT params FROM other.models "
                                          "ORDER BY run_id DESC LIMIT 1)"), 1);
     db_close(da); db_close(dc);
-    free(f); free(a); free(c);
+    free(a); free(c);
 }
 
 int main(void) {

@@ -5,7 +5,10 @@
 #include "rng.h"
 #include "stage.h"
 #include "util.h"
+#include <signal.h>
 #include <stdarg.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -159,4 +162,30 @@ double tu_metric(sqlite3 *db, const char *method, const char *split, const char 
     if (sqlite3_step(st) == SQLITE_ROW) v = sqlite3_column_double(st, 0);
     sqlite3_finalize(st);
     return v;
+}
+
+int tu_synthetic_upstream(const char *dbpath, const char *cf_args, const char *tok_args) {
+    char *f = tu_path("synth.txt");
+    int rc = tu_synthetic_file(f, 300, 120, 6, 10, 20, 7);
+    const char *b = tu_bin();
+    if (!rc) rc = tu_run("%s ingest --quiet --db %s --dataset synth --file %s --format sequence", b, dbpath, f);
+    if (!rc) rc = tu_run("%s cf --db %s %s", b, dbpath, cf_args);
+    if (!rc) rc = tu_run("%s tokenize --db %s %s", b, dbpath, tok_args);
+    free(f);
+    return rc;
+}
+
+int tu_run_killed(const char *cmd, unsigned delay_us) {
+    pid_t pid = fork();
+    if (pid < 0) return 0;
+    if (pid == 0) {
+        char *full = malloc(strlen(cmd) + 8);
+        sprintf(full, "exec %s", cmd);
+        execl("/bin/sh", "sh", "-c", full, (char *)NULL);
+        _exit(127);
+    }
+    usleep(delay_us);
+    int landed = kill(pid, SIGKILL) == 0;
+    waitpid(pid, NULL, 0);
+    return landed;
 }

@@ -24,5 +24,12 @@ int tu_synthetic(sqlite3 *db, const char *name, int n_users, int n_items, int n_
 /* The same as a sequence-format text file ("user item item ...") for `tokenrec ingest --file`. */
 int tu_synthetic_file(const char *path, int n_users, int n_items, int n_clusters, int len_min,
                       int len_max, uint64_t seed);
+/* The end-to-end tests' upstream: the synthetic file (300 users, 120 items, 6 clusters,
+ * seed 7) ingested as dataset synth into dbpath, then cf and tokenize with the given
+ * options. Returns 0, or the exit status of the first command that failed. */
+int tu_synthetic_upstream(const char *dbpath, const char *cf_args, const char *tok_args);
+/* Start `exec <cmd>` through sh, SIGKILL it after delay_us, reap it. Returns 1 when the
+ * kill landed (the command was still running), 0 when it had already ended. */
+int tu_run_killed(const char *cmd, unsigned delay_us);
 
 #endif
