@@ -508,15 +508,8 @@ int cmd_cf(int argc, char **argv) {
     cf_data d;
     memset(&d, 0, sizeof d);
     char *pj = cli_params_json(opts);
-    if (o.holdout_users > 0) {
-        /* a param, but only in the JSON when set, so runs without it keep their fingerprint */
-        size_t len = strlen(pj);
-        char *q = tr_malloc(len + 64);
-        memcpy(q, pj, len - 1);         /* without the closing brace */
-        snprintf(q + len - 1, 64, "%s\"holdout-users\":%.9g}", len > 2 ? "," : "", o.holdout_users);
-        free(pj);
-        pj = q;
-    }
+    if (o.holdout_users > 0)      /* a param only when set: runs without it keep their fingerprint */
+        pj = cli_json_append(pj, "\"holdout-users\":%.9g", o.holdout_users);
     stage_run run;
     int b = stage_begin(&run, db, "cf", o.dataset, pj, "ingest", o.force);
     free(pj);

@@ -3,6 +3,8 @@
 #include "util.h"
 #include <errno.h>
 #include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -153,4 +155,22 @@ char *cli_params_json(const cli_opt *opts) {
     }
     append(&buf, &len, &cap, "}");
     return buf;
+}
+
+char *cli_json_append(char *json, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    size_t len = strlen(json);
+    char *out = tr_malloc(len + (size_t)n + 3);
+    memcpy(out, json, len - 1);                    /* without the closing brace */
+    size_t k = len - 1;
+    if (len > 2 && n > 0) out[k++] = ',';
+    va_start(ap, fmt);
+    vsnprintf(out + k, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    strcpy(out + k + n, "}");
+    free(json);
+    return out;
 }

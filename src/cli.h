@@ -26,5 +26,9 @@ void cli_help(FILE *f, const char *usage, const char *summary, const cli_opt *op
 
 /* Canonical JSON object of the options with param = 1, in table order. Caller frees. */
 char *cli_params_json(const cli_opt *opts);
+/* The JSON object json (freed here) with the printf-formatted members fmt ("\"k\":v,...")
+ * added at its end: for settings that enter the params only when they are used, so that
+ * runs without them keep their fingerprints. Caller frees the result. */
+char *cli_json_append(char *json, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #endif

@@ -407,15 +407,8 @@ int cmd_evaluate(int argc, char **argv) {
     char dsbuf[128];
     if (!o.dataset && !(o.dataset = db_default_dataset(db, dsbuf, sizeof dsbuf))) { db_close(db); free(spj); return -1; }
     char *pj = cli_params_json(opts);
-    if (o.unseen) {
-        /* a param, but only in the JSON when set, so runs without it keep their fingerprint */
-        size_t len = strlen(pj);
-        char *q = tr_malloc(len + 16);
-        memcpy(q, pj, len - 1);
-        snprintf(q + len - 1, 16, "%s\"unseen\":1}", len > 2 ? "," : "");
-        free(pj);
-        pj = q;
-    }
+    if (o.unseen)                 /* a param only when set: runs without it keep their fingerprint */
+        pj = cli_json_append(pj, "\"unseen\":1");
     const char *all[] = {"popularity", "lightgcn", "tokenrec", "generate", "sasrec"};
     const char *ups[] = {"ingest", "cf", "finetune", "finetune-gen", "ingest"};
     rc = 0;

@@ -183,28 +183,14 @@ static char *params_with_files(char *pj, const char *ckpt, const char *tok) {
     uint64_t h1, h2;
     int64_t s1, s2;
     if (file_digest(ckpt, &h1, &s1) || file_digest(tok, &h2, &s2)) { free(pj); return NULL; }
-    char hx1[20], hx2[20];
-    snprintf(hx1, sizeof hx1, "%016llx", (unsigned long long)h1);
-    snprintf(hx2, sizeof hx2, "%016llx", (unsigned long long)h2);
-    cJSON *x = cJSON_CreateObject();
-    cJSON_AddStringToObject(x, "init-from", ckpt);
-    cJSON_AddNumberToObject(x, "init-from-size", (double)s1);
-    cJSON_AddStringToObject(x, "init-from-fnv", hx1);
-    cJSON_AddStringToObject(x, "tokenizer", tok);
-    cJSON_AddNumberToObject(x, "tokenizer-size", (double)s2);
-    cJSON_AddStringToObject(x, "tokenizer-fnv", hx2);
-    char *xs = cJSON_PrintUnformatted(x);
-    cJSON_Delete(x);
-    size_t a = strlen(pj), b = strlen(xs);
-    char *out = tr_malloc(a + b + 2);
-    memcpy(out, pj, a - 1);                       /* pj without its closing brace */
-    size_t k = a - 1;
-    if (a > 2) out[k++] = ',';
-    memcpy(out + k, xs + 1, b);                   /* xs without its opening brace */
-    out[k + b - 1] = 0;
-    free(pj);
-    free(xs);
-    return out;
+    cJSON *p1 = cJSON_CreateString(ckpt), *p2 = cJSON_CreateString(tok);   /* JSON-escaped paths */
+    char *e1 = cJSON_PrintUnformatted(p1), *e2 = cJSON_PrintUnformatted(p2);
+    pj = cli_json_append(pj, "\"init-from\":%s,\"init-from-size\":%lld,\"init-from-fnv\":\"%016llx\","
+                             "\"tokenizer\":%s,\"tokenizer-size\":%lld,\"tokenizer-fnv\":\"%016llx\"",
+                         e1, (long long)s1, (unsigned long long)h1, e2, (long long)s2, (unsigned long long)h2);
+    cJSON_free(e1); cJSON_free(e2);
+    cJSON_Delete(p1); cJSON_Delete(p2);
+    return pj;
 }
 
 /* The model and vocabulary of --init-from: the checkpoint's weights (config from the tensor

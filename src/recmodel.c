@@ -1,5 +1,6 @@
 /* recmodel.c: data, prompt batches, query vectors and model storage for finetune/evaluate. */
 #include "recmodel.h"
+#include "cli.h"
 #include "db.h"
 #include "retrieval.h"
 #include "unseen.h"
@@ -283,13 +284,8 @@ int rec_model_save(sqlite3 *db, int64_t run_id, const t5_model *m, const prompt_
     char *cfg = rec_config_json(t5_cfg(m));
     char *pv = prompt_vocab_json(v);
     if (pv) {       /* a SentencePiece vocabulary rides in the config JSON, under "prompt" */
-        size_t a = strlen(cfg), b = strlen(pv);
-        char *c2 = tr_malloc(a + b + 16);
-        memcpy(c2, cfg, a - 1);                          /* cfg without its closing brace */
-        snprintf(c2 + a - 1, b + 16, ",\"prompt\":%s}", pv);
-        free(cfg);
+        cfg = cli_json_append(cfg, "\"prompt\":%s", pv);
         free(pv);
-        cfg = c2;
     }
     sqlite3_stmt *st = db_prep(db, "INSERT OR REPLACE INTO models (run_id, config, K, L, extra, "
                                    "pool_kind, cosine, hist_cap, n_params, params) VALUES (?,?,?,?,?,?,?,?,?,?)");
