@@ -9,7 +9,6 @@ static uint64_t splitmix64(uint64_t *x) {
     return z ^ (z >> 31);
 }
 
-static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
 
 /* Seed all 256 bits of state from one 64-bit seed, as the xoshiro authors advise. */
 void rng_seed(rng_t *r, uint64_t seed) {
@@ -21,16 +20,6 @@ void rng_seed(rng_t *r, uint64_t seed) {
 void rng_split(rng_t *parent, rng_t *child, uint64_t stream) {
     uint64_t base = rng_u64(parent);
     rng_seed(child, base ^ (stream * 0xD1B54A32D192ED03ull));
-}
-
-uint64_t rng_u64(rng_t *r) {
-    uint64_t *s = r->s;
-    uint64_t result = rotl(s[1] * 5, 7) * 9;
-    uint64_t t = s[1] << 17;
-    s[2] ^= s[0]; s[3] ^= s[1]; s[1] ^= s[2]; s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 45);
-    return result;
 }
 
 /* Lemire's multiply-shift with rejection: unbiased and branch-light. */

@@ -12,7 +12,16 @@ void     rng_seed(rng_t *r, uint64_t seed);
 /* A child generator for an independent stream (e.g. one per thread or per purpose),
  * derived deterministically from the parent's next draw and a stream id. */
 void     rng_split(rng_t *parent, rng_t *child, uint64_t stream);
-uint64_t rng_u64(rng_t *r);
+/* The next 64-bit draw. Inline: dropout calls it once per four elements in the hot loop. */
+static inline uint64_t rng_u64(rng_t *r) {
+    uint64_t *s = r->s;
+    uint64_t x = s[1] * 5, result = ((x << 7) | (x >> 57)) * 9;
+    uint64_t t = s[1] << 17;
+    s[2] ^= s[0]; s[3] ^= s[1]; s[1] ^= s[2]; s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = (s[3] << 45) | (s[3] >> 19);
+    return result;
+}
 uint32_t rng_below(rng_t *r, uint32_t n);     /* uniform in [0, n), n > 0, unbiased */
 float    rng_uniform(rng_t *r);               /* uniform in [0, 1) */
 double   rng_uniform_d(rng_t *r);             /* uniform in [0, 1), 53 bits */
