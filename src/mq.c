@@ -9,7 +9,7 @@
 #include <string.h>
 
 mq_cfg mq_default_cfg(void) {
-    mq_cfg c = {64, 128, 256, 512, 3, 256, 0.2f, 0.5f, 0.2f, 0.25f, 1e-5f, 0.1f};
+    mq_cfg c = {64, 128, 256, 512, 3, 256, 0.2f, 0.5f, 0.2f, 0.25f, 1e-5f, 0.1f, 0};
     return c;
 }
 
@@ -31,6 +31,8 @@ int mq_cfg_check(const mq_cfg *c) {
         return tr_error("mq: expected mask ratio and dropouts in [0,1), got %g %g %g",
                         c->rho, c->p1, c->p2);
     if (!(c->beta >= 0)) return tr_error("mq: expected beta >= 0, got %g", c->beta);
+    if (c->residual != 0 && c->residual != 1)
+        return tr_error("mq: expected residual 0 or 1, got %d", c->residual);
     return 0;
 }
 
@@ -78,7 +80,7 @@ int mq_model_init(mq_model *m, const mq_cfg *cfg, rng_t *rng) {
     if (mq_cfg_check(cfg) != 0) return -1;
     m->cfg = *cfg;
     size_t off = 0, boff = 0;
-    for (int k = 0; k < cfg->K; k++)
+    for (int k = 0; k < mq_n_enc(cfg); k++)
         mlp_layout(&m->enc[k], cfg->d_in, cfg->h1, cfg->h2, cfg->d_c, &off, &boff);
     mlp_layout(&m->dec, cfg->d_c, cfg->h2, cfg->h1, cfg->d_in, &off, &boff);
     m->off_cb = off;
@@ -87,7 +89,7 @@ int mq_model_init(mq_model *m, const mq_cfg *cfg, rng_t *rng) {
     m->params = tr_calloc(m->n_params, sizeof(float));
     m->bn = tr_calloc(m->n_bn, sizeof(float));
     if (rng) {
-        for (int k = 0; k < cfg->K; k++) mlp_init(&m->enc[k], m->params, m->bn, rng);
+        for (int k = 0; k < mq_n_enc(cfg); k++) mlp_init(&m->enc[k], m->params, m->bn, rng);
         mlp_init(&m->dec, m->params, m->bn, rng);
         uniform_fill(m->params + m->off_cb, m->n_params - m->off_cb, 1.0f / cfg->L, rng);
     }
@@ -350,7 +352,7 @@ int mq_ws_init(mq_ws *w, const mq_model *m, int nmax) {
     w->nmax = nmax;
     w->xm = tr_malloc((size_t)nmax * c->d_in * sizeof(float));
     w->inmask = tr_malloc((size_t)nmax * c->d_in);
-    for (int k = 0; k < c->K; k++) mlp_act_alloc(&w->enc[k], &m->enc[k], nmax);
+    for (int k = 0; k < mq_n_enc(c); k++) mlp_act_alloc(&w->enc[k], &m->enc[k], nmax);
     mlp_act_alloc(&w->dec, &m->dec, nmax);
     size_t kd = (size_t)c->K * nmax * c->d_c;
     w->codes = tr_calloc((size_t)c->K * nmax, sizeof(int32_t));
@@ -383,6 +385,81 @@ void mq_ws_free(mq_ws *w) {
     memset(w, 0, sizeof *w);
 }
 
+/* The residual form's encoder and quantizer (mq.h): a = Enc(q') from ws->xm; codebook k
+ * quantises r_k, and ws->mix = a + (sum_k C_k[w_k] - sg a). sg_a[k] keeps r_k and sg_q[k]
+ * C_k[w_k] (with freeze, both stay from the previous call). *cb = sum_k MSE(r_k, C_k[w_k]),
+ * *cm = MSE(a, sg sum_k C_k[w_k]). */
+static void residual_quantize(mq_model *m, mq_ws *ws, int N, int train, float mom,
+                              const float drop[2], rng_t *rng, int freeze, double *cb,
+                              double *cm) {
+    const mq_cfg *c = &m->cfg;
+    int D = c->d_c, K = c->K;
+    size_t nd = (size_t)N * D, stride = (size_t)ws->nmax * D;
+    mlp_forward(&m->enc[0], m->params, m->bn, &ws->enc[0], ws->xm, N, train, mom, c->bn_eps,
+                drop, rng);
+    const float *a = ws->enc[0].out;
+    if (!freeze) memcpy(ws->sg_a, a, nd * sizeof(float));
+    for (int k = 0; k < K; k++) {
+        const float *C = m->params + m->off_cb + (size_t)k * c->L * D;
+        int32_t *codes = ws->codes + (size_t)k * ws->nmax;
+        float *rk = ws->sg_a + k * stride, *sq = ws->sg_q + k * stride;
+        if (!freeze) {
+            vq_assign(codes, ws->dist, ws->cnorm, rk, C, N, c->L, D);
+            for (int n = 0; n < N; n++)
+                memcpy(sq + (size_t)n * D, C + (size_t)codes[n] * D, D * sizeof(float));
+            if (k + 1 < K) {
+                float *next = ws->sg_a + (k + 1) * stride;
+                for (size_t i = 0; i < nd; i++) next[i] = rk[i] - sq[i];
+            }
+        }
+        double s = 0;
+        for (int n = 0; n < N; n++) {
+            const float *cw = C + (size_t)codes[n] * D, *r = rk + (size_t)n * D;
+            for (int d = 0; d < D; d++) {
+                double e = (double)r[d] - cw[d];
+                s += e * e;
+            }
+        }
+        *cb += s / (double)nd;
+    }
+    /* z = sum_k sg_q[k]; mix = a + (z - sg_a[0]); commitment against sg z */
+    double s = 0;
+    for (size_t i = 0; i < nd; i++) {
+        float z = 0;
+        for (int k = 0; k < K; k++) z += ws->sg_q[k * stride + i];
+        ws->mix[i] = a[i] + (z - ws->sg_a[i]);
+        double e = (double)a[i] - z;
+        s += e * e;
+    }
+    *cm = s / (double)nd;
+}
+
+/* The residual form's gradient below the decoder: dmix (N,D) straight through to a, plus
+ * the commitment term; the codebook terms reach the chosen codewords. */
+static void residual_backward(const mq_model *m, mq_ws *ws) {
+    const mq_cfg *c = &m->cfg;
+    int N = ws->n, D = c->d_c, K = c->K;
+    size_t nd = (size_t)N * D, stride = (size_t)ws->nmax * D;
+    const float *a = ws->enc[0].out;
+    float s = 2.0f / (float)nd;
+    for (size_t i = 0; i < nd; i++) {
+        float z = 0;
+        for (int k = 0; k < K; k++) z += ws->sg_q[k * stride + i];
+        ws->da[i] = ws->dmix[i] + c->beta * s * (a[i] - z);
+    }
+    for (int k = 0; k < K; k++) {
+        const float *C = m->params + m->off_cb + (size_t)k * c->L * D;
+        float *dC = ws->grad + m->off_cb + (size_t)k * c->L * D;
+        const int32_t *codes = ws->codes + (size_t)k * ws->nmax;
+        const float *rk = ws->sg_a + k * stride;
+        for (int n = 0; n < N; n++) {
+            const float *cw = C + (size_t)codes[n] * D, *r = rk + (size_t)n * D;
+            float *g = dC + (size_t)codes[n] * D;
+            for (int d = 0; d < D; d++) g[d] += s * (cw[d] - r[d]);
+        }
+    }
+}
+
 void mq_forward(mq_model *m, mq_ws *ws, const float *x, int N, int train, int update_bn,
                 rng_t *rng, int freeze) {
     const mq_cfg *c = &m->cfg;
@@ -402,10 +479,12 @@ void mq_forward(mq_model *m, mq_ws *ws, const float *x, int N, int train, int up
     }
     float mom = update_bn ? c->bn_momentum : 0.0f;
     float drop[2] = {c->p1, c->p2};
-    /* 2. K encoders; 3. nearest codewords; 4. straight-through, mean of the K */
     memset(ws->mix, 0, nd * sizeof(float));
     double cb = 0, cm = 0;
-    for (int k = 0; k < K; k++) {
+    /* 2. K encoders; 3. nearest codewords; 4. straight-through, mean of the K (or, in the
+     * residual form, one encoder and residual codebooks) */
+    if (c->residual) residual_quantize(m, ws, N, train, mom, drop, rng, freeze, &cb, &cm);
+    else for (int k = 0; k < K; k++) {
         mlp_forward(&m->enc[k], m->params, m->bn, &ws->enc[k], ws->xm, N, train, mom,
                     c->bn_eps, drop, rng);
         const float *a = ws->enc[k].out;
@@ -453,6 +532,12 @@ void mq_backward(const mq_model *m, mq_ws *ws, const float *x) {
     memset(ws->dmix, 0, nd * sizeof(float));
     mlp_backward(&m->dec, m->params, ws->grad, &ws->dec, ws->mix, ws->dr, ws->dmix, N, drop,
                  ws->g1, ws->g2);
+    if (c->residual) {
+        residual_backward(m, ws);
+        mlp_backward(&m->enc[0], m->params, ws->grad, &ws->enc[0], ws->xm, ws->da, NULL, N,
+                     drop, ws->g1, ws->g2);
+        return;
+    }
     /* each c^_k gets dmix / K, straight through to a_k, plus the commitment term; the
      * codebook term reaches C_k */
     for (size_t i = 0; i < nd; i++) ws->dmix[i] /= (float)K;
@@ -610,15 +695,29 @@ static void kmeans_init(mq_trainer *t, mq_ws *ws, const mq_train_cfg *tc, const 
                 memcpy(xb + (size_t)j * c->d_in, X + (size_t)ord[i0 + j] * c->d_in,
                        c->d_in * sizeof(float));
             mq_forward(m, ws, xb, nb, nb > 1, 0, &t->rng, 0);
-            for (int k = 0; k < c->K; k++)
+            for (int k = 0; k < mq_n_enc(c); k++)
                 memcpy(pts + ((size_t)k * P + got) * D, ws->enc[k].out,
                        (size_t)nb * D * sizeof(float));
             got += nb;
         }
     }
-    for (int k = 0; k < c->K; k++)
-        kmeans(m->params + m->off_cb + (size_t)k * c->L * D, pts + (size_t)k * P * D, (int)P,
-               c->L, D, tc->kmeans_iters, &t->rng, ws);
+    if (c->residual) {
+        /* codebook k on the residuals the codebooks before it leave: fit, assign, subtract */
+        int32_t *as = tr_malloc((size_t)P * sizeof(int32_t));
+        for (int k = 0; k < c->K; k++) {
+            float *C = m->params + m->off_cb + (size_t)k * c->L * D;
+            kmeans(C, pts, (int)P, c->L, D, tc->kmeans_iters, &t->rng, ws);
+            if (k + 1 == c->K) break;
+            assign_chunked(as, pts, (int)P, C, c->L, D, ws);
+            for (long i = 0; i < P; i++)
+                for (int d = 0; d < D; d++) pts[(size_t)i * D + d] -= C[(size_t)as[i] * D + d];
+        }
+        free(as);
+    } else {
+        for (int k = 0; k < c->K; k++)
+            kmeans(m->params + m->off_cb + (size_t)k * c->L * D, pts + (size_t)k * P * D,
+                   (int)P, c->L, D, tc->kmeans_iters, &t->rng, ws);
+    }
     free(pts); free(ord); free(xb);
     t->kmeans_done = 1;
 }
@@ -738,7 +837,7 @@ int mq_train_epoch(mq_trainer *t, mq_ws *ws, const mq_train_cfg *tc, const float
 /* ---- checkpoint blob: header, then params, adam m, adam v, bn, best params, best bn, usage ---- */
 
 typedef struct {
-    char     magic[8];          /* "MQTRN01" */
+    char     magic[8];          /* "MQTRN02" (02: mq_cfg gained residual) */
     mq_cfg   cfg;
     uint64_t n_params, n_bn;
     rng_t    rng;
@@ -753,7 +852,7 @@ int mq_trainer_save(const mq_trainer *t, void **blob, size_t *n) {
     char *p = tr_calloc(1, total);
     mq_blob_hdr h;
     memset(&h, 0, sizeof h);
-    memcpy(h.magic, "MQTRN01", 8);
+    memcpy(h.magic, "MQTRN02", 8);
     h.cfg = m->cfg;
     h.n_params = np; h.n_bn = nb; h.rng = t->rng;
     h.epoch = t->epoch; h.kmeans_done = t->kmeans_done; h.best_epoch = t->best_epoch;
@@ -776,7 +875,10 @@ int mq_trainer_load(mq_trainer *t, const void *blob, size_t n) {
     mq_blob_hdr h;
     if (n < sizeof h) return tr_error("mq: checkpoint blob of %zu bytes is too short", n);
     memcpy(&h, blob, sizeof h);
-    if (memcmp(h.magic, "MQTRN01", 8) != 0)
+    if (memcmp(h.magic, "MQTRN01", 8) == 0)
+        return tr_error("mq: checkpoint was saved by an older tokenrec (MQTRN01); "
+                        "start the tokenize run again with --force");
+    if (memcmp(h.magic, "MQTRN02", 8) != 0)
         return tr_error("mq: checkpoint blob is not an MQ trainer state (bad magic)");
     const mq_model *m = &t->model;
     if (memcmp(&h.cfg, &m->cfg, sizeof h.cfg) != 0 || h.n_params != m->n_params ||

@@ -12,8 +12,17 @@
  *           loss = MSE(r, q) + sum_k MSE(sg a_k, C_k[w_k]) + beta sum_k MSE(a_k, sg C_k[w_k])
  *   infer:  no mask, no dropout, BatchNorm with running statistics, tokens (w_0..w_{K-1}).
  *
+ * Residual form (cfg.residual = 1, TOKENREC.md 4.3 and 11.3 FAITHFUL (b), the variant that
+ * produced the official LastFM tokens): ONE encoder, and codebook k quantises what the
+ * codebooks before it left over:
+ *           a = Enc(q'),  r_0 = a,  w_k = argmin_l |r_k - C_k[l]|^2,  r_{k+1} = r_k - C_k[w_k]
+ *           z = sum_k C_k[w_k],  r = Dec(a + sg(z - a))   (straight-through)
+ *           loss = MSE(r, q) + sum_k MSE(sg r_k, C_k[w_k]) + beta MSE(a, sg z)
+ *         Later codebooks split the cells of earlier ones, so near neighbours get distinct
+ *         tuples more often than with K parallel encoders.
+ *
  * Parameters live in ONE float buffer (so AdamW is one call), in this order:
- *   for each encoder k, then the decoder: for layer l = 0,1,2: W_l (d_{l+1}, d_l), b_l (d_{l+1});
+ *   for each encoder k (one in the residual form), then the decoder: for layer l = 0,1,2: W_l (d_{l+1}, d_l), b_l (d_{l+1});
  *   then for l = 0,1: gamma_l (d_{l+1}), beta_l (d_{l+1});
  *   then the codebooks C_0..C_{K-1}, each (L, d_c)  [offset mq_model.off_cb, the tail].
  * BatchNorm running statistics live in a second buffer: for each MLP, for l = 0,1:
@@ -38,7 +47,11 @@ typedef struct {
     float beta;         /* commitment weight (0.25) */
     float bn_eps;       /* 1e-5 */
     float bn_momentum;  /* 0.1, PyTorch's */
+    int   residual;     /* 0: K parallel encoders (CLEAN); 1: one encoder, residual codebooks */
 } mq_cfg;
+
+/* Encoders of a configuration: K, or 1 in the residual form. */
+static inline int mq_n_enc(const mq_cfg *c) { return c->residual ? 1 : c->K; }
 
 mq_cfg mq_default_cfg(void);
 /* 0, or -1 with tr_error naming the bad field. */
@@ -114,7 +127,8 @@ typedef struct {
     uint8_t   *inmask;              /* input mask (nmax, d_in), 1 = masked */
     mq_mlp_act enc[MQ_MAXK], dec;
     int32_t   *codes;               /* (K, nmax) */
-    float     *sg_a, *sg_q;         /* (K, nmax, d_c) stop-gradient constants */
+    float     *sg_a, *sg_q;         /* (K, nmax, d_c) stop-gradient constants; in the
+                                     * residual form sg_a[k] holds r_k (sg_a[0] = a) */
     float     *chat;                /* (K, nmax, d_c) */
     float     *mix;                 /* (nmax, d_c) mean of the c^_k, decoder input */
     float     *dmix, *da, *dr;      /* backward: (nmax, d_c), (nmax, d_c), (nmax, d_in) */

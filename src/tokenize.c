@@ -17,7 +17,7 @@
 static const char *const entity_names[2] = {"user", "item"};
 
 typedef struct {
-    const char *dbpath, *dataset, *source;
+    const char *dbpath, *dataset, *source, *quantizer;
     int K, L, d_c, h1, h2, epochs, batch, kmeans_per_code, kmeans_iters, reseed_every;
     double rho, p1, p2, beta, lr, wd, holdout, holdout_users;
     int disambiguate, seed, threads, force, quiet, ckpt_every, stop_after;
@@ -137,8 +137,8 @@ static int store_tokenizer(sqlite3 *db, int64_t run, const char *entity, const c
                            const mq_model *m, int best_epoch, int epochs) {
     sqlite3_stmt *st = db_prep(db,
         "INSERT INTO tokenizers (run_id, entity, source, d_in, h1, h2, d_c, K, L, rho, dropout1, "
-        "dropout2, beta, bn_eps, best_epoch, epochs, weights, codebooks, bn_stats) "
-        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
+        "dropout2, beta, bn_eps, best_epoch, epochs, weights, codebooks, bn_stats, quantizer) "
+        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
     if (!st) return -1;
     const mq_cfg *c = &m->cfg;
     sqlite3_bind_int64(st, 1, run);
@@ -160,6 +160,7 @@ static int store_tokenizer(sqlite3 *db, int64_t run, const char *entity, const c
     db_bind_floats(st, 17, m->params, (int)m->off_cb);
     db_bind_floats(st, 18, m->params + m->off_cb, (int)(m->n_params - m->off_cb));
     db_bind_floats(st, 19, m->bn, (int)m->n_bn);
+    sqlite3_bind_text(st, 20, c->residual ? "residual" : "parallel", -1, SQLITE_STATIC);
     int rc = db_step_done(db, st);
     sqlite3_finalize(st);
     return rc;
@@ -169,7 +170,7 @@ int tokenize_load_model(sqlite3 *db, int64_t tok_run, const char *entity, mq_mod
                         char source[8]) {
     memset(m, 0, sizeof *m);
     sqlite3_stmt *st = db_prep(db, "SELECT source, d_in, h1, h2, d_c, K, L, rho, dropout1, dropout2, "
-                                   "beta, bn_eps, weights, codebooks, bn_stats FROM tokenizers "
+                                   "beta, bn_eps, weights, codebooks, bn_stats, quantizer FROM tokenizers "
                                    "WHERE run_id=? AND entity=?");
     if (!st) return -1;
     sqlite3_bind_int64(st, 1, tok_run);
@@ -193,6 +194,8 @@ int tokenize_load_model(sqlite3 *db, int64_t tok_run, const char *entity, mq_mod
     c.p2 = (float)sqlite3_column_double(st, 9);
     c.beta = (float)sqlite3_column_double(st, 10);
     c.bn_eps = (float)sqlite3_column_double(st, 11);
+    const char *qz = (const char *)sqlite3_column_text(st, 15);
+    c.residual = qz && !strcmp(qz, "residual");
     if (mq_model_init(m, &c, NULL) != 0) goto out;
     if (db_column_floats(st, 12, m->params, (int)m->off_cb) != 0 ||
         db_column_floats(st, 13, m->params + m->off_cb, (int)(m->n_params - m->off_cb)) != 0 ||
@@ -262,7 +265,7 @@ int tokenize_print_stats(sqlite3 *db, int64_t run, FILE *f) {
     sqlite3_stmt *st = db_prep(db,
         "SELECT s.entity, s.n, s.n_train, s.n_holdout, s.n_excluded, s.holdout_mse, s.input_var, "
         "s.distinct_tuples, s.largest_group, s.collisions, s.disambiguated, s.seconds, t.source, "
-        "t.K, t.L, t.d_c, t.best_epoch, t.epochs FROM tokenize_stats s JOIN tokenizers t "
+        "t.K, t.L, t.d_c, t.best_epoch, t.epochs, t.quantizer FROM tokenize_stats s JOIN tokenizers t "
         "ON t.run_id = s.run_id AND t.entity = s.entity WHERE s.run_id=? ORDER BY s.entity DESC");
     if (!st) return -1;
     sqlite3_bind_int64(st, 1, run);
@@ -272,9 +275,12 @@ int tokenize_print_stats(sqlite3 *db, int64_t run, FILE *f) {
         double mse = sqlite3_column_double(st, 5), var = sqlite3_column_double(st, 6);
         int K = sqlite3_column_int(st, 13), L = sqlite3_column_int(st, 14);
         if (!rows++)
-            fprintf(f, "tokenize run %lld (CLEAN MQ-Tokenizer, source %s, K %d, L %d, d_c %d)\n",
-                    (long long)run, (const char *)sqlite3_column_text(st, 12), K, L,
-                    sqlite3_column_int(st, 15));
+            fprintf(f, "tokenize run %lld (%s, source %s, K %d, L %d, d_c %d)\n",
+                    (long long)run,
+                    strcmp((const char *)sqlite3_column_text(st, 18), "residual")
+                        ? "CLEAN MQ-Tokenizer, K parallel encoders"
+                        : "MQ-Tokenizer, one encoder and residual codebooks",
+                    (const char *)sqlite3_column_text(st, 12), K, L, sqlite3_column_int(st, 15));
         fprintf(f, "  %-4s  %d tokenized (%d train, %d holdout, %d left out), best epoch %d/%d, "
                    "%.1fs\n", ent, sqlite3_column_int(st, 1), sqlite3_column_int(st, 2),
                 sqlite3_column_int(st, 3), sqlite3_column_int(st, 4), sqlite3_column_int(st, 16),
@@ -698,6 +704,7 @@ int cmd_tokenize(int argc, char **argv) {
     tok_opts o = {0};
     o.dbpath = DB_DEFAULT_PATH;
     o.source = "ego";
+    o.quantizer = "parallel";
     o.K = dc.K; o.L = 0; o.d_c = dc.d_c; o.h1 = dc.h1; o.h2 = dc.h2;
     o.epochs = dt.epochs; o.batch = dt.batch; o.kmeans_per_code = dt.kmeans_per_code;
     o.kmeans_iters = dt.kmeans_iters; o.reseed_every = dt.reseed_every;
@@ -708,6 +715,7 @@ int cmd_tokenize(int argc, char **argv) {
         {"db", CLI_STR, &o.dbpath, "database file", 0},
         {"dataset", CLI_STR, &o.dataset, "dataset name (default: the only or latest ingested)", 0},
         {"source", CLI_STR, &o.source, "cf vectors to tokenize: ego (E0, as TokenRec) or mean", 1},
+        {"quantizer", CLI_STR, &o.quantizer, "parallel (K encoders, CLEAN) or residual (one encoder, codebook k quantises the residual of those before it: TokenRec's released tokens)", 0},
         {"K", CLI_INT, &o.K, "codebooks = tokens per entity", 1},
         {"L", CLI_INT, &o.L, "codewords per codebook (0: 256 for lastfm/ml-1m, 512 for beauty/clothing)", 1},
         {"dc", CLI_INT, &o.d_c, "code vector dimension d_c", 1},
@@ -741,6 +749,8 @@ int cmd_tokenize(int argc, char **argv) {
     if (rc) return rc > 0 ? 0 : -1;
     if (strcmp(o.source, "ego") && strcmp(o.source, "mean"))
         return tr_error("--source: expected ego or mean, got '%s'", o.source);
+    if (strcmp(o.quantizer, "parallel") && strcmp(o.quantizer, "residual"))
+        return tr_error("--quantizer: expected parallel or residual, got '%s'", o.quantizer);
     if (o.epochs < 1 || o.batch < 2)
         return tr_error("expected --epochs >= 1 and --batch >= 2, got %d and %d", o.epochs, o.batch);
     if (!(o.holdout >= 0 && o.holdout < 1) || !(o.holdout_users >= 0 && o.holdout_users < 1))
@@ -777,6 +787,7 @@ int cmd_tokenize(int argc, char **argv) {
     mq_cfg cfg = dc;
     cfg.K = o.K; cfg.L = o.L; cfg.d_c = o.d_c; cfg.h1 = o.h1; cfg.h2 = o.h2;
     cfg.rho = (float)o.rho; cfg.p1 = (float)o.p1; cfg.p2 = (float)o.p2; cfg.beta = (float)o.beta;
+    cfg.residual = !strcmp(o.quantizer, "residual");
     mq_train_cfg tc = dt;
     tc.lr = (float)o.lr; tc.weight_decay = (float)o.wd; tc.batch = o.batch; tc.epochs = o.epochs;
     tc.kmeans_per_code = o.kmeans_per_code; tc.kmeans_iters = o.kmeans_iters;
@@ -784,6 +795,8 @@ int cmd_tokenize(int argc, char **argv) {
     if (mq_cfg_check(&cfg) != 0) { db_close(db); return -1; }
 
     char *pj = cli_params_json(opts);
+    /* in the params only when used, so that parallel runs keep their fingerprints */
+    if (cfg.residual) pj = cli_json_append(pj, "\"quantizer\":\"residual\"");
     stage_run run;
     int b = stage_begin(&run, db, "tokenize", dataset, pj, "cf", o.force);
     free(pj);

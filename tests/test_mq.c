@@ -186,10 +186,12 @@ static double model_loss(mq_model *m, mq_ws *ws, const float *x, int N, uint64_t
     return ws->loss;
 }
 
-static void test_model_loss_gradcheck(void **state) {
-    (void)state;
+/* Every parameter's gradient of the whole loss against central differences, with the
+ * codes and stop-gradient constants held fixed; residual 1: the residual form. */
+static void model_loss_gradcheck(int residual) {
     enum { N = 10 };
     mq_cfg cfg = small_cfg();
+    cfg.residual = residual;
     rng_t r;
     rng_seed(&r, 4);
     mq_model m;
@@ -236,6 +238,62 @@ static void test_model_loss_gradcheck(void **state) {
     mq_model_free(&m);
 }
 
+static void test_model_loss_gradcheck(void **state) {
+    (void)state;
+    model_loss_gradcheck(0);
+}
+
+static void test_residual_loss_gradcheck(void **state) {
+    (void)state;
+    model_loss_gradcheck(1);
+}
+
+/* The residual form has one encoder, and codebook k's code is the nearest codeword to what
+ * the codebooks before it left of the encoder output (checked by brute force); the decoder
+ * input is the sum of the chosen codewords. */
+static void test_residual_codes(void **state) {
+    (void)state;
+    enum { N = 12 };
+    mq_cfg cp = small_cfg(), cr = cp;
+    cr.residual = 1;
+    rng_t r;
+    rng_seed(&r, 21);
+    mq_model mp, m;
+    assert_int_equal(mq_model_init(&mp, &cp, &r), 0);
+    assert_int_equal(mq_model_init(&m, &cr, &r), 0);
+    size_t enc1 = mp.enc[1].w[0] - mp.enc[0].w[0];     /* floats of one encoder */
+    assert_int_equal(mp.n_params - m.n_params, (cp.K - 1) * enc1);
+    fill_normal(m.params + m.off_cb, m.n_params - m.off_cb, 0.5f, &r);
+    float x[N * 6];
+    fill_normal(x, N * 6, 1.0f, &r);
+    mq_ws ws;
+    mq_ws_init(&ws, &m, N);
+    mq_forward(&m, &ws, x, N, 0, 0, NULL, 0);
+    int D = cr.d_c, L = cr.L;
+    float *res = malloc(sizeof(float) * D), *sum = malloc(sizeof(float) * D);
+    for (int n = 0; n < N; n++) {
+        memcpy(res, ws.enc[0].out + (size_t)n * D, sizeof(float) * D);
+        memset(sum, 0, sizeof(float) * D);
+        for (int k = 0; k < cr.K; k++) {
+            const float *C = m.params + m.off_cb + (size_t)k * L * D;
+            int best = 0;
+            double bd = 1e300;
+            for (int l = 0; l < L; l++) {
+                double d2 = 0;
+                for (int d = 0; d < D; d++) d2 += ((double)res[d] - C[l * D + d]) * ((double)res[d] - C[l * D + d]);
+                if (d2 < bd - 1e-9) { bd = d2; best = l; }
+            }
+            assert_int_equal(ws.codes[(size_t)k * N + n], best);
+            for (int d = 0; d < D; d++) { res[d] -= C[best * D + d]; sum[d] += C[best * D + d]; }
+        }
+        for (int d = 0; d < D; d++) assert_float_equal(ws.mix[(size_t)n * D + d], sum[d], 1e-5);
+    }
+    free(res); free(sum);
+    mq_ws_free(&ws);
+    mq_model_free(&m);
+    mq_model_free(&mp);
+}
+
 /* ---- training ---- */
 
 /* n points around nc centres in d dims */
@@ -266,31 +324,33 @@ static mq_train_cfg tiny_train(void) {
     return t;
 }
 
-static void test_train_and_resume(void **state) {
-    (void)state;
+/* Training lowers the loss; a run saved after 3 epochs and resumed equals an uninterrupted
+ * one bit for bit; tokens are deterministic and in range; a cut blob is refused. */
+static void train_and_resume(int residual) {
     enum { n = 200, d = 8 };
     float *X = clustered(n, d, 12, 5);
     int32_t tr[160], ho[40];
     for (int i = 0; i < 160; i++) tr[i] = i;
     for (int i = 0; i < 40; i++) ho[i] = 160 + i;
     mq_cfg cfg = tiny_cfg();
+    cfg.residual = residual;
     mq_train_cfg tc = tiny_train();
-    /* uninterrupted: 6 epochs */
+    /* uninterrupted: 20 epochs (enough for BatchNorm's running statistics to settle) */
     mq_trainer a;
     assert_int_equal(mq_trainer_init(&a, &cfg, 7), 0);
     mq_ws ws;
     mq_ws_init(&ws, &a.model, tc.batch);
     mq_epoch_stats st, first;
-    for (int e = 0; e < 6; e++) {
+    for (int e = 0; e < 20; e++) {
         assert_int_equal(mq_train_epoch(&a, &ws, &tc, X, tr, 160, ho, 40, &st), 0);
         if (e == 0) first = st;
     }
     assert_true(st.loss < first.loss);
     assert_true(a.best_epoch >= 1 && a.best_mse < 1e30);
-    /* interrupted after 3, saved, loaded into a fresh trainer, 3 more */
+    /* interrupted after 10, saved, loaded into a fresh trainer, 10 more */
     mq_trainer b, c;
     assert_int_equal(mq_trainer_init(&b, &cfg, 7), 0);
-    for (int e = 0; e < 3; e++) assert_int_equal(mq_train_epoch(&b, &ws, &tc, X, tr, 160, ho, 40, &st), 0);
+    for (int e = 0; e < 10; e++) assert_int_equal(mq_train_epoch(&b, &ws, &tc, X, tr, 160, ho, 40, &st), 0);
     void *blob;
     size_t nb;
     assert_int_equal(mq_trainer_save(&b, &blob, &nb), 0);
@@ -298,8 +358,8 @@ static void test_train_and_resume(void **state) {
     assert_int_equal(mq_trainer_init(&c, &cfg, 12345), 0);
     assert_int_equal(mq_trainer_load(&c, blob, nb), 0);
     free(blob);
-    for (int e = 0; e < 3; e++) assert_int_equal(mq_train_epoch(&c, &ws, &tc, X, tr, 160, ho, 40, &st), 0);
-    assert_int_equal(c.epoch, 6);
+    for (int e = 0; e < 10; e++) assert_int_equal(mq_train_epoch(&c, &ws, &tc, X, tr, 160, ho, 40, &st), 0);
+    assert_int_equal(c.epoch, 20);
     assert_memory_equal(a.model.params, c.model.params, a.model.n_params * sizeof(float));
     assert_memory_equal(a.best_params, c.best_params, a.model.n_params * sizeof(float));
     assert_memory_equal(a.model.bn, c.model.bn, a.model.n_bn * sizeof(float));
@@ -313,7 +373,7 @@ static void test_train_and_resume(void **state) {
     for (int i = 0; i < n * 3; i++) assert_true(c1[i] >= 0 && c1[i] < cfg.L);
     mq_token_stats ts;
     mq_token_stats_compute(c1, n, 3, cfg.L, &ts);
-    assert_true(ts.distinct > 12);
+    assert_true(ts.distinct > 24);     /* twice the 12 clusters */
     /* a corrupted blob is refused */
     assert_int_equal(mq_trainer_save(&a, &blob, &nb), 0);
     assert_int_equal(mq_trainer_load(&c, blob, nb - 4), -1);
@@ -323,6 +383,16 @@ static void test_train_and_resume(void **state) {
     mq_trainer_free(&c);
     mq_ws_free(&ws);
     free(X);
+}
+
+static void test_train_and_resume(void **state) {
+    (void)state;
+    train_and_resume(0);
+}
+
+static void test_residual_train_and_resume(void **state) {
+    (void)state;
+    train_and_resume(1);
 }
 
 /* ---- statistics and disambiguation ---- */
@@ -355,7 +425,10 @@ int main(void) {
         cmocka_unit_test(test_vq_assign_bruteforce),
         cmocka_unit_test(test_vq_straight_through_gradcheck),
         cmocka_unit_test(test_model_loss_gradcheck),
+        cmocka_unit_test(test_residual_loss_gradcheck),
+        cmocka_unit_test(test_residual_codes),
         cmocka_unit_test(test_train_and_resume),
+        cmocka_unit_test(test_residual_train_and_resume),
         cmocka_unit_test(test_token_stats_and_disambiguate),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,6 +1,6 @@
 /* test_tokenize: the tokenize stage end to end on a small synthetic dataset with a fake cf
  * run (clustered vectors): outputs, re-tokenizing with the stored tokenizer, resume equal to
- * an uninterrupted run, --disambiguate, --holdout-users then --new-users, users held out by
+ * an uninterrupted run, --quantizer residual, --disambiguate, --holdout-users then --new-users, users held out by
  * the cf run (cf_holdout), propagation. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -154,6 +154,49 @@ static void test_end_to_end(void **state) {
     assert_true(stage_current_run(db, "syn", "tokenize") != run);
     db_close(db);
     free(path);
+}
+
+/* --quantizer residual: stored as such, the frozen tokenizer gives the stored tokens again,
+ * a parallel run keeps a params string without the quantizer (old fingerprints hold) and
+ * the residual run is a different run; a killed residual run resumes to the same tokens. */
+static void test_residual_quantizer(void **state) {
+    (void)state;
+    sqlite3 *db, *dk;
+    char *path = setup_db("resid.db", &db), *pk = setup_db("resid-killed.db", &dk);
+    assert_int_equal(run_tok(path, NULL), 0);
+    int64_t par = stage_current_run(db, "syn", "tokenize");
+    char q[256];
+    snprintf(q, sizeof q, "SELECT count(*) FROM stage_runs WHERE id=%lld AND params LIKE '%%quantizer%%'", (long long)par);
+    assert_int_equal(count(db, q), 0);
+    assert_int_equal(run_tok(path, "--quantizer residual"), 0);
+    int64_t run = stage_current_run(db, "syn", "tokenize");
+    assert_true(run > 0 && run != par);
+    snprintf(q, sizeof q, "SELECT count(*) FROM tokenizers WHERE run_id=%lld AND quantizer='residual'", (long long)run);
+    assert_int_equal(count(db, q), 2);
+    snprintf(q, sizeof q, "SELECT count(*) FROM tokenizers WHERE run_id=%lld AND quantizer='parallel'", (long long)par);
+    assert_int_equal(count(db, q), 2);
+    /* one encoder instead of K: the stored weights are smaller */
+    snprintf(q, sizeof q, "SELECT (SELECT length(weights) FROM tokenizers WHERE run_id=%lld AND entity='item') < "
+             "(SELECT length(weights) FROM tokenizers WHERE run_id=%lld AND entity='item')", (long long)run, (long long)par);
+    assert_int_equal(count(db, q), 1);
+    snprintf(q, sizeof q, "SELECT distinct_tuples FROM tokenize_stats WHERE run_id=%lld AND entity='item'", (long long)run);
+    assert_true(count(db, q) > 8);
+    int64_t cf = stage_current_run(db, "syn", "cf");
+    float *X = read_vectors(db, cf, "item", NI);
+    int32_t *want = read_tokens(db, run, "item", NI, 3), *got = malloc((size_t)NI * 3 * sizeof(int32_t));
+    assert_int_equal(tokenize_frozen(db, run, "item", X, NI, got), 0);
+    assert_memory_equal(want, got, (size_t)NI * 3 * sizeof(int32_t));
+    /* killed after 5 epochs, then resumed */
+    assert_int_equal(run_tok(pk, "--quantizer residual --stop-after-epochs 5"), 130);
+    assert_int_equal(run_tok(pk, "--quantizer residual"), 0);
+    int64_t rk = stage_current_run(dk, "syn", "tokenize");
+    int32_t *again = read_tokens(dk, rk, "item", NI, 3);
+    assert_memory_equal(want, again, (size_t)NI * 3 * sizeof(int32_t));
+    free(X); free(want); free(got); free(again);
+    db_close(db);
+    db_close(dk);
+    free(path);
+    free(pk);
 }
 
 /* Stopped after 3 epochs and after 4 more (both in the user tokenizer, at and off a
@@ -344,6 +387,8 @@ static void test_bad_options(void **state) {
     assert_int_equal(run_tok(path, NULL), -1);
     assert_non_null(strstr(tr_errmsg(), "cf"));
     assert_int_equal(run_tok(path, "--source nope"), -1);
+    assert_int_equal(run_tok(path, "--quantizer nope"), -1);
+    assert_non_null(strstr(tr_errmsg(), "--quantizer: expected parallel or residual"));
     assert_int_equal(run_tok(path, "--new-users"), -1);
     db_close(db);
     free(path);
@@ -354,6 +399,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_end_to_end),
         cmocka_unit_test(test_resume_equals_uninterrupted),
+        cmocka_unit_test(test_residual_quantizer),
         cmocka_unit_test(test_disambiguate),
         cmocka_unit_test(test_holdout_then_new_users),
         cmocka_unit_test(test_cf_holdout_users),
