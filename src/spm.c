@@ -145,7 +145,7 @@ static int parse_pretokenizer(spm_model *s, const cJSON *p, const char *name) {
         return 0;
     }
     if (s->n_pre >= SPM_MAX_OPS) return tr_error("%s: more than %d pre-tokenizers", name, SPM_MAX_OPS);
-    pre_op *op = &s->pre[s->n_pre];
+    pre_op *op = &s->pre[s->n_pre++];   /* counted now, so spm_free frees it on every error path */
     memset(op, 0, sizeof *op);
     if (!strcmp(ty, "WhitespaceSplit")) {
         op->kind = PRE_WHITESPACE_SPLIT;
@@ -172,7 +172,6 @@ static int parse_pretokenizer(spm_model *s, const cJSON *p, const char *name) {
         return tr_error("%s: unsupported pre_tokenizer type '%s' (supported: Sequence, WhitespaceSplit, "
                         "Metaspace)", name, ty);
     }
-    s->n_pre++;
     return 0;
 }
 
