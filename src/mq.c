@@ -4,6 +4,7 @@
 #include "nn.h"
 #include "util.h"
 #include <float.h>
+#include <stddef.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -845,6 +846,18 @@ typedef struct {
     double   best_mse;
 } mq_blob_hdr;
 
+/* The MQTRN01 header: the same fields before mq_cfg gained `residual` (its 12 words, all 4
+ * bytes wide, are read into an mq_cfg with residual 0), so a run interrupted before the
+ * upgrade resumes. */
+typedef struct {
+    char     magic[8];
+    int32_t  cfg_words[12];
+    uint64_t n_params, n_bn;
+    rng_t    rng;
+    int64_t  epoch, kmeans_done, best_epoch, step;
+    double   best_mse;
+} mq_blob_hdr_v1;
+
 int mq_trainer_save(const mq_trainer *t, void **blob, size_t *n) {
     const mq_model *m = &t->model;
     size_t np = m->n_params, nb = m->n_bn, nu = (size_t)m->cfg.K * m->cfg.L;
@@ -873,21 +886,32 @@ int mq_trainer_save(const mq_trainer *t, void **blob, size_t *n) {
 
 int mq_trainer_load(mq_trainer *t, const void *blob, size_t n) {
     mq_blob_hdr h;
-    if (n < sizeof h) return tr_error("mq: checkpoint blob of %zu bytes is too short", n);
-    memcpy(&h, blob, sizeof h);
-    if (memcmp(h.magic, "MQTRN01", 8) == 0)
-        return tr_error("mq: checkpoint was saved by an older tokenrec (MQTRN01); "
-                        "start the tokenize run again with --force");
-    if (memcmp(h.magic, "MQTRN02", 8) != 0)
-        return tr_error("mq: checkpoint blob is not an MQ trainer state (bad magic)");
+    size_t hsz = sizeof h;
+    if (n >= sizeof(mq_blob_hdr_v1) && memcmp(blob, "MQTRN01", 8) == 0) {
+        mq_blob_hdr_v1 o;
+        memcpy(&o, blob, sizeof o);
+        memset(&h, 0, sizeof h);
+        memcpy(h.magic, o.magic, 8);
+        _Static_assert(sizeof o.cfg_words == offsetof(mq_cfg, residual), "MQTRN01 cfg layout");
+        memcpy(&h.cfg, o.cfg_words, sizeof o.cfg_words);
+        h.n_params = o.n_params; h.n_bn = o.n_bn; h.rng = o.rng;
+        h.epoch = o.epoch; h.kmeans_done = o.kmeans_done; h.best_epoch = o.best_epoch;
+        h.step = o.step; h.best_mse = o.best_mse;
+        hsz = sizeof o;
+    } else {
+        if (n < sizeof h) return tr_error("mq: checkpoint blob of %zu bytes is too short", n);
+        memcpy(&h, blob, sizeof h);
+        if (memcmp(h.magic, "MQTRN02", 8) != 0)
+            return tr_error("mq: checkpoint blob is not an MQ trainer state (bad magic)");
+    }
     const mq_model *m = &t->model;
     if (memcmp(&h.cfg, &m->cfg, sizeof h.cfg) != 0 || h.n_params != m->n_params ||
         h.n_bn != m->n_bn)
         return tr_error("mq: checkpoint was saved with another model configuration");
     size_t np = m->n_params, nb = m->n_bn, nu = (size_t)m->cfg.K * m->cfg.L;
-    size_t total = sizeof h + (4 * np + 2 * nb) * sizeof(float) + nu * sizeof(uint32_t);
+    size_t total = hsz + (4 * np + 2 * nb) * sizeof(float) + nu * sizeof(uint32_t);
     if (n != total) return tr_error("mq: checkpoint blob has %zu bytes, expected %zu", n, total);
-    const char *q = (const char *)blob + sizeof h;
+    const char *q = (const char *)blob + hsz;
     memcpy(t->model.params, q, np * sizeof(float)); q += np * sizeof(float);
     memcpy(t->adam_m, q, np * sizeof(float)); q += np * sizeof(float);
     memcpy(t->adam_v, q, np * sizeof(float)); q += np * sizeof(float);

@@ -374,6 +374,27 @@ static void train_and_resume(int residual) {
     mq_token_stats ts;
     mq_token_stats_compute(c1, n, 3, cfg.L, &ts);
     assert_true(ts.distinct > 24);     /* twice the 12 clusters */
+    /* a blob in the MQTRN01 layout (before mq_cfg gained residual) still loads a parallel
+     * trainer: rebuild one from the current blob and compare */
+    if (!residual) {
+        assert_int_equal(mq_trainer_save(&a, &blob, &nb), 0);
+        size_t h2 = 8 + 52 + 4 + 16 + sizeof(rng_t) + 32 + 8;      /* MQTRN02 header, padded */
+        size_t h1 = 8 + 48 + 16 + sizeof(rng_t) + 32 + 8;          /* MQTRN01 header */
+        char *old = calloc(1, nb - h2 + h1);
+        memcpy(old, "MQTRN01", 8);
+        memcpy(old + 8, (char *)blob + 8, 48);                         /* cfg without residual */
+        memcpy(old + 56, (char *)blob + 64, h1 - 56);                  /* counters, rng, best */
+        memcpy(old + h1, (char *)blob + h2, nb - h2);
+        mq_trainer d;
+        assert_int_equal(mq_trainer_init(&d, &cfg, 99), 0);
+        assert_int_equal(mq_trainer_load(&d, old, nb - h2 + h1), 0);
+        assert_int_equal(d.epoch, a.epoch);
+        assert_true(d.best_mse == a.best_mse);
+        assert_memory_equal(d.model.params, a.model.params, a.model.n_params * sizeof(float));
+        mq_trainer_free(&d);
+        free(old);
+        free(blob);
+    }
     /* a corrupted blob is refused */
     assert_int_equal(mq_trainer_save(&a, &blob, &nb), 0);
     assert_int_equal(mq_trainer_load(&c, blob, nb - 4), -1);
