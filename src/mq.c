@@ -413,15 +413,10 @@ static void residual_quantize(mq_model *m, mq_ws *ws, int N, int train, float mo
                 for (size_t i = 0; i < nd; i++) next[i] = rk[i] - sq[i];
             }
         }
-        double s = 0;
-        for (int n = 0; n < N; n++) {
-            const float *cw = C + (size_t)codes[n] * D, *r = rk + (size_t)n * D;
-            for (int d = 0; d < D; d++) {
-                double e = (double)r[d] - cw[d];
-                s += e * e;
-            }
-        }
-        *cb += s / (double)nd;
+        /* the codebook term MSE(sg r_k, C_k[w_k]); its c^ output (= C_k[w_k]) goes unused */
+        double kcb, kcm;
+        vq_forward(ws->chat + k * stride, &kcb, &kcm, rk, C, codes, rk, sq, N, D);
+        *cb += kcb;
     }
     /* z = sum_k sg_q[k]; mix = a + (z - sg_a[0]); commitment against sg z */
     double s = 0;
@@ -682,7 +677,7 @@ static void kmeans_init(mq_trainer *t, mq_ws *ws, const mq_train_cfg *tc, const 
     long cap = want > ntr ? (long)passes * ntr : (long)ntr;
     if (cap > 50L * c->L && 50L * c->L >= want) cap = 50L * c->L;
     if (P > cap) P = cap;
-    float *pts = tr_malloc((size_t)P * D * c->K * sizeof(float));
+    float *pts = tr_malloc((size_t)P * D * mq_n_enc(c) * sizeof(float));
     int32_t *ord = tr_malloc((size_t)ntr * sizeof(int32_t));
     float *xb = tr_malloc((size_t)ws->nmax * c->d_in * sizeof(float));
     long got = 0;

@@ -1,6 +1,7 @@
 /* mq: the MQ-Tokenizer (masked vector-quantized tokenizer) of TokenRec, CLEAN form
- * (TOKENREC.md 11.3). Pure model math: no database. The tokenize stage (tokenize.c) feeds
- * it CF vectors, drives the epochs, and stores what comes out.
+ * (TOKENREC.md 11.3) and, as an option, the residual form below. Pure model math: no
+ * database. The tokenize stage (tokenize.c) feeds it CF vectors, drives the epochs, and
+ * stores what comes out.
  *
  * Model, for one entity type (users or items), input q (N,d_in):
  *   train:  q' = q * (1 - m), m ~ Bernoulli(rho) per sample and dimension (no rescaling)
@@ -22,7 +23,8 @@
  *         tuples more often than with K parallel encoders.
  *
  * Parameters live in ONE float buffer (so AdamW is one call), in this order:
- *   for each encoder k (one in the residual form), then the decoder: for layer l = 0,1,2: W_l (d_{l+1}, d_l), b_l (d_{l+1});
+ *   for each encoder k (one in the residual form), then the decoder:
+ *   for layer l = 0,1,2: W_l (d_{l+1}, d_l), b_l (d_{l+1});
  *   then for l = 0,1: gamma_l (d_{l+1}), beta_l (d_{l+1});
  *   then the codebooks C_0..C_{K-1}, each (L, d_c)  [offset mq_model.off_cb, the tail].
  * BatchNorm running statistics live in a second buffer: for each MLP, for l = 0,1:
@@ -130,7 +132,8 @@ typedef struct {
     float     *sg_a, *sg_q;         /* (K, nmax, d_c) stop-gradient constants; in the
                                      * residual form sg_a[k] holds r_k (sg_a[0] = a) */
     float     *chat;                /* (K, nmax, d_c) */
-    float     *mix;                 /* (nmax, d_c) mean of the c^_k, decoder input */
+    float     *mix;                 /* (nmax, d_c) decoder input: mean of the c^_k (residual
+                                     * form: a + sg(sum_k C_k[w_k] - a)) */
     float     *dmix, *da, *dr;      /* backward: (nmax, d_c), (nmax, d_c), (nmax, d_in) */
     float     *dist, *cnorm;        /* (nmax, L), (L) */
     float     *g1, *g2;             /* backward scratch (nmax, max width) */
@@ -145,7 +148,8 @@ void mq_ws_free(mq_ws *w);
  * train: input mask and dropout drawn from rng (in that order), batch-stat BN whose running
  * stats move by bn_momentum times update_bn. eval (train 0): no mask, no dropout, running stats.
  * freeze: keep ws->codes, ws->sg_a and ws->sg_q from the previous call (for gradient checks);
- * otherwise they are recomputed (argmin, then sg_a = a, sg_q = C[codes]). */
+ * otherwise they are recomputed (argmin, then sg_a = a, sg_q = C[codes]; in the residual
+ * form sg_a[k] = r_k). */
 void mq_forward(mq_model *m, mq_ws *ws, const float *x, int N, int train, int update_bn,
                 rng_t *rng, int freeze);
 /* Gradient of ws->loss w.r.t. all parameters into ws->grad (zeroed here first).

@@ -9,7 +9,6 @@ static uint64_t splitmix64(uint64_t *x) {
     return z ^ (z >> 31);
 }
 
-
 /* Seed all 256 bits of state from one 64-bit seed, as the xoshiro authors advise. */
 void rng_seed(rng_t *r, uint64_t seed) {
     uint64_t x = seed;

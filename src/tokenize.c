@@ -685,9 +685,10 @@ static const char *usage_tok = "tokenrec tokenize [--dataset NAME] [--source ego
 static const char *summary_tok =
     "Train the user and item MQ-Tokenizers (CLEAN form: per-sample Bernoulli input mask, K\n"
     "encoders Linear-BN-Dropout-ReLU, K codebooks initialised by k-means, straight-through\n"
-    "estimator, decoder from the mean of the K codewords, commitment loss) on the vectors of\n"
-    "the current cf run, keep each one's best checkpoint on a 20% entity holdout, and store\n"
-    "every user's and item's K tokens (table tokens). Prints reconstruction, codebook usage,\n"
+    "estimator, decoder from the mean of the K codewords, commitment loss; --quantizer residual:\n"
+    "one encoder and residual codebooks) on the vectors of the current cf run, keep each\n"
+    "one's best checkpoint on a 20% entity holdout, and store every user's and item's K\n"
+    "tokens (table tokens). Prints reconstruction, codebook usage,\n"
     "perplexity and collisions. --new-users / --new-items instead tokenize, through the frozen\n"
     "tokenizers of the current run, the entities that have no tokens yet. Ctrl-C saves a\n"
     "checkpoint; the same command resumes it.";

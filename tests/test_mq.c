@@ -238,14 +238,9 @@ static void model_loss_gradcheck(int residual) {
     mq_model_free(&m);
 }
 
+/* state: the int residual flag (0 parallel, 1 residual), set in main's test table */
 static void test_model_loss_gradcheck(void **state) {
-    (void)state;
-    model_loss_gradcheck(0);
-}
-
-static void test_residual_loss_gradcheck(void **state) {
-    (void)state;
-    model_loss_gradcheck(1);
+    model_loss_gradcheck(*(const int *)*state);
 }
 
 /* The residual form has one encoder, and codebook k's code is the nearest codeword to what
@@ -406,14 +401,9 @@ static void train_and_resume(int residual) {
     free(X);
 }
 
+/* state: the int residual flag, as for test_model_loss_gradcheck */
 static void test_train_and_resume(void **state) {
-    (void)state;
-    train_and_resume(0);
-}
-
-static void test_residual_train_and_resume(void **state) {
-    (void)state;
-    train_and_resume(1);
+    train_and_resume(*(const int *)*state);
 }
 
 /* ---- statistics and disambiguation ---- */
@@ -439,17 +429,18 @@ static void test_token_stats_and_disambiguate(void **state) {
 }
 
 int main(void) {
+    static int parallel = 0, residual = 1;
     nn_set_threads(1);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_batchnorm_gradcheck),
         cmocka_unit_test(test_batchnorm_running_stats),
         cmocka_unit_test(test_vq_assign_bruteforce),
         cmocka_unit_test(test_vq_straight_through_gradcheck),
-        cmocka_unit_test(test_model_loss_gradcheck),
-        cmocka_unit_test(test_residual_loss_gradcheck),
+        {"test_model_loss_gradcheck", test_model_loss_gradcheck, NULL, NULL, &parallel},
+        {"test_residual_loss_gradcheck", test_model_loss_gradcheck, NULL, NULL, &residual},
         cmocka_unit_test(test_residual_codes),
-        cmocka_unit_test(test_train_and_resume),
-        cmocka_unit_test(test_residual_train_and_resume),
+        {"test_train_and_resume", test_train_and_resume, NULL, NULL, &parallel},
+        {"test_residual_train_and_resume", test_train_and_resume, NULL, NULL, &residual},
         cmocka_unit_test(test_token_stats_and_disambiguate),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
