@@ -16,7 +16,7 @@
 
 /* The settings of a run (all from the command line). */
 typedef struct {
-    const char *dbpath, *dataset, *preset, *loss, *pool, *score, *init_from, *tokenizer, *objective;
+    const char *dbpath, *dataset, *preset, *loss, *pool, *score, *init_from, *tokenizer, *objective, *hist_order;
     int seed, threads, epochs, batch, warmup, hist, min_hist, max_pos, patience, ckpt_every, beam;
     int eval_batch, d_model, n_heads, d_ff, enc_layers, dec_layers, dec_len, faithful, force, quiet;
     double lr, wd, clip, dropout, temperature;
@@ -247,7 +247,7 @@ int cmd_finetune(int argc, char **argv) {
     o.seed = 42; o.epochs = 6; o.batch = 32; o.warmup = 200; o.hist = 50; o.min_hist = 2;
     o.max_pos = -1; o.patience = 3; o.ckpt_every = 200; o.eval_batch = 128; o.dec_layers = -1;
     o.lr = 3e-4; o.wd = 0.01; o.clip = 1.0; o.dropout = -1; o.temperature = 0.1;
-    o.objective = "retrieval"; o.beam = 20;
+    o.objective = "retrieval"; o.beam = 20; o.hist_order = "shuffled";
     cli_opt opts[] = {
         {"db", CLI_STR, &o.dbpath, "database file", 0},
         {"dataset", CLI_STR, &o.dataset, "dataset (default: the last ingested)", 0},
@@ -275,6 +275,8 @@ int cmd_finetune(int argc, char **argv) {
         {"wd", CLI_FLOAT, &o.wd, "AdamW weight decay", 1},
         {"clip", CLI_FLOAT, &o.clip, "gradient clipping (global norm, 0: none)", 1},
         {"hist", CLI_INT, &o.hist, "most recent history items in a prompt", 1},
+        {"history-order", CLI_STR, &o.hist_order, "training prompts list the history shuffled (TokenRec's) or kept "
+         "(chronological, as evaluation lists it)", 0},
         {"min-hist", CLI_INT, &o.min_hist, "shortest history of a training sample", 1},
         {"max-pos", CLI_INT, &o.max_pos, "last target position of a sample (-1: all)", 1},
         {"patience", CLI_INT, &o.patience, "stop after this many epochs without a better valid score", 1},
@@ -304,6 +306,9 @@ int cmd_finetune(int argc, char **argv) {
     int gen = !strcmp(o.objective, "generate");
     if (!gen && strcmp(o.objective, "retrieval")) return tr_error("--objective: expected retrieval or generate, got '%s'", o.objective);
     if (o.beam < 1 || o.beam > 1024) return tr_error("--beam must be in 1..1024");
+    int keep_order = !strcmp(o.hist_order, "kept");
+    if (!keep_order && strcmp(o.hist_order, "shuffled"))
+        return tr_error("--history-order: expected shuffled or kept, got '%s'", o.hist_order);
     if (gen && (o.faithful || cosine_loss))
         return tr_error("--objective generate trains with cross-entropy over the item tokens; --faithful and --loss cosine do not apply");
     if (gen && o.init_from)
@@ -331,6 +336,8 @@ int cmd_finetune(int argc, char **argv) {
     char dsbuf[128];
     if (!o.dataset && !(o.dataset = db_default_dataset(db, dsbuf, sizeof dsbuf))) { db_close(db); return -1; }
     char *pj = cli_params_json(opts);
+    /* only when kept, so the fingerprints of shuffled runs stay as they were */
+    if (keep_order) pj = cli_json_append(pj, "\"history-order\":\"kept\"");
     if (o.init_from && !(pj = params_with_files(pj, o.init_from, o.tokenizer))) { db_close(db); return -1; }
     /* generate runs are their own stage: the current "finetune" run stays the retrieval model
      * that evaluate --method tokenrec and the stage freshness checks see */
@@ -407,6 +414,7 @@ int cmd_finetune(int argc, char **argv) {
     pos = tr_malloc((size_t)o.batch * d.D * sizeof *pos);
     neg = tr_malloc((size_t)o.batch * d.D * sizeof *neg);
     rec_batch_init(&bt, &d, &v, o.batch, o.hist, cfg.dec_len);
+    bt.keep_order = keep_order;
     t5_reserve(m, o.batch > o.eval_batch ? o.batch : o.eval_batch, bt.cap_T);
     if (gen) {
         int max_n = 0;

@@ -165,7 +165,7 @@ void rec_batch_fill(rec_batch *b, const rec_data *d, const prompt_vocab *v, cons
         memcpy(b->hist, seq + s[r].pos - h, (size_t)h * sizeof *b->hist);
         int t = tmpl;
         if (train) {
-            rng_shuffle_i32(rng, b->hist, (size_t)h);
+            if (!b->keep_order) rng_shuffle_i32(rng, b->hist, (size_t)h);
             t = (int)rng_below(rng, PROMPT_N_TRAIN);
         }
         for (int i = 0; i < h; i++)

@@ -70,13 +70,14 @@ typedef struct {
     int32_t  *target;           /* B */
     int32_t  *scratch;          /* history codes */
     int32_t  *hist;             /* history items */
+    int       keep_order;       /* training keeps the history chronological (no shuffle) */
 } rec_batch;
 
 void rec_batch_init(rec_batch *b, const rec_data *d, const prompt_vocab *v, int cap_B,
                     int hist_cap, int dec_len);
 void rec_batch_free(rec_batch *b);
 /* Fill the batch with n samples. Training: template drawn from the ten, history shuffled
- * (rng). Otherwise: template `tmpl`, history chronological. */
+ * (rng) unless b->keep_order. Otherwise: template `tmpl`, history chronological. */
 void rec_batch_fill(rec_batch *b, const rec_data *d, const prompt_vocab *v, const rec_sample *s,
                     int n, int train, int tmpl, rng_t *rng);
 /* The t5 batch view of it. */

@@ -187,6 +187,47 @@ static void batches_hold_the_right_history(void **state) {
     prompt_vocab_free(&v);
 }
 
+/* The item ids a batch row names, in prompt order (their first code is the item id). */
+static int row_items(const rec_batch *b, const prompt_vocab *v, int row, int *out) {
+    int n = 0;
+    for (int k = 0; k < b->T; k++)
+        if (b->ids[(size_t)row * b->T + k] == v->id_item) out[n++] = b->ids[(size_t)row * b->T + k + 1] - v->base_item;
+    return n;
+}
+
+/* Training prompts shuffle the history unless keep_order (--history-order kept), which lists
+ * it chronologically as evaluation does, whatever the draw. */
+static void training_history_order(void **state) {
+    (void)state;
+    rec_data d;
+    int32_t seq[8], uc[3], ic[60];
+    int64_t off[2];
+    one_user(&d, seq, off, uc, ic);
+    prompt_vocab v;
+    prompt_vocab_init(&v, 3, 32, 0);
+    rec_batch b;
+    rec_batch_init(&b, &d, &v, 4, 5, 12);
+    rec_sample s[1] = {{0, 5, 5}};
+    int shuffled = 0;
+    for (int keep = 0; keep <= 1; keep++) {
+        b.keep_order = keep;
+        for (uint64_t seed = 1; seed <= 20; seed++) {
+            rng_t r;
+            rng_seed(&r, seed);
+            rec_batch_fill(&b, &d, &v, s, 1, 1, 0, &r);
+            int items[8];
+            assert_int_equal(row_items(&b, &v, 0, items), 5);
+            int in_order = 1;
+            for (int i = 0; i < 5; i++) in_order &= items[i] == 10 + i;
+            if (keep) assert_true(in_order);
+            else shuffled += !in_order;
+        }
+    }
+    assert_true(shuffled >= 15);        /* 5! orders: the chronological one has p = 1/120 */
+    rec_batch_free(&b);
+    prompt_vocab_free(&v);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(vocabulary_layout),
@@ -195,6 +236,7 @@ int main(void) {
         cmocka_unit_test(decoder_prompt),
         cmocka_unit_test(samples_never_touch_valid_or_test),
         cmocka_unit_test(batches_hold_the_right_history),
+        cmocka_unit_test(training_history_order),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
