@@ -5,7 +5,8 @@
 #include "genrec.h"
 #include "recmodel.h"
 #include "retrieval.h"
-#include "sasrec.h"
+#include "sasrec_fit.h"
+#include "sasrec_stage.h"
 #include "stage.h"
 #include "unseen.h"
 #include "util.h"
@@ -97,8 +98,6 @@ typedef struct {
     const char *dbpath, *dataset, *methods, *split;
     int batch, topk, threads, force, quiet, unseen;
     int beam, latency_users;             /* --method generate */
-    sasrec_train_cfg *sasrec;   /* method sasrec: model and training settings */
-    const char *sasrec_pj;      /* their params JSON (only sasrec runs are fingerprinted with it) */
 } ev_opts;
 
 /* The seen / unseen table of evaluate --unseen. */
@@ -120,14 +119,12 @@ static void print_unseen(const char *method, const char *dataset, const retr_met
 /* Evaluate one method as its own evaluate run; prints and stores its metrics. */
 static int eval_method(sqlite3 *db, const ev_opts *o, const char *method, const char *pj_base) {
     int generate = !strcmp(method, "generate"), is_sasrec = !strcmp(method, "sasrec");
-    const char *upstream = !strcmp(method, "popularity") || is_sasrec ? "ingest" : !strcmp(method, "lightgcn") ? "cf" :
+    const char *upstream = !strcmp(method, "popularity") ? "ingest" : is_sasrec ? "sasrec" : !strcmp(method, "lightgcn") ? "cf" :
                            generate ? "finetune-gen" : "finetune";
-    size_t pjn = strlen(pj_base) + 64 + (is_sasrec ? strlen(o->sasrec_pj) : 0);
+    size_t pjn = strlen(pj_base) + 64;
     char *pj = tr_malloc(pjn);
     if (generate) snprintf(pj, pjn, "{\"method\":\"%s\",\"beam\":%d,\"latency-users\":%d,%s", method,
                            o->beam, o->latency_users, pj_base + 1);
-    else if (is_sasrec)   /* {"method":"sasrec","sasrec":{...},<the evaluate options>} */
-        snprintf(pj, pjn, "{\"method\":\"%s\",\"sasrec\":%s,%s", method, o->sasrec_pj, pj_base + 1);
     else snprintf(pj, pjn, "{\"method\":\"%s\",%s", method, pj_base + 1);
     stage_run run;
     int b = stage_begin(&run, db, "evaluate", o->dataset, pj, upstream, o->force);
@@ -207,19 +204,11 @@ static int eval_method(sqlite3 *db, const ev_opts *o, const char *method, const 
         if (gen_eval(db, o->dataset, &lm, &d, o->beam, o->batch, do_valid ? &valid : NULL, &test, o->topk,
                      sink_topk, &sink, o->latency_users, o->quiet, &gout) != 0) goto fail;
         secs = gout.test_secs;
-    } else if (is_sasrec) {
-        /* train on the train split (valid items for early stopping), then rank the test items */
+    } else if (is_sasrec) {         /* the model of the sasrec stage, on the test items */
         if (rec_sequences_load(db, o->dataset, &d) != 0) goto fail;
         sink_alloc(&sink, d.n_users);
-        sasrec_model *sm = NULL;
-        double best_valid = 0, tt0 = tr_monotonic();
-        int fr = sasrec_fit(&run, &d, o->sasrec, &sm, &best_valid);
-        if (fr == 130) { rc = 130; goto out; }
-        if (fr != 0) goto fail;
-        if (!o->quiet)
-            fprintf(stderr, "[evaluate] sasrec trained in %.1f s, best valid HR@10 %.4f\n",
-                    tr_monotonic() - tt0, best_valid);
-        stage_progress(&run, 1, "%s: ranking", method);
+        sasrec_model *sm = sasrec_model_load(db, run.upstream_run, o->batch);
+        if (!sm) goto fail;
         double t0 = tr_monotonic();
         if ((do_valid && sasrec_rank(sm, &d, 1, o->batch, &valid, 0, NULL, NULL) != 0) ||
             sasrec_rank(sm, &d, 2, o->batch, &test, o->topk, sink_topk, &sink) != 0) { sasrec_free(sm); goto fail; }
@@ -328,19 +317,11 @@ static const char *summary_ev =
     "The top-50 per user go into the recommendations table.\n"
     "generate: the autoregressive baseline (finetune --objective generate): constrained beam search\n"
     "over the item token tuples, plus the latency of it and of generative retrieval side by side.\n"
-    "sasrec (only when named; 'all' leaves it out): a SASRec causal transformer over item ids,\n"
-    "trained here on the train split with the valid items for early stopping (--sasrec-*).";
+    "sasrec: the model of the sasrec stage ('tokenrec sasrec'), a causal transformer over item ids.\n"
+    "'all' is every method whose stage has a current run.";
 
 int cmd_evaluate(int argc, char **argv) {
-    ev_opts o = {DB_DEFAULT_PATH, NULL, "all", "test", 32, 50, 0, 0, 0, 0, 20, 256, NULL, NULL};
-    /* SASRec settings: the paper's shape (d 64, 2 blocks, 1 head, batch 128, 50 items) and
-     * its dropout for sparse data (0.5; 0.2 was for ML-1M). Loss, lr and dropout chosen by
-     * valid HR@10 on LastFM (bench/sasrec): at dropout 0.2, softmax 0.0706 vs bce 0.0596
-     * (lr 1e-3) and softmax 0.0807 at lr 2e-3; dropout 0.5, lr 2e-3: 0.0972. */
-    int s_dim = 64, s_blocks = 2, s_heads = 1, s_maxlen = 50, s_epochs = 200, s_batch = 128;
-    int s_eval = 5, s_pat = 4, seed = 42;
-    double s_drop = 0.5, s_lr = 2e-3, s_wd = 0, s_clip = 0;
-    const char *s_loss = "softmax";
+    ev_opts o = {DB_DEFAULT_PATH, NULL, "all", "test", 32, 50, 0, 0, 0, 0, 20, 256};
     cli_opt opts[] = {
         {"db", CLI_STR, &o.dbpath, "database file", 0},
         {"dataset", CLI_STR, &o.dataset, "dataset (default: the last ingested)", 0},
@@ -355,21 +336,6 @@ int cmd_evaluate(int argc, char **argv) {
         {"quiet", CLI_FLAG, &o.quiet, "print nothing", 0},
         {"unseen", CLI_FLAG, &o.unseen, "also test the users cf held out (cf --holdout-users) with the unseen-user "
          "template (split test_unseen), side by side with the seen users", 0},
-        /* method sasrec only: param 0 here, fingerprinted through sasrec_pj below */
-        {"seed", CLI_INT, &seed, "sasrec: random seed (initialisation, order, dropout, negatives)", 0},
-        {"sasrec-dim", CLI_INT, &s_dim, "sasrec: embedding and hidden size", 0},
-        {"sasrec-blocks", CLI_INT, &s_blocks, "sasrec: self-attention blocks", 0},
-        {"sasrec-heads", CLI_INT, &s_heads, "sasrec: attention heads", 0},
-        {"sasrec-maxlen", CLI_INT, &s_maxlen, "sasrec: most recent items read", 0},
-        {"sasrec-dropout", CLI_FLOAT, &s_drop, "sasrec: dropout rate", 0},
-        {"sasrec-loss", CLI_STR, &s_loss, "sasrec: softmax (over all items) or bce (one sampled negative)", 0},
-        {"sasrec-lr", CLI_FLOAT, &s_lr, "sasrec: Adam learning rate", 0},
-        {"sasrec-wd", CLI_FLOAT, &s_wd, "sasrec: decoupled weight decay", 0},
-        {"sasrec-clip", CLI_FLOAT, &s_clip, "sasrec: gradient norm clip (0: none)", 0},
-        {"sasrec-epochs", CLI_INT, &s_epochs, "sasrec: most training epochs", 0},
-        {"sasrec-batch", CLI_INT, &s_batch, "sasrec: users per training batch", 0},
-        {"sasrec-eval-every", CLI_INT, &s_eval, "sasrec: epochs between valid HR@10 checks", 0},
-        {"sasrec-patience", CLI_INT, &s_pat, "sasrec: checks without improvement before stopping", 0},
         CLI_OPT_END};
     int rc = cli_parse(argc, argv, opts, usage_ev, summary_ev);
     if (rc) return rc > 0 ? 0 : -1;
@@ -377,45 +343,21 @@ int cmd_evaluate(int argc, char **argv) {
         return tr_error("--split: expected test or both, got '%s'", o.split);
     if (o.batch < 1 || o.topk < 1 || o.topk > 256) return tr_error("--batch must be positive and --topk in 1..256");
     if (o.beam < 1 || o.beam > 1024 || o.latency_users < 0) return tr_error("--beam must be in 1..1024 and --latency-users >= 0");
-    if (strcmp(s_loss, "softmax") && strcmp(s_loss, "bce"))
-        return tr_error("--sasrec-loss: expected softmax or bce, got '%s'", s_loss);
-    sasrec_train_cfg stc = {
-        .model = {.d = s_dim, .n_blocks = s_blocks, .n_heads = s_heads, .max_len = s_maxlen,
-                  .loss = strcmp(s_loss, "bce") ? SASREC_LOSS_SOFTMAX : SASREC_LOSS_BCE,
-                  .dropout = (float)s_drop},
-        .epochs = s_epochs, .batch = s_batch, .eval_every = s_eval, .patience = s_pat,
-        .lr = (float)s_lr, .weight_decay = (float)s_wd, .clip = (float)s_clip,
-        .seed = (uint64_t)seed, .quiet = o.quiet};
-    if (s_dim < 1 || s_blocks < 0 || s_heads < 1 || s_dim % s_heads || s_maxlen < 1 || s_epochs < 0 ||
-        s_batch < 1 || s_eval < 1 || s_pat < 1 || s_drop < 0 || s_drop >= 1 || s_lr <= 0)
-        return tr_error("--sasrec-*: expected dim divisible by heads, positive maxlen, batch, eval-every, "
-                        "patience and lr, dropout in [0,1)");
-    cli_opt sopts[24];
-    int ns = 0;
-    for (int i = 0; opts[i].name; i++)
-        if (!strncmp(opts[i].name, "sasrec-", 7) || !strcmp(opts[i].name, "seed")) {
-            sopts[ns] = opts[i];
-            sopts[ns++].param = 1;
-        }
-    sopts[ns] = (cli_opt)CLI_OPT_END;
-    char *spj = cli_params_json(sopts);
-    o.sasrec = &stc;
-    o.sasrec_pj = spj;
     t5_set_threads(o.threads);
     sqlite3 *db = db_open(o.dbpath, 0);
-    if (!db) { free(spj); return -1; }
+    if (!db) return -1;
     char dsbuf[128];
-    if (!o.dataset && !(o.dataset = db_default_dataset(db, dsbuf, sizeof dsbuf))) { db_close(db); free(spj); return -1; }
+    if (!o.dataset && !(o.dataset = db_default_dataset(db, dsbuf, sizeof dsbuf))) { db_close(db); return -1; }
     char *pj = cli_params_json(opts);
     if (o.unseen)                 /* a param only when set: runs without it keep their fingerprint */
         pj = cli_json_append(pj, "\"unseen\":1");
     const char *all[] = {"popularity", "lightgcn", "tokenrec", "generate", "sasrec"};
-    const char *ups[] = {"ingest", "cf", "finetune", "finetune-gen", "ingest"};
+    const char *ups[] = {"ingest", "cf", "finetune", "finetune-gen", "sasrec"};
     rc = 0;
     int ran = 0;
     for (int i = 0; i < 5 && !rc; i++) {
         int want;
-        if (!strcmp(o.methods, "all")) want = i < 4 && stage_current_run(db, o.dataset, ups[i]) != 0;
+        if (!strcmp(o.methods, "all")) want = stage_current_run(db, o.dataset, ups[i]) != 0;
         else {
             char *p = strstr(o.methods, all[i]);
             want = p != NULL;
@@ -426,7 +368,6 @@ int cmd_evaluate(int argc, char **argv) {
     }
     if (!rc && !ran) rc = tr_error("--method: nothing to evaluate ('%s'; expected all, tokenrec, lightgcn, popularity, generate, sasrec)", o.methods);
     free(pj);
-    free(spj);
     db_close(db);
     return rc;
 }

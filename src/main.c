@@ -4,6 +4,7 @@
 #include "finetune.h"
 #include "info.h"
 #include "run.h"
+#include "sasrec_stage.h"
 #include "ingest.h"
 #include "stage.h"
 #include "tokenize.h"
@@ -25,6 +26,7 @@ static const command commands[] = {
     {"cf", cmd_cf, "LightGCN/MF collaborative filtering"},
     {"tokenize", cmd_tokenize, "MQ-Tokenizer: K tokens per user and item"},
     {"finetune", cmd_finetune, "fine-tune the T5 recommender on prompts of ID tokens"},
+    {"sasrec", cmd_sasrec, "the SASRec baseline: causal transformer over item ids"},
     {"evaluate", cmd_evaluate, "generative retrieval and baselines: HR@K, NDCG@K"},
     {"report", cmd_report, "every method's metrics on every dataset (Markdown or CSV)"},
     {"run", cmd_run, "every stage in order, skipping what is done, resuming what was stopped"},

@@ -1,4 +1,5 @@
-/* sasrec.c: SASRec on the nn.h layers (model, loss, training loop, ranking). See sasrec.h. */
+/* sasrec.c: the SASRec model on the nn.h layers: forward, backward, losses, scores, the
+ * negative sampler. No database; training on a dataset is sasrec_fit.c. See sasrec.h. */
 #include "sasrec.h"
 #include "nn.h"
 #include "util.h"
@@ -43,7 +44,10 @@ struct sasrec_model {
     float   *e, *xL, *out, *lnf_m, *lnf_r;
     uint8_t *m0;
     float   *G, *dG, *logits, *dlogits;
+    float   *En, *gEn;          /* (negatives,d) the shared negatives' rows and their gradient */
     int32_t *gidx, *gtgt, *gneg;
+    const int32_t *negs;        /* the last forward's shared negatives and corrections */
+    const float   *logq;
     float   *dx, *dout, *t1, *t2, *t3, *dqkv, *scr;
     int      M;                 /* targets of the last forward */
     int      B, T;              /* shape of the last forward */
@@ -126,7 +130,9 @@ static void arena(sasrec_model *m) {
     m->e = F(N * d); m->m0 = U(N * d); m->xL = F(N * d); m->out = F(N * d);
     m->lnf_m = F(N); m->lnf_r = F(N);
     m->G = F(N * d); m->dG = F(N * d);
-    m->logits = F((size_t)LOSS_CHUNK * V); m->dlogits = F((size_t)LOSS_CHUNK * V);
+    size_t W = V > (size_t)m->c.negatives + 1 ? V : (size_t)m->c.negatives + 1;
+    m->logits = F((size_t)LOSS_CHUNK * W); m->dlogits = F((size_t)LOSS_CHUNK * W);
+    m->En = F((size_t)m->c.negatives * d); m->gEn = F((size_t)m->c.negatives * d);
     m->gidx = tr_calloc(N, sizeof(int32_t)); m->gtgt = tr_calloc(N, sizeof(int32_t));
     m->gneg = tr_calloc(N, sizeof(int32_t));
     m->dx = F(N * d); m->dout = F(N * d); m->t1 = F(N * d); m->t2 = F(N * d); m->t3 = F(N * d);
@@ -137,7 +143,7 @@ static void arena(sasrec_model *m) {
 
 sasrec_model *sasrec_new(const sasrec_config *c, rng_t *rng) {
     if (c->n_items < 1 || c->d < 1 || c->n_blocks < 0 || c->n_heads < 1 || c->d % c->n_heads ||
-        c->max_len < 1 || c->max_B < 1 || c->dropout < 0 || c->dropout >= 1 ||
+        c->max_len < 1 || c->max_B < 1 || c->dropout < 0 || c->dropout >= 1 || c->negatives < 0 ||
         (c->loss != SASREC_LOSS_SOFTMAX && c->loss != SASREC_LOSS_BCE)) {
         tr_error("sasrec: expected items >= 1, d divisible by heads, max_len >= 1, dropout in [0,1), "
                  "got items %d d %d heads %d max_len %d dropout %g", c->n_items, c->d, c->n_heads,
@@ -167,7 +173,7 @@ void sasrec_free(sasrec_model *m) {
     }
     free(m->ba); free(m->bo);
     free(m->e); free(m->m0); free(m->xL); free(m->out); free(m->lnf_m); free(m->lnf_r);
-    free(m->G); free(m->dG); free(m->logits); free(m->dlogits);
+    free(m->G); free(m->dG); free(m->logits); free(m->dlogits); free(m->En); free(m->gEn);
     free(m->gidx); free(m->gtgt); free(m->gneg);
     free(m->dx); free(m->dout); free(m->t1); free(m->t2); free(m->t3); free(m->dqkv); free(m->scr);
     free(m->params); free(m->grads); free(m->adam_m); free(m->adam_v);
@@ -183,6 +189,56 @@ static void scale_q(float *qkv, int N, int d, float s) {
 static float softplus(float x) { return x > 0 ? x + log1pf(expf(-x)) : log1pf(expf(x)); }
 static float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 
+/* Sampled softmax over the gathered targets: row r's logits are [G_r . E[t_r],
+ * G_r . E[n_j] - logq_j for the N shared negatives], a negative equal to t_r masked to
+ * -inf; cross-entropy with the target in column 0, in blocks of LOSS_CHUNK rows. With grad:
+ * dG, the targets' rows of the item table's gradient, and the negatives' rows through gEn. */
+static double sampled_loss(sasrec_model *m, int M, int grad) {
+    int d = m->c.d, Nn = m->c.negatives, W = Nn + 1;
+    const float *E = m->params + m->item;
+    float *gE = m->grads + m->item;
+    for (int j = 0; j < Nn; j++)
+        memcpy(m->En + (size_t)j * d, E + (size_t)m->negs[j] * d, (size_t)d * sizeof(float));
+    if (grad) memset(m->gEn, 0, (size_t)Nn * d * sizeof(float));
+    static const int32_t zero[LOSS_CHUNK];      /* the target is column 0 of every row */
+    double sum = 0;
+    for (int r0 = 0; r0 < M; r0 += LOSS_CHUNK) {
+        int rows = M - r0 < LOSS_CHUNK ? M - r0 : LOSS_CHUNK;
+        const float *G = m->G + (size_t)r0 * d;
+        nn_sgemm(0, 1, rows, Nn, d, 1.0f, G, d, m->En, d, 0.0f, m->logits + 1, W);
+        for (int r = 0; r < rows; r++) {
+            const float *g = G + (size_t)r * d, *e = E + (size_t)m->gtgt[r0 + r] * d;
+            float *row = m->logits + (size_t)r * W, s = 0;
+            for (int c = 0; c < d; c++) s += g[c] * e[c];
+            row[0] = s;
+            for (int j = 0; j < Nn; j++) {
+                if (m->negs[j] == m->gtgt[r0 + r]) row[1 + j] = -INFINITY;
+                else if (m->logq) row[1 + j] -= m->logq[j];
+            }
+        }
+        sum += (double)softmax_xent_forward(m->logits, m->logits, zero, rows, W) * rows;
+        if (!grad) continue;
+        memset(m->dlogits, 0, (size_t)rows * W * sizeof(float));
+        softmax_xent_backward(m->dlogits, m->logits, zero, rows, W, (float)rows / M);
+        float *dG = m->dG + (size_t)r0 * d;
+        nn_sgemm(0, 0, rows, d, Nn, 1.0f, m->dlogits + 1, W, m->En, d, 0.0f, dG, d);
+        nn_sgemm(1, 0, Nn, d, rows, 1.0f, m->dlogits + 1, W, G, d, 1.0f, m->gEn, d);
+        for (int r = 0; r < rows; r++) {
+            float k = m->dlogits[(size_t)r * W];
+            const float *g = G + (size_t)r * d, *e = E + (size_t)m->gtgt[r0 + r] * d;
+            float *dg = dG + (size_t)r * d, *ge = gE + (size_t)m->gtgt[r0 + r] * d;
+            for (int c = 0; c < d; c++) { dg[c] += k * e[c]; ge[c] += k * g[c]; }
+        }
+    }
+    if (grad)
+        for (int j = 0; j < Nn; j++) {
+            float *ge = gE + (size_t)m->negs[j] * d;
+            const float *gn = m->gEn + (size_t)j * d;
+            for (int c = 0; c < d; c++) ge[c] += gn[c];
+        }
+    return sum;
+}
+
 /* Loss over the gathered targets G (M,d): softmax cross-entropy against every item in
  * blocks of LOSS_CHUNK rows (logits = G E^T, one sgemm each), or BCE with one negative.
  * With grad: dG (M,d) and the item table's gradient from the output side. */
@@ -191,7 +247,9 @@ static float loss_fwd(sasrec_model *m, int M, int grad) {
     const float *E = m->params + m->item;
     float *gE = m->grads + m->item;
     double sum = 0;
-    if (m->c.loss == SASREC_LOSS_SOFTMAX) {
+    if (m->c.loss == SASREC_LOSS_SOFTMAX && m->c.negatives > 0) {
+        sum = sampled_loss(m, M, grad);
+    } else if (m->c.loss == SASREC_LOSS_SOFTMAX) {
         for (int r0 = 0; r0 < M; r0 += LOSS_CHUNK) {
             int rows = M - r0 < LOSS_CHUNK ? M - r0 : LOSS_CHUNK;
             const float *G = m->G + (size_t)r0 * d;
@@ -268,6 +326,14 @@ int sasrec_forward(sasrec_model *m, const sasrec_batch *b, int train, rng_t *rng
     layernorm_forward(m->out, m->lnf_m, m->lnf_r, m->xL, P + m->lnf_w, P + m->lnf_b, N, d, LN_EPS);
     m->M = 0;
     if (!b->pos) return 0;
+    if (c->loss == SASREC_LOSS_SOFTMAX && c->negatives > 0) {
+        if (!b->negs) return tr_error("sasrec: sampled softmax needs the batch's negatives");
+        for (int j = 0; j < c->negatives; j++)
+            if (b->negs[j] < 0 || b->negs[j] >= c->n_items)
+                return tr_error("sasrec: negative %d outside 0..%d", b->negs[j], c->n_items - 1);
+    }
+    m->negs = b->negs;
+    m->logq = b->logq;
     int M = 0;
     for (int bi = 0; bi < B; bi++)
         for (int t = 0; t < b->len[bi] && t < T; t++) {
@@ -359,205 +425,39 @@ int sasrec_scores(sasrec_model *m, const sasrec_batch *b, float *scores) {
     return 0;
 }
 
-/* ---- training and evaluation on a dataset ---- */
+/* ---- the shared negatives of sampled softmax ---- */
 
-int sasrec_rank(sasrec_model *m, const rec_data *d, int split, int batch, retr_metrics *met,
-                int topk, rec_topk_fn fn, void *ctx) {
-    int L = m->c.max_len, V = d->n_items;
-    if (batch > m->c.max_B) batch = m->c.max_B;
-    int32_t *users = tr_malloc((size_t)batch * sizeof *users);
-    int32_t *ids = tr_malloc((size_t)batch * L * sizeof *ids), *len = tr_malloc((size_t)batch * sizeof *len);
-    float *scores = tr_malloc((size_t)batch * V * sizeof *scores);
-    int rc = 0;
-    for (int32_t next = 0; !rc;) {
-        int n = 0, T = 1;
-        for (; next < d->n_users && n < batch; next++) {
-            int tp = rec_target_pos(d, next, split);
-            if (tp < 1) continue;
-            users[n] = next;
-            len[n] = tp < L ? tp : L;
-            if (len[n] > T) T = len[n];
-            n++;
-        }
-        if (n == 0) break;
-        for (int i = 0; i < n; i++) {
-            const int32_t *s = d->seq + d->off[users[i]] + rec_target_pos(d, users[i], split) - len[i];
-            for (int t = 0; t < T; t++) ids[(size_t)i * T + t] = t < len[i] ? s[t] : 0;
-        }
-        sasrec_batch b = {n, T, ids, len, NULL, NULL};
-        rc = sasrec_scores(m, &b, scores);
-        if (!rc) rec_rank_rows(d, users, n, split, scores, met, topk, fn, ctx);
-    }
-    free(users); free(ids); free(len); free(scores);
-    return rc;
-}
-
-/* Is item i among the user's train items? (the negatives are items the user has not had) */
-static int in_train(const rec_data *d, int32_t u, int32_t i) {
-    const int32_t *s = d->seq + d->off[u];
-    for (int k = 0, n = rec_n_train(d, u); k < n; k++) if (s[k] == i) return 1;
+/* Uniform, or popularity: q(i) = (counts[i] + 1) / sum, kept as cumulative sums. */
+int sasrec_sampler_init(sasrec_sampler *s, int n_items, const int32_t *counts, int kind) {
+    memset(s, 0, sizeof *s);
+    s->n_items = n_items;
+    s->kind = kind;
+    if (n_items < 1) return tr_error("sasrec: a sampler needs at least one item");
+    if (kind == SASREC_SAMPLER_UNIFORM) return 0;
+    if (kind != SASREC_SAMPLER_POP || !counts) return tr_error("sasrec: unknown sampler %d", kind);
+    s->cum = tr_calloc((size_t)n_items, sizeof *s->cum);
+    double tot = 0;
+    for (int i = 0; i < n_items; i++) { tot += counts[i] + 1.0; s->cum[i] = tot; }
+    for (int i = 0; i < n_items; i++) s->cum[i] /= tot;
     return 0;
 }
 
-/* Training state saved in checkpoints besides the parameter buffers. */
-typedef struct {
-    int32_t epoch, bad, best_epoch, done;
-    int64_t step;
-    double  best_hr;
-    rng_t   rng;
-} fit_state;
+/* Release the cumulative table. */
+void sasrec_sampler_free(sasrec_sampler *s) { free(s->cum); s->cum = NULL; }
 
-static int save_ckpt(stage_run *run, const fit_state *st, sasrec_model *m, const float *best) {
-    size_t fb = m->n_params * sizeof(float);
-    if (stage_ckpt_begin(run) != 0 ||
-        stage_ckpt_put(run, "sasrec_state", st->step, st, sizeof *st) != 0 ||
-        stage_ckpt_put(run, "sasrec_params", st->step, m->params, fb) != 0 ||
-        stage_ckpt_put(run, "sasrec_adam_m", st->step, m->adam_m, fb) != 0 ||
-        stage_ckpt_put(run, "sasrec_adam_v", st->step, m->adam_v, fb) != 0 ||
-        stage_ckpt_put(run, "sasrec_best", st->step, best, fb) != 0 ||
-        stage_ckpt_commit(run) != 0)
-        return -1;
-    return 0;
-}
-
-/* Restore a blob of exactly n bytes into dst. */
-static int load_blob(stage_run *run, const char *name, void *dst, size_t n) {
-    void *p = NULL;
-    size_t len = 0;
-    int rc = stage_ckpt_get(run, name, &p, &len, NULL);
-    if (rc != 0 || len != n) {
-        free(p);
-        return tr_error("sasrec checkpoint '%s': expected %zu bytes (rerun with --force)", name, n);
+/* n draws with replacement into ids, and log(n q(id)) of each into logq. */
+void sasrec_sampler_draw(const sasrec_sampler *s, rng_t *rng, int n, int32_t *ids, float *logq) {
+    for (int j = 0; j < n; j++) {
+        if (!s->cum) {
+            ids[j] = (int32_t)rng_below(rng, (uint32_t)s->n_items);
+            logq[j] = logf((float)n / s->n_items);
+            continue;
+        }
+        double x = rng_uniform_d(rng);
+        int lo = 0, hi = s->n_items - 1;          /* first i with cum[i] > x */
+        while (lo < hi) { int mid = (lo + hi) / 2; if (s->cum[mid] > x) hi = mid; else lo = mid + 1; }
+        ids[j] = lo;
+        double q = s->cum[lo] - (lo ? s->cum[lo - 1] : 0);
+        logq[j] = (float)log(n * q);
     }
-    memcpy(dst, p, n);
-    free(p);
-    return 0;
-}
-
-int sasrec_fit(stage_run *run, const rec_data *d, const sasrec_train_cfg *tc,
-               sasrec_model **out, double *best_valid) {
-    *out = NULL;
-    sasrec_config mc = tc->model;
-    mc.n_items = d->n_items;
-    mc.max_B = tc->batch;
-    int L = mc.max_len;
-    if (tc->batch < 1 || tc->epochs < 0 || tc->eval_every < 1 || tc->patience < 1)
-        return tr_error("sasrec: expected batch, eval-every and patience >= 1 and epochs >= 0");
-    fit_state st;
-    memset(&st, 0, sizeof st);
-    st.best_hr = -1;
-    rng_seed(&st.rng, tc->seed);
-    sasrec_model *m = sasrec_new(&mc, &st.rng);
-    if (!m) return -1;
-    size_t np = m->n_params;
-    float *best = tr_malloc(np * sizeof(float));
-    memcpy(best, m->params, np * sizeof(float));
-    if (run && run->resumed) {
-        void *probe = NULL;
-        if (stage_ckpt_get(run, "sasrec_state", &probe, NULL, NULL) == 0) {
-            free(probe);
-            if (load_blob(run, "sasrec_state", &st, sizeof st) || load_blob(run, "sasrec_params", m->params, np * 4) ||
-                load_blob(run, "sasrec_adam_m", m->adam_m, np * 4) || load_blob(run, "sasrec_adam_v", m->adam_v, np * 4) ||
-                load_blob(run, "sasrec_best", best, np * 4)) { sasrec_free(m); free(best); return -1; }
-            if (!tc->quiet) fprintf(stderr, "[sasrec] resuming at epoch %d (best valid HR@10 %.4f)\n", st.epoch, st.best_hr);
-        }
-    }
-    /* the training users: at least two train items (one input, one target) */
-    int32_t *users = tr_malloc((size_t)d->n_users * sizeof *users);
-    int nu = 0;
-    for (int32_t u = 0; u < d->n_users; u++) if (rec_n_train(d, u) >= 2) users[nu++] = u;
-    size_t cap = (size_t)tc->batch * L;
-    int32_t *ids = tr_malloc(cap * sizeof *ids), *pos = tr_malloc(cap * sizeof *pos);
-    int32_t *neg = tr_malloc(cap * sizeof *neg), *len = tr_malloc((size_t)tc->batch * sizeof *len);
-    int32_t *order = tr_malloc((size_t)(nu ? nu : 1) * sizeof *order);
-    adamw_cfg opt = adamw_default(tc->lr);
-    opt.beta2 = 0.98f;
-    opt.weight_decay = tc->weight_decay;
-    int ks[1] = {10};
-    int rc = 0;
-    while (!st.done && st.epoch < tc->epochs) {
-        for (int i = 0; i < nu; i++) order[i] = users[i];
-        rng_shuffle_i32(&st.rng, order, (size_t)nu);
-        double lsum = 0;
-        int nb = 0;
-        for (int i0 = 0; i0 < nu; i0 += tc->batch) {
-            int B = nu - i0 < tc->batch ? nu - i0 : tc->batch, T = 1;
-            for (int i = 0; i < B; i++) {
-                int n = rec_n_train(d, order[i0 + i]) - 1;
-                len[i] = n < L ? n : L;
-                if (len[i] > T) T = len[i];
-            }
-            for (int i = 0; i < B; i++) {
-                int32_t u = order[i0 + i];
-                int n = rec_n_train(d, u);
-                const int32_t *s = d->seq + d->off[u] + (n - 1 - len[i]);   /* inputs s[0..len) */
-                for (int t = 0; t < T; t++) {
-                    size_t k = (size_t)i * T + t;
-                    ids[k] = t < len[i] ? s[t] : 0;
-                    pos[k] = t < len[i] ? s[t + 1] : -1;
-                    neg[k] = 0;
-                    if (t < len[i] && mc.loss == SASREC_LOSS_BCE) {
-                        int32_t j;
-                        int tries = 0;
-                        do j = (int32_t)rng_below(&st.rng, (uint32_t)d->n_items);
-                        while (in_train(d, u, j) && ++tries < 50);
-                        neg[k] = j;
-                    }
-                }
-            }
-            sasrec_batch b = {B, T, ids, len, pos, neg};
-            float loss = 0;
-            if (sasrec_forward(m, &b, 1, &st.rng, 1, &loss) < 0) { rc = -1; goto out; }
-            sasrec_backward(m, &b);
-            if (tc->clip > 0) grad_clip(m->grads, np, tc->clip);
-            st.step++;
-            adamw_update(&opt, m->params, m->grads, m->adam_m, m->adam_v, np, st.step);
-            lsum += loss;
-            nb++;
-        }
-        st.epoch++;
-        double lmean = nb ? lsum / nb : 0;
-        if (run) stage_metric(run, st.step, "sasrec_loss", lmean);
-        int last = st.epoch >= tc->epochs;
-        if (st.epoch % tc->eval_every == 0 || last) {
-            retr_metrics vm;
-            retr_metrics_init(&vm, 1, ks);
-            if (sasrec_rank(m, d, 1, tc->batch, &vm, 0, NULL, NULL) != 0) { rc = -1; goto out; }
-            double hr = retr_hr(&vm, 10);
-            if (run) stage_metric(run, st.step, "sasrec_valid_hr10", hr);
-            if (hr > st.best_hr) {
-                st.best_hr = hr; st.best_epoch = st.epoch; st.bad = 0;
-                memcpy(best, m->params, np * sizeof(float));
-            } else if (++st.bad >= tc->patience) st.done = 1;
-            if (run) {
-                stage_progress(run, st.done ? 1.0 : (double)st.epoch / tc->epochs,
-                               "sasrec epoch %d/%d loss %.4f valid HR@10 %.4f (best %.4f at %d)",
-                               st.epoch, tc->epochs, lmean, hr, st.best_hr, st.best_epoch);
-                if (save_ckpt(run, &st, m, best) != 0) { rc = -1; goto out; }
-            } else if (!tc->quiet) {
-                fprintf(stderr, "[sasrec] epoch %d loss %.4f valid HR@10 %.4f (best %.4f at %d)\n",
-                        st.epoch, lmean, hr, st.best_hr, st.best_epoch);
-            }
-        } else if (run) {
-            if (st.best_hr < 0)
-                stage_progress(run, (double)st.epoch / tc->epochs, "sasrec epoch %d/%d loss %.4f",
-                               st.epoch, tc->epochs, lmean);
-            else
-                stage_progress(run, (double)st.epoch / tc->epochs, "sasrec epoch %d/%d loss %.4f (best valid HR@10 %.4f at %d)",
-                               st.epoch, tc->epochs, lmean, st.best_hr, st.best_epoch);
-        }
-        if (run && stage_should_stop() && !st.done && st.epoch < tc->epochs) {
-            if (save_ckpt(run, &st, m, best) != 0) { rc = -1; goto out; }
-            stage_stopped(run);
-            rc = 130;
-            goto out;
-        }
-    }
-    if (st.best_hr >= 0) memcpy(m->params, best, np * sizeof(float));
-    if (best_valid) *best_valid = st.best_hr;
-out:
-    free(users); free(ids); free(pos); free(neg); free(len); free(order); free(best);
-    if (rc == 0) *out = m;
-    else sasrec_free(m);
-    return rc;
 }

@@ -1,5 +1,5 @@
-/* sasrec: the sequential baseline of `tokenrec evaluate --method sasrec`, SASRec (Kang &
- * McAuley 2018) built from the layers of nn.h.
+/* sasrec: the model of the sequential baseline (stage `tokenrec sasrec`), SASRec (Kang &
+ * McAuley 2018) built from the layers of nn.h. The model core: no database.
  *
  * Model: x = dropout(E[item] * sqrt(d) + P[position]) -> n_blocks pre-norm blocks
  *   x += dropout(causal_self_attention(LN1(x)))       (fused QKV with bias, 1/sqrt(d_head))
@@ -11,7 +11,10 @@
  * position, so no key mask is needed and padding outputs get no loss.
  *
  * Loss over every position that has a next item (the targets): full softmax over the items
- * (cross-entropy) or the paper's binary cross-entropy with one sampled negative per position.
+ * (cross-entropy); sampled softmax, the target against `negatives` items drawn once per
+ * batch and shared by every target of it (uniform or popularity-proportional, each sampled
+ * logit corrected by -log(N q(item)), a negative equal to the row's target masked out); or
+ * the paper's binary cross-entropy with one sampled negative per position.
  *
  * Memory: parameters, gradients and the two Adam moments each live in one contiguous float
  * buffer; activations in an arena sized for (max_B, max_len) at creation. */
@@ -19,10 +22,7 @@
 #define TOKENREC_SASREC_H
 #include <stddef.h>
 #include <stdint.h>
-#include "recmodel.h"
-#include "retrieval.h"
 #include "rng.h"
-#include "stage.h"
 
 enum { SASREC_LOSS_SOFTMAX = 0, SASREC_LOSS_BCE = 1 };
 
@@ -30,6 +30,7 @@ typedef struct {
     int   n_items, d, n_blocks, n_heads, max_len;
     int   max_B;          /* largest batch the arena holds */
     int   loss;           /* SASREC_LOSS_* */
+    int   negatives;      /* softmax: 0 = over all items, N > 0 = N shared sampled negatives */
     float dropout;
 } sasrec_config;
 
@@ -39,6 +40,8 @@ typedef struct {
     const int32_t *len;   /* (B) real positions of each row, 1..T */
     const int32_t *pos;   /* (B,T) next item of each position, -1 where none; NULL: no loss */
     const int32_t *neg;   /* (B,T) one sampled negative per position (BCE loss only) */
+    const int32_t *negs;  /* (negatives) the batch's shared negatives (sampled softmax only) */
+    const float   *logq;  /* (negatives) log(N q(negs[j])), the correction of each (NULL: 0) */
 } sasrec_batch;
 
 typedef struct sasrec_model sasrec_model;
@@ -67,29 +70,17 @@ const float *sasrec_hidden(const sasrec_model *m);
  * (one sgemm against the item table). */
 int  sasrec_scores(sasrec_model *m, const sasrec_batch *b, float *scores);
 
-/* ---- training and evaluation on a dataset's sequences ---- */
+enum { SASREC_SAMPLER_UNIFORM = 0, SASREC_SAMPLER_POP = 1 };
 
+/* Draws the shared negatives of a batch: uniform over the items, or proportional to an
+ * item's count plus one (popularity: counts, one per item), with log(N q) of each draw for
+ * the correction. */
 typedef struct {
-    sasrec_config model;      /* n_items and max_B are filled in from the data and batch */
-    int   epochs, batch, eval_every, patience;
-    float lr, weight_decay, clip;
-    uint64_t seed;
-    int   quiet;
-} sasrec_train_cfg;
-
-/* Rank split 1 (valid: history = train items) or 2 (test: train + valid) for every user
- * with a target through rec_rank_rows: the model reads the last max_len history items. */
-int sasrec_rank(sasrec_model *m, const rec_data *d, int split, int batch, retr_metrics *met,
-                int topk, rec_topk_fn fn, void *ctx);
-
-/* Train on the train split (each user's last max_len+1 train items: inputs and next-item
- * targets), HR@10 on the valid items every eval_every epochs, early stopping after
- * `patience` evaluations without improvement; the best parameters are kept in *out.
- * With run != NULL, progress and loss go to the stage runner and a checkpoint (parameters,
- * moments, best parameters, rng, counters) is saved after every evaluation and on a stop
- * request, and a resumed run continues from it. Returns 0, 130 when stopped (after
- * stage_stopped), or -1. *best_valid gets the best valid HR@10. */
-int sasrec_fit(stage_run *run, const rec_data *d, const sasrec_train_cfg *tc,
-               sasrec_model **out, double *best_valid);
+    int     n_items, kind;
+    double *cum;              /* (n_items) cumulative probabilities (popularity only) */
+} sasrec_sampler;
+int  sasrec_sampler_init(sasrec_sampler *s, int n_items, const int32_t *counts, int kind);
+void sasrec_sampler_free(sasrec_sampler *s);
+void sasrec_sampler_draw(const sasrec_sampler *s, rng_t *rng, int n, int32_t *ids, float *logq);
 
 #endif

@@ -16,7 +16,7 @@
 #include "nn.h"
 #include "recmodel.h"
 #include "retrieval.h"
-#include "sasrec.h"
+#include "sasrec_fit.h"
 #include "stage.h"
 #include "testutil.h"
 
@@ -36,7 +36,7 @@ static void causal_mask(void **state) {
     assert_non_null(m);
     int B = 2, T = 6, d = c.d;
     int32_t ids[12] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 0, 1}, len[2] = {6, 6};
-    sasrec_batch b = {B, T, ids, len, NULL, NULL};
+    sasrec_batch b = {B, T, ids, len, NULL, NULL, NULL, NULL};
     assert_int_equal(sasrec_forward(m, &b, 0, NULL, 0, NULL), 0);
     float *h0 = malloc(sizeof(float) * B * T * d);
     memcpy(h0, sasrec_hidden(m), sizeof(float) * B * T * d);
@@ -70,17 +70,22 @@ static double gloss(void) {
     return l;
 }
 
-static void check_grads(int loss, float dropout) {
+/* negatives > 0: sampled softmax against shared negatives that include item 4, the target of
+ * row 0's position 2 and row 2's position 0 (masked there), with log-Q corrections. */
+static void check_grads(int loss, float dropout, int negatives) {
     rng_t r;
     rng_seed(&r, 2);
     sasrec_config c = tiny(loss, dropout);
+    c.negatives = negatives;
     gm = sasrec_new(&c, &r);
+    static const int32_t negs[5] = {3, 4, 9, 0, 3};
+    static const float logq[5] = {0.5f, -0.3f, 0.1f, 1.2f, 0.5f};
     /* row 0 full, row 1 padded after 4 items, row 2 with one position; -1: no target */
     int32_t ids[18] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 0, 0, 3, 0, 0, 0, 0, 0};
     int32_t pos[18] = {2, 3, 4, 5, 6, 7, 8, 9, -1, 1, -1, -1, 4, -1, -1, -1, -1, -1};
     int32_t neg[18] = {9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 0, 0, 10, 0, 0, 0, 0, 0};
     int32_t len[3] = {6, 4, 1};
-    sasrec_batch b = {3, 6, ids, len, pos, neg};
+    sasrec_batch b = {3, 6, ids, len, pos, neg, negatives ? negs : NULL, negatives ? logq : NULL};
     gb = b;
     rng_seed(&r, 99);
     float l0 = 0;
@@ -119,9 +124,89 @@ static void check_grads(int loss, float dropout) {
     free(g);
     sasrec_free(gm);
 }
-static void grads_softmax(void **state) { (void)state; check_grads(SASREC_LOSS_SOFTMAX, 0.0f); }
-static void grads_softmax_dropout(void **state) { (void)state; check_grads(SASREC_LOSS_SOFTMAX, 0.3f); }
-static void grads_bce(void **state) { (void)state; check_grads(SASREC_LOSS_BCE, 0.0f); }
+static void grads_softmax(void **state) { (void)state; check_grads(SASREC_LOSS_SOFTMAX, 0.0f, 0); }
+static void grads_softmax_dropout(void **state) { (void)state; check_grads(SASREC_LOSS_SOFTMAX, 0.3f, 0); }
+static void grads_bce(void **state) { (void)state; check_grads(SASREC_LOSS_BCE, 0.0f, 0); }
+static void grads_sampled(void **state) { (void)state; check_grads(SASREC_LOSS_SOFTMAX, 0.0f, 5); }
+static void grads_sampled_dropout(void **state) { (void)state; check_grads(SASREC_LOSS_SOFTMAX, 0.3f, 5); }
+
+/* ---- sampled softmax: the loss by hand ---- */
+
+/* The loss of one target equals -log(e^{s_t} / (e^{s_t} + sum over negatives n != t of
+ * e^{s_n - logq_n})), computed here from the final hidden states and the item table (the
+ * first block of parameters); a negative equal to the target adds nothing. */
+static void sampled_loss_by_hand(void **state) {
+    (void)state;
+    rng_t r;
+    rng_seed(&r, 4);
+    sasrec_config c = tiny(SASREC_LOSS_SOFTMAX, 0.0f);
+    c.negatives = 4;
+    sasrec_model *m = sasrec_new(&c, &r);
+    int32_t ids[3] = {1, 2, 3}, pos[3] = {-1, -1, 7}, len[1] = {3};
+    int32_t negs[4] = {7, 2, 9, 2};               /* 7 is the target: masked */
+    float logq[4] = {0.0f, 0.25f, -0.5f, 0.25f};
+    sasrec_batch b = {1, 3, ids, len, pos, NULL, negs, logq};
+    float loss = 0;
+    assert_int_equal(sasrec_forward(m, &b, 0, NULL, 0, &loss), 1);
+    const float *h = sasrec_hidden(m) + 2 * c.d, *E = sasrec_params(m);
+    double st = 0, z;
+    for (int k = 0; k < c.d; k++) st += h[k] * E[7 * c.d + k];
+    z = exp(st);
+    for (int j = 1; j < 4; j++) {
+        double sj = 0;
+        for (int k = 0; k < c.d; k++) sj += h[k] * E[negs[j] * c.d + k];
+        z += exp(sj - logq[j]);
+    }
+    double want = -(st - log(z));
+    print_message("sampled loss %.6f, by hand %.6f\n", loss, want);
+    assert_true(fabs(loss - want) < 1e-5 * (1 + fabs(want)));
+    /* no negatives in the batch: a clear error, not a crash */
+    b.negs = NULL;
+    assert_int_equal(sasrec_forward(m, &b, 0, NULL, 0, &loss), -1);
+    negs[0] = 11;                                  /* outside the 11 items */
+    b.negs = negs;
+    assert_int_equal(sasrec_forward(m, &b, 0, NULL, 0, &loss), -1);
+    sasrec_free(m);
+}
+
+/* ---- the negative sampler ---- */
+
+/* Seeded (the same seed draws the same negatives), uniform draws carry log(N/V), and
+ * popularity draws follow (count+1)/sum with log(N q) of each draw. */
+static void sampler_draws(void **state) {
+    (void)state;
+    int32_t counts[4] = {0, 1, 2, 96};              /* q = 1/103, 2/103, 3/103, 97/103 */
+    sasrec_sampler su, sp;
+    assert_int_equal(sasrec_sampler_init(&su, 4, NULL, SASREC_SAMPLER_UNIFORM), 0);
+    assert_int_equal(sasrec_sampler_init(&sp, 4, counts, SASREC_SAMPLER_POP), 0);
+    int32_t a[64], b2[64];
+    float la[64], lb[64];
+    rng_t r1, r2;
+    rng_seed(&r1, 7); rng_seed(&r2, 7);
+    sasrec_sampler_draw(&sp, &r1, 64, a, la);
+    sasrec_sampler_draw(&sp, &r2, 64, b2, lb);
+    assert_memory_equal(a, b2, sizeof a);
+    int hist[4] = {0};
+    for (int k = 0; k < 2000; k++) {
+        sasrec_sampler_draw(&sp, &r1, 64, a, la);
+        for (int j = 0; j < 64; j++) {
+            assert_true(a[j] >= 0 && a[j] < 4);
+            hist[a[j]]++;
+            assert_true(fabs(la[j] - log(64.0 * (counts[a[j]] + 1) / 103.0)) < 1e-4);
+        }
+    }
+    double tot = 2000.0 * 64;
+    for (int i = 0; i < 4; i++)                    /* within 5 standard errors */
+        assert_true(fabs(hist[i] / tot - (counts[i] + 1) / 103.0) < 5 * sqrt(0.25 / tot) + 1e-3);
+    sasrec_sampler_draw(&su, &r1, 64, a, la);
+    for (int j = 0; j < 64; j++) {
+        assert_true(a[j] >= 0 && a[j] < 4);
+        assert_true(fabs(la[j] - logf(16.0f)) < 1e-5);
+    }
+    assert_int_equal(sasrec_sampler_init(&sp, 4, NULL, SASREC_SAMPLER_POP), -1);
+    sasrec_sampler_free(&su);
+    sasrec_sampler_free(&sp);
+}
 
 /* ---- training on a deterministic pattern ---- */
 
@@ -141,15 +226,17 @@ static void pattern_data(rec_data *d, int n_users, int n_items, uint64_t seed) {
     }
 }
 
-static double train_pattern(int loss) {
+static double train_pattern(int loss, int negatives) {
     rec_data d;
     pattern_data(&d, 80, 40, 3);
     sasrec_train_cfg tc = {
-        .model = {.d = 16, .n_blocks = 1, .n_heads = 1, .max_len = 10, .loss = loss, .dropout = 0.1f},
+        .model = {.d = 16, .n_blocks = 1, .n_heads = 1, .max_len = 10, .loss = loss, .dropout = 0.1f,
+                  .negatives = negatives},
         .epochs = 40, .batch = 32, .eval_every = 5, .patience = 3, .lr = 1e-2f, .seed = 5, .quiet = 1};
     sasrec_model *m = NULL;
-    double best_valid = 0;
-    assert_int_equal(sasrec_fit(NULL, &d, &tc, &m, &best_valid), 0);
+    sasrec_fit_result fr;
+    assert_int_equal(sasrec_fit(NULL, &d, &tc, &m, &fr), 0);
+    double best_valid = fr.best_valid;
     assert_non_null(m);
     int ks[1] = {10};
     retr_metrics met;
@@ -163,8 +250,9 @@ static double train_pattern(int loss) {
     free(d.seq);
     return hr;
 }
-static void learns_pattern_softmax(void **state) { (void)state; assert_true(train_pattern(SASREC_LOSS_SOFTMAX) > 0.9); }
-static void learns_pattern_bce(void **state) { (void)state; assert_true(train_pattern(SASREC_LOSS_BCE) > 0.6); }
+static void learns_pattern_softmax(void **state) { (void)state; assert_true(train_pattern(SASREC_LOSS_SOFTMAX, 0) > 0.9); }
+static void learns_pattern_bce(void **state) { (void)state; assert_true(train_pattern(SASREC_LOSS_BCE, 0) > 0.6); }
+static void learns_pattern_sampled(void **state) { (void)state; assert_true(train_pattern(SASREC_LOSS_SOFTMAX, 8) > 0.9); }
 
 /* ---- end to end through the binary ---- */
 
@@ -176,7 +264,23 @@ static long count(sqlite3 *db, const char *sql) {
     return n;
 }
 
-#define SAS "--sasrec-dim 32 --sasrec-blocks 1 --sasrec-epochs 30 --sasrec-batch 64 --sasrec-lr 5e-3 --sasrec-eval-every 5"
+#define SAS "--dim 32 --blocks 1 --epochs 30 --batch 64 --lr 5e-3 --eval-every 5"
+
+/* The stored model of the current sasrec run, as a malloc'd blob (*n bytes). */
+static void *stored_model(const char *dbp, int *n) {
+    sqlite3 *db = db_open(dbp, 1);
+    assert_non_null(db);
+    sqlite3_stmt *st = db_prep(db, "SELECT params FROM sasrec_models WHERE run_id = (SELECT max(id) FROM "
+                                   "stage_runs WHERE stage='sasrec' AND status='done')");
+    assert_non_null(st);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    *n = sqlite3_column_bytes(st, 0);
+    void *p = malloc((size_t)*n);
+    memcpy(p, sqlite3_column_blob(st, 0), (size_t)*n);
+    sqlite3_finalize(st);
+    db_close(db);
+    return p;
+}
 
 static void evaluate_sasrec_e2e(void **state) {
     (void)state;
@@ -185,7 +289,10 @@ static void evaluate_sasrec_e2e(void **state) {
     db_close(db);
     char *dbp = tu_path("e2e.db");
     const char *b = tu_bin();
-    assert_int_equal(tu_run("%s evaluate --db %s --method popularity,sasrec --split both --quiet " SAS, b, dbp), 0);
+    /* evaluate before the stage ran: a clear error naming the command */
+    assert_true(tu_run("%s evaluate --db %s --method sasrec --quiet 2>/dev/null", b, dbp) != 0);
+    assert_int_equal(tu_run("%s sasrec --db %s --quiet " SAS, b, dbp), 0);
+    assert_int_equal(tu_run("%s evaluate --db %s --method popularity,sasrec --split both --quiet", b, dbp), 0);
     db = db_open(dbp, 1);
     double pop = tu_metric(db, "popularity", "test", "hr", 10), sas = tu_metric(db, "sasrec", "test", "hr", 10);
     double sasv = tu_metric(db, "sasrec", "valid", "hr", 10);
@@ -196,16 +303,46 @@ static void evaluate_sasrec_e2e(void **state) {
     }
     assert_true(sas > pop + 0.2);
     assert_true(sasv > pop);
+    /* the valid HR@10 the stage kept its model by is the one evaluate measures again */
+    sqlite3_stmt *bv = db_prep(db, "SELECT best_valid FROM sasrec_models");
+    assert_int_equal(sqlite3_step(bv), SQLITE_ROW);
+    assert_true(fabs(sqlite3_column_double(bv, 0) - sasv) < 1e-9);
+    sqlite3_finalize(bv);
+    int64_t r1 = stage_current_run(db, "synth", "sasrec");
+    assert_true(r1 > 0);
     /* top-50 of every user stored under the sasrec run */
     long recs = count(db, "SELECT count(*) FROM recommendations WHERE run_id = (SELECT max(run_id) FROM run_metrics WHERE method='sasrec')");
     assert_int_equal(recs, 200L * 50);
     db_close(db);
-    /* the same settings again: up to date; with --force: the same metrics (one seed) */
-    assert_int_equal(tu_run("%s evaluate --db %s --method sasrec --split both --quiet --force " SAS, b, dbp), 0);
+    /* the same settings again: up to date; with --force: the same model (one seed) */
+    int n1 = 0, n2 = 0;
+    void *m1 = stored_model(dbp, &n1);
+    assert_int_equal(tu_run("%s sasrec --db %s --quiet " SAS, b, dbp), 0);
+    db = db_open(dbp, 1);
+    assert_true(stage_current_run(db, "synth", "sasrec") == r1);
+    db_close(db);
+    assert_int_equal(tu_run("%s sasrec --db %s --quiet --force " SAS, b, dbp), 0);
+    void *m2 = stored_model(dbp, &n2);
+    assert_int_equal(n1, n2);
+    assert_memory_equal(m1, m2, (size_t)n1);
+    free(m1); free(m2);
+    /* the new sasrec run makes the old evaluate run stale; evaluating again gives the same metrics */
+    db = db_open(dbp, 1);
+    assert_int_equal(stage_get_state(db, "synth", "evaluate", NULL), ST_STALE);
+    db_close(db);
+    assert_int_equal(tu_run("%s evaluate --db %s --method sasrec --split both --quiet", b, dbp), 0);
     db = db_open(dbp, 1);
     assert_true(tu_metric(db, "sasrec", "test", "hr", 10) == sas);
-    assert_true(tu_metric(db, "sasrec", "test", "ndcg", 20) >= 0);
+    /* other settings: a new run; the evaluate run built on the old one is stale */
     db_close(db);
+    assert_int_equal(tu_run("%s sasrec --db %s --quiet --dropout 0.1 " SAS, b, dbp), 0);
+    db = db_open(dbp, 1);
+    assert_true(stage_current_run(db, "synth", "sasrec") > r1);
+    assert_int_equal(stage_get_state(db, "synth", "evaluate", NULL), ST_STALE);
+    db_close(db);
+    /* bad settings: a clear error and no new run */
+    assert_true(tu_run("%s sasrec --db %s --quiet --sampler zipf 2>/dev/null", b, dbp) != 0);
+    assert_true(tu_run("%s sasrec --db %s --quiet --dim 30 --heads 4 2>/dev/null", b, dbp) != 0);
     /* the report lists the method */
     char *out = tu_path("report.md");
     assert_int_equal(tu_run("%s report --db %s > %s", b, dbp, out), 0);
@@ -218,6 +355,41 @@ static void evaluate_sasrec_e2e(void **state) {
     assert_non_null(strstr(buf, "| sasrec |"));
     free(out);
     free(dbp);
+}
+
+/* ---- SIGKILL mid-training: the same command resumes from the last checkpoint and stores
+ * the same model, byte for byte, as an uninterrupted run ---- */
+#define SASK "--dim 32 --blocks 2 --epochs 40 --batch 16 --lr 5e-3 --eval-every 1 --patience 100"
+static void killed_sasrec_resumes_identically(void **state) {
+    (void)state;
+    const char *b = tu_bin();
+    char *pa = tu_path("kill_a.db"), *pb = tu_path("kill_b.db");
+    for (int k = 0; k < 2; k++) {
+        sqlite3 *db = tu_db(k ? "kill_b.db" : "kill_a.db");
+        assert_int_equal(tu_synthetic(db, "synth", 300, 150, 6, 10, 30, 3), 0);
+        db_close(db);
+    }
+    assert_int_equal(tu_run("%s sasrec --db %s --quiet --threads 1 " SASK, b, pa), 0);
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "%s sasrec --db %s --quiet --threads 1 " SASK, b, pb);
+    int mid = 0;                        /* kills that left an unfinished run with a checkpoint */
+    for (unsigned delay = 300000; delay < 4000000 && mid < 2; delay += 300000) {
+        tu_run_killed(cmd, delay);
+        sqlite3 *db = db_open(pb, 1);
+        int64_t done = db_query_i64(db, 0, "SELECT count(*) FROM stage_runs WHERE stage='sasrec' AND status='done'");
+        int64_t ck = db_query_i64(db, 0, "SELECT count(*) FROM checkpoints");
+        db_close(db);
+        if (done) break;
+        if (ck) mid++;
+    }
+    print_message("sasrec killed mid-training %d times\n", mid);
+    assert_true(mid >= 1);
+    assert_int_equal(tu_run("%s sasrec --db %s --quiet --threads 1 " SASK, b, pb), 0);
+    int na = 0, nb = 0;
+    void *ma = stored_model(pa, &na), *mb = stored_model(pb, &nb);
+    assert_int_equal(na, nb);
+    assert_memory_equal(ma, mb, (size_t)na);
+    free(ma); free(mb); free(pa); free(pb);
 }
 
 /* ---- resume: a run stopped after every epoch and resumed each time ends bit-identical to
@@ -233,7 +405,7 @@ static void stopped_every_epoch_resumes_identically(void **state) {
         .model = {.d = 16, .n_blocks = 2, .n_heads = 2, .max_len = 8, .loss = SASREC_LOSS_BCE, .dropout = 0.2f},
         .epochs = 7, .batch = 16, .eval_every = 2, .patience = 5, .lr = 5e-3f, .seed = 9, .quiet = 1};
     sasrec_model *ref = NULL, *m = NULL;
-    double vref = 0, v = 0;
+    sasrec_fit_result vref, v;
     assert_int_equal(sasrec_fit(NULL, &d, &tc, &ref, &vref), 0);
     stage_request_stop();
     int rc = 130, calls = 0;
@@ -248,7 +420,7 @@ static void stopped_every_epoch_resumes_identically(void **state) {
     }
     assert_int_equal(rc, 0);
     assert_int_equal(calls, 7);                 /* one epoch per process-equivalent */
-    assert_true(v == vref);
+    assert_true(v.best_valid == vref.best_valid && v.best_epoch == vref.best_epoch);
     assert_int_equal(sasrec_n_params(m), sasrec_n_params(ref));
     assert_memory_equal(sasrec_params(m), sasrec_params(ref), sasrec_n_params(m) * sizeof(float));
     sasrec_free(m);
@@ -263,9 +435,15 @@ int main(void) {
         cmocka_unit_test(grads_softmax),
         cmocka_unit_test(grads_softmax_dropout),
         cmocka_unit_test(grads_bce),
+        cmocka_unit_test(grads_sampled),
+        cmocka_unit_test(grads_sampled_dropout),
+        cmocka_unit_test(sampled_loss_by_hand),
+        cmocka_unit_test(sampler_draws),
         cmocka_unit_test(learns_pattern_softmax),
         cmocka_unit_test(learns_pattern_bce),
+        cmocka_unit_test(learns_pattern_sampled),
         cmocka_unit_test(evaluate_sasrec_e2e),
+        cmocka_unit_test(killed_sasrec_resumes_identically),
         cmocka_unit_test(stopped_every_epoch_resumes_identically),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,36 @@
+/* sasrec_fit: SASRec trained on a dataset's train split and ranked on valid or test
+ * (the stage `tokenrec sasrec` and evaluate's method sasrec). */
+#ifndef TOKENREC_SASREC_FIT_H
+#define TOKENREC_SASREC_FIT_H
+#include "recmodel.h"
+#include "retrieval.h"
+#include "sasrec.h"
+#include "stage.h"
+
+typedef struct {
+    sasrec_config model;      /* n_items and max_B are filled in from the data and batch */
+    int   sampler;            /* SASREC_SAMPLER_* (sampled softmax only) */
+    int   epochs, batch, eval_every, patience;
+    float lr, weight_decay, clip;
+    uint64_t seed;
+    int   quiet;
+} sasrec_train_cfg;
+
+/* Rank split 1 (valid: history = train items) or 2 (test: train + valid) for every user
+ * with a target through rec_rank_rows: the model reads the last max_len history items. */
+int sasrec_rank(sasrec_model *m, const rec_data *d, int split, int batch, retr_metrics *met,
+                int topk, rec_topk_fn fn, void *ctx);
+
+/* Train on the train split (each user's last max_len+1 train items: inputs and next-item
+ * targets), HR@10 on the valid items every eval_every epochs, early stopping after
+ * `patience` evaluations without improvement; the best parameters are kept in *out.
+ * With run != NULL, progress and loss go to the stage runner and a checkpoint (parameters,
+ * moments, best parameters, rng, counters) is saved after every evaluation and on a stop
+ * request, and a resumed run continues from it. Returns 0, 130 when stopped (after
+ * stage_stopped), or -1. res (may be NULL) gets the best valid HR@10, its epoch and the
+ * epochs trained. */
+typedef struct { double best_valid; int best_epoch, epochs; } sasrec_fit_result;
+int sasrec_fit(stage_run *run, const rec_data *d, const sasrec_train_cfg *tc,
+               sasrec_model **out, sasrec_fit_result *res);
+
+#endif

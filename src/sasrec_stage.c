@@ -1,0 +1,250 @@
+/* sasrec_stage.c: `tokenrec sasrec`, the SASRec baseline as a stage of its own (upstream:
+ * ingest). It trains on the train split with the valid items for early stopping, through
+ * the stage runner (resumable, fingerprinted), and stores the best epoch's parameters in
+ * sasrec_models; `tokenrec evaluate --method sasrec` then only scores them. */
+#include "sasrec_stage.h"
+#include "cli.h"
+#include "db.h"
+#include "sasrec_fit.h"
+#include "util.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Each dataset's default setting, chosen by valid HR@10 (bench/sasrec; README, Modes). A
+ * dataset not listed gets the first row's setting under its own name. */
+typedef struct {
+    const char *dataset;
+    int    dim, blocks, heads, maxlen, negatives, batch, epochs, eval_every, patience;
+    double dropout, lr;
+    const char *sampler;
+} sasrec_preset;
+
+static const sasrec_preset presets[] = {
+    /* dataset    d   blk hd  len  neg  batch ep  eval pat  drop  lr     sampler */
+    {"other",     64, 2,  1,  50,  0,   128,  200, 5,  4,   0.5,  2e-3,  "uniform"},
+    {"lastfm",    64, 2,  1,  50,  0,   128,  200, 5,  4,   0.5,  2e-3,  "uniform"},
+    {"beauty",    64, 2,  1,  50,  0,   128,  200, 5,  4,   0.5,  2e-3,  "uniform"},
+    {"clothing",  64, 2,  1,  50,  0,   128,  200, 5,  4,   0.5,  2e-3,  "uniform"},
+    {"ml-1m",     64, 2,  1,  200, 0,   128,  200, 5,  4,   0.2,  2e-3,  "uniform"},
+};
+
+/* The preset of a dataset (the first row when it has none). */
+static const sasrec_preset *preset_for(const char *dataset) {
+    for (size_t i = 1; i < sizeof presets / sizeof *presets; i++)
+        if (!strcmp(presets[i].dataset, dataset)) return &presets[i];
+    return &presets[0];
+}
+
+/* The --help text: what the stage does and the table of per-dataset defaults. */
+static void summary_text(char *buf, size_t n) {
+    size_t o = (size_t)snprintf(buf, n,
+        "SASRec (Kang & McAuley 2018): a causal self-attention model over item ids, trained on\n"
+        "every position of each user's most recent --maxlen train items at once (the next item\n"
+        "of each position is its target), with a softmax over all items (--negatives 0) or over\n"
+        "N negatives shared by the batch, uniform or popularity-sampled with the log-Q\n"
+        "correction. Valid HR@10 every --eval-every epochs picks the epoch kept; training stops\n"
+        "after --patience checks without a better one. 'tokenrec evaluate --method sasrec'\n"
+        "scores the kept model on the test items.\n\n"
+        "Defaults per dataset (an option given on the command line wins):\n"
+        "  dataset    dim blocks maxlen negatives sampler  dropout  lr      batch epochs\n");
+    for (size_t i = 0; i < sizeof presets / sizeof *presets && o < n; i++) {
+        const sasrec_preset *p = &presets[i];
+        o += (size_t)snprintf(buf + o, n - o, "  %-10s %-3d %-6d %-6d %-9d %-8s %-8.2g %-7.2g %-5d %d\n",
+                              p->dataset, p->dim, p->blocks, p->maxlen, p->negatives, p->sampler,
+                              p->dropout, p->lr, p->batch, p->epochs);
+    }
+    if (o > 0 && o < n && buf[o - 1] == '\n') buf[o - 1] = 0;
+}
+
+/* Options the user left unset (-1, or NULL) take the dataset's preset. */
+typedef struct {
+    int dim, blocks, heads, maxlen, negatives, batch, epochs, eval_every, patience, seed;
+    double dropout, lr, wd, clip;
+    const char *sampler, *loss;
+} sasrec_args;
+
+static void fill_defaults(sasrec_args *a, const sasrec_preset *p) {
+#define DEF(f) if (a->f < 0) a->f = p->f
+    DEF(dim); DEF(blocks); DEF(heads); DEF(maxlen); DEF(negatives); DEF(batch); DEF(epochs);
+    DEF(eval_every); DEF(patience); DEF(dropout); DEF(lr);
+#undef DEF
+    if (!a->sampler) a->sampler = p->sampler;
+}
+
+/* The settings as a training config; -1 with tr_error on a value out of range. */
+static int to_cfg(const sasrec_args *a, sasrec_train_cfg *tc, int quiet) {
+    if (strcmp(a->loss, "softmax") && strcmp(a->loss, "bce"))
+        return tr_error("--loss: expected softmax or bce, got '%s'", a->loss);
+    if (strcmp(a->sampler, "uniform") && strcmp(a->sampler, "pop"))
+        return tr_error("--sampler: expected uniform or pop, got '%s'", a->sampler);
+    if (a->dim < 1 || a->blocks < 0 || a->heads < 1 || a->dim % a->heads || a->maxlen < 1 ||
+        a->epochs < 0 || a->batch < 1 || a->eval_every < 1 || a->patience < 1 || a->dropout < 0 ||
+        a->dropout >= 1 || a->lr <= 0 || a->negatives < 0 || a->negatives > 100000 || a->wd < 0)
+        return tr_error("expected --dim divisible by --heads, positive --maxlen, --batch, --eval-every, "
+                        "--patience and --lr, --dropout in [0,1), --negatives in 0..100000");
+    memset(tc, 0, sizeof *tc);
+    tc->model.d = a->dim;
+    tc->model.n_blocks = a->blocks;
+    tc->model.n_heads = a->heads;
+    tc->model.max_len = a->maxlen;
+    tc->model.loss = strcmp(a->loss, "bce") ? SASREC_LOSS_SOFTMAX : SASREC_LOSS_BCE;
+    tc->model.negatives = tc->model.loss == SASREC_LOSS_SOFTMAX ? a->negatives : 0;
+    tc->model.dropout = (float)a->dropout;
+    tc->sampler = strcmp(a->sampler, "pop") ? SASREC_SAMPLER_UNIFORM : SASREC_SAMPLER_POP;
+    tc->epochs = a->epochs;
+    tc->batch = a->batch;
+    tc->eval_every = a->eval_every;
+    tc->patience = a->patience;
+    tc->lr = (float)a->lr;
+    tc->weight_decay = (float)a->wd;
+    tc->clip = (float)a->clip;
+    tc->seed = (uint64_t)(int64_t)a->seed;
+    tc->quiet = quiet;
+    return 0;
+}
+
+/* Store the kept model of run `run_id` (inside the caller's output transaction). */
+static int save_model(sqlite3 *db, int64_t run_id, sasrec_model *m, const sasrec_fit_result *r) {
+    const sasrec_config *c = sasrec_cfg(m);
+    sqlite3_stmt *st = db_prep(db, "INSERT OR REPLACE INTO sasrec_models (run_id, n_items, d, n_blocks, "
+                                   "n_heads, max_len, best_valid, best_epoch, epochs, n_params, params) "
+                                   "VALUES (?,?,?,?,?,?,?,?,?,?,?)");
+    if (!st) return -1;
+    size_t np = sasrec_n_params(m);
+    sqlite3_bind_int64(st, 1, run_id);
+    sqlite3_bind_int(st, 2, c->n_items);
+    sqlite3_bind_int(st, 3, c->d);
+    sqlite3_bind_int(st, 4, c->n_blocks);
+    sqlite3_bind_int(st, 5, c->n_heads);
+    sqlite3_bind_int(st, 6, c->max_len);
+    sqlite3_bind_double(st, 7, r->best_valid);
+    sqlite3_bind_int(st, 8, r->best_epoch);
+    sqlite3_bind_int(st, 9, r->epochs);
+    sqlite3_bind_int64(st, 10, (int64_t)np);
+    sqlite3_bind_blob64(st, 11, sasrec_params(m), np * sizeof(float), SQLITE_STATIC);
+    int rc = db_step_done(db, st);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+sasrec_model *sasrec_model_load(sqlite3 *db, int64_t run_id, int max_B) {
+    sqlite3_stmt *st = db_prep(db, "SELECT n_items, d, n_blocks, n_heads, max_len, n_params, params "
+                                   "FROM sasrec_models WHERE run_id=?");
+    if (!st) return NULL;
+    sqlite3_bind_int64(st, 1, run_id);
+    sasrec_model *m = NULL;
+    if (sqlite3_step(st) != SQLITE_ROW) {
+        tr_error("sasrec run %lld has no stored model (run 'tokenrec sasrec --force')", (long long)run_id);
+    } else {
+        sasrec_config c = {.n_items = sqlite3_column_int(st, 0), .d = sqlite3_column_int(st, 1),
+                           .n_blocks = sqlite3_column_int(st, 2), .n_heads = sqlite3_column_int(st, 3),
+                           .max_len = sqlite3_column_int(st, 4), .max_B = max_B};
+        rng_t r;
+        rng_seed(&r, 0);
+        m = sasrec_new(&c, &r);
+        if (m && (sqlite3_column_int64(st, 5) != (int64_t)sasrec_n_params(m) ||
+                  db_column_floats(st, 6, sasrec_params(m), (int)sasrec_n_params(m)) != 0)) {
+            tr_error("sasrec run %lld: the stored parameters do not fit its shape", (long long)run_id);
+            sasrec_free(m);
+            m = NULL;
+        }
+    }
+    sqlite3_finalize(st);
+    return m;
+}
+
+/* Train on the loaded sequences and write the kept model; 0, 130 (stopped) or -1. */
+static int train_and_store(stage_run *run, sqlite3 *db, const char *dataset, const sasrec_train_cfg *tc) {
+    rec_data d;
+    memset(&d, 0, sizeof d);
+    sasrec_model *m = NULL;
+    sasrec_fit_result res = {0};
+    double t0 = tr_monotonic();
+    int rc = rec_sequences_load(db, dataset, &d);
+    if (rc == 0) rc = sasrec_fit(run, &d, tc, &m, &res);
+    if (rc == 0 && (stage_finish_begin(run) != 0 || save_model(db, run->id, m, &res) != 0 ||
+                    stage_metric(run, res.epochs, "sasrec_best_valid_hr10", res.best_valid) != 0 ||
+                    stage_metric(run, res.epochs, "sasrec_seconds", tr_monotonic() - t0) != 0 ||
+                    stage_finish_commit(run) != 0))
+        rc = -1;
+    if (rc < 0) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", tr_errmsg());
+        stage_fail(run, msg);
+        tr_error("%s", msg);
+    } else if (rc == 0 && !tc->quiet) {
+        char b[32];
+        fprintf(stderr, "[sasrec] %s: best valid HR@10 %.4f at epoch %d of %d, %s; "
+                        "'tokenrec evaluate --method sasrec' scores it\n", dataset, res.best_valid,
+                res.best_epoch, res.epochs, tr_fmt_duration(tr_monotonic() - t0, b, sizeof b));
+    }
+    sasrec_free(m);
+    rec_data_free(&d);
+    return rc;
+}
+
+static const char *usage_sasrec = "tokenrec sasrec [--dataset NAME] [options]";
+
+int cmd_sasrec(int argc, char **argv) {
+    const char *dbpath = DB_DEFAULT_PATH, *dataset = NULL;
+    int threads = 0, force = 0, quiet = 0;
+    sasrec_args a = {-1, -1, -1, -1, -1, -1, -1, -1, -1, 42, -1, -1, 0, 0, NULL, "softmax"};
+    cli_opt opts[] = {
+        {"db", CLI_STR, &dbpath, "database file", 0},
+        {"dataset", CLI_STR, &dataset, "dataset (default: the last ingested)", 0},
+        {"dim", CLI_INT, &a.dim, "embedding and hidden size (-1: the dataset's default)", 1},
+        {"blocks", CLI_INT, &a.blocks, "self-attention blocks (-1: default)", 1},
+        {"heads", CLI_INT, &a.heads, "attention heads (-1: default)", 1},
+        {"maxlen", CLI_INT, &a.maxlen, "most recent train items read (-1: default)", 1},
+        {"loss", CLI_STR, &a.loss, "softmax (full or sampled, see --negatives) or bce (one negative per position)", 1},
+        {"negatives", CLI_INT, &a.negatives, "softmax over N sampled negatives shared by the batch (0: all items; -1: default)", 1},
+        {"sampler", CLI_STR, &a.sampler, "negatives: uniform or pop (train popularity), log-Q corrected (default: the dataset's)", 1},
+        {"dropout", CLI_FLOAT, &a.dropout, "dropout rate (-1: default)", 1},
+        {"lr", CLI_FLOAT, &a.lr, "Adam learning rate (-1: default)", 1},
+        {"wd", CLI_FLOAT, &a.wd, "decoupled weight decay", 1},
+        {"clip", CLI_FLOAT, &a.clip, "gradient norm clip (0: none)", 1},
+        {"batch", CLI_INT, &a.batch, "users per training batch (-1: default)", 1},
+        {"epochs", CLI_INT, &a.epochs, "most training epochs (-1: default)", 1},
+        {"eval-every", CLI_INT, &a.eval_every, "epochs between valid HR@10 checks (-1: default)", 1},
+        {"patience", CLI_INT, &a.patience, "checks without improvement before stopping (-1: default)", 1},
+        {"seed", CLI_INT, &a.seed, "random seed (initialisation, order, dropout, negatives)", 1},
+        {"threads", CLI_INT, &threads, "threads (0: all cores)", 0},
+        {"force", CLI_FLAG, &force, "train again even if an up-to-date run exists", 0},
+        {"quiet", CLI_FLAG, &quiet, "no progress or summary", 0},
+        CLI_OPT_END};
+    char summary[2048];
+    summary_text(summary, sizeof summary);
+    int rc = cli_parse(argc, argv, opts, usage_sasrec, summary);
+    if (rc) return rc > 0 ? 0 : -1;
+    nn_set_threads(threads);
+    sqlite3 *db = db_open(dbpath, 0);
+    if (!db) return -1;
+    char dsbuf[128];
+    if (!dataset && !(dataset = db_default_dataset(db, dsbuf, sizeof dsbuf))) { db_close(db); return -1; }
+    fill_defaults(&a, preset_for(dataset));
+    sasrec_train_cfg tc;
+    if (to_cfg(&a, &tc, quiet) != 0) { db_close(db); return -1; }
+    char *pj = cli_params_json(opts);           /* after the defaults: the values used */
+    stage_run run;
+    int b = stage_begin(&run, db, "sasrec", dataset, pj, "ingest", force);
+    free(pj);
+    if (b == STAGE_UP_TO_DATE) {
+        if (!quiet) fprintf(stderr, "[sasrec] %s is up to date (run %lld); use --force to train again\n",
+                            dataset, (long long)run.id);
+        rc = 0;
+    } else if (b < 0) {
+        rc = -1;
+    } else {
+        run.quiet = quiet;
+        if (!quiet)
+            fprintf(stderr, "[sasrec] %s: d %d, %d blocks, maxlen %d, %s%s, dropout %g, lr %g, batch %d, "
+                            "up to %d epochs, %d threads\n", dataset, a.dim, a.blocks, a.maxlen, a.loss,
+                    tc.model.negatives ? (tc.sampler ? " over pop-sampled negatives" : " over uniform negatives")
+                                       : tc.model.loss == SASREC_LOSS_SOFTMAX ? " over all items" : "",
+                    a.dropout, a.lr, a.batch, a.epochs, nn_threads());
+        rc = train_and_store(&run, db, dataset, &tc);
+    }
+    db_close(db);
+    return rc;
+}
