@@ -6,6 +6,7 @@
 #include "evaluate.h"
 #include "finetune.h"
 #include "ingest.h"
+#include "sasrec_stage.h"
 #include "stage.h"
 #include "tokenize.h"
 #include "util.h"
@@ -20,6 +21,7 @@ typedef int (*stage_fn)(int, char **);
 static const char *const quick_cf[] = {"--epochs", "150", "--eval-every", "10", NULL};
 static const char *const quick_tok[] = {"--epochs", "20", NULL};
 static const char *const quick_ft[] = {"--epochs", "1", "--hist", "20", "--batch", "64", NULL};
+static const char *const quick_sas[] = {"--epochs", "30", NULL};
 static const char *const none[] = {NULL};
 
 /* Build argv for one stage and call it. */
@@ -47,9 +49,9 @@ static int call(stage_fn fn, const char *name, const char *db, const char *datas
 
 static const char *usage_run = "tokenrec run --dataset NAME [--preset quick|full] [options]";
 static const char *summary_run =
-    "Run every stage in order: ingest, cf, tokenize, finetune, evaluate. A stage that is done and\n"
-    "not stale is skipped; an interrupted one resumes from its checkpoint. Ends with the metrics\n"
-    "table of the dataset. --preset quick (the default) runs LastFM end to end in minutes;\n"
+    "Run every stage in order: ingest, cf, tokenize, finetune, sasrec (the SASRec baseline),\n"
+    "evaluate. A stage that is done and not stale is skipped; an interrupted one resumes from its\n"
+    "checkpoint. Ends with the metrics table of the dataset. --preset quick (the default) runs LastFM end to end in minutes;\n"
     "--preset full uses every stage's defaults, the setting that reaches the accuracy targets.";
 
 int cmd_run(int argc, char **argv) {
@@ -83,6 +85,7 @@ int cmd_run(int argc, char **argv) {
     }
     struct { stage_fn fn; const char *name; const char *const *q; } steps[] = {
         {cmd_cf, "cf", quick_cf}, {cmd_tokenize, "tokenize", quick_tok}, {cmd_finetune, "finetune", quick_ft},
+        {cmd_sasrec, "sasrec", quick_sas},
     };
     for (size_t i = 0; i < sizeof steps / sizeof *steps; i++) {
         const char *const *q = quick ? steps[i].q : none;

@@ -46,6 +46,7 @@ struct sasrec_model {
     float   *G, *dG, *logits, *dlogits;
     float   *En, *gEn;          /* (negatives,d) the shared negatives' rows and their gradient */
     int32_t *gidx, *gtgt, *gneg;
+    float    norm;              /* the last forward's loss divisor (b->norm, or its targets) */
     const int32_t *negs;        /* the last forward's shared negatives and corrections */
     const float   *logq;
     float   *dx, *dout, *t1, *t2, *t3, *dqkv, *scr;
@@ -219,7 +220,7 @@ static double sampled_loss(sasrec_model *m, int M, int grad) {
         sum += (double)softmax_xent_forward(m->logits, m->logits, zero, rows, W) * rows;
         if (!grad) continue;
         memset(m->dlogits, 0, (size_t)rows * W * sizeof(float));
-        softmax_xent_backward(m->dlogits, m->logits, zero, rows, W, (float)rows / M);
+        softmax_xent_backward(m->dlogits, m->logits, zero, rows, W, rows / m->norm);
         float *dG = m->dG + (size_t)r0 * d;
         nn_sgemm(0, 0, rows, d, Nn, 1.0f, m->dlogits + 1, W, m->En, d, 0.0f, dG, d);
         nn_sgemm(1, 0, Nn, d, rows, 1.0f, m->dlogits + 1, W, G, d, 1.0f, m->gEn, d);
@@ -257,7 +258,7 @@ static float loss_fwd(sasrec_model *m, int M, int grad) {
             sum += (double)softmax_xent_forward(m->logits, m->logits, m->gtgt + r0, rows, V) * rows;
             if (!grad) continue;
             memset(m->dlogits, 0, (size_t)rows * V * sizeof(float));
-            softmax_xent_backward(m->dlogits, m->logits, m->gtgt + r0, rows, V, (float)rows / M);
+            softmax_xent_backward(m->dlogits, m->logits, m->gtgt + r0, rows, V, rows / m->norm);
             nn_sgemm(0, 0, rows, d, V, 1.0f, m->dlogits, V, E, d, 0.0f, m->dG + (size_t)r0 * d, d);
             nn_sgemm(1, 0, V, d, rows, 1.0f, m->dlogits, V, G, d, 1.0f, gE, d);
         }
@@ -269,7 +270,7 @@ static float loss_fwd(sasrec_model *m, int M, int grad) {
             for (int c = 0; c < d; c++) { sp += g[c] * ep[c]; sn += g[c] * en[c]; }
             sum += softplus(-sp) + softplus(sn);
             if (!grad) continue;
-            float kp = (sigmoid(sp) - 1.0f) / M, kn = sigmoid(sn) / M;
+            float kp = (sigmoid(sp) - 1.0f) / m->norm, kn = sigmoid(sn) / m->norm;
             float *dg = m->dG + (size_t)r * d;
             float *gp = gE + (size_t)m->gtgt[r] * d, *gn = gE + (size_t)m->gneg[r] * d;
             for (int c = 0; c < d; c++) {
@@ -279,7 +280,7 @@ static float loss_fwd(sasrec_model *m, int M, int grad) {
             }
         }
     }
-    return M ? (float)(sum / M) : 0.0f;
+    return M ? (float)(sum / m->norm) : 0.0f;
 }
 
 /* ids (B,T) -> out (B,T,d); see sasrec.h for the model. */
@@ -348,6 +349,7 @@ int sasrec_forward(sasrec_model *m, const sasrec_batch *b, int train, rng_t *rng
             M++;
         }
     m->M = M;
+    m->norm = b->norm > 0 ? b->norm : (float)(M > 0 ? M : 1);
     if (grad) memset(m->grads, 0, m->n_params * sizeof(float));
     float L = loss_fwd(m, M, grad);
     if (loss) *loss = L;

@@ -42,6 +42,7 @@ typedef struct {
     const int32_t *neg;   /* (B,T) one sampled negative per position (BCE loss only) */
     const int32_t *negs;  /* (negatives) the batch's shared negatives (sampled softmax only) */
     const float   *logq;  /* (negatives) log(N q(negs[j])), the correction of each (NULL: 0) */
+    float          norm;  /* the loss is the sum over the targets / norm (0: / the targets) */
 } sasrec_batch;
 
 typedef struct sasrec_model sasrec_model;
@@ -57,8 +58,8 @@ float *sasrec_grads(sasrec_model *m);
 float *sasrec_adam_m(sasrec_model *m);
 float *sasrec_adam_v(sasrec_model *m);
 
-/* Forward pass. train: dropout from rng. When b->pos is set, *loss gets the mean loss over
- * the targets; with grad, the gradients are zeroed and the output layer's part of them is
+/* Forward pass. train: dropout from rng. When b->pos is set, *loss gets the summed loss of
+ * the targets over b->norm (their mean when it is 0); with grad, the gradients are zeroed and the output layer's part of them is
  * accumulated, ready for sasrec_backward. Returns the number of targets, or -1. */
 int  sasrec_forward(sasrec_model *m, const sasrec_batch *b, int train, rng_t *rng, int grad,
                     float *loss);

@@ -39,7 +39,7 @@ int sasrec_rank(sasrec_model *m, const rec_data *d, int split, int batch, retr_m
             const int32_t *s = d->seq + d->off[users[i]] + rec_target_pos(d, users[i], split) - len[i];
             for (int t = 0; t < T; t++) ids[(size_t)i * T + t] = t < len[i] ? s[t] : 0;
         }
-        sasrec_batch b = {n, T, ids, len, NULL, NULL, NULL, NULL};
+        sasrec_batch b = {.B = n, .T = T, .ids = ids, .len = len};
         rc = sasrec_scores(m, &b, scores);
         if (!rc) rec_rank_rows(d, users, n, split, scores, met, topk, fn, ctx);
     }
@@ -166,7 +166,12 @@ int sasrec_fit(stage_run *run, const rec_data *d, const sasrec_train_cfg *tc,
     /* the training users: at least two train items (one input, one target) */
     int32_t *users = tr_malloc((size_t)d->n_users * sizeof *users);
     int nu = 0;
-    for (int32_t u = 0; u < d->n_users; u++) if (rec_n_train(d, u) >= 2) users[nu++] = u;
+    int64_t n_targets = 0;        /* per epoch: min(n - 1, L) for a user with n train items */
+    for (int32_t u = 0; u < d->n_users; u++)
+        if (rec_n_train(d, u) >= 2) {
+            users[nu++] = u;
+            n_targets += rec_n_train(d, u) - 1 < L ? rec_n_train(d, u) - 1 : L;
+        }
     size_t cap = (size_t)tc->batch * L;
     int32_t *ids = tr_malloc(cap * sizeof *ids), *pos = tr_malloc(cap * sizeof *pos);
     int32_t *neg = tr_malloc(cap * sizeof *neg), *len = tr_malloc((size_t)tc->batch * sizeof *len);
@@ -189,21 +194,26 @@ int sasrec_fit(stage_run *run, const rec_data *d, const sasrec_train_cfg *tc,
     while (!st.done && st.epoch < tc->epochs) {
         for (int i = 0; i < nu; i++) order[i] = users[i];
         int nbatch = epoch_batches(d, order, nu, tc->batch, starts, &st.rng);
+        /* every target weighs the same whatever its batch: a batch's loss is its summed
+         * loss over the mean targets per batch (length-bucketed batches differ a lot) */
+        float norm = (float)((double)n_targets / nbatch);
         double lsum = 0;
-        int nb = 0;
+        int64_t nb = 0;
         for (int k = 0; k < nbatch; k++) {
             int i0 = starts[k], B = nu - i0 < tc->batch ? nu - i0 : tc->batch, T;
             fill_train_batch(d, order + i0, B, L, mc.loss == SASREC_LOSS_BCE, ids, pos, neg, len, &T, &st.rng);
             if (mc.negatives > 0) sasrec_sampler_draw(&smp, &st.rng, mc.negatives, negs, logq);
-            sasrec_batch b = {B, T, ids, len, pos, neg, negs, logq};
+            sasrec_batch b = {.B = B, .T = T, .ids = ids, .len = len, .pos = pos, .neg = neg,
+                              .negs = negs, .logq = logq, .norm = norm};
             float loss = 0;
-            if (sasrec_forward(m, &b, 1, &st.rng, 1, &loss) < 0) { rc = -1; goto out; }
+            int M = sasrec_forward(m, &b, 1, &st.rng, 1, &loss);
+            if (M < 0) { rc = -1; goto out; }
             sasrec_backward(m, &b);
             if (tc->clip > 0) grad_clip(sasrec_grads(m), np, tc->clip);
             st.step++;
             adamw_update(&opt, sasrec_params(m), sasrec_grads(m), sasrec_adam_m(m), sasrec_adam_v(m), np, st.step);
-            lsum += loss;
-            nb++;
+            lsum += (double)loss * norm;       /* the mean is per target */
+            nb += M;
             if (run && (k & 15) == 15)
                 stage_progress(run, (st.epoch + (double)(k + 1) / nbatch) / tc->epochs,
                                "sasrec epoch %d/%d batch %d/%d loss %.4f", st.epoch + 1, tc->epochs,

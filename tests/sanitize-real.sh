@@ -5,7 +5,8 @@
 # asan:     builds build-asan (-Db_sanitize=address,undefined), or uses $TOKENREC_BIN when it
 #           is set (as the meson test sanitize_real, suite 'sanitize', of an ASan build does),
 #           and runs ingest, cf (stopped with SIGINT and resumed), tokenize, tokenize
-#           --new-users/--new-items, finetune (killed with SIGKILL and resumed), finetune
+#           --new-users/--new-items, finetune (killed with SIGKILL and resumed), sasrec (full and
+#           sampled softmax), finetune
 #           --faithful, evaluate of every method on both splits, report, info, and a cf
 #           --model mf that leaves the rest stale.
 #           A finding is any "ERROR: AddressSanitizer", "ERROR: LeakSanitizer" or UBSan
@@ -122,6 +123,8 @@ pipeline() {
     fi
     step finetune 0 finetune "${common[@]}" "${S_FT[@]}"
     expect_sql "one finetune run, resumed" 1 "SELECT count(*) FROM stage_runs WHERE stage = 'finetune'"
+    step sasrec 0 sasrec "${common[@]}" "${S_SAS[@]}"
+    step sasrec-sampled 0 sasrec "${common[@]}" "${S_SAS[@]}" --negatives 64 --sampler pop
     step evaluate-all 0 evaluate "${common[@]}" --method all "${S_EVAL[@]}"
     if [ "$tool" = asan ]; then  # the cosine loss and ego pool: another 20 min under memcheck
         step finetune-faithful 0 finetune "${common[@]}" "${S_FT[@]}" --faithful
@@ -159,6 +162,7 @@ if [ "$mode" != valgrind ]; then
     S_FT=(--preset tiny --epochs 1 --max-pos 3 --ckpt-every 20)
     S_MF=(--epochs 2 --eval-every 1)
     S_EVAL=(--split both)
+    S_SAS=(--epochs 2 --eval-every 1 --dim 32)
     pipeline
     unset ASAN_OPTIONS UBSAN_OPTIONS
 fi
@@ -176,6 +180,7 @@ if [ "$mode" != asan ]; then
     S_FT=(--preset tiny --epochs 1 --max-pos 2 --hist 10 --eval-batch 256)
     S_MF=(--epochs 1 --eval-every 1 --dim 16)
     S_EVAL=(--split test)
+    S_SAS=(--epochs 1 --eval-every 1 --dim 16 --maxlen 20)
     # each step's memcheck log goes next to its output log
     step() {
         local name=$1 want=$2; shift 2

@@ -36,7 +36,7 @@ static void causal_mask(void **state) {
     assert_non_null(m);
     int B = 2, T = 6, d = c.d;
     int32_t ids[12] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 0, 1}, len[2] = {6, 6};
-    sasrec_batch b = {B, T, ids, len, NULL, NULL, NULL, NULL};
+    sasrec_batch b = {.B = B, .T = T, .ids = ids, .len = len};
     assert_int_equal(sasrec_forward(m, &b, 0, NULL, 0, NULL), 0);
     float *h0 = malloc(sizeof(float) * B * T * d);
     memcpy(h0, sasrec_hidden(m), sizeof(float) * B * T * d);
@@ -85,7 +85,8 @@ static void check_grads(int loss, float dropout, int negatives) {
     int32_t pos[18] = {2, 3, 4, 5, 6, 7, 8, 9, -1, 1, -1, -1, 4, -1, -1, -1, -1, -1};
     int32_t neg[18] = {9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 0, 0, 10, 0, 0, 0, 0, 0};
     int32_t len[3] = {6, 4, 1};
-    sasrec_batch b = {3, 6, ids, len, pos, neg, negatives ? negs : NULL, negatives ? logq : NULL};
+    sasrec_batch b = {.B = 3, .T = 6, .ids = ids, .len = len, .pos = pos, .neg = neg,
+                      .negs = negatives ? negs : NULL, .logq = negatives ? logq : NULL};
     gb = b;
     rng_seed(&r, 99);
     float l0 = 0;
@@ -145,7 +146,7 @@ static void sampled_loss_by_hand(void **state) {
     int32_t ids[3] = {1, 2, 3}, pos[3] = {-1, -1, 7}, len[1] = {3};
     int32_t negs[4] = {7, 2, 9, 2};               /* 7 is the target: masked */
     float logq[4] = {0.0f, 0.25f, -0.5f, 0.25f};
-    sasrec_batch b = {1, 3, ids, len, pos, NULL, negs, logq};
+    sasrec_batch b = {.B = 1, .T = 3, .ids = ids, .len = len, .pos = pos, .negs = negs, .logq = logq};
     float loss = 0;
     assert_int_equal(sasrec_forward(m, &b, 0, NULL, 0, &loss), 1);
     const float *h = sasrec_hidden(m) + 2 * c.d, *E = sasrec_params(m);
@@ -160,6 +161,12 @@ static void sampled_loss_by_hand(void **state) {
     double want = -(st - log(z));
     print_message("sampled loss %.6f, by hand %.6f\n", loss, want);
     assert_true(fabs(loss - want) < 1e-5 * (1 + fabs(want)));
+    /* norm divides the summed loss instead of the target count */
+    b.norm = 4.0f;
+    float quarter = 0;
+    assert_int_equal(sasrec_forward(m, &b, 0, NULL, 0, &quarter), 1);
+    assert_true(fabs(quarter - want / 4) < 1e-5 * (1 + fabs(want)));
+    b.norm = 0;
     /* no negatives in the batch: a clear error, not a crash */
     b.negs = NULL;
     assert_int_equal(sasrec_forward(m, &b, 0, NULL, 0, &loss), -1);
