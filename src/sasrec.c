@@ -9,7 +9,7 @@
 #include <string.h>
 
 #define LN_EPS 1e-6f
-#define LOSS_CHUNK 512          /* softmax-loss rows per logits block */
+#define LOSS_CHUNK 128          /* softmax-loss rows per logits block (a few MB: in cache) */
 
 /* Offsets of one block's parameters in the contiguous buffers. */
 typedef struct {
@@ -43,7 +43,7 @@ struct sasrec_model {
     blk_act *ba;
     float   *e, *xL, *out, *lnf_m, *lnf_r;
     uint8_t *m0;
-    float   *G, *dG, *logits, *dlogits;
+    float   *G, *dG, *logits;
     float   *En, *gEn;          /* (negatives,d) the shared negatives' rows and their gradient */
     int32_t *gidx, *gtgt, *gneg;
     float    norm;              /* the last forward's loss divisor (b->norm, or its targets) */
@@ -132,7 +132,7 @@ static void arena(sasrec_model *m) {
     m->lnf_m = F(N); m->lnf_r = F(N);
     m->G = F(N * d); m->dG = F(N * d);
     size_t W = V > (size_t)m->c.negatives + 1 ? V : (size_t)m->c.negatives + 1;
-    m->logits = F((size_t)LOSS_CHUNK * W); m->dlogits = F((size_t)LOSS_CHUNK * W);
+    m->logits = F((size_t)LOSS_CHUNK * W);
     m->En = F((size_t)m->c.negatives * d); m->gEn = F((size_t)m->c.negatives * d);
     m->gidx = tr_calloc(N, sizeof(int32_t)); m->gtgt = tr_calloc(N, sizeof(int32_t));
     m->gneg = tr_calloc(N, sizeof(int32_t));
@@ -174,7 +174,7 @@ void sasrec_free(sasrec_model *m) {
     }
     free(m->ba); free(m->bo);
     free(m->e); free(m->m0); free(m->xL); free(m->out); free(m->lnf_m); free(m->lnf_r);
-    free(m->G); free(m->dG); free(m->logits); free(m->dlogits); free(m->En); free(m->gEn);
+    free(m->G); free(m->dG); free(m->logits); free(m->En); free(m->gEn);
     free(m->gidx); free(m->gtgt); free(m->gneg);
     free(m->dx); free(m->dout); free(m->t1); free(m->t2); free(m->t3); free(m->dqkv); free(m->scr);
     free(m->params); free(m->grads); free(m->adam_m); free(m->adam_v);
@@ -217,15 +217,13 @@ static double sampled_loss(sasrec_model *m, int M, int grad) {
                 else if (m->logq) row[1 + j] -= m->logq[j];
             }
         }
-        sum += (double)softmax_xent_forward(m->logits, m->logits, zero, rows, W) * rows;
+        sum += softmax_xent_inplace(m->logits, zero, rows, W, 1.0f / m->norm, grad);
         if (!grad) continue;
-        memset(m->dlogits, 0, (size_t)rows * W * sizeof(float));
-        softmax_xent_backward(m->dlogits, m->logits, zero, rows, W, rows / m->norm);
         float *dG = m->dG + (size_t)r0 * d;
-        nn_sgemm(0, 0, rows, d, Nn, 1.0f, m->dlogits + 1, W, m->En, d, 0.0f, dG, d);
-        nn_sgemm(1, 0, Nn, d, rows, 1.0f, m->dlogits + 1, W, G, d, 1.0f, m->gEn, d);
+        nn_sgemm(0, 0, rows, d, Nn, 1.0f, m->logits + 1, W, m->En, d, 0.0f, dG, d);
+        nn_sgemm(1, 0, Nn, d, rows, 1.0f, m->logits + 1, W, G, d, 1.0f, m->gEn, d);
         for (int r = 0; r < rows; r++) {
-            float k = m->dlogits[(size_t)r * W];
+            float k = m->logits[(size_t)r * W];
             const float *g = G + (size_t)r * d, *e = E + (size_t)m->gtgt[r0 + r] * d;
             float *dg = dG + (size_t)r * d, *ge = gE + (size_t)m->gtgt[r0 + r] * d;
             for (int c = 0; c < d; c++) { dg[c] += k * e[c]; ge[c] += k * g[c]; }
@@ -255,12 +253,10 @@ static float loss_fwd(sasrec_model *m, int M, int grad) {
             int rows = M - r0 < LOSS_CHUNK ? M - r0 : LOSS_CHUNK;
             const float *G = m->G + (size_t)r0 * d;
             nn_sgemm(0, 1, rows, V, d, 1.0f, G, d, E, d, 0.0f, m->logits, V);
-            sum += (double)softmax_xent_forward(m->logits, m->logits, m->gtgt + r0, rows, V) * rows;
+            sum += softmax_xent_inplace(m->logits, m->gtgt + r0, rows, V, 1.0f / m->norm, grad);
             if (!grad) continue;
-            memset(m->dlogits, 0, (size_t)rows * V * sizeof(float));
-            softmax_xent_backward(m->dlogits, m->logits, m->gtgt + r0, rows, V, rows / m->norm);
-            nn_sgemm(0, 0, rows, d, V, 1.0f, m->dlogits, V, E, d, 0.0f, m->dG + (size_t)r0 * d, d);
-            nn_sgemm(1, 0, V, d, rows, 1.0f, m->dlogits, V, G, d, 1.0f, gE, d);
+            nn_sgemm(0, 0, rows, d, V, 1.0f, m->logits, V, E, d, 0.0f, m->dG + (size_t)r0 * d, d);
+            nn_sgemm(1, 0, V, d, rows, 1.0f, m->logits, V, G, d, 1.0f, gE, d);
         }
     } else {
         for (int r = 0; r < M; r++) {

@@ -335,6 +335,24 @@ static void softmax_xent_grads(void **state) {
     free(sl); free(sp); free(dl);
 }
 
+/* The fused, in-place form gives the pair's summed loss and scale x its gradient; a -inf
+ * logit (a masked column) gets probability and gradient 0. */
+static void softmax_xent_inplace_matches(void **state) {
+    (void)state;
+    sl = randv(SB * SV, 3); sp = zerov(SB * SV);
+    sl[1 * SV + 5] = -INFINITY;
+    float *dl = zerov(SB * SV), *in = zerov(SB * SV);
+    memcpy(in, sl, sizeof(float) * SB * SV);
+    double want = xent_loss() * SB;
+    softmax_xent_backward(dl, sp, st, SB, SV, 0.5f * SB);
+    assert_true(fabs(softmax_xent_inplace(in, st, SB, SV, 0.5f, 0) - want) < 1e-5);
+    memcpy(in, sl, sizeof(float) * SB * SV);
+    assert_true(fabs(softmax_xent_inplace(in, st, SB, SV, 0.5f, 1) - want) < 1e-5);
+    for (int i = 0; i < SB * SV; i++) assert_true(fabsf(in[i] - dl[i]) < 1e-6f);
+    assert_true(in[1 * SV + 5] == 0.0f);
+    free(sl); free(sp); free(dl); free(in);
+}
+
 enum { SMN = 3, SMC = 5 };
 static float *smx, *smy, *smr;
 static double softmax_loss(void) { softmax_forward(smy, smx, SMN, SMC); return dotd(smy, smr, SMN * SMC); }
@@ -436,6 +454,7 @@ int main(void) {
         cmocka_unit_test(head_grads),
         cmocka_unit_test(cosine_loss_grads),
         cmocka_unit_test(softmax_xent_grads),
+        cmocka_unit_test(softmax_xent_inplace_matches),
         cmocka_unit_test(softmax_grads),
         cmocka_unit_test(dropout_seeded),
         cmocka_unit_test(relu_and_embedding),
