@@ -1,4 +1,4 @@
--- 009_sasrec.sql: the trained SASRec baseline of a sasrec run (stage `tokenrec sasrec`), the
+-- 010_sasrec.sql: the trained SASRec baseline of a sasrec run (stage `tokenrec sasrec`), the
 -- parameters of its best valid epoch. params: float32, in the order of sasrec.h's
 -- contiguous buffer (item table, positions, the blocks, the final norm).
 CREATE TABLE sasrec_models (
