@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include "blaskernel.h"
 #include "nn.h"
 #include "rng.h"
 #include "t5.h"
@@ -58,7 +59,7 @@ static void run_case(const char *name, t5_config cfg, int B, int T, int steps) {
 }
 
 int main(int argc, char **argv) {
-    nn_blas_prefer_avx512(argv);
+    bk_setup(argv, 0);      /* tokenrec's kernel choice and self-check (blaskernel.h) */
     int threads = 0, steps = 10;
     const char *only = NULL;
     for (int i = 1; i < argc; i++) {
@@ -73,7 +74,7 @@ int main(int argc, char **argv) {
     if (lf) { if (!fgets(load, sizeof load, lf)) load[0] = 0; fclose(lf); load[strcspn(load, "\n")] = 0; }
     printf("bench_t5: %d cores online, %d threads (one OpenMP team; OpenBLAS single-threaded, "
            "large products split by rows), OpenBLAS kernels %s, loadavg at start %s; "
-           "%d timed steps after 2 warm-up\n", tr_ncores(), nn_threads(), nn_blas_core(), load, steps);
+           "%d timed steps after 2 warm-up\n", tr_ncores(), nn_threads(), bk_describe(), load, steps);
     t5_config c;
     t5_preset("small", &c);
     c.vocab = 3000; c.n_dec_layers = 0; c.head_hidden = 0; c.head_out = 64; c.dropout = 0.1f;

@@ -521,7 +521,7 @@ int cmd_cf(int argc, char **argv) {
     } else if (b < 0) {
         rc = -1;
     } else {
-        run.quiet = o.quiet;
+        stage_log_start(&run, o.quiet);
         if (cf_data_load(db, o.dataset, &d) != 0) {
             char msg[1024];
             snprintf(msg, sizeof msg, "%s", tr_errmsg());

@@ -134,7 +134,7 @@ static int eval_method(sqlite3 *db, const ev_opts *o, const char *method, const 
         return 0;
     }
     if (b < 0) return -1;
-    run.quiet = o->quiet;
+    stage_log_start(&run, o->quiet);
     int ks[3] = {10, 20, 30};
     retr_metrics valid, test, test_u;
     retr_metrics_init(&valid, 3, ks);

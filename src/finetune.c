@@ -357,7 +357,7 @@ int cmd_finetune(int argc, char **argv) {
         return 0;
     }
     if (b < 0) { db_close(db); return -1; }
-    run.quiet = o.quiet;
+    stage_log_start(&run, o.quiet);
 
     rec_data d;
     prompt_vocab v;

@@ -1,5 +1,6 @@
 /* info.c: statistics of the ingested datasets and the state of each stage. */
 #include "info.h"
+#include "blaskernel.h"
 #include "cli.h"
 #include "db.h"
 #include "stage.h"
@@ -83,19 +84,25 @@ static void print_stages(FILE *f, sqlite3 *db, const char *dataset) {
     }
 }
 
-static const char *usage_info = "tokenrec info [--db FILE] [--dataset NAME]";
+static const char *usage_info = "tokenrec info [--db FILE] [--dataset NAME] [--blas]";
 static const char *summary_info =
-    "Print each dataset's statistics (users, items, interactions, density, sequence lengths,\n"
-    "split sizes) and the state of every stage: not run, running, stopped, failed, done, stale.";
+    "Print the OpenBLAS kernels this machine runs (and how they were chosen), then each\n"
+    "dataset's statistics (users, items, interactions, density, sequence lengths, split sizes)\n"
+    "and the state of every stage: not run, running, stopped, failed, done, stale.";
 
 int cmd_info(int argc, char **argv) {
     const char *dbpath = DB_DEFAULT_PATH, *dataset = NULL;
+    int blas_only = 0;
     cli_opt opts[] = {
         {"db", CLI_STR, &dbpath, "database file", 0},
         {"dataset", CLI_STR, &dataset, "only this dataset (default: all)", 0},
+        {"blas", CLI_FLAG, &blas_only, "print only the OpenBLAS kernels line (no database)", 0},
         CLI_OPT_END};
     int rc = cli_parse(argc, argv, opts, usage_info, summary_info);
     if (rc) return rc > 0 ? 0 : -1;
+    printf("OpenBLAS kernels %s\n", bk_describe());
+    if (blas_only) return 0;
+    printf("\n");
     sqlite3 *db = db_open(dbpath, 1);
     if (!db) return -1;
     sqlite3_stmt *st = db_prep(db, "SELECT name FROM datasets ORDER BY name");

@@ -625,7 +625,7 @@ int cmd_ingest(int argc, char **argv) {
                                     "(run %lld); use --force to ingest again\n", dataset, (long long)run.id);
         rc = 0;
     } else if (b == 0) {
-        run.quiet = quiet;
+        stage_log_start(&run, quiet);
         stage_progress(&run, 0, "writing %lld interactions", (long long)d.n);
         if (stage_finish_begin(&run) != 0 || ingest_write(db, dataset, &raw, &d, kcore) != 0 ||
             stage_finish_commit(&run) != 0) {

@@ -1,4 +1,5 @@
 /* main.c: tokenrec's entry point. argv[1] picks the subcommand; errors are printed here. */
+#include "blaskernel.h"
 #include "cf.h"
 #include "evaluate.h"
 #include "finetune.h"
@@ -45,18 +46,17 @@ static void usage(FILE *f) {
 
 /* OpenMP threads that wait spin for a long time by default (libgomp reads its settings
  * before main), which costs up to 10x when the cores are shared with another process. Unless
- * the user chose a policy, re-run once with a short spin before sleeping. */
-static void tame_openmp_spinning(char **argv) {
-    if (getenv("OMP_WAIT_POLICY") || getenv("GOMP_SPINCOUNT")) return;
-    /* Under valgrind /proc/self/exe is valgrind's tool, which refuses to run on its own: stay. */
-    const char *pre = getenv("LD_PRELOAD");
-    if (pre && strstr(pre, "vgpreload")) return;
+ * the user chose a policy, ask for a short spin before sleeping; returns 1 when the program
+ * must re-execute for it to apply (bk_setup does, once, with its own choice). */
+static int tame_openmp_spinning(void) {
+    if (getenv("OMP_WAIT_POLICY") || getenv("GOMP_SPINCOUNT")) return 0;
     setenv("GOMP_SPINCOUNT", "10000", 1);
-    execv("/proc/self/exe", argv);      /* on failure, carry on with the defaults */
+    return 1;
 }
 
 int main(int argc, char **argv) {
-    tame_openmp_spinning(argv);
+    bk_setup(argv, tame_openmp_spinning());    /* may re-execute; see blaskernel.h */
+    stage_set_blas(bk_describe());
     if (argc < 2) { usage(stderr); return 2; }
     if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
         usage(stdout);

@@ -44,28 +44,6 @@ int nn_threads(void) {
 double nn_sgemm_seconds(void) { return nn_gemm_time; }
 void   nn_sgemm_reset(void) { nn_gemm_time = 0; }
 
-const char *nn_blas_core(void) {
-    const char *c = openblas_get_corename();
-    return c ? c : "unknown";
-}
-
-int nn_blas_prefer_avx512(char **argv) {
-    if (!argv || !argv[0] || getenv("OPENBLAS_CORETYPE") || getenv("TOKENREC_NO_BLAS_REEXEC"))
-        return 0;
-#if defined(__x86_64__) && defined(__GNUC__)
-    __builtin_cpu_init();
-    if (!__builtin_cpu_supports("avx512f")) return 0;
-    const char *core = nn_blas_core();
-    if (strcasestr(core, "skylakex") || strcasestr(core, "cooperlake") ||
-        strcasestr(core, "sapphire")) return 0;
-    setenv("OPENBLAS_CORETYPE", "SkylakeX", 1);
-    setenv("TOKENREC_NO_BLAS_REEXEC", "1", 1);
-    execv("/proc/self/exe", argv);
-    unsetenv("OPENBLAS_CORETYPE");   /* exec failed: carry on with what we have */
-#endif
-    return 0;
-}
-
 static int nn_in_parallel(void) {
 #ifdef _OPENMP
     return omp_in_parallel();

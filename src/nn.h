@@ -25,16 +25,7 @@
 void nn_set_threads(int n);
 int  nn_threads(void);
 
-/* Debian's OpenBLAS 0.3.21 (DYNAMIC_ARCH) runs its AVX2 "Haswell" kernels on AMD Zen 4,
- * which has AVX-512; its SkylakeX kernels are about 1.8x faster there. The kernel set is
- * chosen when the library loads, from OPENBLAS_CORETYPE, so this re-executes the program
- * (execv /proc/self/exe argv) with OPENBLAS_CORETYPE=SkylakeX when the CPU has AVX-512F,
- * OpenBLAS picked a non-AVX-512 core and the variable is unset; call it first thing in
- * main(). Returns 0 when nothing was done (or the exec failed); never returns otherwise.
- * TOKENREC_NO_BLAS_REEXEC=1 turns it off. */
-int nn_blas_prefer_avx512(char **argv);
-/* The OpenBLAS kernel set in use, e.g. "Haswell" or "SkylakeX". */
-const char *nn_blas_core(void);
+/* The OpenBLAS kernel set in use is chosen in blaskernel.h (bk_setup, bk_describe). */
 
 /* C (M,N) = alpha * op(A) op(B) + beta * C, row-major, as cblas_sgemm; transA/transB are
  * 0 or 1. Large products are split across the nn threads. */

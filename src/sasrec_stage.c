@@ -237,6 +237,7 @@ int cmd_sasrec(int argc, char **argv) {
         rc = -1;
     } else {
         run.quiet = quiet;
+        stage_log_start(&run, quiet);
         if (!quiet)
             fprintf(stderr, "[sasrec] %s: d %d, %d blocks, maxlen %d, %s%s, dropout %g, lr %g, batch %d, "
                             "up to %d epochs, %d threads\n", dataset, a.dim, a.blocks, a.maxlen, a.loss,

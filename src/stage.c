@@ -48,6 +48,28 @@ int64_t stage_current_run(sqlite3 *db, const char *dataset, const char *stage) {
         "ORDER BY ended_at DESC, id DESC LIMIT 1", dataset, stage);
 }
 
+/* The OpenBLAS kernels this process computes with, recorded with each run it starts or
+ * resumes (not in the fingerprint); "" when the program never said. */
+static char stage_blas[160];
+
+void stage_set_blas(const char *desc) {
+    snprintf(stage_blas, sizeof stage_blas, "%s", desc ? desc : "");
+}
+
+/* A resumed run keeps the kernels it started on and adds these when they differ. */
+static int record_blas_on_resume(sqlite3 *db, int64_t id) {
+    if (!stage_blas[0]) return 0;
+    sqlite3_stmt *st = db_prep(db, "UPDATE stage_runs SET blas = CASE WHEN blas IS NULL THEN ?1 "
+                                   "WHEN blas = ?1 OR substr(blas, -length(?1) - 7) = '; then ' || ?1 "
+                                   "THEN blas ELSE blas || '; then ' || ?1 END WHERE id=?2");
+    if (!st) return -1;
+    sqlite3_bind_text(st, 1, stage_blas, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, id);
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? 0 : tr_error("database: %s", sqlite3_errmsg(db));
+}
+
 static void fingerprint(char out[17], const char *stage, const char *dataset, const char *params,
                         int64_t upstream) {
     uint64_t h = tr_hash64(stage, strlen(stage) + 1, 0);
@@ -181,11 +203,11 @@ int stage_begin(stage_run *r, sqlite3 *db, const char *stage, const char *datase
                                     (int)getpid(), now, (long long)prev);
         int rc = db_exec(db, sql);
         sqlite3_free(sql);
-        if (rc != 0) goto fail;
+        if (rc != 0 || record_blas_on_resume(db, prev) != 0) goto fail;
     } else {
         st = db_prep(db, "INSERT INTO stage_runs (stage, dataset, params, fingerprint, upstream_stage, "
-                         "upstream_run, status, progress, message, pid, started_at, updated_at) "
-                         "VALUES (?,?,?,?,?,?,'running',0,'starting',?,?,?)");
+                         "upstream_run, status, progress, message, pid, started_at, updated_at, blas) "
+                         "VALUES (?,?,?,?,?,?,'running',0,'starting',?,?,?,?)");
         if (!st) goto fail;
         sqlite3_bind_text(st, 1, stage, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 2, dataset, -1, SQLITE_STATIC);
@@ -198,6 +220,7 @@ int stage_begin(stage_run *r, sqlite3 *db, const char *stage, const char *datase
         sqlite3_bind_int64(st, 7, getpid());
         sqlite3_bind_double(st, 8, now);
         sqlite3_bind_double(st, 9, now);
+        if (stage_blas[0]) sqlite3_bind_text(st, 10, stage_blas, -1, SQLITE_STATIC);
         int rc = sqlite3_step(st);
         sqlite3_finalize(st);
         if (rc != SQLITE_DONE) { tr_error("database: %s", sqlite3_errmsg(db)); goto fail; }
@@ -208,6 +231,16 @@ int stage_begin(stage_run *r, sqlite3 *db, const char *stage, const char *datase
 fail:
     db_rollback(db);
     return -1;
+}
+
+void stage_log_start(stage_run *r, int quiet) {
+    r->quiet = quiet;
+    if (quiet) return;
+    char at[48] = "";
+    if (r->resumed) snprintf(at, sizeof at, " resumed at %.1f%%", 100 * r->progress);
+    fprintf(stderr, "[%s] %s: run %lld%s, OpenBLAS kernels %s\n", r->stage, r->dataset,
+            (long long)r->id, at, stage_blas[0] ? stage_blas : "not recorded");
+    fflush(stderr);
 }
 
 static void write_progress(stage_run *r) {

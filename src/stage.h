@@ -47,6 +47,13 @@ typedef struct {
 int stage_begin(stage_run *r, sqlite3 *db, const char *stage, const char *dataset,
                 const char *params_json, const char *upstream_stage, int force);
 
+/* The OpenBLAS kernels in use (one line, e.g. blaskernel.h's bk_describe()), set once by
+ * main: stored in stage_runs.blas with every run begun or resumed, not in the fingerprint. */
+void stage_set_blas(const char *desc);
+/* Right after a successful stage_begin: sets quiet and, unless quiet, prints the run's
+ * first log line: stage, dataset, run id (and where it resumes), the OpenBLAS kernels. */
+void stage_log_start(stage_run *r, int quiet);
+
 /* Progress 0..1 and a one-line message: written to stage_runs at most twice a second
  * (and always when frac is 0 or 1), and shown on stderr with the ETA. */
 void stage_progress(stage_run *r, double frac, const char *fmt, ...) TR_PRINTF(3, 4);

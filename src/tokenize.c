@@ -811,7 +811,7 @@ int cmd_tokenize(int argc, char **argv) {
         return 0;
     }
     if (b < 0) { db_close(db); return -1; }
-    run.quiet = o.quiet;
+    stage_log_start(&run, o.quiet);
 
     tok_entity ents[2];
     memset(ents, 0, sizeof ents);

@@ -272,22 +272,6 @@ static void reader_beside_writer_sees_no_busy(void **state) {
     free(f); free(dbp);
 }
 
-/* Output of a shell command (stderr included) into out; its exit status. */
-static int run_capture(char *out, size_t n, const char *fmt, ...) {
-    char cmd[2048];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    strncat(cmd, " 2>&1", sizeof cmd - strlen(cmd) - 1);
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    size_t got = fread(out, 1, n - 1, p);
-    out[got] = 0;
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
-}
-
 static void second_process_on_a_stage_is_refused(void **state) {
     (void)state;
     char *f = tu_path("two.txt"), *dbp = tu_path("two.db");
@@ -311,7 +295,7 @@ static void second_process_on_a_stage_is_refused(void **state) {
     /* the same settings, and other settings: the stage is taken either way */
     const char *second[2] = {"--epochs 1000000 --eval-every 20", "--epochs 7 --eval-every 1"};
     for (int k = 0; k < 2; k++) {
-        int rc = run_capture(out, sizeof out, "%s cf --db %s %s --dim 32 --batch 512 --quiet", tu_bin(), dbp, second[k]);
+        int rc = tu_capture(out, sizeof out, "%s cf --db %s %s --dim 32 --batch 512 --quiet", tu_bin(), dbp, second[k]);
         fprintf(stderr, "second process: exit %d: %s", rc, out);
         assert_int_equal(rc, 1);
         assert_non_null(strstr(out, "tokenrec cf: error:"));
@@ -347,14 +331,14 @@ static void bad_database_paths_fail_cleanly(void **state) {
     int tried = 0;
 
     /* 1. a path whose directory is a regular file (unwritable whoever runs the test) */
-    assert_int_equal(run_capture(out, sizeof out, "%s ingest --quiet --db %s/x.db --dataset synth --file %s "
+    assert_int_equal(tu_capture(out, sizeof out, "%s ingest --quiet --db %s/x.db --dataset synth --file %s "
                                  "--format sequence", b, f, f), 1);
     assert_non_null(strstr(out, "tokenrec ingest: error:"));
     assert_non_null(strstr(out, "cannot open database"));
     tried++;
     /* 2. a missing database for a reading command: an error, and no file made */
     char *missing = tu_path("missing.db");
-    assert_int_equal(run_capture(out, sizeof out, "%s info --db %s", b, missing), 1);
+    assert_int_equal(tu_capture(out, sizeof out, "%s info --db %s", b, missing), 1);
     assert_non_null(strstr(out, "no such database"));
     assert_int_equal(access(missing, F_OK), -1);
     tried++;
@@ -376,7 +360,7 @@ static void bad_database_paths_fail_cleanly(void **state) {
         size_t n0, n1;
         char *before = slurp(paths[p], &n0);
         for (int c = 0; c < 4; c++) {
-            int rc = run_capture(out, sizeof out, "%s %s %s --db %s", b, cmds[c], c == 0 ? f : "", paths[p]);
+            int rc = tu_capture(out, sizeof out, "%s %s %s --db %s", b, cmds[c], c == 0 ? f : "", paths[p]);
             if (rc != 1 || !strstr(out, expect[p])) fprintf(stderr, "%s on %s: exit %d: %s", cmds[c], paths[p], rc, out);
             assert_int_equal(rc, 1);
             assert_non_null(strstr(out, expect[p]));
@@ -398,7 +382,7 @@ static void bad_database_paths_fail_cleanly(void **state) {
     size_t n0, n1;
     char *before = slurp(newer, &n0);
     for (int c = 0; c < 4; c++) {
-        int rc = run_capture(out, sizeof out, "%s %s %s --db %s", b, cmds[c], c == 0 ? f : "", newer);
+        int rc = tu_capture(out, sizeof out, "%s %s %s --db %s", b, cmds[c], c == 0 ? f : "", newer);
         if (rc != 1 || !strstr(out, "newer")) fprintf(stderr, "%s on a newer database: exit %d: %s", cmds[c], rc, out);
         assert_int_equal(rc, 1);
         assert_non_null(strstr(out, "newer"));
@@ -463,7 +447,7 @@ static void full_disk_fails_cleanly_and_resumes(void **state) {
         fwrite(zero, 1, (size_t)(fill - k < (long long)sizeof zero ? fill - k : (long long)sizeof zero), fp);
     fclose(fp);
     char out[4096];
-    int rc = run_capture(out, sizeof out, "%s cf --db %s --epochs 20 --eval-every 5 --dim 32 --batch 512 --quiet", tu_bin(), dbp);
+    int rc = tu_capture(out, sizeof out, "%s cf --db %s --epochs 20 --eval-every 5 --dim 32 --batch 512 --quiet", tu_bin(), dbp);
     fprintf(stderr, "cf on a full disk: exit %d: %s", rc, out);
     assert_int_equal(rc, 1);
     assert_non_null(strstr(out, "tokenrec cf: error:"));

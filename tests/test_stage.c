@@ -1,6 +1,6 @@
 /* test_stage.c: the stage runner: new runs, resume from checkpoint after a kill, up to date,
  * staleness when parameters or upstream change, refusing a second live process, and
- * checkpoints that survive SIGKILL whole. */
+ * checkpoints that survive SIGKILL whole; the OpenBLAS kernels recorded outside the fingerprint. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -16,12 +16,23 @@
 #include "util.h"
 #include "testutil.h"
 
-static const char *status_of(sqlite3 *db, int64_t id, char *buf) {
-    sqlite3_stmt *st = db_prep(db, "SELECT status FROM stage_runs WHERE id=?");
+/* A text column of a run (malloc'd copy; NULL when the run or the value is missing). */
+static char *column_of(sqlite3 *db, const char *col, int64_t id) {
+    char *sql = sqlite3_mprintf("SELECT %s FROM stage_runs WHERE id=?", col);
+    sqlite3_stmt *st = db_prep(db, sql);
+    sqlite3_free(sql);
     sqlite3_bind_int64(st, 1, id);
-    buf[0] = 0;
-    if (sqlite3_step(st) == SQLITE_ROW) strcpy(buf, (const char *)sqlite3_column_text(st, 0));
+    char *v = NULL;
+    if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL)
+        v = strdup((const char *)sqlite3_column_text(st, 0));
     sqlite3_finalize(st);
+    return v;
+}
+
+static const char *status_of(sqlite3 *db, int64_t id, char *buf) {
+    char *v = column_of(db, "status", id);
+    strcpy(buf, v ? v : "");
+    free(v);
     return buf;
 }
 
@@ -252,6 +263,50 @@ static void stopped_and_state_names(void **state) {
     db_close(db);
 }
 
+/* The run's OpenBLAS kernels are recorded, and are not part of the fingerprint: a stopped
+ * run resumes on other kernels (which are added to its record), a done one stays up to date. */
+static void blas_kernels_recorded_outside_fingerprint(void **state) {
+    (void)state;
+    sqlite3 *db = tu_db("h.db");
+    stage_run r, r2;
+    stage_set_blas("Haswell (OPENBLAS_CORETYPE)");
+    assert_int_equal(stage_begin(&r, db, "ingest", "d", "{\"k\":5}", NULL, 0), 0);
+    stage_log_start(&r, 1);
+    char *fp = column_of(db, "fingerprint", r.id);
+    stage_stopped(&r);
+    stage_set_blas("SkylakeX (tokenrec's choice; OpenBLAS default Prescott)");
+    assert_int_equal(stage_begin(&r2, db, "ingest", "d", "{\"k\":5}", NULL, 0), 0);
+    assert_int_equal(r2.id, r.id);
+    assert_int_equal(r2.resumed, 1);
+    char *b = column_of(db, "blas", r.id);
+    assert_string_equal(b, "Haswell (OPENBLAS_CORETYPE); then SkylakeX (tokenrec's choice; "
+                           "OpenBLAS default Prescott)");
+    free(b);
+    stage_stopped(&r2);
+    /* resumed again on the same kernels: recorded once */
+    assert_int_equal(stage_begin(&r2, db, "ingest", "d", "{\"k\":5}", NULL, 0), 0);
+    assert_int_equal(stage_finish_begin(&r2), 0);
+    assert_int_equal(stage_finish_commit(&r2), 0);
+    b = column_of(db, "blas", r.id);
+    assert_non_null(strstr(b, "; then SkylakeX"));
+    assert_null(strstr(strstr(b, "; then") + 1, "; then"));
+    free(b);
+    char *fp2 = column_of(db, "fingerprint", r.id);
+    assert_string_equal(fp, fp2);
+    /* other kernels again: the done run is up to date */
+    stage_set_blas("Cooperlake (OpenBLAS default)");
+    assert_int_equal(stage_begin(&r2, db, "ingest", "d", "{\"k\":5}", NULL, 0), STAGE_UP_TO_DATE);
+    assert_int_equal(r2.id, r.id);
+    /* a new run records the kernels it starts on */
+    assert_int_equal(stage_begin(&r2, db, "ingest", "d", "{\"k\":5}", NULL, 1), 0);
+    b = column_of(db, "blas", r2.id);
+    assert_string_equal(b, "Cooperlake (OpenBLAS default)");
+    free(b);
+    stage_set_blas(NULL);
+    free(fp); free(fp2);
+    db_close(db);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(new_run_then_up_to_date),
@@ -261,6 +316,7 @@ int main(void) {
         cmocka_unit_test(second_live_process_is_refused),
         cmocka_unit_test(checkpoints_survive_sigkill),
         cmocka_unit_test(stopped_and_state_names),
+        cmocka_unit_test(blas_kernels_recorded_outside_fingerprint),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

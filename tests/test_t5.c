@@ -1,5 +1,5 @@
 /* test_t5.c: the T5 model against the t5-tiny test vectors (outputs, loss and the gradient
- * of every parameter), vocabulary resizing, the encoder-only variant, and a small training
+ * of every parameter) under the OpenBLAS kernels tokenrec chooses, vocabulary resizing, the encoder-only variant, and a small training
  * run that must learn a synthetic task. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include "blaskernel.h"
 #include "rng.h"
 #include "safetensors.h"
 #include "t5.h"
@@ -281,9 +283,25 @@ static void presets(void **state) {
     assert_non_null(strstr(tr_errmsg(), "huge"));
 }
 
-int main(void) {
+/* The kernels tokenrec would run passed the self-check; after its re-execution they are the
+ * ones it chose. Under tests/blas_shim.c (meson test t5_chosen_kernel) OpenBLAS seems to
+ * load generic kernels, so on a CPU with AVX2 + FMA the re-execution must have happened. */
+static void runs_on_the_chosen_kernels(void **state) {
+    (void)state;
+    print_message("OpenBLAS kernels %s\n", bk_describe());
+    assert_null(strstr(bk_describe(), "FAILED"));
+    if (getenv("TOKENREC_T5_SHIMMED") && bk_choose(bk_cpu_detect(), "Prescott", NULL).src == BK_REEXEC)
+        assert_non_null(getenv("TOKENREC_BLAS_AUTO"));
+    const char *ct = getenv("OPENBLAS_CORETYPE");
+    if (getenv("TOKENREC_BLAS_AUTO")) assert_true(ct && !strcasecmp(bk_core(), ct));
+}
+
+int main(int argc, char **argv) {
+    (void)argc;
+    bk_setup(argv, 0);          /* the kernels tokenrec would choose (may re-execute) */
     t5_set_threads(0);
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(runs_on_the_chosen_kernels),
         cmocka_unit_test(presets),
         cmocka_unit_test(matches_test_vectors),
         cmocka_unit_test(dropout_gradients_match_finite_differences),

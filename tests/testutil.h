@@ -3,6 +3,7 @@
 #ifndef TOKENREC_TESTUTIL_H
 #define TOKENREC_TESTUTIL_H
 #include <sqlite3.h>
+#include <stddef.h>
 #include <stdint.h>
 
 const char *tu_tmpdir(void);                   /* one fresh directory per test process */
@@ -11,6 +12,8 @@ sqlite3    *tu_db(const char *name);           /* a fresh, migrated database in 
 const char *tu_shared(void);                   /* $TOKENREC_SHARED, else ../shared */
 const char *tu_bin(void);                      /* $TOKENREC_BIN, else build/tokenrec */
 int         tu_run(const char *fmt, ...);      /* system() of the formatted command; exit status */
+/* The same, with stdout and stderr together in out (n bytes, NUL-terminated). */
+int         tu_capture(char *out, size_t n, const char *fmt, ...);
 int         tu_write_file(const char *path, const char *text);
 /* The latest value of run_metrics (method, split, metric, k); -1 when there is none. */
 double      tu_metric(sqlite3 *db, const char *method, const char *split, const char *metric, int k);
