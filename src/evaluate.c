@@ -52,25 +52,13 @@ static int sink_write(sqlite3 *db, int64_t run, const rec_sink *s, int n_users) 
     return rc;
 }
 
-static int put_metric(sqlite3 *db, int64_t run, const char *method, const char *split,
-                      const char *metric, int k, double v) {
-    sqlite3_stmt *st = db_prep(db, "INSERT OR REPLACE INTO run_metrics (run_id, method, split, metric, k, value) VALUES (?,?,?,?,?,?)");
-    if (!st) return -1;
-    sqlite3_bind_int64(st, 1, run);
-    sqlite3_bind_text(st, 2, method, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 3, split, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 4, metric, -1, SQLITE_STATIC);
-    sqlite3_bind_int(st, 5, k);
-    sqlite3_bind_double(st, 6, v);
-    int rc = db_step_done(db, st);
-    sqlite3_finalize(st);
-    return rc;
-}
-
+/* HR@k and NDCG@k of a split, and the number of users they are over (metric 'users', k 0:
+ * the report's binomial intervals need it). */
 static int put_metrics(sqlite3 *db, int64_t run, const char *method, const char *split, const retr_metrics *m) {
+    if (db_put_metric(db, run, method, split, "users", 0, (double)m->n)) return -1;
     for (int i = 0; i < m->nk; i++)
-        if (put_metric(db, run, method, split, "hr", m->ks[i], retr_hr(m, m->ks[i])) ||
-            put_metric(db, run, method, split, "ndcg", m->ks[i], retr_ndcg(m, m->ks[i])))
+        if (db_put_metric(db, run, method, split, "hr", m->ks[i], retr_hr(m, m->ks[i])) ||
+            db_put_metric(db, run, method, split, "ndcg", m->ks[i], retr_ndcg(m, m->ks[i])))
             return -1;
     return 0;
 }
@@ -283,11 +271,11 @@ static int eval_method(sqlite3 *db, const ev_opts *o, const char *method, const 
         put_metrics(db, run.id, method, "test", &test) != 0 ||
         (do_valid && put_metrics(db, run.id, method, "valid", &valid) != 0) ||
         (o->unseen && test_u.n > 0 && put_metrics(db, run.id, method, "test_unseen", &test_u) != 0) ||
-        put_metric(db, run.id, method, "latency", "ms_per_user", 0, 1000 * secs / d.n_users) != 0 ||
-        put_metric(db, run.id, method, "latency", "users_per_s", 0, d.n_users / (secs > 0 ? secs : 1e-9)) != 0)
+        db_put_metric(db, run.id, method, "latency", "ms_per_user", 0, 1000 * secs / d.n_users) != 0 ||
+        db_put_metric(db, run.id, method, "latency", "users_per_s", 0, d.n_users / (secs > 0 ? secs : 1e-9)) != 0)
         goto fail;
     for (int i = 0; i < gout.n; i++)
-        if (put_metric(db, run.id, gout.rows[i].method, gout.rows[i].split, gout.rows[i].metric, gout.rows[i].k,
+        if (db_put_metric(db, run.id, gout.rows[i].method, gout.rows[i].split, gout.rows[i].metric, gout.rows[i].k,
                        gout.rows[i].value) != 0) goto fail;
     if (stage_finish_commit(&run) != 0) goto fail;
     if (!o->quiet) {
