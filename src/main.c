@@ -3,6 +3,7 @@
 #include "evaluate.h"
 #include "finetune.h"
 #include "info.h"
+#include "report.h"
 #include "run.h"
 #include "ingest.h"
 #include "stage.h"
