@@ -88,6 +88,7 @@ int cmd_report(int argc, char **argv) {
     if (!db) return -1;
     rc = html ? report_html_write(db, dbpath, html) : print_table(db, csv);
     db_close(db);
+    fflush(stdout);                 /* after the table when both go to one terminal or file */
     if (!rc && html) fprintf(stderr, "HTML report written to %s\n", html);
     return rc;
 }
