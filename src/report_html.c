@@ -118,8 +118,8 @@ static void section_accuracy(FILE *f, const char *ds, const rq_method *rows, int
     fputs("</div>\n", f);
     free(bars);
     fputs("<p class=\"note\">Split <b>test</b>: one held-out item per user, full ranking, history "
-               "excluded. Whiskers: p &#177; 1.96 &#8730;(p(1&#8722;p)/n) over the n test users (for "
-               "NDCG, whose per-user value also lies in [0, 1], an upper bound on the standard error).</p>\n", f);
+          "excluded. Whiskers: p &#177; 1.96 &#8730;(p(1&#8722;p)/n) over the n test users (for "
+          "NDCG, whose per-user value also lies in [0, 1], an upper bound on the standard error).</p>\n", f);
     fputs("<table><tr><th>method</th><th>stage</th><th>run</th><th class=\"num\">users</th>"
           "<th class=\"num\">HR@10</th><th>95% interval</th><th class=\"num\">NDCG@10</th><th class=\"num\">HR@20</th>"
           "<th class=\"num\">NDCG@20</th><th class=\"num\">HR@30</th><th class=\"num\">NDCG@30</th></tr>\n", f);
