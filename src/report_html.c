@@ -79,7 +79,8 @@ static void section_status(FILE *f, sqlite3 *db, const char *ds) {
         fputs("</td></tr>\n", f);
         if (st != ST_DONE && ml < sizeof missing - 64)
             ml += (size_t)snprintf(missing + ml, sizeof missing - ml, "%s%s (%s)", ml ? ", " : "",
-                                   stage_names[s], stage_state_name(st));
+                                   stage_names[s], st == ST_STALE ? "stale: its upstream run changed since"
+                                   : stage_state_name(st));
     }
     fputs("</table>\n", f);
     if (ml) {
