@@ -112,9 +112,22 @@ static int load_ckpt(stage_run *run, cf_state *s, cf_model *M, uint32_t *order, 
     return 0;
 }
 
-/* Write the vectors (user/item x ego/mean) and the metrics rows of the best parameters. */
+/* The metrics rows of one split: HR and NDCG at 10 and 20, and the users they are over
+ * (metric 'users', k 0). */
+static int put_cf_metrics(sqlite3 *db, int64_t run, const char *method, const char *split,
+                          const cf_metrics *m) {
+    const char *metric[5] = {"hr", "hr", "ndcg", "ndcg", "users"};
+    int ks[5] = {10, 20, 10, 20, 0};
+    double vals[5] = {m->hr10, m->hr20, m->ndcg10, m->ndcg20, m->n_users};
+    for (int j = 0; j < 5; j++)
+        if (db_put_metric(db, run, method, split, metric[j], ks[j], vals[j]) != 0) return -1;
+    return 0;
+}
+
+/* Write the vectors (user/item x ego/mean) and the metrics rows of the best parameters,
+ * with the chosen epoch (split 'train', metric 'best_epoch'). */
 static int write_outputs(stage_run *run, const cf_data *d, cf_model *M, const char *method,
-                         const cf_metrics *valid, const cf_metrics *test) {
+                         const cf_metrics *valid, const cf_metrics *test, int64_t best_epoch) {
     sqlite3 *db = run->db;
     sqlite3_stmt *st = db_prep(db, "INSERT INTO cf_vectors (run_id, entity, kind, idx, vec) "
                                    "VALUES (?,?,?,?,?)");
@@ -136,27 +149,10 @@ static int write_outputs(stage_run *run, const cf_data *d, cf_model *M, const ch
                 }
             }
     sqlite3_finalize(st);
-    st = db_prep(db, "INSERT INTO run_metrics (run_id, method, split, metric, k, value) "
-                     "VALUES (?,?,?,?,?,?)");
-    if (!st) return -1;
-    const cf_metrics *ms[2] = {valid, test};
-    const char *split[2] = {"valid", "test"};
-    for (int s = 0; s < 2; s++) {
-        const char *metric[4] = {"hr", "hr", "ndcg", "ndcg"};
-        int ks[4] = {10, 20, 10, 20};
-        double vals[4] = {ms[s]->hr10, ms[s]->hr20, ms[s]->ndcg10, ms[s]->ndcg20};
-        for (int j = 0; j < 4; j++) {
-            sqlite3_bind_int64(st, 1, run->id);
-            sqlite3_bind_text(st, 2, method, -1, SQLITE_STATIC);
-            sqlite3_bind_text(st, 3, split[s], -1, SQLITE_STATIC);
-            sqlite3_bind_text(st, 4, metric[j], -1, SQLITE_STATIC);
-            sqlite3_bind_int(st, 5, ks[j]);
-            sqlite3_bind_double(st, 6, vals[j]);
-            if (db_step_done(db, st) != 0) { sqlite3_finalize(st); return -1; }
-        }
-    }
-    sqlite3_finalize(st);
-    return 0;
+    if (put_cf_metrics(db, run->id, method, "valid", valid) != 0 ||
+        put_cf_metrics(db, run->id, method, "test", test) != 0)
+        return -1;
+    return db_put_metric(db, run->id, method, "train", "best_epoch", 0, (double)best_epoch);
 }
 
 /* Fill a batch of triples (node ids) from the epoch's order (pairs sampler) or by drawing
@@ -249,22 +245,7 @@ static int write_holdout(stage_run *run, const cf_data *full, const uint8_t *hel
         if (db_step_done(db, st) != 0) { sqlite3_finalize(st); return -1; }
     }
     sqlite3_finalize(st);
-    st = db_prep(db, "INSERT INTO run_metrics (run_id, method, split, metric, k, value) "
-                     "VALUES (?,?,'test_unseen',?,?,?)");
-    if (!st) return -1;
-    const char *metric[4] = {"hr", "hr", "ndcg", "ndcg"};
-    int ks[4] = {10, 20, 10, 20};
-    double vals[4] = {out->hr10, out->hr20, out->ndcg10, out->ndcg20};
-    for (int j = 0; j < 4; j++) {
-        sqlite3_bind_int64(st, 1, run->id);
-        sqlite3_bind_text(st, 2, method, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 3, metric[j], -1, SQLITE_STATIC);
-        sqlite3_bind_int(st, 4, ks[j]);
-        sqlite3_bind_double(st, 5, vals[j]);
-        if (db_step_done(db, st) != 0) { sqlite3_finalize(st); return -1; }
-    }
-    sqlite3_finalize(st);
-    return 0;
+    return put_cf_metrics(db, run->id, method, "test_unseen", out);
 }
 
 /* Train and write; the part after stage_begin. Returns 0, 130 (stopped) or -1. d is the
@@ -427,7 +408,7 @@ static int cf_train(stage_run *run, const cf_opts *o, const cf_data *d, const cf
         unseen_fold_in(full, d, held, M.mean, M.C);     /* propagated rows */
     }
     if (stage_finish_begin(run) != 0) goto out;
-    if (write_outputs(run, d, &M, o->model, &valid, &test) != 0) goto out;
+    if (write_outputs(run, d, &M, o->model, &valid, &test, s.best_epoch) != 0) goto out;
     if (held && write_holdout(run, full, held, &M, o->model, &unseen) != 0) goto out;
     if (stage_finish_commit(run) != 0) goto out;
     if (!o->quiet) {

@@ -66,6 +66,22 @@ int db_table_exists(sqlite3 *db, const char *name) {
                         name) > 0;
 }
 
+int db_put_metric(sqlite3 *db, int64_t run, const char *method, const char *split,
+                  const char *metric, int k, double value) {
+    sqlite3_stmt *st = db_prep(db, "INSERT OR REPLACE INTO run_metrics (run_id, method, split, metric, k, value) "
+                                   "VALUES (?,?,?,?,?,?)");
+    if (!st) return -1;
+    sqlite3_bind_int64(st, 1, run);
+    sqlite3_bind_text(st, 2, method, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, split, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, metric, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 5, k);
+    sqlite3_bind_double(st, 6, value);
+    int rc = db_step_done(db, st);
+    sqlite3_finalize(st);
+    return rc;
+}
+
 /* Refuse a newer tokenrec's database or somebody else's SQLite database before anything
  * is written to it (journal_mode = WAL alone rewrites the file header). */
 static int check_ours(sqlite3 *db, const char *path) {

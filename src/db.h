@@ -25,6 +25,10 @@ int db_step_done(sqlite3 *db, sqlite3_stmt *st);       /* step expecting SQLITE_
 int64_t db_query_i64(sqlite3 *db, int64_t def, const char *sql, ...);
 int     db_table_exists(sqlite3 *db, const char *name);
 
+/* One run_metrics row (INSERT OR REPLACE), inside the caller's transaction if one is open. */
+int db_put_metric(sqlite3 *db, int64_t run, const char *method, const char *split,
+                  const char *metric, int k, double value);
+
 /* Float vectors are stored as little-endian float32 BLOBs. */
 int  db_bind_floats(sqlite3_stmt *st, int idx, const float *v, int n);
 /* Copy column col (a BLOB of n floats) into out; -1 with tr_error if the size differs. */

@@ -1,4 +1,4 @@
-/* evaluate.c: `tokenrec evaluate` (methods tokenrec, lightgcn, popularity) and `tokenrec report`. */
+/* evaluate.c: `tokenrec evaluate` (methods tokenrec, lightgcn, popularity, generate, sasrec). */
 #include "evaluate.h"
 #include "cli.h"
 #include "db.h"
@@ -53,25 +53,13 @@ static int sink_write(sqlite3 *db, int64_t run, const rec_sink *s, int n_users) 
     return rc;
 }
 
-static int put_metric(sqlite3 *db, int64_t run, const char *method, const char *split,
-                      const char *metric, int k, double v) {
-    sqlite3_stmt *st = db_prep(db, "INSERT OR REPLACE INTO run_metrics (run_id, method, split, metric, k, value) VALUES (?,?,?,?,?,?)");
-    if (!st) return -1;
-    sqlite3_bind_int64(st, 1, run);
-    sqlite3_bind_text(st, 2, method, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 3, split, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 4, metric, -1, SQLITE_STATIC);
-    sqlite3_bind_int(st, 5, k);
-    sqlite3_bind_double(st, 6, v);
-    int rc = db_step_done(db, st);
-    sqlite3_finalize(st);
-    return rc;
-}
-
+/* HR@k and NDCG@k of a split, and the number of users they are over (metric 'users', k 0:
+ * the report's binomial intervals need it). */
 static int put_metrics(sqlite3 *db, int64_t run, const char *method, const char *split, const retr_metrics *m) {
+    if (db_put_metric(db, run, method, split, "users", 0, (double)m->n)) return -1;
     for (int i = 0; i < m->nk; i++)
-        if (put_metric(db, run, method, split, "hr", m->ks[i], retr_hr(m, m->ks[i])) ||
-            put_metric(db, run, method, split, "ndcg", m->ks[i], retr_ndcg(m, m->ks[i])))
+        if (db_put_metric(db, run, method, split, "hr", m->ks[i], retr_hr(m, m->ks[i])) ||
+            db_put_metric(db, run, method, split, "ndcg", m->ks[i], retr_ndcg(m, m->ks[i])))
             return -1;
     return 0;
 }
@@ -272,11 +260,11 @@ static int eval_method(sqlite3 *db, const ev_opts *o, const char *method, const 
         put_metrics(db, run.id, method, "test", &test) != 0 ||
         (do_valid && put_metrics(db, run.id, method, "valid", &valid) != 0) ||
         (o->unseen && test_u.n > 0 && put_metrics(db, run.id, method, "test_unseen", &test_u) != 0) ||
-        put_metric(db, run.id, method, "latency", "ms_per_user", 0, 1000 * secs / d.n_users) != 0 ||
-        put_metric(db, run.id, method, "latency", "users_per_s", 0, d.n_users / (secs > 0 ? secs : 1e-9)) != 0)
+        db_put_metric(db, run.id, method, "latency", "ms_per_user", 0, 1000 * secs / d.n_users) != 0 ||
+        db_put_metric(db, run.id, method, "latency", "users_per_s", 0, d.n_users / (secs > 0 ? secs : 1e-9)) != 0)
         goto fail;
     for (int i = 0; i < gout.n; i++)
-        if (put_metric(db, run.id, gout.rows[i].method, gout.rows[i].split, gout.rows[i].metric, gout.rows[i].k,
+        if (db_put_metric(db, run.id, gout.rows[i].method, gout.rows[i].split, gout.rows[i].metric, gout.rows[i].k,
                        gout.rows[i].value) != 0) goto fail;
     if (stage_finish_commit(&run) != 0) goto fail;
     if (!o->quiet) {
@@ -370,100 +358,4 @@ int cmd_evaluate(int argc, char **argv) {
     free(pj);
     db_close(db);
     return rc;
-}
-
-/* ---- report ---- */
-
-/* The latency table of the latest evaluate --method generate run per dataset: both methods
- * timed in the same process on the same users. */
-static void report_latency(sqlite3 *db, int csv) {
-    sqlite3_stmt *st = db_prep(db,
-        "WITH lat AS (SELECT r.dataset, max(r.id) AS run FROM stage_runs r JOIN run_metrics m ON m.run_id = r.id "
-        "WHERE r.status='done' AND m.split='latency-b1' GROUP BY r.dataset) "
-        "SELECT l.dataset, m.method, l.run, m.value, "
-        "(SELECT value FROM run_metrics WHERE run_id=l.run AND method=m.method AND split='latency-best' AND metric='users_per_s'), "
-        "(SELECT k FROM run_metrics WHERE run_id=l.run AND method=m.method AND split='latency-best' AND metric='users_per_s'), "
-        "(SELECT value FROM run_metrics WHERE run_id=l.run AND method='generate' AND split='test' AND metric='beam'), "
-        "(SELECT value FROM run_metrics WHERE run_id=l.run AND method='tokenrec' AND split='latency-best' AND metric='model_run') "
-        "FROM lat l JOIN run_metrics m ON m.run_id = l.run AND m.split='latency-b1' AND m.metric='ms_per_user' "
-        "ORDER BY l.dataset, m.method DESC");
-    if (!st) return;
-    int n = 0;
-    while (sqlite3_step(st) == SQLITE_ROW) {
-        if (!n++) {
-            if (csv) printf("\ndataset,method,run,ms_per_user_batch1,users_per_s_best,best_batch,beam\n");
-            else printf("\n| dataset | method | run | ms/user (batch 1) | users/s (best batch) | best batch | beam |\n"
-                        "|---|---|---|---|---|---|---|\n");
-        }
-        const char *method = (const char *)sqlite3_column_text(st, 1);
-        int is_gen = !strcmp(method, "generate");
-        printf(csv ? "%s,%s,%lld,%.3f,%.1f,%d," : "| %s | %s | %lld | %.3f | %.1f | %d | ",
-               sqlite3_column_text(st, 0), is_gen ? "generate (beam search)" :
-               sqlite3_column_int64(st, 7) > 0 ? "tokenrec (generative retrieval)" :
-               "tokenrec (generative retrieval, timed on the generate model's network)",
-               (long long)sqlite3_column_int64(st, 2), sqlite3_column_double(st, 3), sqlite3_column_double(st, 4),
-               sqlite3_column_int(st, 5));
-        if (is_gen) printf(csv ? "%d\n" : "%d |\n", sqlite3_column_int(st, 6));
-        else printf(csv ? "\n" : "- |\n");
-    }
-    sqlite3_finalize(st);
-}
-
-static const char *usage_rep = "tokenrec report [--db FILE] [--csv]";
-static const char *summary_rep =
-    "A table of every method's test metrics on every dataset in the database (the latest done run\n"
-    "of each method), with the run's settings and wall time; after evaluate --unseen, a row per\n"
-    "method for the held-out users too. Markdown by default, CSV with --csv.";
-
-int cmd_report(int argc, char **argv) {
-    const char *dbpath = DB_DEFAULT_PATH;
-    int csv = 0;
-    cli_opt opts[] = {
-        {"db", CLI_STR, &dbpath, "database file", 0},
-        {"csv", CLI_FLAG, &csv, "CSV instead of Markdown", 0},
-        CLI_OPT_END};
-    int rc = cli_parse(argc, argv, opts, usage_rep, summary_rep);
-    if (rc) return rc > 0 ? 0 : -1;
-    sqlite3 *db = db_open(dbpath, 1);
-    if (!db) return -1;
-    const char *sql =
-        "WITH latest AS (SELECT r.dataset, m.method, m.split, max(r.id) AS run FROM run_metrics m JOIN stage_runs r "
-        "ON r.id = m.run_id WHERE r.status='done' AND m.split IN ('test', 'test_unseen') GROUP BY r.dataset, m.method, m.split) "
-        "SELECT l.dataset, l.method || CASE l.split WHEN 'test_unseen' THEN ' (unseen users)' ELSE '' END, r.stage, l.run, "
-        "(SELECT value FROM run_metrics WHERE run_id=l.run AND method=l.method AND split=l.split AND metric='hr' AND k=10), "
-        "(SELECT value FROM run_metrics WHERE run_id=l.run AND method=l.method AND split=l.split AND metric='ndcg' AND k=10), "
-        "(SELECT value FROM run_metrics WHERE run_id=l.run AND method=l.method AND split=l.split AND metric='hr' AND k=20), "
-        "(SELECT value FROM run_metrics WHERE run_id=l.run AND method=l.method AND split=l.split AND metric='ndcg' AND k=20), "
-        "(SELECT value FROM run_metrics WHERE run_id=l.run AND method=l.method AND split=l.split AND metric='hr' AND k=30), "
-        "(SELECT value FROM run_metrics WHERE run_id=l.run AND method=l.method AND split=l.split AND metric='ndcg' AND k=30), "
-        "r.ended_at - r.started_at, r.params FROM latest l JOIN stage_runs r ON r.id = l.run ORDER BY l.dataset, l.method, l.split";
-    sqlite3_stmt *st = db_prep(db, sql);
-    if (!st) { db_close(db); return -1; }
-    if (csv) printf("dataset,method,stage,run,hr10,ndcg10,hr20,ndcg20,hr30,ndcg30,seconds,params\n");
-    else printf("| dataset | method | stage | run | HR@10 | NDCG@10 | HR@20 | NDCG@20 | HR@30 | NDCG@30 | seconds | settings |\n"
-                "|---|---|---|---|---|---|---|---|---|---|---|---|\n");
-    int n = 0;
-    while (sqlite3_step(st) == SQLITE_ROW) {
-        n++;
-        const char *fmt = csv ? "%s,%s,%s,%lld" : "| %s | %s | %s | %lld";
-        printf(fmt, sqlite3_column_text(st, 0), sqlite3_column_text(st, 1), sqlite3_column_text(st, 2),
-               (long long)sqlite3_column_int64(st, 3));
-        for (int c = 4; c < 10; c++) {
-            if (sqlite3_column_type(st, c) == SQLITE_NULL) printf(csv ? "," : " | -");
-            else printf(csv ? ",%.4f" : " | %.4f", sqlite3_column_double(st, c));
-        }
-        const char *params = (const char *)sqlite3_column_text(st, 11);
-        if (csv) {
-            printf(",%.1f,\"", sqlite3_column_double(st, 10));
-            for (const char *p = params; p && *p; p++) { if (*p == '"') putchar('"'); putchar(*p); }
-            printf("\"\n");
-        } else {
-            printf(" | %.1f | `%s` |\n", sqlite3_column_double(st, 10), params ? params : "");
-        }
-    }
-    sqlite3_finalize(st);
-    if (!n) fprintf(stderr, "no metrics yet: run 'tokenrec cf' or 'tokenrec evaluate' first\n");
-    report_latency(db, csv);
-    db_close(db);
-    return 0;
 }

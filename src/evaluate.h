@@ -5,5 +5,4 @@
 #ifndef TOKENREC_EVALUATE_H
 #define TOKENREC_EVALUATE_H
 int cmd_evaluate(int argc, char **argv);
-int cmd_report(int argc, char **argv);
 #endif

@@ -134,7 +134,12 @@ static int32_t sample_negative(const rec_data *d, const rec_sample *s, rng_t *r)
     return (int32_t)rng_below(r, (uint32_t)d->n_items);
 }
 
-static int save_ckpt(stage_run *run, t5_model *m, const ft_state *st, const float *best) {
+/* The training loss summed over the current epoch's batches so far, and their count: its
+ * own checkpoint blob, so that checkpoints saved before it existed still resume. */
+typedef struct { double sum; int64_t n; } ft_epoch_loss;
+
+static int save_ckpt(stage_run *run, t5_model *m, const ft_state *st, const float *best,
+                     const ft_epoch_loss *el) {
     size_t np = t5_n_params(m) * sizeof(float);
     if (stage_ckpt_begin(run) != 0) return -1;
     int rc = stage_ckpt_put(run, "params", st->step, t5_params(m), np);
@@ -142,6 +147,7 @@ static int save_ckpt(stage_run *run, t5_model *m, const ft_state *st, const floa
     if (!rc) rc = stage_ckpt_put(run, "adam_v", st->step, t5_adam_v(m), np);
     if (!rc && best) rc = stage_ckpt_put(run, "best", st->step, best, np);
     if (!rc) rc = stage_ckpt_put(run, "state", st->step, st, sizeof *st);
+    if (!rc) rc = stage_ckpt_put(run, "epoch_loss", st->step, el, sizeof *el);
     if (rc) { db_rollback(run->db); return -1; }
     return stage_ckpt_commit(run);
 }
@@ -426,9 +432,11 @@ int cmd_finetune(int argc, char **argv) {
     }
 
     ft_state st = {0};
+    ft_epoch_loss eloss = {0};
     st.best = -1;
     if (run.resumed) {
         if (load_blob(&run, "state", &st, sizeof st) == 0) {
+            if (load_blob(&run, "epoch_loss", &eloss, sizeof eloss) != 0) eloss = (ft_epoch_loss){0};
             if (load_blob(&run, "params", t5_params(m), np * sizeof(float)) != 0 ||
                 load_blob(&run, "adam_m", t5_adam_m(m), np * sizeof(float)) != 0 ||
                 load_blob(&run, "adam_v", t5_adam_v(m), np * sizeof(float)) != 0 ||
@@ -447,13 +455,14 @@ int cmd_finetune(int argc, char **argv) {
                 o.loss, o.pool, o.score);
     adamw_cfg opt = adamw_default((float)o.lr);
     opt.weight_decay = (float)o.wd;
-    double t_start = tr_monotonic();
+    double t_start = tr_monotonic(), train_secs = 0;
     int64_t steps_here = 0, samples_here = 0;
     int stopped = 0;
     /* a checkpoint taken after the early stop must not train further epochs on resume */
     for (; st.epoch < o.epochs && !(o.patience > 0 && st.bad >= o.patience) && !stopped;
          st.epoch++, st.batch = 0) {
         epoch_order(samples, n, o.batch, (uint64_t)o.seed, st.epoch, order, batch_order, nb);
+        double t_epoch = tr_monotonic();
         for (; st.batch < nb; st.batch++) {
             int64_t first = (int64_t)batch_order[st.batch] * o.batch;
             int nbs = (int)(n - first < o.batch ? n - first : o.batch);
@@ -495,6 +504,8 @@ int cmd_finetune(int argc, char **argv) {
             samples_here += nbs;
             st.loss_sum += loss;
             st.loss_n++;
+            eloss.sum += loss;
+            eloss.n++;
             if (st.step % 50 == 0) {
                 stage_metric(&run, st.step, "train_loss", st.loss_sum / st.loss_n);
                 st.loss_sum = 0;
@@ -508,12 +519,13 @@ int cmd_finetune(int argc, char **argv) {
             int stop = stage_should_stop();
             if (stop || (o.ckpt_every > 0 && st.step % o.ckpt_every == 0)) {
                 st.batch++;                       /* the checkpoint resumes after this batch */
-                int crc = save_ckpt(&run, m, &st, best);
+                int crc = save_ckpt(&run, m, &st, best, &eloss);
                 st.batch--;
                 if (crc != 0) goto fail;
             }
             if (stop) { stopped = 1; break; }
         }
+        train_secs += tr_monotonic() - t_epoch;
         if (stopped) break;
         /* end of epoch: valid HR@10 / NDCG@10 with the test template, history excluded */
         retr_metrics met;
@@ -522,6 +534,8 @@ int cmd_finetune(int argc, char **argv) {
         if (gen ? gen_evaluate(&gs, m, &v, &d, 1, PROMPT_TEST, o.eval_batch, &met, 0, NULL, NULL) != 0
                 : rec_evaluate(m, &v, &d, 1, o.hist, PROMPT_TEST, cosine, o.eval_batch, &met, 0, NULL, NULL) != 0) goto fail;
         double hr = retr_hr(&met, 10), nd = retr_ndcg(&met, 10);
+        stage_metric(&run, st.epoch + 1, "train_loss_epoch", eloss.n ? eloss.sum / eloss.n : NAN);
+        eloss = (ft_epoch_loss){0};
         stage_metric(&run, st.epoch + 1, "valid_hr@10", hr);
         stage_metric(&run, st.epoch + 1, "valid_ndcg@10", nd);
         if (!o.quiet) fprintf(stderr, "\n[finetune] epoch %d: valid HR@10 %.4f NDCG@10 %.4f%s\n", st.epoch + 1,
@@ -535,7 +549,7 @@ int cmd_finetune(int argc, char **argv) {
         ft_state next = st;
         next.epoch++;
         next.batch = 0;
-        if (save_ckpt(&run, m, &next, best) != 0) goto fail;
+        if (save_ckpt(&run, m, &next, best, &eloss) != 0) goto fail;
         if (st.bad >= o.patience) {
             if (!o.quiet) fprintf(stderr, "[finetune] no better valid score for %d epochs: stopping\n", o.patience);
             st.epoch++;
@@ -568,22 +582,20 @@ int cmd_finetune(int argc, char **argv) {
         sqlite3_free(sql);
         if (urc != 0) goto fail;
     }
-    sqlite3_stmt *ins = db_prep(db, "INSERT OR REPLACE INTO run_metrics (run_id, method, split, metric, k, value) VALUES (?,?,?,?,?,?)");
-    if (!ins) goto fail;
     const char *method = gen ? "generate" : o.faithful ? "tokenrec-faithful" : "tokenrec";
-    for (int s = 0; s < 2; s++)
+    for (int s = 0; s < 2; s++) {
+        const retr_metrics *M = s ? &tm : &vm;
+        const char *split = s ? "test" : "valid";
+        if (db_put_metric(db, run.id, method, split, "users", 0, (double)M->n) != 0) goto fail;
         for (int k = 0; k < 3; k++)
-            for (int mt = 0; mt < 2; mt++) {
-                const retr_metrics *M = s ? &tm : &vm;
-                sqlite3_bind_int64(ins, 1, run.id);
-                sqlite3_bind_text(ins, 2, method, -1, SQLITE_STATIC);
-                sqlite3_bind_text(ins, 3, s ? "test" : "valid", -1, SQLITE_STATIC);
-                sqlite3_bind_text(ins, 4, mt ? "ndcg" : "hr", -1, SQLITE_STATIC);
-                sqlite3_bind_int(ins, 5, ks[k]);
-                sqlite3_bind_double(ins, 6, mt ? retr_ndcg(M, ks[k]) : retr_hr(M, ks[k]));
-                if (db_step_done(db, ins) != 0) { sqlite3_finalize(ins); goto fail; }
-            }
-    sqlite3_finalize(ins);
+            if (db_put_metric(db, run.id, method, split, "hr", ks[k], retr_hr(M, ks[k])) != 0 ||
+                db_put_metric(db, run.id, method, split, "ndcg", ks[k], retr_ndcg(M, ks[k])) != 0) goto fail;
+    }
+    /* the chosen epoch, and the training rate of this process (per-epoch validation left out) */
+    if (db_put_metric(db, run.id, method, "train", "best_epoch", 0, st.best_epoch) != 0 ||
+        (train_secs > 0 && samples_here > 0 &&
+         db_put_metric(db, run.id, method, "train", "targets_per_s", 0, samples_here / train_secs) != 0))
+        goto fail;
     if (stage_finish_commit(&run) != 0) goto fail;
     double el = tr_monotonic() - t_start;
     if (!o.quiet)

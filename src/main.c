@@ -4,6 +4,7 @@
 #include "evaluate.h"
 #include "finetune.h"
 #include "info.h"
+#include "report.h"
 #include "run.h"
 #include "sasrec_stage.h"
 #include "ingest.h"

@@ -6,11 +6,14 @@
 #include "evaluate.h"
 #include "finetune.h"
 #include "ingest.h"
+#include "report.h"
+#include "report_html.h"
 #include "sasrec_stage.h"
 #include "stage.h"
 #include "tokenize.h"
 #include "util.h"
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 typedef int (*stage_fn)(int, char **);
@@ -107,5 +110,11 @@ int cmd_run(int argc, char **argv) {
     char b[32];
     fprintf(stderr, "== pipeline on %s finished in %s\n\n", dataset, tr_fmt_duration(tr_monotonic() - t0, b, sizeof b));
     char *rargv[] = {"report", "--db", (char *)dbpath, NULL};
-    return cmd_report(3, rargv);
+    if ((rc = cmd_report(3, rargv)) != 0) return rc;
+    /* the page with the charts, beside the database */
+    char *html = report_html_beside(dbpath);
+    char *hargv[] = {"report", "--db", (char *)dbpath, "--html", html, NULL};
+    rc = cmd_report(5, hargv);
+    free(html);
+    return rc;
 }

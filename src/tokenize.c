@@ -261,7 +261,7 @@ static int store_stats(sqlite3 *db, int64_t run, const tok_entity *e, const mq_t
     return rc;
 }
 
-int tokenize_print_stats(sqlite3 *db, int64_t run, FILE *f) {
+int tokenize_read_stats(sqlite3 *db, int64_t run, tokenize_summary *out, int max) {
     sqlite3_stmt *st = db_prep(db,
         "SELECT s.entity, s.n, s.n_train, s.n_holdout, s.n_excluded, s.holdout_mse, s.input_var, "
         "s.distinct_tuples, s.largest_group, s.collisions, s.disambiguated, s.seconds, t.source, "
@@ -269,41 +269,68 @@ int tokenize_print_stats(sqlite3 *db, int64_t run, FILE *f) {
         "ON t.run_id = s.run_id AND t.entity = s.entity WHERE s.run_id=? ORDER BY s.entity DESC");
     if (!st) return -1;
     sqlite3_bind_int64(st, 1, run);
-    int rows = 0;
-    while (sqlite3_step(st) == SQLITE_ROW) {
-        const char *ent = (const char *)sqlite3_column_text(st, 0);
-        double mse = sqlite3_column_double(st, 5), var = sqlite3_column_double(st, 6);
-        int K = sqlite3_column_int(st, 13), L = sqlite3_column_int(st, 14);
-        if (!rows++)
+    int n = 0;
+    while (n < max && sqlite3_step(st) == SQLITE_ROW) {
+        tokenize_summary *t = &out[n++];
+        memset(t, 0, sizeof *t);
+        snprintf(t->entity, sizeof t->entity, "%s", (const char *)sqlite3_column_text(st, 0));
+        t->n = sqlite3_column_int(st, 1);
+        t->n_train = sqlite3_column_int(st, 2);
+        t->n_holdout = sqlite3_column_int(st, 3);
+        t->n_excluded = sqlite3_column_int(st, 4);
+        t->holdout_mse = sqlite3_column_double(st, 5);
+        t->input_var = sqlite3_column_double(st, 6);
+        t->distinct = sqlite3_column_int(st, 7);
+        t->largest = sqlite3_column_int(st, 8);
+        t->collisions = sqlite3_column_int(st, 9);
+        t->disambiguated = sqlite3_column_int(st, 10);
+        t->seconds = sqlite3_column_double(st, 11);
+        snprintf(t->source, sizeof t->source, "%s", (const char *)sqlite3_column_text(st, 12));
+        t->K = sqlite3_column_int(st, 13);
+        t->L = sqlite3_column_int(st, 14);
+        t->d_c = sqlite3_column_int(st, 15);
+        t->best_epoch = sqlite3_column_int(st, 16);
+        t->epochs = sqlite3_column_int(st, 17);
+        snprintf(t->quantizer, sizeof t->quantizer, "%s", (const char *)sqlite3_column_text(st, 18));
+    }
+    sqlite3_finalize(st);
+    return n;
+}
+
+int tokenize_print_stats(sqlite3 *db, int64_t run, FILE *f) {
+    tokenize_summary ts[2];
+    int rows = tokenize_read_stats(db, run, ts, 2);
+    if (rows < 0) return -1;
+    for (int r = 0; r < rows; r++) {
+        const tokenize_summary *t = &ts[r];
+        if (!r)
             fprintf(f, "tokenize run %lld (%s, source %s, K %d, L %d, d_c %d)\n",
                     (long long)run,
-                    strcmp((const char *)sqlite3_column_text(st, 18), "residual")
+                    strcmp(t->quantizer, "residual")
                         ? "CLEAN MQ-Tokenizer, K parallel encoders"
                         : "MQ-Tokenizer, one encoder and residual codebooks",
-                    (const char *)sqlite3_column_text(st, 12), K, L, sqlite3_column_int(st, 15));
+                    t->source, t->K, t->L, t->d_c);
         fprintf(f, "  %-4s  %d tokenized (%d train, %d holdout, %d left out), best epoch %d/%d, "
-                   "%.1fs\n", ent, sqlite3_column_int(st, 1), sqlite3_column_int(st, 2),
-                sqlite3_column_int(st, 3), sqlite3_column_int(st, 4), sqlite3_column_int(st, 16),
-                sqlite3_column_int(st, 17), sqlite3_column_double(st, 11));
+                   "%.1fs\n", t->entity, t->n, t->n_train, t->n_holdout, t->n_excluded, t->best_epoch,
+                t->epochs, t->seconds);
         fprintf(f, "        holdout reconstruction MSE %.6g (%.3f of the input variance %.4g)\n",
-                mse, var > 0 ? mse / var : 0.0, var);
-        fprintf(f, "        distinct %d-tuples %d, largest group %d, collisions %d%s\n", K,
-                sqlite3_column_int(st, 7), sqlite3_column_int(st, 8), sqlite3_column_int(st, 9),
-                sqlite3_column_int(st, 10) ? " (disambiguated: extra token in book K)" : "");
+                t->holdout_mse, t->input_var > 0 ? t->holdout_mse / t->input_var : 0.0, t->input_var);
+        fprintf(f, "        distinct %d-tuples %d, largest group %d, collisions %d%s\n", t->K,
+                t->distinct, t->largest, t->collisions,
+                t->disambiguated ? " (disambiguated: extra token in book K)" : "");
         sqlite3_stmt *b = db_prep(db, "SELECT book, used, perplexity FROM tokenize_book_stats "
                                       "WHERE run_id=? AND entity=? ORDER BY book");
         if (b) {
             sqlite3_bind_int64(b, 1, run);
-            sqlite3_bind_text(b, 2, ent, -1, SQLITE_TRANSIENT);
+            sqlite3_bind_text(b, 2, t->entity, -1, SQLITE_TRANSIENT);
             fprintf(f, "        codebook usage / perplexity:");
             while (sqlite3_step(b) == SQLITE_ROW)
                 fprintf(f, "  [%d] %d/%d %.1f", sqlite3_column_int(b, 0), sqlite3_column_int(b, 1),
-                        L, sqlite3_column_double(b, 2));
+                        t->L, sqlite3_column_double(b, 2));
             fprintf(f, "\n");
             sqlite3_finalize(b);
         }
     }
-    sqlite3_finalize(st);
     int nu = (int)db_query_i64(db, 0, "SELECT count(*) FROM tokens_unseen WHERE run_id=%lld",
                                (long long)run);
     if (nu) fprintf(f, "  %d entities tokenized through the frozen tokenizers (tokens_unseen: users held out by cf, or added by --new-*)\n", nu);

@@ -48,6 +48,18 @@ int tokenize_propagate(sqlite3 *db, const char *dataset, int64_t cf_run, const c
 int tokenize_add_unseen(sqlite3 *db, int64_t tok_run, const char *entity, int propagate,
                         int *added);
 
+/* The statistics of one entity type of a done tokenize run: tokenize_stats with its
+ * tokenizer's shape (tokenizers). */
+typedef struct {
+    char   entity[8], source[8], quantizer[16];
+    int    n, n_train, n_holdout, n_excluded;   /* tokenized, trained on, held out, left out */
+    int    distinct, largest, collisions, disambiguated;   /* distinct K-tuples, largest group */
+    int    K, L, d_c, best_epoch, epochs;
+    double holdout_mse, input_var, seconds;
+} tokenize_summary;
+/* The run's rows (users, then items), at most max; returns how many, or -1 with tr_error. */
+int tokenize_read_stats(sqlite3 *db, int64_t tok_run, tokenize_summary *out, int max);
+
 /* Print the statistics of a tokenize run (as `tokenrec tokenize` does at the end). */
 int tokenize_print_stats(sqlite3 *db, int64_t tok_run, FILE *f);
 

@@ -15,6 +15,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include "db.h"
+#include "pagecheck.h"
 #include "util.h"
 #include "testutil.h"
 
@@ -45,14 +46,39 @@ static void pipeline_learns_the_planted_pattern(void **state) {
                                           (long long)ev), 0);
     assert_int_equal(db_query_i64(db, -1, "SELECT count(*) FROM stage_runs WHERE status <> 'done'"), 0);
     db_close(db);
-    /* the run command finds everything done and prints the report */
-    assert_int_equal(tu_run("%s run --db %s --dataset synth --quiet > %s/report.md", b, dbp, tu_tmpdir()), 0);
-    char *rp = tu_path("report.md"), *txt;
+    /* the run command finds everything done, prints the report and writes report.html beside
+     * the database, saying where */
+    assert_int_equal(tu_run("%s run --db %s --dataset synth --quiet > %s/report.md 2> %s/run.err", b, dbp,
+                            tu_tmpdir(), tu_tmpdir()), 0);
+    char *rp = tu_path("report.md"), *ep = tu_path("run.err"), *hp = tu_path("report.html"), *txt;
     size_t n;
     assert_int_equal(tr_read_file(rp, &txt, &n), 0);
     assert_non_null(strstr(txt, "| synth | tokenrec |"));
     assert_non_null(strstr(txt, "| synth | popularity |"));
-    free(txt); free(rp); free(dbp);
+    free(txt);
+    assert_int_equal(tr_read_file(ep, &txt, &n), 0);
+    assert_non_null(strstr(txt, "HTML report written to "));
+    assert_non_null(strstr(txt, hp));
+    free(txt);
+    /* its numbers are the stored ones, with the per-epoch curves the stages logged */
+    pc_require("xmllint", "libxml2-utils");
+    db = db_open(dbp, 1);
+    assert_int_equal(pc_well_formed(hp), 0);
+    assert_true(pc_cells_match(db, hp) >= 3 * 7);
+    assert_int_equal(pc_count_cells(hp, "tokenrec", "test", "hr", 10), 1);
+    int64_t ft = db_query_i64(db, 0, "SELECT max(id) FROM stage_runs WHERE stage='finetune'");
+    int64_t epochs = db_query_i64(db, 0, "SELECT count(*) FROM metrics_log WHERE run_id=%lld AND name='valid_hr@10'",
+                                  (long long)ft);
+    assert_true(epochs > 0);
+    assert_int_equal(db_query_i64(db, 0, "SELECT count(*) FROM metrics_log WHERE run_id=%lld AND name='train_loss_epoch'",
+                                  (long long)ft), epochs);
+    assert_int_equal(tr_read_file(hp, &txt, &n), 0);
+    assert_non_null(strstr(txt, "finetune: training loss (epoch mean)"));
+    assert_non_null(strstr(txt, "training targets/s"));
+    assert_null(strstr(txt, "Not done yet"));
+    free(txt);
+    db_close(db);
+    free(rp); free(ep); free(hp); free(dbp);
 }
 
 /* Kill finetune with SIGKILL twice at different moments, resume, and compare with an

@@ -132,6 +132,7 @@ pipeline() {
     fi
     step report 0 report --db "$DB"
     step report-csv 0 report --db "$DB" --csv
+    step report-html 0 report --db "$DB" --html "$W/$tool-report.html"
     step info 0 info --db "$DB"
     step cf-mf 0 cf "${common[@]}" --model mf --sampler pairs "${S_MF[@]}"
     step info-stale 0 info --db "$DB" --dataset lastfm

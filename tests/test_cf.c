@@ -385,7 +385,11 @@ static void test_e2e_train_resume(void **state) {
     assert_int_equal(run_cf(p1, "--threads", "2", NULL), 0);
     assert_int_equal(db_query_i64(db1, 0, "SELECT count(*) FROM cf_vectors"), 2 * (U + I));
     assert_int_equal(db_query_i64(db1, 0, "SELECT count(*) FROM cf_vectors WHERE entity='item' AND kind='mean'"), I);
-    assert_int_equal(db_query_i64(db1, 0, "SELECT count(*) FROM run_metrics WHERE method='lightgcn'"), 8);
+    assert_int_equal(db_query_i64(db1, 0, "SELECT count(*) FROM run_metrics WHERE method='lightgcn' AND metric IN ('hr','ndcg')"), 8);
+    /* the users each split is over, and the chosen epoch, a validated one (every 5 epochs) */
+    assert_int_equal(db_query_i64(db1, 0, "SELECT count(*) FROM run_metrics WHERE method='lightgcn' AND metric='users' AND value > 0"), 2);
+    int64_t best = db_query_i64(db1, 0, "SELECT value FROM run_metrics WHERE split='train' AND metric='best_epoch'");
+    assert_true(best > 0 && best % 5 == 0);
     assert_int_equal(db_query_i64(db1, 0, "SELECT min(length(vec)) FROM cf_vectors"), 64 * 4);
     assert_true(db_query_i64(db1, 0, "SELECT count(*) FROM metrics_log WHERE name='valid_hr20'") >= 6);
     double hr10 = metric(db1, "valid", "hr", 10), random_hr10 = 10.0 / (I - 10);
@@ -430,7 +434,7 @@ static void test_e2e_train_resume(void **state) {
         "SELECT count(*) FROM cf_vectors a JOIN cf_vectors b ON a.run_id=b.run_id AND "
         "a.entity=b.entity AND a.idx=b.idx AND a.kind='ego' AND b.kind='mean' AND a.vec=b.vec "
         "WHERE a.run_id=(SELECT max(id) FROM stage_runs WHERE stage='cf')"), U + I);
-    assert_int_equal(db_query_i64(db3, 0, "SELECT count(*) FROM run_metrics WHERE method='mf'"), 8);
+    assert_int_equal(db_query_i64(db3, 0, "SELECT count(*) FROM run_metrics WHERE method='mf' AND metric IN ('hr','ndcg')"), 8);
     assert_true(metric(db3, "valid", "hr", 10) > 2 * random_hr10);
 
     /* the binary has the command */

@@ -82,15 +82,3 @@ int Bins_resample(const double *xs, const double *ys, int n, int cols, double *o
     }
     return filled;
 }
-
-void Bins_range(const double *v, int n, double *mn, double *mx) {
-    int any = 0;
-    *mn = 0; *mx = 1;
-    for (int i = 0; i < n; i++) {
-        if (!isfinite(v[i])) continue;
-        if (!any || v[i] < *mn) *mn = v[i];
-        if (!any || v[i] > *mx) *mx = v[i];
-        any = 1;
-    }
-    if (*mx <= *mn) { double c = *mn; *mn = c - 0.5; *mx = c + 0.5; }
-}

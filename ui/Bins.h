@@ -29,7 +29,5 @@ const char *Bins_label(const Bins *b, int i, char *buf, size_t len);
  * of the ys whose x falls into column c, or NAN when none does. Returns the number of
  * non-empty columns. */
 int Bins_resample(const double *xs, const double *ys, int n, int cols, double *out);
-/* Min and max of the finite values of v (0 and 1 when there are none); max > min always. */
-void Bins_range(const double *v, int n, double *mn, double *mx);
 
 #endif

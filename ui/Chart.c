@@ -1,10 +1,12 @@
 /* Chart.c: points per column, joined by vertical strokes so that the curve reads as a line. */
 #include "Chart.h"
 #include "Bins.h"
+#include "axis.h"
 #include "CRT.h"
 #include <math.h>
 #include <stdlib.h>
 
+/* Draw the chart (see Chart.h); the value range comes from axis_range. */
 void Chart_draw(int y, int x, int h, int w, const char *title, const double *steps,
                 const double *values, int n) {
     if (h < 4 || w < 20) return;
@@ -18,7 +20,7 @@ void Chart_draw(int y, int x, int h, int w, const char *title, const double *ste
     double *col = malloc((size_t)cols * sizeof *col);
     Bins_resample(steps, values, n, cols, col);
     double mn, mx;
-    Bins_range(col, cols, &mn, &mx);
+    axis_range(col, cols, 0, &mn, &mx);
     CRT_printf(y + 1, x, axis, CRT_colors[C_CHART_AXIS], "%9.4g", mx);
     CRT_printf(y + rows, x, axis, CRT_colors[C_CHART_AXIS], "%9.4g", mn);
     for (int r = 0; r < rows; r++) CRT_print(y + 1 + r, x + axis, 1, CRT_colors[C_CHART_AXIS], CRT_utf8 ? "│" : "|");

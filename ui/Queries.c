@@ -2,6 +2,7 @@
 #include "Queries.h"
 #include "Format.h"
 #include "db.h"
+#include "results.h"
 #include "util.h"
 #include <ctype.h>
 #include <stdlib.h>
@@ -360,24 +361,7 @@ int Queries_books(sqlite3 *db, int64_t run, const char *entity) {
 }
 
 int Queries_codeUsage(sqlite3 *db, int64_t run, const char *entity, int book, int64_t **counts) {
-    *counts = NULL;
-    if (!run) return 0;
-    int L = (int)db_query_i64(db, 0, "SELECT max(code)+1 FROM tokens WHERE run_id=%lld AND entity=%Q "
-                                     "AND book=%d", (long long)run, entity, book);
-    if (L <= 0 || L > 1 << 20) return 0;
-    *counts = tr_calloc((size_t)L, sizeof **counts);
-    sqlite3_stmt *st = db_prep(db, "SELECT code, count(*) FROM tokens WHERE run_id=? AND entity=? "
-                                   "AND book=? GROUP BY code");
-    if (!st) return L;
-    sqlite3_bind_int64(st, 1, run);
-    sqlite3_bind_text(st, 2, entity, -1, SQLITE_STATIC);
-    sqlite3_bind_int(st, 3, book);
-    while (sqlite3_step(st) == SQLITE_ROW) {
-        int c = sqlite3_column_int(st, 0);
-        if (c >= 0 && c < L) (*counts)[c] = sqlite3_column_int64(st, 1);
-    }
-    sqlite3_finalize(st);
-    return L;
+    return results_code_usage(db, run, entity, book, counts);
 }
 
 int Queries_collisions(sqlite3 *db, int64_t run, const char *entity, Collision **rows) {
@@ -451,21 +435,7 @@ int Queries_metricNames(sqlite3 *db, int64_t run, char ***names) {
 }
 
 int Queries_series(sqlite3 *db, int64_t run, const char *name, double **steps, double **values) {
-    *steps = *values = NULL;
-    sqlite3_stmt *st = db_prep(db, "SELECT step, value FROM metrics_log WHERE run_id=? AND name=? "
-                                   "AND value IS NOT NULL ORDER BY step");
-    if (!st) return 0;
-    sqlite3_bind_int64(st, 1, run);
-    sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);
-    int n = 0, cap = 0, cap2 = 0;
-    while (sqlite3_step(st) == SQLITE_ROW) {
-        GROW(*steps, n, cap);
-        GROW(*values, n, cap2);
-        (*steps)[n] = (double)sqlite3_column_int64(st, 0);
-        (*values)[n++] = sqlite3_column_double(st, 1);
-    }
-    sqlite3_finalize(st);
-    return n;
+    return results_series(db, run, name, steps, values);
 }
 
 static void push(char ***argv, int *n, int *cap, const char *s) {
