@@ -197,9 +197,20 @@ static int eval_method(sqlite3 *db, const ev_opts *o, const char *method, const 
         sink_alloc(&sink, d.n_users);
         sasrec_model *sm = sasrec_model_load(db, run.upstream_run, o->batch);
         if (!sm) goto fail;
+        /* users cf held out (cf --holdout-users) are left out of 'test', as for the other
+         * methods; SASRec trains on every user's sequence, so it has no unseen-user test */
+        int64_t hrun = stage_current_run(db, o->dataset, "cf");
+        if (hrun) {
+            held = tr_malloc((size_t)d.n_users + 1);
+            n_unseen = unseen_cf_load(db, hrun, held, d.n_users);
+            if (n_unseen < 0) { sasrec_free(sm); goto fail; }
+        }
+        if (n_unseen > 0) d.skip = held;
         double t0 = tr_monotonic();
-        if ((do_valid && sasrec_rank(sm, &d, 1, o->batch, &valid, 0, NULL, NULL) != 0) ||
-            sasrec_rank(sm, &d, 2, o->batch, &test, o->topk, sink_topk, &sink) != 0) { sasrec_free(sm); goto fail; }
+        int erc = (do_valid && sasrec_rank(sm, &d, 1, o->batch, &valid, 0, NULL, NULL) != 0) ||
+                  sasrec_rank(sm, &d, 2, o->batch, &test, o->topk, sink_topk, &sink) != 0;
+        d.skip = NULL;                  /* held is freed on its own below */
+        if (erc) { sasrec_free(sm); goto fail; }
         secs = tr_monotonic() - t0;
         sasrec_free(sm);
     } else {
@@ -214,8 +225,10 @@ static int eval_method(sqlite3 *db, const ev_opts *o, const char *method, const 
                 load_cf(db, run.upstream_run, "item", d.n_items, &ivec) < 0) { free(users); goto fail; }
         } else {
             pop = tr_calloc((size_t)d.n_items, sizeof *pop);      /* train popularity */
-            for (int32_t u = 0; u < d.n_users; u++)
-                for (int k = 0; k < rec_n_train(&d, u); k++) pop[d.seq[d.off[u] + k]] += 1;
+            int32_t *cnt = tr_malloc((size_t)d.n_items * sizeof *cnt);
+            rec_train_counts(&d, cnt);
+            for (int i = 0; i < d.n_items; i++) pop[i] = (float)cnt[i];
+            free(cnt);
         }
         /* held-out users (cf --holdout-users): 'test' is the seen users whenever the cf run
          * (lightgcn: its upstream; popularity: the current one) has them, as tokenrec's;

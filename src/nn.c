@@ -592,23 +592,25 @@ float softmax_xent_forward(float *probs, const float *logits, const int32_t *tar
 
 /* logits (B,V), targets (B) -> summed loss; with grad, logits <- scale * (softmax - onehot).
  * One pass over each row for the max, one for exp and the sum, one to scale: the row stays
- * in cache, and no second (B,V) buffer is read or written. */
+ * in cache, and no second (B,V) buffer is read or written. Each row's loss goes to rowloss
+ * (B) and is summed in row order: the same bits whatever the thread count. */
 double softmax_xent_inplace(float *logits, const int32_t *targets, int B, int V, float scale,
-                            int grad) {
-    double s = 0;
-    #pragma omp parallel for reduction(+:s) if((size_t)B * V > NN_PAR_MIN)
+                            int grad, double *rowloss) {
+    #pragma omp parallel for if((size_t)B * V > NN_PAR_MIN)
     for (int b = 0; b < B; b++) {
         float *r = logits + (size_t)b * V;
         float mx = r[0];
         for (int j = 1; j < V; j++) if (r[j] > mx) mx = r[j];
         float z = 0, t = r[targets[b]];
         for (int j = 0; j < V; j++) { r[j] = expf(r[j] - mx); z += r[j]; }
-        s += (double)logf(z) + mx - t;
+        rowloss[b] = (double)logf(z) + mx - t;
         if (!grad) continue;
         float k = scale / z;
         for (int j = 0; j < V; j++) r[j] *= k;
         r[targets[b]] -= scale;
     }
+    double s = 0;
+    for (int b = 0; b < B; b++) s += rowloss[b];
     return s;
 }
 

@@ -163,10 +163,10 @@ void  softmax_xent_backward(float *dlogits, const float *probs, const int32_t *t
                             int B, int V, float scale);
 
 /* The two above fused and in place, for large V: logits (B,V), targets (B) -> the summed
- * loss over the rows (a -inf logit is a masked column); with grad, logits becomes
- * scale * (probs - onehot), the gradient of scale * the summed loss. */
+ * loss over the rows (a -inf logit is a masked column; rowloss (B) is scratch); with grad,
+ * logits becomes scale * (probs - onehot), the gradient of scale * the summed loss. */
 double softmax_xent_inplace(float *logits, const int32_t *targets, int B, int V, float scale,
-                            int grad);
+                            int grad, double *rowloss);
 
 /* ---- optimisation ---- */
 

@@ -376,6 +376,12 @@ void rec_loaded_free(rec_loaded *l) {
     memset(l, 0, sizeof *l);
 }
 
+void rec_train_counts(const rec_data *d, int32_t *counts) {
+    memset(counts, 0, (size_t)d->n_items * sizeof *counts);
+    for (int32_t u = 0; u < d->n_users; u++)
+        for (int k = 0, n = rec_n_train(d, u); k < n; k++) counts[d->seq[d->off[u] + k]]++;
+}
+
 void rec_rank_rows(const rec_data *d, const int32_t *users, int n, int split, float *scores,
                    retr_metrics *met, int topk, rec_topk_fn fn, void *ctx) {
     int32_t idx[256];

@@ -47,6 +47,9 @@ static inline int rec_n_train(const rec_data *d, int32_t u) {
     return n > 0 ? n : 0;
 }
 
+/* How often each item occurs among the train items (counts: n_items). */
+void rec_train_counts(const rec_data *d, int32_t *counts);
+
 /* Position of the held-out item of split 1 (valid, second to last) or 2 (test, last) in
  * user u's sequence; -1 when the sequence is too short to have one (fewer than 3 items). */
 static inline int rec_target_pos(const rec_data *d, int32_t u, int split) {

@@ -44,6 +44,7 @@ struct sasrec_model {
     float   *e, *xL, *out, *lnf_m, *lnf_r;
     uint8_t *m0;
     float   *G, *dG, *logits;
+    double  *rowloss;           /* (LOSS_CHUNK) each loss row's loss */
     float   *En, *gEn;          /* (negatives,d) the shared negatives' rows and their gradient */
     int32_t *gidx, *gtgt, *gneg;
     float    norm;              /* the last forward's loss divisor (b->norm, or its targets) */
@@ -133,6 +134,7 @@ static void arena(sasrec_model *m) {
     m->G = F(N * d); m->dG = F(N * d);
     size_t W = V > (size_t)m->c.negatives + 1 ? V : (size_t)m->c.negatives + 1;
     m->logits = F((size_t)LOSS_CHUNK * W);
+    m->rowloss = tr_calloc(LOSS_CHUNK, sizeof(double));
     m->En = F((size_t)m->c.negatives * d); m->gEn = F((size_t)m->c.negatives * d);
     m->gidx = tr_calloc(N, sizeof(int32_t)); m->gtgt = tr_calloc(N, sizeof(int32_t));
     m->gneg = tr_calloc(N, sizeof(int32_t));
@@ -174,7 +176,7 @@ void sasrec_free(sasrec_model *m) {
     }
     free(m->ba); free(m->bo);
     free(m->e); free(m->m0); free(m->xL); free(m->out); free(m->lnf_m); free(m->lnf_r);
-    free(m->G); free(m->dG); free(m->logits); free(m->En); free(m->gEn);
+    free(m->G); free(m->dG); free(m->logits); free(m->rowloss); free(m->En); free(m->gEn);
     free(m->gidx); free(m->gtgt); free(m->gneg);
     free(m->dx); free(m->dout); free(m->t1); free(m->t2); free(m->t3); free(m->dqkv); free(m->scr);
     free(m->params); free(m->grads); free(m->adam_m); free(m->adam_v);
@@ -217,7 +219,7 @@ static double sampled_loss(sasrec_model *m, int M, int grad) {
                 else if (m->logq) row[1 + j] -= m->logq[j];
             }
         }
-        sum += softmax_xent_inplace(m->logits, zero, rows, W, 1.0f / m->norm, grad);
+        sum += softmax_xent_inplace(m->logits, zero, rows, W, 1.0f / m->norm, grad, m->rowloss);
         if (!grad) continue;
         float *dG = m->dG + (size_t)r0 * d;
         nn_sgemm(0, 0, rows, d, Nn, 1.0f, m->logits + 1, W, m->En, d, 0.0f, dG, d);
@@ -238,9 +240,10 @@ static double sampled_loss(sasrec_model *m, int M, int grad) {
     return sum;
 }
 
-/* Loss over the gathered targets G (M,d): softmax cross-entropy against every item in
- * blocks of LOSS_CHUNK rows (logits = G E^T, one sgemm each), or BCE with one negative.
- * With grad: dG (M,d) and the item table's gradient from the output side. */
+/* Loss over the gathered targets G (M,d), summed and divided by m->norm: full softmax
+ * against every item in blocks of LOSS_CHUNK rows (logits = G E^T, one sgemm each),
+ * sampled softmax (sampled_loss), or BCE with one negative per target. With grad: dG (M,d)
+ * and the item table's gradient from the output side, both scaled by 1/norm. */
 static float loss_fwd(sasrec_model *m, int M, int grad) {
     int d = m->c.d, V = m->c.n_items;
     const float *E = m->params + m->item;
@@ -253,7 +256,7 @@ static float loss_fwd(sasrec_model *m, int M, int grad) {
             int rows = M - r0 < LOSS_CHUNK ? M - r0 : LOSS_CHUNK;
             const float *G = m->G + (size_t)r0 * d;
             nn_sgemm(0, 1, rows, V, d, 1.0f, G, d, E, d, 0.0f, m->logits, V);
-            sum += softmax_xent_inplace(m->logits, m->gtgt + r0, rows, V, 1.0f / m->norm, grad);
+            sum += softmax_xent_inplace(m->logits, m->gtgt + r0, rows, V, 1.0f / m->norm, grad, m->rowloss);
             if (!grad) continue;
             nn_sgemm(0, 0, rows, d, V, 1.0f, m->logits, V, E, d, 0.0f, m->dG + (size_t)r0 * d, d);
             nn_sgemm(1, 0, V, d, rows, 1.0f, m->logits, V, G, d, 1.0f, gE, d);

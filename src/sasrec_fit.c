@@ -18,10 +18,14 @@ static int by_len(const void *a, const void *b, void *ctx) {
 int sasrec_rank(sasrec_model *m, const rec_data *d, int split, int batch, retr_metrics *met,
                 int topk, rec_topk_fn fn, void *ctx) {
     int L = sasrec_cfg(m)->max_len, V = d->n_items;
+    if (sasrec_cfg(m)->n_items != V)
+        return tr_error("the sasrec model scores %d items but the dataset has %d; run 'tokenrec sasrec' again",
+                        sasrec_cfg(m)->n_items, V);
     if (batch > sasrec_cfg(m)->max_B) batch = sasrec_cfg(m)->max_B;
     int32_t *all = tr_malloc((size_t)(d->n_users + 1) * sizeof *all);
     int na = 0;
-    for (int32_t u = 0; u < d->n_users; u++) if (rec_target_pos(d, u, split) >= 1) all[na++] = u;
+    for (int32_t u = 0; u < d->n_users; u++)
+        if (rec_target_pos(d, u, split) >= 1 && !(d->skip && d->skip[u])) all[na++] = u;
     /* by length: batches of near-equal lengths, little padding */
     qsort_r(all, (size_t)na, sizeof *all, by_len, (void *)d);
     int32_t *ids = tr_malloc((size_t)batch * L * sizeof *ids), *len = tr_malloc((size_t)batch * sizeof *len);
@@ -105,6 +109,7 @@ typedef struct {
     int32_t epoch, bad, best_epoch, done;
     int64_t step;
     double  best_hr;
+    double  seconds;            /* training time of every process that worked on the run */
     rng_t   rng;
 } fit_state;
 
@@ -155,8 +160,10 @@ int sasrec_fit(stage_run *run, const rec_data *d, const sasrec_train_cfg *tc,
     memcpy(best, sasrec_params(m), np * sizeof(float));
     if (run && run->resumed) {
         void *probe = NULL;
-        if (stage_ckpt_get(run, "sasrec_state", &probe, NULL, NULL) == 0) {
-            free(probe);
+        int g = stage_ckpt_get(run, "sasrec_state", &probe, NULL, NULL);
+        free(probe);
+        if (g < 0) { sasrec_free(m); free(best); return -1; }
+        if (g == 0) {
             if (load_blob(run, "sasrec_state", &st, sizeof st) || load_blob(run, "sasrec_params", sasrec_params(m), np * 4) ||
                 load_blob(run, "sasrec_adam_m", sasrec_adam_m(m), np * 4) || load_blob(run, "sasrec_adam_v", sasrec_adam_v(m), np * 4) ||
                 load_blob(run, "sasrec_best", best, np * 4)) { sasrec_free(m); free(best); return -1; }
@@ -181,9 +188,8 @@ int sasrec_fit(stage_run *run, const rec_data *d, const sasrec_train_cfg *tc,
     float *logq = tr_malloc((size_t)(mc.negatives + 1) * sizeof *logq);
     sasrec_sampler smp;
     int rc = 0;
-    int32_t *counts = tr_calloc((size_t)d->n_items, sizeof *counts);   /* train popularity */
-    for (int32_t u = 0; u < d->n_users; u++)
-        for (int k = 0, n = rec_n_train(d, u); k < n; k++) counts[d->seq[d->off[u] + k]]++;
+    int32_t *counts = tr_malloc((size_t)d->n_items * sizeof *counts);   /* train popularity */
+    rec_train_counts(d, counts);
     int src = sasrec_sampler_init(&smp, d->n_items, counts, tc->sampler);
     free(counts);
     if (src != 0) { rc = -1; goto out; }
@@ -192,6 +198,7 @@ int sasrec_fit(stage_run *run, const rec_data *d, const sasrec_train_cfg *tc,
     opt.weight_decay = tc->weight_decay;
     int ks[1] = {10};
     while (!st.done && st.epoch < tc->epochs) {
+        double te = tr_monotonic();
         for (int i = 0; i < nu; i++) order[i] = users[i];
         int nbatch = epoch_batches(d, order, nu, tc->batch, starts, &st.rng);
         /* every target weighs the same whatever its batch: a batch's loss is its summed
@@ -220,6 +227,7 @@ int sasrec_fit(stage_run *run, const rec_data *d, const sasrec_train_cfg *tc,
                                k + 1, nbatch, lsum / nb);
         }
         st.epoch++;
+        st.seconds += tr_monotonic() - te;
         double lmean = nb ? lsum / nb : 0;
         if (run) stage_metric(run, st.epoch, "sasrec_loss", lmean);
         int last = st.epoch >= tc->epochs;
@@ -258,7 +266,10 @@ int sasrec_fit(stage_run *run, const rec_data *d, const sasrec_train_cfg *tc,
         }
     }
     if (st.best_hr >= 0) memcpy(sasrec_params(m), best, np * sizeof(float));
-    if (res) { res->best_valid = st.best_hr; res->best_epoch = st.best_epoch; res->epochs = st.epoch; }
+    if (res) {
+        res->best_valid = st.best_hr; res->best_epoch = st.best_epoch; res->epochs = st.epoch;
+        res->seconds = st.seconds;
+    }
 out:
     free(users); free(ids); free(pos); free(neg); free(len); free(order); free(best);
     free(starts); free(negs); free(logq);

@@ -17,7 +17,7 @@ typedef struct {
 } sasrec_train_cfg;
 
 /* Rank split 1 (valid: history = train items) or 2 (test: train + valid) for every user
- * with a target through rec_rank_rows: the model reads the last max_len history items. */
+ * with a target (but those with d->skip[u] set) through rec_rank_rows: the model reads the last max_len history items. */
 int sasrec_rank(sasrec_model *m, const rec_data *d, int split, int batch, retr_metrics *met,
                 int topk, rec_topk_fn fn, void *ctx);
 
@@ -27,9 +27,9 @@ int sasrec_rank(sasrec_model *m, const rec_data *d, int split, int batch, retr_m
  * With run != NULL, progress and loss go to the stage runner and a checkpoint (parameters,
  * moments, best parameters, rng, counters) is saved after every evaluation and on a stop
  * request, and a resumed run continues from it. Returns 0, 130 when stopped (after
- * stage_stopped), or -1. res (may be NULL) gets the best valid HR@10, its epoch and the
- * epochs trained. */
-typedef struct { double best_valid; int best_epoch, epochs; } sasrec_fit_result;
+ * stage_stopped), or -1. res (may be NULL) gets the best valid HR@10, its epoch, the
+ * epochs trained and their seconds (over every process that worked on the run). */
+typedef struct { double best_valid; int best_epoch, epochs; double seconds; } sasrec_fit_result;
 int sasrec_fit(stage_run *run, const rec_data *d, const sasrec_train_cfg *tc,
                sasrec_model **out, sasrec_fit_result *res);
 

@@ -78,11 +78,13 @@ static int to_cfg(const sasrec_args *a, sasrec_train_cfg *tc, int quiet) {
         return tr_error("--loss: expected softmax or bce, got '%s'", a->loss);
     if (strcmp(a->sampler, "uniform") && strcmp(a->sampler, "pop"))
         return tr_error("--sampler: expected uniform or pop, got '%s'", a->sampler);
-    if (a->dim < 1 || a->blocks < 0 || a->heads < 1 || a->dim % a->heads || a->maxlen < 1 ||
-        a->epochs < 0 || a->batch < 1 || a->eval_every < 1 || a->patience < 1 || a->dropout < 0 ||
-        a->dropout >= 1 || a->lr <= 0 || a->negatives < 0 || a->negatives > 100000 || a->wd < 0)
-        return tr_error("expected --dim divisible by --heads, positive --maxlen, --batch, --eval-every, "
-                        "--patience and --lr, --dropout in [0,1), --negatives in 0..100000");
+    if (a->dim < 1 || a->dim > 4096 || a->blocks < 0 || a->blocks > 64 || a->heads < 1 || a->dim % a->heads ||
+        a->maxlen < 1 || a->maxlen > 1024 || a->epochs < 1 || a->batch < 1 || a->batch > 4096 ||
+        a->eval_every < 1 || a->patience < 1 || a->dropout < 0 || a->dropout >= 1 || a->lr <= 0 ||
+        a->negatives < 0 || a->negatives > 100000 || a->wd < 0)
+        return tr_error("expected --dim in 1..4096 divisible by --heads, --blocks in 0..64, --maxlen in 1..1024, "
+                        "--batch in 1..4096, positive --epochs, --eval-every, --patience and --lr, --dropout in "
+                        "[0,1), --negatives in 0..100000, --wd >= 0");
     memset(tc, 0, sizeof *tc);
     tc->model.d = a->dim;
     tc->model.n_blocks = a->blocks;
@@ -160,12 +162,11 @@ static int train_and_store(stage_run *run, sqlite3 *db, const char *dataset, con
     memset(&d, 0, sizeof d);
     sasrec_model *m = NULL;
     sasrec_fit_result res = {0};
-    double t0 = tr_monotonic();
     int rc = rec_sequences_load(db, dataset, &d);
     if (rc == 0) rc = sasrec_fit(run, &d, tc, &m, &res);
     if (rc == 0 && (stage_finish_begin(run) != 0 || save_model(db, run->id, m, &res) != 0 ||
                     stage_metric(run, res.epochs, "sasrec_best_valid_hr10", res.best_valid) != 0 ||
-                    stage_metric(run, res.epochs, "sasrec_seconds", tr_monotonic() - t0) != 0 ||
+                    stage_metric(run, res.epochs, "sasrec_seconds", res.seconds) != 0 ||
                     stage_finish_commit(run) != 0))
         rc = -1;
     if (rc < 0) {
@@ -177,7 +178,7 @@ static int train_and_store(stage_run *run, sqlite3 *db, const char *dataset, con
         char b[32];
         fprintf(stderr, "[sasrec] %s: best valid HR@10 %.4f at epoch %d of %d, %s; "
                         "'tokenrec evaluate --method sasrec' scores it\n", dataset, res.best_valid,
-                res.best_epoch, res.epochs, tr_fmt_duration(tr_monotonic() - t0, b, sizeof b));
+                res.best_epoch, res.epochs, tr_fmt_duration(res.seconds, b, sizeof b));
     }
     sasrec_free(m);
     rec_data_free(&d);
@@ -225,6 +226,9 @@ int cmd_sasrec(int argc, char **argv) {
     fill_defaults(&a, preset_for(dataset));
     sasrec_train_cfg tc;
     if (to_cfg(&a, &tc, quiet) != 0) { db_close(db); return -1; }
+    /* settings that do not change the model are normalised, so they do not start a new run */
+    if (!strcmp(a.loss, "bce")) a.negatives = 0;
+    if (a.negatives == 0) a.sampler = "uniform";
     char *pj = cli_params_json(opts);           /* after the defaults: the values used */
     stage_run run;
     int b = stage_begin(&run, db, "sasrec", dataset, pj, "ingest", force);
