@@ -117,11 +117,25 @@ static void print_unseen(const char *method, const char *dataset, const retr_met
         }
 }
 
+/* The methods, in the order --method all runs them, and the stage (a row of the stage table)
+ * whose current run each scores; 'all' leaves out those with in_all 0. SASRec still trains
+ * inside its evaluate run, on the ingested data. */
+static const struct { const char *name; int stage, in_all; } methods[] = {
+    {"popularity", STAGE_INGEST, 1}, {"lightgcn", STAGE_CF, 1}, {"tokenrec", STAGE_FINETUNE, 1},
+    {"generate", STAGE_FINETUNE_GEN, 1}, {"sasrec", STAGE_INGEST, 0}};
+enum { N_METHODS = sizeof methods / sizeof *methods };
+
+/* The stage whose run a method scores: evaluate's upstream for it. */
+static const char *method_upstream(const char *method) {
+    for (int i = 0; i < N_METHODS; i++)
+        if (!strcmp(methods[i].name, method)) return stage_defs[methods[i].stage].name;
+    return stage_defs[STAGE_FINETUNE].name;
+}
+
 /* Evaluate one method as its own evaluate run; prints and stores its metrics. */
 static int eval_method(sqlite3 *db, const ev_opts *o, const char *method, const char *pj_base) {
     int generate = !strcmp(method, "generate"), is_sasrec = !strcmp(method, "sasrec");
-    const char *upstream = !strcmp(method, "popularity") || is_sasrec ? "ingest" : !strcmp(method, "lightgcn") ? "cf" :
-                           generate ? "finetune-gen" : "finetune";
+    const char *upstream = method_upstream(method);
     size_t pjn = strlen(pj_base) + 64 + (is_sasrec ? strlen(o->sasrec_pj) : 0);
     char *pj = tr_malloc(pjn);
     if (generate) snprintf(pj, pjn, "{\"method\":\"%s\",\"beam\":%d,\"latency-users\":%d,%s", method,
@@ -409,20 +423,17 @@ int cmd_evaluate(int argc, char **argv) {
     char *pj = cli_params_json(opts);
     if (o.unseen)                 /* a param only when set: runs without it keep their fingerprint */
         pj = cli_json_append(pj, "\"unseen\":1");
-    const char *all[] = {"popularity", "lightgcn", "tokenrec", "generate", "sasrec"};
-    const char *ups[] = {"ingest", "cf", "finetune", "finetune-gen", "ingest"};
     rc = 0;
     int ran = 0;
-    for (int i = 0; i < 5 && !rc; i++) {
+    for (int i = 0; i < N_METHODS && !rc; i++) {
         int want;
-        if (!strcmp(o.methods, "all")) want = i < 4 && stage_current_run(db, o.dataset, ups[i]) != 0;
-        else {
-            char *p = strstr(o.methods, all[i]);
-            want = p != NULL;
-        }
+        if (!strcmp(o.methods, "all"))
+            want = methods[i].in_all && stage_current_run(db, o.dataset, stage_defs[methods[i].stage].name) != 0;
+        else
+            want = strstr(o.methods, methods[i].name) != NULL;
         if (!want) continue;
         ran++;
-        rc = eval_method(db, &o, all[i], pj);
+        rc = eval_method(db, &o, methods[i].name, pj);
     }
     if (!rc && !ran) rc = tr_error("--method: nothing to evaluate ('%s'; expected all, tokenrec, lightgcn, popularity, generate, sasrec)", o.methods);
     free(pj);
@@ -437,8 +448,8 @@ int cmd_evaluate(int argc, char **argv) {
  * timed in the same process on the same users. */
 static void report_latency(sqlite3 *db, int csv) {
     sqlite3_stmt *st = db_prep(db,
-        "WITH lat AS (SELECT r.dataset, max(r.id) AS run FROM stage_runs r JOIN run_metrics m ON m.run_id = r.id "
-        "WHERE r.status='done' AND m.split='latency-b1' GROUP BY r.dataset) "
+        "WITH lat AS (SELECT r.dataset, max(r.id) AS run FROM done_runs r JOIN run_metrics m ON m.run_id = r.id "
+        "WHERE m.split='latency-b1' GROUP BY r.dataset) "
         "SELECT l.dataset, m.method, l.run, m.value, "
         "(SELECT value FROM run_metrics WHERE run_id=l.run AND method=m.method AND split='latency-best' AND metric='users_per_s'), "
         "(SELECT k FROM run_metrics WHERE run_id=l.run AND method=m.method AND split='latency-best' AND metric='users_per_s'), "
@@ -486,8 +497,8 @@ int cmd_report(int argc, char **argv) {
     sqlite3 *db = db_open(dbpath, 1);
     if (!db) return -1;
     const char *sql =
-        "WITH latest AS (SELECT r.dataset, m.method, m.split, max(r.id) AS run FROM run_metrics m JOIN stage_runs r "
-        "ON r.id = m.run_id WHERE r.status='done' AND m.split IN ('test', 'test_unseen') GROUP BY r.dataset, m.method, m.split) "
+        "WITH latest AS (SELECT r.dataset, m.method, m.split, max(r.id) AS run FROM run_metrics m JOIN done_runs r "
+        "ON r.id = m.run_id WHERE m.split IN ('test', 'test_unseen') GROUP BY r.dataset, m.method, m.split) "
         "SELECT l.dataset, l.method || CASE l.split WHEN 'test_unseen' THEN ' (unseen users)' ELSE '' END, r.stage, l.run, "
         "(SELECT value FROM run_metrics WHERE run_id=l.run AND method=l.method AND split=l.split AND metric='hr' AND k=10), "
         "(SELECT value FROM run_metrics WHERE run_id=l.run AND method=l.method AND split=l.split AND metric='ndcg' AND k=10), "
@@ -495,8 +506,8 @@ int cmd_report(int argc, char **argv) {
         "(SELECT value FROM run_metrics WHERE run_id=l.run AND method=l.method AND split=l.split AND metric='ndcg' AND k=20), "
         "(SELECT value FROM run_metrics WHERE run_id=l.run AND method=l.method AND split=l.split AND metric='hr' AND k=30), "
         "(SELECT value FROM run_metrics WHERE run_id=l.run AND method=l.method AND split=l.split AND metric='ndcg' AND k=30), "
-        "r.ended_at - r.started_at, r.params FROM latest l JOIN stage_runs r ON r.id = l.run ORDER BY l.dataset, l.method, l.split";
-    sqlite3_stmt *st = db_prep(db, sql);
+        "r.seconds, r.params FROM latest l JOIN done_runs r ON r.id = l.run ORDER BY l.dataset, l.method, l.split";
+    sqlite3_stmt *st = stage_done_runs_view(db) == 0 ? db_prep(db, sql) : NULL;
     if (!st) { db_close(db); return -1; }
     if (csv) printf("dataset,method,stage,run,hr10,ndcg10,hr20,ndcg20,hr30,ndcg30,seconds,params\n");
     else printf("| dataset | method | stage | run | HR@10 | NDCG@10 | HR@20 | NDCG@20 | HR@30 | NDCG@30 | seconds | settings |\n"
@@ -521,7 +532,8 @@ int cmd_report(int argc, char **argv) {
         }
     }
     sqlite3_finalize(st);
-    if (!n) fprintf(stderr, "no metrics yet: run 'tokenrec cf' or 'tokenrec evaluate' first\n");
+    if (!n) fprintf(stderr, "no metrics yet: run '%s' or '%s' first\n", stage_defs[STAGE_CF].command,
+                    stage_defs[STAGE_EVALUATE].command);
     report_latency(db, csv);
     db_close(db);
     return 0;

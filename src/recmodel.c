@@ -3,6 +3,7 @@
 #include "cli.h"
 #include "db.h"
 #include "retrieval.h"
+#include "stage.h"
 #include "unseen.h"
 #include "util.h"
 #include <cjson/cJSON.h>
@@ -71,7 +72,7 @@ int rec_data_load(sqlite3 *db, const char *dataset, int64_t tokenize_run, const 
     sqlite3_finalize(st);
 
     /* pool: item vectors of the cf run under the tokenize run */
-    d->cf_run = db_query_i64(db, 0, "SELECT upstream_run FROM stage_runs WHERE id=%lld", (long long)tokenize_run);
+    d->cf_run = stage_upstream_run(db, tokenize_run);
     st = db_prep(db, "SELECT idx, vec FROM cf_vectors WHERE run_id=? AND entity='item' AND kind=?");
     if (!st) goto fail;
     sqlite3_bind_int64(st, 1, d->cf_run);
@@ -329,8 +330,7 @@ static int rec_vocab_from_config(const char *json, prompt_vocab *v, int K, int L
 int rec_model_load(sqlite3 *db, int64_t run, rec_loaded *out) {
     memset(out, 0, sizeof *out);
     sqlite3_stmt *st = db_prep(db, "SELECT m.config, m.K, m.L, m.extra, m.pool_kind, m.cosine, m.hist_cap, "
-                                   "m.n_params, m.params, r.upstream_run FROM models m JOIN stage_runs r "
-                                   "ON r.id = m.run_id WHERE m.run_id=?");
+                                   "m.n_params, m.params FROM models m WHERE m.run_id=?");
     if (!st) return -1;
     sqlite3_bind_int64(st, 1, run);
     int rc = -1;
@@ -345,7 +345,7 @@ int rec_model_load(sqlite3 *db, int64_t run, rec_loaded *out) {
             snprintf(out->pool_kind, sizeof out->pool_kind, "%s", (const char *)sqlite3_column_text(st, 4));
             out->cosine = sqlite3_column_int(st, 5);
             out->hist_cap = sqlite3_column_int(st, 6);
-            out->tokenize_run = sqlite3_column_int64(st, 9);
+            out->tokenize_run = stage_upstream_run(db, run);
             rng_t r;
             rng_seed(&r, 0);
             if (out->vocab.vocab != cfg.vocab) {      /* ids past the embedding rows: refuse */

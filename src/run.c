@@ -79,10 +79,13 @@ int cmd_run(int argc, char **argv) {
     db_close(db);
     if (!have) {
         const char *ing[] = {"--data-dir", data_dir, NULL};
-        if ((rc = call(cmd_ingest, "ingest", dbpath, dataset, NULL, data_dir ? ing : none, NULL, quiet)) != 0) return rc;
+        if ((rc = call(cmd_ingest, stage_defs[STAGE_INGEST].name, dbpath, dataset, NULL, data_dir ? ing : none,
+                       NULL, quiet)) != 0) return rc;
     }
-    struct { stage_fn fn; const char *name; const char *const *q; } steps[] = {
-        {cmd_cf, "cf", quick_cf}, {cmd_tokenize, "tokenize", quick_tok}, {cmd_finetune, "finetune", quick_ft},
+    /* the main line of the stage table; finetune-gen and sasrec are baselines run by name */
+    struct { stage_fn fn; int stage; const char *const *q; } steps[] = {
+        {cmd_cf, STAGE_CF, quick_cf}, {cmd_tokenize, STAGE_TOKENIZE, quick_tok},
+        {cmd_finetune, STAGE_FINETUNE, quick_ft},
     };
     for (size_t i = 0; i < sizeof steps / sizeof *steps; i++) {
         const char *const *q = quick ? steps[i].q : none;
@@ -95,12 +98,12 @@ int cmd_run(int argc, char **argv) {
             with[n] = NULL;
             q = with;
         }
-        rc = call(steps[i].fn, steps[i].name, dbpath, dataset, seed, q, NULL, quiet);
+        rc = call(steps[i].fn, stage_defs[steps[i].stage].name, dbpath, dataset, seed, q, NULL, quiet);
         if (rc != 0) return rc;            /* -1 error, 130 stopped by Ctrl-C */
         if (stage_should_stop()) return 130;
     }
     const char *ev[] = {"--method", "all", NULL};
-    if ((rc = call(cmd_evaluate, "evaluate", dbpath, dataset, NULL, ev, unseen ? "--unseen" : NULL, quiet)) != 0) return rc;
+    if ((rc = call(cmd_evaluate, stage_defs[STAGE_EVALUATE].name, dbpath, dataset, NULL, ev, unseen ? "--unseen" : NULL, quiet)) != 0) return rc;
     char b[32];
     fprintf(stderr, "== pipeline on %s finished in %s\n\n", dataset, tr_fmt_duration(tr_monotonic() - t0, b, sizeof b));
     char *rargv[] = {"report", "--db", (char *)dbpath, NULL};

@@ -18,10 +18,26 @@
 #include <stdint.h>
 #include "util.h"
 
-/* The pipeline, in order. */
-enum { STAGE_INGEST, STAGE_CF, STAGE_TOKENIZE, STAGE_FINETUNE, STAGE_EVALUATE, STAGE_COUNT };
-extern const char *const stage_names[STAGE_COUNT];
+/* The stage table: the one description of the pipeline's shape. Every stage is a row; the
+ * runner, `info`, `run`, `report`, the dashboard and evaluate's methods read it, so adding a
+ * stage is adding a row here (and its command). docs/ARCHITECTURE.md draws it. */
+typedef struct {
+    const char *name;           /* stage_runs.stage */
+    const char *upstream;       /* the stage whose current run it builds on; NULL: none (ingest)
+                                 * or, for evaluate, the stage of the method it scores */
+    const char *command;        /* how to run it from a shell */
+    const char *purpose;        /* one line */
+    int         side_by_side;   /* its runs stand side by side (evaluate: one per method), so a
+                                 * fresh done run with the same settings is up to date even
+                                 * when it is not the latest */
+} stage_def;
+
+/* The rows, in pipeline order. finetune-gen is the generate-objective baseline of finetune. */
+enum { STAGE_INGEST, STAGE_CF, STAGE_TOKENIZE, STAGE_FINETUNE, STAGE_FINETUNE_GEN, STAGE_SASREC,
+       STAGE_EVALUATE, STAGE_COUNT };
+extern const stage_def stage_defs[STAGE_COUNT];
 int stage_index(const char *name);      /* -1 if unknown */
+const stage_def *stage_def_of(const char *name);     /* NULL if unknown */
 
 typedef struct {
     sqlite3   *db;
@@ -77,6 +93,29 @@ void stage_request_stop(void);          /* for tests */
 
 /* The current run of a stage: its latest done run (0 if none). */
 int64_t stage_current_run(sqlite3 *db, const char *dataset, const char *stage);
+
+/* One run as the readers outside the runner see it (the runner alone queries stage_runs). */
+typedef struct {
+    int64_t id, upstream_run, pid;      /* upstream_run and pid 0 when none */
+    char    stage[32], dataset[128], upstream_stage[32], status[16];
+    double  progress, started_at, updated_at, ended_at;   /* ended_at 0 while unfinished */
+    char    message[256], error[512];   /* "" when none */
+} stage_run_info;
+/* Fill *out with run id: 0, 1 when there is no such run (*out zeroed), -1 on error. */
+int     stage_run_get(sqlite3 *db, int64_t id, stage_run_info *out);
+/* The run that run was built on (0 when none, or no such run). */
+int64_t stage_upstream_run(sqlite3 *db, int64_t run);
+/* The ids of every run on dataset, newest first (malloc'd in *ids); how many, or -1. */
+int     stage_run_ids(sqlite3 *db, const char *dataset, int64_t **ids);
+/* The params JSON of a run (malloc'd), NULL when there is no such run. */
+char   *stage_run_params(sqlite3 *db, int64_t run);
+/* For reports that join runs with their metrics in SQL: the temporary view
+ * done_runs(id, dataset, stage, params, seconds) of every done run on this connection
+ * (seconds: its wall time). 0 or -1. */
+int     stage_done_runs_view(sqlite3 *db);
+/* The newest done run of any stage on any dataset (0 if none): it changes whenever a run
+ * finishes, which is how the dashboard notices. */
+int64_t stage_last_done(sqlite3 *db);
 
 /* State for `tokenrec info` and the dashboard. */
 typedef enum { ST_NOT_RUN, ST_RUNNING, ST_STOPPED, ST_FAILED, ST_DONE, ST_STALE } stage_state;

@@ -514,17 +514,11 @@ int tokenize_add_unseen(sqlite3 *db, int64_t tok_run, const char *entity, int pr
     if (tokenize_load_model(db, tok_run, entity, &m, source) != 0) return -1;
     int K = m.cfg.K, dim = m.cfg.d_in;
     int is_user = !strcmp(entity, "user");
-    char dataset[128] = "";
-    int64_t cf_run = 0;
-    sqlite3_stmt *st = db_prep(db, "SELECT dataset, upstream_run FROM stage_runs WHERE id=?");
-    if (st) {
-        sqlite3_bind_int64(st, 1, tok_run);
-        if (sqlite3_step(st) == SQLITE_ROW) {
-            snprintf(dataset, sizeof dataset, "%s", (const char *)sqlite3_column_text(st, 0));
-            cf_run = sqlite3_column_int64(st, 1);
-        }
-        sqlite3_finalize(st);
-    }
+    stage_run_info ri;           /* the tokenize run: its dataset and its cf run */
+    if (stage_run_get(db, tok_run, &ri) != 0) ri.dataset[0] = 0;
+    const char *dataset = ri.dataset;
+    int64_t cf_run = ri.upstream_run;
+    sqlite3_stmt *st;
     int64_t ds = dataset[0] ? db_dataset_id(db, dataset) : -1;
     if (ds < 0) { mq_model_free(&m); return -1; }
     /* the entities without tokens */

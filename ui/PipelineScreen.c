@@ -26,14 +26,18 @@ static const FunctionKey keys[] = {
     {"?", "Help"}, {"q", "Quit"}, {NULL, NULL}};
 
 static const char *const help[] = {
-    "Pipeline: ingest -> cf -> tokenize -> finetune -> evaluate",
+    "Pipeline: ingest -> cf -> tokenize -> finetune (or finetune-gen) -> evaluate; sasrec on ingest",
     "  Enter, F5   launch the selected stage, or resume it if stopped",
     "  F           force a new run even if an up-to-date one exists",
     "  s, F9       stop the running stage (SIGINT: it saves a checkpoint)",
     "  Stages run as separate processes and keep running after q.",
     NULL};
 
-static const int upstream[STAGE_COUNT] = {-1, STAGE_INGEST, STAGE_CF, STAGE_TOKENIZE, -1};
+/* The row of the stage a stage builds on (the stage table's upstream), -1 when none. */
+static int upstream(int stage) {
+    const char *up = stage_defs[stage].upstream;
+    return up ? stage_index(up) : -1;
+}
 
 /* Elapsed: to the end for a finished run, to now while running, to the last update else. */
 static double elapsed(const StageInfo *si, double now) {
@@ -48,17 +52,17 @@ static void drawRow(Panel *p, int row, int y, int x, int w, int sel) {
     const StageInfo *si = &ps->st[row];
     double now = tr_now();
     int base = sel ? CRT_colors[sel == 1 ? C_SELECTED : C_SELECTED_DIM] : CRT_colors[C_DEFAULT];
-    CRT_print(y, x + 1, 9, base, stage_names[row]);
-    CRT_print(y, x + 10, 9, sel ? base : CRT_stateColor(si->state), stage_state_name(si->state));
-    if (w < 60) return;
-    Meter_draw(y, x + 19, 22, si->run ? si->progress : 0, CRT_colors[C_BAR]);
+    CRT_print(y, x + 1, 13, base, stage_defs[row].name);
+    CRT_print(y, x + 14, 9, sel ? base : CRT_stateColor(si->state), stage_state_name(si->state));
+    if (w < 64) return;
+    Meter_draw(y, x + 23, 22, si->run ? si->progress : 0, CRT_colors[C_BAR]);
     char d[32], e[32];
-    CRT_print(y, x + 42, 8, base, si->run ? Format_duration(elapsed(si, now), d, sizeof d) : "");
+    CRT_print(y, x + 46, 8, base, si->run ? Format_duration(elapsed(si, now), d, sizeof d) : "");
     if (si->state == ST_RUNNING) Format_eta(si->progress, si->started_at, si->updated_at, now, e, sizeof e);
     else e[0] = 0;
-    CRT_print(y, x + 50, 11, base, e);
+    CRT_print(y, x + 54, 11, base, e);
     const char *msg = si->state == ST_FAILED && si->error[0] ? si->error : si->message;
-    CRT_print(y, x + 61, w - 61, si->state == ST_FAILED && !sel ? CRT_colors[C_ERROR] : base, msg);
+    CRT_print(y, x + 65, w - 65, si->state == ST_FAILED && !sel ? CRT_colors[C_ERROR] : base, msg);
 }
 
 static void load(Screen *s, App *a) {
@@ -82,15 +86,17 @@ static void draw(Screen *s, App *a, int y, int x, int h, int w) {
     }
     const StageInfo *si = &ps->st[ps->panel.selected];
     int bottom = y + h;
-    CRT_printf(r++, x + 1, w - 2, CRT_colors[C_TITLE], "%s on %s: %s", stage_names[si->stage],
+    const stage_def *def = &stage_defs[si->stage];
+    int up = upstream(si->stage);
+    CRT_printf(r++, x + 1, w - 2, CRT_colors[C_TITLE], "%s on %s: %s", def->name,
                a->dataset, stage_state_name(si->state));
+    CRT_printf(r++, x + 1, w - 2, CRT_colors[C_DIM], "%s", def->purpose);
     if (!si->run) {
-        if (upstream[si->stage] >= 0 && ps->st[upstream[si->stage]].state != ST_DONE &&
-            ps->st[upstream[si->stage]].state != ST_STALE)
+        if (up >= 0 && ps->st[up].state != ST_DONE && ps->st[up].state != ST_STALE)
             CRT_printf(r++, x + 1, w - 2, CRT_colors[C_DIM], "needs a finished %s run first",
-                       stage_names[upstream[si->stage]]);
+                       stage_defs[up].name);
         CRT_printf(r++, x + 1, w - 2, CRT_colors[C_DEFAULT], "Never run. Press Enter to launch "
-                   "'tokenrec %s --dataset %s'.", stage_names[si->stage], a->dataset);
+                   "'%s --dataset %s'.", def->command, a->dataset);
         return;
     }
     char t0[32], d[32], u[32];
@@ -104,7 +110,7 @@ static void draw(Screen *s, App *a, int y, int x, int h, int w) {
                    (long long)si->pid);
     if (si->upstream_run)
         CRT_printf(r++, x + 1, w - 2, CRT_colors[C_DIM], "built on %s run %lld%s",
-                   stage_names[upstream[si->stage] >= 0 ? upstream[si->stage] : si->stage],
+                   stage_defs[up >= 0 ? up : si->stage].name,
                    (long long)si->upstream_run, si->state == ST_STALE ? " (no longer current: stale)" : "");
     if (si->message[0]) {
         CRT_print(r, x + 1, 9, CRT_colors[C_DIM], "message");
@@ -136,25 +142,25 @@ static void launch(PipelineScreen *ps, App *a, int force) {
     const StageInfo *si = &ps->st[st];
     const char *ds = a->dataset[0] ? a->dataset : "lastfm";
     if (si->state == ST_RUNNING) {
-        App_status(a, 1, "%s is already running (process %lld); s stops it", stage_names[st], (long long)si->pid);
+        App_status(a, 1, "%s is already running (process %lld); s stops it", stage_defs[st].name, (long long)si->pid);
         return;
     }
     if (st != STAGE_INGEST && (!a->db || !a->dataset[0])) {
         App_status(a, 1, "no dataset yet: launch ingest first");
         return;
     }
-    int up = upstream[st];
-    if (up >= 0 && a->db && !stage_current_run(a->db, ds, stage_names[up])) {
-        App_status(a, 1, "%s needs a finished %s run on %s first", stage_names[st], stage_names[up], ds);
+    int up = upstream(st);
+    if (up >= 0 && a->db && !stage_current_run(a->db, ds, stage_defs[up].name)) {
+        App_status(a, 1, "%s needs a finished %s run on %s first", stage_defs[st].name, stage_defs[up].name, ds);
         return;
     }
     char **argv = Queries_launchArgv(a->db, a->exe, a->dbpath, ds, st, force);
     pid_t pid = Launch_spawn(argv);
     if (pid < 0) App_status(a, 1, "%s", tr_errmsg());
     else {
-        remember(a, pid, stage_names[st]);
+        remember(a, pid, stage_defs[st].name);
         App_status(a, 0, "%s %s on %s (process %d)", si->state == ST_STOPPED && !force ? "resumed" : "launched",
-                   stage_names[st], ds, (int)pid);
+                   stage_defs[st].name, ds, (int)pid);
     }
     Queries_freeArgv(argv);
 }
@@ -162,12 +168,12 @@ static void launch(PipelineScreen *ps, App *a, int force) {
 static void stop(PipelineScreen *ps, App *a) {
     const StageInfo *si = &ps->st[ps->panel.selected];
     if (si->state != ST_RUNNING) {
-        App_status(a, 1, "%s is not running", stage_names[si->stage]);
+        App_status(a, 1, "%s is not running", stage_defs[si->stage].name);
         return;
     }
     if (Launch_stop(si->pid) != 0) App_status(a, 1, "%s", tr_errmsg());
     else App_status(a, 0, "asked %s (process %lld) to stop: it stops at its next checkpoint",
-                    stage_names[si->stage], (long long)si->pid);
+                    stage_defs[si->stage].name, (long long)si->pid);
 }
 
 static int onKey(Screen *s, App *a, int ch) {
@@ -186,7 +192,7 @@ static int onKey(Screen *s, App *a, int ch) {
 static void search(Screen *s, App *a, const char *q) {
     PipelineScreen *ps = (PipelineScreen *)s;
     for (int i = 0; i < STAGE_COUNT; i++)
-        if (strstr(stage_names[i], q)) { Panel_setSelected(&ps->panel, i); return; }
+        if (strstr(stage_defs[i].name, q)) { Panel_setSelected(&ps->panel, i); return; }
     App_status(a, 1, "no stage matches '%s'", q);
 }
 
@@ -197,7 +203,7 @@ Screen *PipelineScreen_new(void) {
     ps->super = (Screen){.name = "Pipeline", .keys = keys, .help = help, .load = load, .tick = load,
                          .draw = draw, .onKey = onKey, .search = search, .destroy = destroy, .stale = 1};
     static char header[96];
-    snprintf(header, sizeof header, " %-9s%-9s%-23s%-8s%-11s%s", "Stage", "State", "Progress",
+    snprintf(header, sizeof header, " %-13s%-9s%-23s%-8s%-11s%s", "Stage", "State", "Progress",
              "Elapsed", "ETA", "Message");
     Panel_init(&ps->panel, header, drawRow, ps);
     return &ps->super;

@@ -14,6 +14,7 @@
 #include "Screen.h"
 #include "cli.h"
 #include "db.h"
+#include "stage.h"
 #include "util.h"
 #include <limits.h>
 #include <locale.h>
@@ -102,7 +103,7 @@ static void check_signature(UI *ui, const char *want) {
     snprintf(sig, sizeof sig, "%lld/%lld/%lld",
              (long long)db_query_i64(a->db, 0, "SELECT count(*) FROM datasets"),
              (long long)db_query_i64(a->db, 0, "SELECT CAST(max(ingested_at) * 1000 AS INTEGER) FROM datasets"),
-             (long long)db_query_i64(a->db, 0, "SELECT max(id) FROM stage_runs WHERE status='done'"));
+             (long long)stage_last_done(a->db));
     tr_error_clear();
     if (!strcmp(sig, ui->signature)) return;
     snprintf(ui->signature, sizeof ui->signature, "%s", sig);
