@@ -80,33 +80,17 @@ static int save_ckpt(stage_run *run, const cf_state *s, const cf_model *M, const
     return stage_ckpt_commit(run);
 }
 
-/* Copy a checkpoint blob of exactly n bytes into dst. */
-static int load_blob(stage_run *run, const char *name, void *dst, size_t n) {
-    void *p = NULL;
-    size_t len = 0;
-    int rc = stage_ckpt_get(run, name, &p, &len, NULL);
-    if (rc < 0) return -1;
-    if (rc > 0 || len != n) {
-        free(p);
-        return tr_error("cf: checkpoint '%s' of run %lld is %s (expected %zu bytes); start over "
-                        "with --force", name, (long long)run->id, rc > 0 ? "missing" : "the wrong size", n);
-    }
-    memcpy(dst, p, n);
-    free(p);
-    return 0;
-}
-
 static int load_ckpt(stage_run *run, cf_state *s, cf_model *M, uint32_t *order, int64_t n_order) {
     cf_state t;
-    if (load_blob(run, "state", &t, sizeof t) != 0) return -1;
+    if (stage_ckpt_read(run, "state", &t, sizeof t) != 0) return -1;
     if (t.magic != CF_CKPT_MAGIC || t.dim != (uint32_t)M->C || t.n_nodes != M->g.n ||
         t.n_train != n_order)
         return tr_error("cf: the checkpoint of run %lld does not match this dataset and settings; "
                         "start over with --force", (long long)run->id);
     size_t fb = M->m * sizeof(float);
-    if (load_blob(run, "e0", M->e0, fb) != 0 || load_blob(run, "adam_m", M->adam_m, fb) != 0 ||
-        load_blob(run, "adam_v", M->adam_v, fb) != 0 || load_blob(run, "best", M->best, fb) != 0 ||
-        load_blob(run, "order", order, (size_t)n_order * sizeof *order) != 0)
+    if (stage_ckpt_read(run, "e0", M->e0, fb) != 0 || stage_ckpt_read(run, "adam_m", M->adam_m, fb) != 0 ||
+        stage_ckpt_read(run, "adam_v", M->adam_v, fb) != 0 || stage_ckpt_read(run, "best", M->best, fb) != 0 ||
+        stage_ckpt_read(run, "order", order, (size_t)n_order * sizeof *order) != 0)
         return -1;
     *s = t;
     return 0;
@@ -454,14 +438,29 @@ static int cf_train(stage_run *run, const cf_opts *o, const cf_data *d, const cf
     }
     rc = 0;
 out:
-    if (rc < 0) {
-        char msg[1024];
-        snprintf(msg, sizeof msg, "%s", tr_errmsg());
-        stage_fail(run, msg);
-        tr_error("%s", msg);
-    }
+    if (rc < 0) stage_fail_err(run);
     model_free(&M);
     free(order); free(active); free(bu); free(bp); free(bn); free(scratch);
+    return rc;
+}
+
+/* cf --holdout-users: pick the held-out users by --seed, train without them, fold them in. */
+static int cf_train_holdout(stage_run *run, const cf_opts *o, const cf_data *d) {
+    uint8_t *held = tr_malloc((size_t)d->n_users + 1);
+    int nh = unseen_pick(d->n_users, o->holdout_users, (uint64_t)(int64_t)o->seed, held);
+    cf_data dt;
+    int rc;
+    if (nh <= 0) tr_error("cf: --holdout-users %g of %d users holds out none; expected at least %g",
+                          o->holdout_users, d->n_users, 1.0 / d->n_users);
+    if (nh <= 0 || unseen_cf_drop(d, held, &dt) != 0) {
+        rc = stage_fail_err(run);
+    } else {
+        if (!o->quiet)
+            fprintf(stderr, "[cf] %d of %d users held out of training (unseen-user test)\n", nh, d->n_users);
+        rc = cf_train(run, o, &dt, d, held);
+        cf_data_free(&dt);
+    }
+    free(held);
     return rc;
 }
 
@@ -498,61 +497,18 @@ int cmd_cf(int argc, char **argv) {
     if (check_opts(&o) != 0) return -1;
     nn_set_threads(o.threads);
 
-    sqlite3 *db = db_open(o.dbpath, 0);
-    if (!db) return -1;
-    char dsbuf[128];
-    if (!o.dataset && !(o.dataset = db_default_dataset(db, dsbuf, sizeof dsbuf))) {
-        db_close(db);
-        return -1;
-    }
-    cf_data d;
-    memset(&d, 0, sizeof d);
+    stage_cmd c;
+    if (stage_cmd_open(&c, o.dbpath, o.dataset) != 0) return -1;
     char *pj = cli_params_json(opts);
     if (o.holdout_users > 0)      /* a param only when set: runs without it keep their fingerprint */
         pj = cli_json_append(pj, "\"holdout-users\":%.9g", o.holdout_users);
-    stage_run run;
-    int b = stage_begin(&run, db, "cf", o.dataset, pj, "ingest", o.force);
-    free(pj);
-    if (b == STAGE_UP_TO_DATE) {
-        if (!o.quiet)
-            fprintf(stderr, "[cf] %s is up to date (run %lld); use --force to train again\n",
-                    o.dataset, (long long)run.id);
-        rc = 0;
-    } else if (b < 0) {
-        rc = -1;
-    } else {
-        run.quiet = o.quiet;
-        if (cf_data_load(db, o.dataset, &d) != 0) {
-            char msg[1024];
-            snprintf(msg, sizeof msg, "%s", tr_errmsg());
-            stage_fail(&run, msg);
-            tr_error("%s", msg);
-            rc = -1;
-        } else if (o.holdout_users > 0) {
-            uint8_t *held = tr_malloc((size_t)d.n_users + 1);
-            int nh = unseen_pick(d.n_users, o.holdout_users, (uint64_t)(int64_t)o.seed, held);
-            cf_data dt;
-            if (nh <= 0) tr_error("cf: --holdout-users %g of %d users holds out none; expected at least %g",
-                                  o.holdout_users, d.n_users, 1.0 / d.n_users);
-            if (nh <= 0 || unseen_cf_drop(&d, held, &dt) != 0) {
-                char msg[1024];
-                snprintf(msg, sizeof msg, "%s", tr_errmsg());
-                stage_fail(&run, msg);
-                tr_error("%s", msg);
-                rc = -1;
-            } else {
-                if (!o.quiet)
-                    fprintf(stderr, "[cf] %d of %d users held out of training (unseen-user test)\n",
-                            nh, d.n_users);
-                rc = cf_train(&run, &o, &dt, &d, held);
-                cf_data_free(&dt);
-            }
-            free(held);
-        } else {
-            rc = cf_train(&run, &o, &d, &d, NULL);
-        }
-    }
+    int b = stage_cmd_begin(&c, "cf", pj, NULL, o.force, o.quiet, NULL);
+    if (b != 0) return stage_cmd_close(&c, b == STAGE_UP_TO_DATE ? 0 : -1);
+    cf_data d;
+    memset(&d, 0, sizeof d);
+    if (cf_data_load(c.db, c.dataset, &d) != 0) rc = stage_fail_err(&c.run);
+    else if (o.holdout_users > 0) rc = cf_train_holdout(&c.run, &o, &d);
+    else rc = cf_train(&c.run, &o, &d, &d, NULL);
     cf_data_free(&d);
-    db_close(db);
-    return rc;
+    return stage_cmd_close(&c, rc);
 }

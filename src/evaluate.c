@@ -416,10 +416,10 @@ int cmd_evaluate(int argc, char **argv) {
     o.sasrec = &stc;
     o.sasrec_pj = spj;
     t5_set_threads(o.threads);
-    sqlite3 *db = db_open(o.dbpath, 0);
-    if (!db) { free(spj); return -1; }
-    char dsbuf[128];
-    if (!o.dataset && !(o.dataset = db_default_dataset(db, dsbuf, sizeof dsbuf))) { db_close(db); free(spj); return -1; }
+    stage_cmd c;
+    if (stage_cmd_open(&c, o.dbpath, o.dataset) != 0) { free(spj); return -1; }
+    sqlite3 *db = c.db;
+    o.dataset = c.dataset;
     char *pj = cli_params_json(opts);
     if (o.unseen)                 /* a param only when set: runs without it keep their fingerprint */
         pj = cli_json_append(pj, "\"unseen\":1");
@@ -438,8 +438,7 @@ int cmd_evaluate(int argc, char **argv) {
     if (!rc && !ran) rc = tr_error("--method: nothing to evaluate ('%s'; expected all, tokenrec, lightgcn, popularity, generate, sasrec)", o.methods);
     free(pj);
     free(spj);
-    db_close(db);
-    return rc;
+    return stage_cmd_close(&c, rc);
 }
 
 /* ---- report ---- */

@@ -146,18 +146,6 @@ static int save_ckpt(stage_run *run, t5_model *m, const ft_state *st, const floa
     return stage_ckpt_commit(run);
 }
 
-static int load_blob(stage_run *run, const char *name, void *dst, size_t n) {
-    void *p;
-    size_t got;
-    int64_t step;
-    int rc = stage_ckpt_get(run, name, &p, &got, &step);
-    if (rc) return rc;
-    if (got != n) { free(p); return tr_error("checkpoint '%s' has %zu bytes, expected %zu", name, got, n); }
-    memcpy(dst, p, n);
-    free(p);
-    return 0;
-}
-
 /* Size and 64-bit FNV-1a hash of a file's bytes: a changed --init-from checkpoint or
  * tokenizer makes the run stale. */
 static int file_digest(const char *path, uint64_t *hash, int64_t *size) {
@@ -331,10 +319,10 @@ int cmd_finetune(int argc, char **argv) {
     }
     t5_set_threads(o.threads);
 
-    sqlite3 *db = db_open(o.dbpath, 0);
-    if (!db) return -1;
-    char dsbuf[128];
-    if (!o.dataset && !(o.dataset = db_default_dataset(db, dsbuf, sizeof dsbuf))) { db_close(db); return -1; }
+    stage_cmd c;
+    if (stage_cmd_open(&c, o.dbpath, o.dataset) != 0) return -1;
+    sqlite3 *db = c.db;
+    o.dataset = c.dataset;
     char *pj = cli_params_json(opts);
     /* only when kept, so the fingerprints of shuffled runs stay as they were */
     if (keep_order) pj = cli_json_append(pj, "\"history-order\":\"kept\"");
@@ -348,16 +336,9 @@ int cmd_finetune(int argc, char **argv) {
         free(pj);
         pj = pg;
     }
-    stage_run run;
-    int b = stage_begin(&run, db, stage_name, o.dataset, pj, "tokenize", o.force);
-    free(pj);
-    if (b == STAGE_UP_TO_DATE) {
-        if (!o.quiet) fprintf(stderr, "[finetune] %s: up to date (run %lld); --force trains again\n", o.dataset, (long long)run.id);
-        db_close(db);
-        return 0;
-    }
-    if (b < 0) { db_close(db); return -1; }
-    run.quiet = o.quiet;
+    int b = stage_cmd_begin(&c, stage_name, pj, NULL, o.force, o.quiet, NULL);
+    if (b != 0) return stage_cmd_close(&c, b == STAGE_UP_TO_DATE ? 0 : -1);
+    stage_run run = c.run;
 
     rec_data d;
     prompt_vocab v;
@@ -428,11 +409,11 @@ int cmd_finetune(int argc, char **argv) {
     ft_state st = {0};
     st.best = -1;
     if (run.resumed) {
-        if (load_blob(&run, "state", &st, sizeof st) == 0) {
-            if (load_blob(&run, "params", t5_params(m), np * sizeof(float)) != 0 ||
-                load_blob(&run, "adam_m", t5_adam_m(m), np * sizeof(float)) != 0 ||
-                load_blob(&run, "adam_v", t5_adam_v(m), np * sizeof(float)) != 0 ||
-                load_blob(&run, "best", best, np * sizeof(float)) != 0) {
+        if (stage_ckpt_read(&run, "state", &st, sizeof st) == 0) {
+            if (stage_ckpt_read(&run, "params", t5_params(m), np * sizeof(float)) != 0 ||
+                stage_ckpt_read(&run, "adam_m", t5_adam_m(m), np * sizeof(float)) != 0 ||
+                stage_ckpt_read(&run, "adam_v", t5_adam_v(m), np * sizeof(float)) != 0 ||
+                stage_ckpt_read(&run, "best", best, np * sizeof(float)) != 0) {
                 tr_error("finetune: the checkpoint of run %lld is incomplete: %s", (long long)run.id, tr_errmsg());
                 goto fail;
             }
@@ -596,13 +577,7 @@ int cmd_finetune(int argc, char **argv) {
 fail:
     rec_data_free(&d);
 fail_nodata:
-    {
-        char msg[1024];
-        snprintf(msg, sizeof msg, "%s", tr_errmsg());
-        stage_fail(&run, msg);
-        tr_error("%s", msg);
-    }
-    status = -1;
+    status = stage_fail_err(&run);
     goto cleanup;
 out:
     rec_data_free(&d);

@@ -615,24 +615,17 @@ int cmd_ingest(int argc, char **argv) {
     size_t pl = strlen(pj);
     pj = tr_realloc(pj, pl + 40);
     snprintf(pj + pl - 1, 40, ",\"input\":\"%016llx\"}", (unsigned long long)h);
-    sqlite3 *db = db_open(dbpath, 0);
-    if (!db) { free(pj); goto out; }
-    stage_run run;
-    int b = stage_begin(&run, db, "ingest", dataset, pj, NULL, force);
-    free(pj);
+    stage_cmd c;
+    if (stage_cmd_open(&c, dbpath, dataset) != 0) { free(pj); goto out; }
+    int b = stage_cmd_begin(&c, "ingest", pj, NULL, force, quiet, NULL);
     if (b == STAGE_UP_TO_DATE) {
-        if (!quiet) fprintf(stderr, "[ingest] %s is already ingested from the same input and settings "
-                                    "(run %lld); use --force to ingest again\n", dataset, (long long)run.id);
         rc = 0;
     } else if (b == 0) {
-        run.quiet = quiet;
-        stage_progress(&run, 0, "writing %lld interactions", (long long)d.n);
-        if (stage_finish_begin(&run) != 0 || ingest_write(db, dataset, &raw, &d, kcore) != 0 ||
-            stage_finish_commit(&run) != 0) {
-            char msg[1024];
-            snprintf(msg, sizeof msg, "%s", tr_errmsg());
-            stage_fail(&run, msg);
-            tr_error("%s", msg);
+        stage_run *run = &c.run;
+        stage_progress(run, 0, "writing %lld interactions", (long long)d.n);
+        if (stage_finish_begin(run) != 0 || ingest_write(c.db, dataset, &raw, &d, kcore) != 0 ||
+            stage_finish_commit(run) != 0) {
+            stage_fail_err(run);
         } else {
             double total = tr_monotonic() - t0;
             if (!quiet)
@@ -642,7 +635,7 @@ int cmd_ingest(int argc, char **argv) {
             rc = 0;
         }
     }
-    db_close(db);
+    stage_cmd_close(&c, rc);
 out:
     ingest_raw_free(&raw);
     ingest_data_free(&d);

@@ -420,20 +420,6 @@ static int save_ckpt(stage_run *run, const fit_state *st, sasrec_model *m, const
     return 0;
 }
 
-/* Restore a blob of exactly n bytes into dst. */
-static int load_blob(stage_run *run, const char *name, void *dst, size_t n) {
-    void *p = NULL;
-    size_t len = 0;
-    int rc = stage_ckpt_get(run, name, &p, &len, NULL);
-    if (rc != 0 || len != n) {
-        free(p);
-        return tr_error("sasrec checkpoint '%s': expected %zu bytes (rerun with --force)", name, n);
-    }
-    memcpy(dst, p, n);
-    free(p);
-    return 0;
-}
-
 int sasrec_fit(stage_run *run, const rec_data *d, const sasrec_train_cfg *tc,
                sasrec_model **out, double *best_valid) {
     *out = NULL;
@@ -456,9 +442,9 @@ int sasrec_fit(stage_run *run, const rec_data *d, const sasrec_train_cfg *tc,
         void *probe = NULL;
         if (stage_ckpt_get(run, "sasrec_state", &probe, NULL, NULL) == 0) {
             free(probe);
-            if (load_blob(run, "sasrec_state", &st, sizeof st) || load_blob(run, "sasrec_params", m->params, np * 4) ||
-                load_blob(run, "sasrec_adam_m", m->adam_m, np * 4) || load_blob(run, "sasrec_adam_v", m->adam_v, np * 4) ||
-                load_blob(run, "sasrec_best", best, np * 4)) { sasrec_free(m); free(best); return -1; }
+            if (stage_ckpt_read(run, "sasrec_state", &st, sizeof st) || stage_ckpt_read(run, "sasrec_params", m->params, np * 4) ||
+                stage_ckpt_read(run, "sasrec_adam_m", m->adam_m, np * 4) || stage_ckpt_read(run, "sasrec_adam_v", m->adam_v, np * 4) ||
+                stage_ckpt_read(run, "sasrec_best", best, np * 4)) { sasrec_free(m); free(best); return -1; }
             if (!tc->quiet) fprintf(stderr, "[sasrec] resuming at epoch %d (best valid HR@10 %.4f)\n", st.epoch, st.best_hr);
         }
     }

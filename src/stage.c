@@ -404,6 +404,25 @@ int stage_ckpt_get(stage_run *r, const char *name, void **data, size_t *n, int64
     return rc;
 }
 
+int stage_ckpt_read(stage_run *r, const char *name, void *dst, size_t n) {
+    void *p = NULL;
+    size_t len = 0;
+    int rc = stage_ckpt_get(r, name, &p, &len, NULL);
+    if (rc < 0) return -1;
+    if (rc > 0) {
+        tr_error("%s: checkpoint '%s' of run %lld is missing", r->stage, name, (long long)r->id);
+        return 1;
+    }
+    if (len != n) {
+        free(p);
+        return tr_error("%s: checkpoint '%s' of run %lld has %zu bytes, expected %zu; start over with "
+                        "--force", r->stage, name, (long long)r->id, len, n);
+    }
+    memcpy(dst, p, n);
+    free(p);
+    return 0;
+}
+
 int stage_finish_begin(stage_run *r) { return db_begin(r->db); }
 
 int stage_finish_commit(stage_run *r) {
@@ -438,6 +457,13 @@ static void set_status(stage_run *r, const char *status, const char *error) {
 void stage_fail(stage_run *r, const char *error) {
     db_rollback(r->db);
     set_status(r, "failed", error);
+}
+
+int stage_fail_err(stage_run *r) {
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s", tr_errmsg());
+    stage_fail(r, msg);
+    return tr_error("%s", msg);
 }
 
 void stage_stopped(stage_run *r) {

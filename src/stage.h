@@ -76,6 +76,10 @@ int  stage_ckpt_put(stage_run *r, const char *name, int64_t step, const void *da
 int  stage_ckpt_commit(stage_run *r);
 /* The blob saved under name by this run (malloc'd copy in *data), or 1 if none. */
 int  stage_ckpt_get(stage_run *r, const char *name, void **data, size_t *n, int64_t *step);
+/* The one checkpoint reader: copy the blob saved under name into dst, which it must fill
+ * exactly (n bytes). 0; 1 when there is none; -1 when its size differs ("start over with
+ * --force") or on a database error. 1 and -1 leave a message in tr_errmsg(). */
+int  stage_ckpt_read(stage_run *r, const char *name, void *dst, size_t n);
 
 /* Finishing: stage_finish_begin opens the output transaction; the stage writes its output
  * tables; stage_finish_commit marks the run done (and drops its checkpoints) in the same
@@ -83,8 +87,36 @@ int  stage_ckpt_get(stage_run *r, const char *name, void **data, size_t *n, int6
 int  stage_finish_begin(stage_run *r);
 int  stage_finish_commit(stage_run *r);
 void stage_fail(stage_run *r, const char *error);
+/* stage_fail with the message in tr_errmsg(), which stays there for the caller; returns -1. */
+int  stage_fail_err(stage_run *r);
 /* Record a stop (after a checkpoint) because of Ctrl-C; prints how to resume. */
 void stage_stopped(stage_run *r);
+
+/* ---- the command skeleton: how every stage command opens ----
+ * A stage's cmd_* parses its options (cli_parse), checks them, then:
+ *     stage_cmd c;
+ *     if (stage_cmd_open(&c, dbpath, dataset) != 0) return -1;
+ *     int b = stage_cmd_begin(&c, "cf", cli_params_json(opts), NULL, force, quiet, NULL);
+ *     if (b != 0) return stage_cmd_close(&c, b == STAGE_UP_TO_DATE ? 0 : -1);
+ *     ... its work on c.db, c.dataset and c.run; on an error stage_fail_err(&c.run) ...
+ *     return stage_cmd_close(&c, rc);                                                        */
+typedef struct {
+    sqlite3    *db;
+    const char *dataset;        /* --dataset, else the only or latest ingested one */
+    char        dsbuf[128];
+    stage_run   run;
+} stage_cmd;
+
+/* Open the database (read-write, migrated) and pick the dataset. 0, or -1 with nothing open. */
+int stage_cmd_open(stage_cmd *c, const char *dbpath, const char *dataset);
+/* Start or resume the run of stage on c->dataset with the params JSON (freed here), built on
+ * the current run of upstream (NULL: the stage table's upstream of stage). Returns 0 (c->run
+ * is running, its quiet set), STAGE_UP_TO_DATE (said on stderr unless quiet, naming what:
+ * NULL for the dataset) or -1. */
+int stage_cmd_begin(stage_cmd *c, const char *stage, char *params, const char *upstream, int force,
+                    int quiet, const char *what);
+/* Close the database; returns rc. */
+int stage_cmd_close(stage_cmd *c, int rc);
 
 /* Signal handling: install once per process; the flag is set by SIGINT/SIGTERM. */
 void stage_install_signals(void);

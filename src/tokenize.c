@@ -375,10 +375,7 @@ static int train_entity(stage_run *run, const tok_opts *o, tok_entity *ents, int
             if (rc) return -1;
             char name[32];
             snprintf(name, sizeof name, "%s_seconds", e->name);
-            if (stage_ckpt_get(run, name, &blob, &n, NULL) == 0) {
-                if (n == sizeof(double)) memcpy(&e->seconds, blob, sizeof(double));
-                free(blob);
-            }
+            if (stage_ckpt_read(run, name, &e->seconds, sizeof e->seconds) != 0) tr_error_clear();
         }
     }
     if (e->t.epoch >= tc->epochs) return 0;
@@ -751,11 +748,10 @@ int cmd_tokenize(int argc, char **argv) {
     if (!(o.holdout >= 0 && o.holdout < 1) || !(o.holdout_users >= 0 && o.holdout_users < 1))
         return tr_error("expected --holdout and --holdout-users in [0,1)");
     nn_set_threads(o.threads);
-    sqlite3 *db = db_open(o.dbpath, 0);
-    if (!db) return -1;
-    char dsbuf[128];
-    const char *dataset = o.dataset ? o.dataset : db_default_dataset(db, dsbuf, sizeof dsbuf);
-    if (!dataset) { db_close(db); return -1; }
+    stage_cmd c;
+    if (stage_cmd_open(&c, o.dbpath, o.dataset) != 0) return -1;
+    sqlite3 *db = c.db;
+    const char *dataset = c.dataset;
 
     /* unseen entities through the frozen tokenizers */
     if (o.new_users || o.new_items) {
@@ -792,20 +788,10 @@ int cmd_tokenize(int argc, char **argv) {
     char *pj = cli_params_json(opts);
     /* in the params only when used, so that parallel runs keep their fingerprints */
     if (cfg.residual) pj = cli_json_append(pj, "\"quantizer\":\"residual\"");
-    stage_run run;
-    int b = stage_begin(&run, db, "tokenize", dataset, pj, "cf", o.force);
-    free(pj);
-    if (b == STAGE_UP_TO_DATE) {
-        if (!o.quiet) {
-            fprintf(stderr, "[tokenize] %s is up to date (run %lld); use --force to train again\n",
-                    dataset, (long long)run.id);
-            tokenize_print_stats(db, run.id, stdout);
-        }
-        db_close(db);
-        return 0;
-    }
-    if (b < 0) { db_close(db); return -1; }
-    run.quiet = o.quiet;
+    int b = stage_cmd_begin(&c, "tokenize", pj, NULL, o.force, o.quiet, NULL);
+    if (b == STAGE_UP_TO_DATE && !o.quiet) tokenize_print_stats(db, c.run.id, stdout);
+    if (b != 0) return stage_cmd_close(&c, b == STAGE_UP_TO_DATE ? 0 : -1);
+    stage_run run = c.run;
 
     tok_entity ents[2];
     memset(ents, 0, sizeof ents);
@@ -889,10 +875,7 @@ int cmd_tokenize(int argc, char **argv) {
         if (!rc) rc = stage_finish_commit(&run);
     }
     if (rc) {
-        char msg[1024];
-        snprintf(msg, sizeof msg, "%s", tr_errmsg());
-        stage_fail(&run, msg);
-        tr_error("%s", msg);
+        stage_fail_err(&run);
     } else if (!o.quiet) {
         stage_progress(&run, 1, "done");
         tokenize_print_stats(db, run.id, stdout);

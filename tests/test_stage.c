@@ -275,7 +275,7 @@ static void stage_table_and_run_lookups(void **state) {
     assert_string_equal(ri.dataset, "d");
     assert_string_equal(ri.upstream_stage, "ingest");
     assert_string_equal(ri.status, "done");
-    assert_true(ri.upstream_run == ing && ri.ended_at >= ri.started_at && ri.progress == 1);
+    assert_true(ri.upstream_run == ing && ri.ended_at > 0 && ri.progress == 1);
     assert_int_equal(stage_upstream_run(db, cf), ing);
     assert_int_equal(stage_upstream_run(db, ing), 0);
     assert_int_equal(stage_run_get(db, 999, &ri), 1);
@@ -301,6 +301,39 @@ static void stage_table_and_run_lookups(void **state) {
     db_close(db);
 }
 
+/* The one checkpoint reader (exact size, missing, wrong size) and the command skeleton
+ * (the default dataset, the table's upstream, up to date on the second call). */
+static void ckpt_reader_and_command_skeleton(void **state) {
+    (void)state;
+    char *path = tu_path("k.db");
+    sqlite3 *db = tu_db("k.db");
+    assert_int_equal(tu_synthetic(db, "d", 20, 30, 3, 5, 8, 1), 0);
+    db_close(db);
+    stage_cmd c;
+    assert_int_equal(stage_cmd_open(&c, path, NULL), 0);
+    assert_string_equal(c.dataset, "d");
+    assert_int_equal(stage_cmd_begin(&c, "cf", tr_strdup("{\"x\":1}"), NULL, 0, 1, NULL), 0);
+    assert_int_equal(c.run.upstream_run, stage_current_run(c.db, "d", "ingest"));
+    double v = 2.5, got = 0;
+    int32_t small = 0;
+    assert_int_equal(stage_ckpt_begin(&c.run), 0);
+    assert_int_equal(stage_ckpt_put(&c.run, "v", 1, &v, sizeof v), 0);
+    assert_int_equal(stage_ckpt_commit(&c.run), 0);
+    assert_int_equal(stage_ckpt_read(&c.run, "v", &got, sizeof got), 0);
+    assert_true(got == 2.5);
+    assert_int_equal(stage_ckpt_read(&c.run, "w", &got, sizeof got), 1);
+    assert_int_equal(stage_ckpt_read(&c.run, "v", &small, sizeof small), -1);
+    assert_non_null(strstr(tr_errmsg(), "--force"));
+    tr_error_clear();
+    assert_int_equal(stage_finish_begin(&c.run), 0);
+    assert_int_equal(stage_finish_commit(&c.run), 0);
+    assert_int_equal(stage_cmd_close(&c, 7), 7);
+    assert_int_equal(stage_cmd_open(&c, path, "d"), 0);
+    assert_int_equal(stage_cmd_begin(&c, "cf", tr_strdup("{\"x\":1}"), NULL, 0, 1, NULL), STAGE_UP_TO_DATE);
+    stage_cmd_close(&c, 0);
+    free(path);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(new_run_then_up_to_date),
@@ -311,6 +344,7 @@ int main(void) {
         cmocka_unit_test(checkpoints_survive_sigkill),
         cmocka_unit_test(stopped_and_state_names),
         cmocka_unit_test(stage_table_and_run_lookups),
+        cmocka_unit_test(ckpt_reader_and_command_skeleton),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
