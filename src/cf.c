@@ -324,7 +324,7 @@ static int trainer_start(cf_trainer *t) {
     s->best_score = -1;
     s->last_hr20 = -1;
     s->last_loss = NAN;
-    rng_seed(&s->rng, (uint64_t)(int64_t)t->o->seed);
+    rng_seed(&s->rng, rng_stream((uint64_t)(int64_t)t->o->seed, "cf"));
     for (size_t k = 0; k < M->m; k++) M->e0[k] = (float)t->o->init_std * rng_normal(&s->rng);
     memcpy(M->best, M->e0, M->m * sizeof(float));
     for (int64_t k = 0; k < t->n_order; k++) t->order[k] = (uint32_t)k;
@@ -529,7 +529,7 @@ static int cf_train_holdout(stage_run *run, const cf_opts *o, const cf_data *d) 
 int cmd_cf(int argc, char **argv) {
     cf_opts o = {.dbpath = DB_DEFAULT_PATH, .dataset = NULL, .model = "lightgcn",
                  .sampler = "users", .select = "ndcg20", .dim = 64, .layers = 3, .batch = 2048,
-                 .epochs = 1000, .eval_every = 5, .patience = 20, .seed = 2020, .threads = 0,
+                 .epochs = 1000, .eval_every = 5, .patience = 20, .seed = CLI_SEED_DEFAULT, .threads = 0,
                  .lr = 1e-3, .decay = 1e-4, .init_std = 0.1};
     cli_opt opts[] = {
         {"db", CLI_STR, &o.dbpath, "database file", 0},
@@ -548,7 +548,8 @@ int cmd_cf(int argc, char **argv) {
         {"select", CLI_STR, &o.select, "keep the checkpoint with the best valid ndcg20 or hr20", 1},
         {"holdout-users", CLI_FLOAT, &o.holdout_users, "fraction of users (by --seed) held out of training for "
          "the unseen-user test (evaluate --unseen); their vectors are folded in from their train items", 0},
-        {"seed", CLI_INT, &o.seed, "random seed (initialisation, order, negatives)", 1},
+        {"seed", CLI_INT, &o.seed, "random seed (initialisation, order, negatives: cf's stream of it; the "
+         "held-out users: their own)", 1},
         {"threads", CLI_INT, &o.threads, "threads (0: all cores); results do not depend on it", 0},
         {"force", CLI_FLAG, &o.force, "train again even if an up-to-date run exists", 0},
         {"quiet", CLI_FLAG, &o.quiet, "no progress or summary", 0},
@@ -561,7 +562,7 @@ int cmd_cf(int argc, char **argv) {
 
     stage_cmd c;
     if (stage_cmd_open(&c, o.dbpath, o.dataset) != 0) return -1;
-    char *pj = cli_params_json(opts);
+    char *pj = CLI_SEED_STREAM(cli_params_json(opts), "cf");
     if (o.holdout_users > 0)      /* a param only when set: runs without it keep their fingerprint */
         pj = cli_json_append(pj, "\"holdout-users\":%.9g", o.holdout_users);
     int b = stage_cmd_begin(&c, "cf", pj, NULL, o.force, o.quiet, NULL);

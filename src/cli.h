@@ -17,6 +17,13 @@ typedef struct {
 
 #define CLI_OPT_END { NULL, CLI_END, NULL, NULL, 0 }
 
+/* The one --seed default of every stage and of `tokenrec run`. Each stage draws from its own
+ * streams of the seed (rng_stream), so one seed never gives two stages the same draws. */
+#define CLI_SEED_DEFAULT 42
+/* A stage's params marker that its streams are the named stream of --seed (cf, tokenize):
+ * runs made when those stages seeded from --seed directly keep other fingerprints. */
+#define CLI_SEED_STREAM(json, stage) cli_json_append((json), "\"seed-stream\":\"%s\"", (stage))
+
 /* Parse argv[1..argc-1] against opts (argv[0] is the subcommand name).
  * Accepts --name value, --name=value, and --name for flags; -h and --help print help.
  * Returns 0 on success, 1 if help was printed, -1 on error (message in tr_errmsg()). */

@@ -653,7 +653,7 @@ static const char *summary_ft =
 int cmd_finetune(int argc, char **argv) {
     ft_opts o = {0};
     o.dbpath = DB_DEFAULT_PATH; o.preset = "mini"; o.loss = "softmax"; o.pool = "mean"; o.score = "dot";
-    o.seed = 42; o.epochs = 6; o.batch = 32; o.warmup = 200; o.hist = 50; o.min_hist = 2;
+    o.seed = CLI_SEED_DEFAULT; o.epochs = 6; o.batch = 32; o.warmup = 200; o.hist = 50; o.min_hist = 2;
     o.max_pos = -1; o.patience = 3; o.ckpt_every = 200; o.eval_batch = 128; o.dec_layers = -1;
     o.lr = 3e-4; o.wd = 0.01; o.clip = 1.0; o.dropout = -1; o.temperature = 0.1;
     o.objective = "retrieval"; o.beam = 20; o.hist_order = "shuffled";

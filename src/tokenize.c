@@ -361,7 +361,7 @@ static int train_entity(stage_run *run, const tok_opts *o, tok_entity *ents, int
                         int *epochs_this_process) {
     tok_entity *e = &ents[which];
     rng_t root, r;
-    rng_seed(&root, (uint64_t)o->seed);
+    rng_seed(&root, rng_stream((uint64_t)o->seed, "tokenize"));
     rng_split(&root, &r, 1 + (uint64_t)which);
     if (mq_trainer_init(&e->t, cfg, rng_u64(&r)) != 0) return -1;
     if (run->resumed) {
@@ -746,7 +746,8 @@ static int load_entities(stage_run *run, const tok_opts *o, tok_entity ents[2], 
         if (w == 0 && cf_holdout_rows(run->db, run->upstream_run, &ents[0], o->holdout_users, &pre) != 0)
             return -1;
         ents[w].frozen = pre != NULL;
-        split_rows(&ents[w], w == 0 ? o->holdout_users : 0, pre, o->holdout, (uint64_t)o->seed, w);
+        split_rows(&ents[w], w == 0 ? o->holdout_users : 0, pre, o->holdout,
+                   rng_stream((uint64_t)o->seed, "tokenize"), w);
         free(pre);
         if (ents[w].ntr < 2)
             return tr_error("%ss: expected at least 2 vectors to train on, got %d", ents[w].name,
@@ -840,7 +841,7 @@ int cmd_tokenize(int argc, char **argv) {
     o.kmeans_iters = dt.kmeans_iters; o.reseed_every = dt.reseed_every;
     o.rho = dc.rho; o.p1 = dc.p1; o.p2 = dc.p2; o.beta = dc.beta;
     o.lr = dt.lr; o.wd = dt.weight_decay; o.holdout = 0.2; o.holdout_users = 0;
-    o.seed = 2024; o.ckpt_every = 10;
+    o.seed = CLI_SEED_DEFAULT; o.ckpt_every = 10;
     cli_opt opts[] = {
         {"db", CLI_STR, &o.dbpath, "database file", 0},
         {"dataset", CLI_STR, &o.dataset, "dataset name (default: the only or latest ingested)", 0},
@@ -865,7 +866,8 @@ int cmd_tokenize(int argc, char **argv) {
         {"holdout", CLI_FLOAT, &o.holdout, "fraction of entities held out to select the checkpoint", 1},
         {"holdout-users", CLI_FLOAT, &o.holdout_users, "fraction of users left out of the user tokenizer and of tokens (for --new-users / evaluate --unseen)", 1},
         {"disambiguate", CLI_FLAG, &o.disambiguate, "add a (K+1)-th token so every entity's tokens are unique", 1},
-        {"seed", CLI_INT, &o.seed, "random seed (initialisation, masks, dropout, split, k-means)", 1},
+        {"seed", CLI_INT, &o.seed, "random seed (initialisation, masks, dropout, split, k-means: "
+         "tokenize's stream of it)", 1},
         {"threads", CLI_INT, &o.threads, "threads (0: all cores)", 0},
         {"force", CLI_FLAG, &o.force, "train again even if an up-to-date run exists", 0},
         {"quiet", CLI_FLAG, &o.quiet, "no progress or summary", 0},
@@ -901,7 +903,7 @@ int cmd_tokenize(int argc, char **argv) {
     tc.reseed_every = o.reseed_every;
     if (mq_cfg_check(&cfg) != 0) return stage_cmd_close(&c, -1);
 
-    char *pj = cli_params_json(opts);
+    char *pj = CLI_SEED_STREAM(cli_params_json(opts), "tokenize");
     /* in the params only when used, so that parallel runs keep their fingerprints */
     if (cfg.residual) pj = cli_json_append(pj, "\"quantizer\":\"residual\"");
     int b = stage_cmd_begin(&c, "tokenize", pj, NULL, o.force, o.quiet, NULL);
