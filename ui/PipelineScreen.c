@@ -34,20 +34,20 @@ static const char *const help[] = {
     NULL};
 
 /* The row of the stage a stage builds on (the stage table's upstream), -1 when none. */
-static int upstream(int stage) {
+static int PipelineScreen_upstream(int stage) {
     const char *up = stage_defs[stage].upstream;
     return up ? stage_index(up) : -1;
 }
 
 /* Elapsed: to the end for a finished run, to now while running, to the last update else. */
-static double elapsed(const StageInfo *si, double now) {
+static double PipelineScreen_elapsed(const StageInfo *si, double now) {
     if (!si->run) return -1;
     if (si->ended_at > 0) return si->ended_at - si->started_at;
     if (si->state == ST_RUNNING) return now - si->started_at;
     return si->updated_at - si->started_at;
 }
 
-static void drawRow(Panel *p, int row, int y, int x, int w, int sel) {
+static void PipelineScreen_drawRow(Panel *p, int row, int y, int x, int w, int sel) {
     PipelineScreen *ps = p->data;
     const StageInfo *si = &ps->st[row];
     double now = tr_now();
@@ -57,7 +57,7 @@ static void drawRow(Panel *p, int row, int y, int x, int w, int sel) {
     if (w < 64) return;
     Meter_draw(y, x + 23, 22, si->run ? si->progress : 0, CRT_colors[C_BAR]);
     char d[32], e[32];
-    CRT_print(y, x + 46, 8, base, si->run ? Format_duration(elapsed(si, now), d, sizeof d) : "");
+    CRT_print(y, x + 46, 8, base, si->run ? Format_duration(PipelineScreen_elapsed(si, now), d, sizeof d) : "");
     if (si->state == ST_RUNNING) Format_eta(si->progress, si->started_at, si->updated_at, now, e, sizeof e);
     else e[0] = 0;
     CRT_print(y, x + 54, 11, base, e);
@@ -65,7 +65,7 @@ static void drawRow(Panel *p, int row, int y, int x, int w, int sel) {
     CRT_print(y, x + 65, w - 65, si->state == ST_FAILED && !sel ? CRT_colors[C_ERROR] : base, msg);
 }
 
-static void load(Screen *s, App *a) {
+static void PipelineScreen_load(Screen *s, App *a) {
     PipelineScreen *ps = (PipelineScreen *)s;
     for (int i = 0; i < STAGE_COUNT; i++) {
         if (a->db && a->dataset[0]) Queries_stage(a->db, a->dataset, i, &ps->st[i]);
@@ -74,7 +74,7 @@ static void load(Screen *s, App *a) {
     tr_error_clear();
 }
 
-static void draw(Screen *s, App *a, int y, int x, int h, int w) {
+static void PipelineScreen_draw(Screen *s, App *a, int y, int x, int h, int w) {
     PipelineScreen *ps = (PipelineScreen *)s;
     Panel_resize(&ps->panel, x, y, w, 1 + STAGE_COUNT);
     Panel_setCount(&ps->panel, STAGE_COUNT);
@@ -87,7 +87,7 @@ static void draw(Screen *s, App *a, int y, int x, int h, int w) {
     const StageInfo *si = &ps->st[ps->panel.selected];
     int bottom = y + h;
     const stage_def *def = &stage_defs[si->stage];
-    int up = upstream(si->stage);
+    int up = PipelineScreen_upstream(si->stage);
     CRT_printf(r++, x + 1, w - 2, CRT_colors[C_TITLE], "%s on %s: %s", def->name,
                a->dataset, stage_state_name(si->state));
     CRT_printf(r++, x + 1, w - 2, CRT_colors[C_DIM], "%s", def->purpose);
@@ -103,7 +103,7 @@ static void draw(Screen *s, App *a, int y, int x, int h, int w) {
     time_t ts = (time_t)si->started_at;
     strftime(t0, sizeof t0, "%Y-%m-%d %H:%M:%S", localtime(&ts));
     CRT_printf(r++, x + 1, w - 2, CRT_colors[C_DEFAULT], "run %lld  started %s  elapsed %s  updated %s ago",
-               (long long)si->run, t0, Format_duration(elapsed(si, tr_now()), d, sizeof d),
+               (long long)si->run, t0, Format_duration(PipelineScreen_elapsed(si, tr_now()), d, sizeof d),
                Format_duration(tr_now() - si->updated_at, u, sizeof u));
     if (si->state == ST_RUNNING)
         CRT_printf(r++, x + 1, w - 2, CRT_colors[C_ST_RUNNING], "running in process %lld; s stops it",
@@ -127,17 +127,7 @@ static void draw(Screen *s, App *a, int y, int x, int h, int w) {
     }
 }
 
-/* Remember a child so that its exit status can be reported when it ends. */
-static void remember(App *a, pid_t pid, const char *stage) {
-    for (int i = 0; i < APP_MAX_CHILDREN; i++) {
-        if (a->children[i].pid) continue;
-        a->children[i].pid = pid;
-        snprintf(a->children[i].stage, sizeof a->children[i].stage, "%s", stage);
-        return;
-    }
-}
-
-static void launch(PipelineScreen *ps, App *a, int force) {
+static void PipelineScreen_launch(PipelineScreen *ps, App *a, int force) {
     int st = ps->panel.selected;
     const StageInfo *si = &ps->st[st];
     const char *ds = a->dataset[0] ? a->dataset : "lastfm";
@@ -149,7 +139,7 @@ static void launch(PipelineScreen *ps, App *a, int force) {
         App_status(a, 1, "no dataset yet: launch ingest first");
         return;
     }
-    int up = upstream(st);
+    int up = PipelineScreen_upstream(st);
     if (up >= 0 && a->db && !stage_current_run(a->db, ds, stage_defs[up].name)) {
         App_status(a, 1, "%s needs a finished %s run on %s first", stage_defs[st].name, stage_defs[up].name, ds);
         return;
@@ -158,14 +148,14 @@ static void launch(PipelineScreen *ps, App *a, int force) {
     pid_t pid = Launch_spawn(argv);
     if (pid < 0) App_status(a, 1, "%s", tr_errmsg());
     else {
-        remember(a, pid, stage_defs[st].name);
+        App_addChild(a, pid, stage_defs[st].name);
         App_status(a, 0, "%s %s on %s (process %d)", si->state == ST_STOPPED && !force ? "resumed" : "launched",
                    stage_defs[st].name, ds, (int)pid);
     }
     Queries_freeArgv(argv);
 }
 
-static void stop(PipelineScreen *ps, App *a) {
+static void PipelineScreen_stop(PipelineScreen *ps, App *a) {
     const StageInfo *si = &ps->st[ps->panel.selected];
     if (si->state != ST_RUNNING) {
         App_status(a, 1, "%s is not running", stage_defs[si->stage].name);
@@ -176,35 +166,37 @@ static void stop(PipelineScreen *ps, App *a) {
                     stage_defs[si->stage].name, (long long)si->pid);
 }
 
-static int onKey(Screen *s, App *a, int ch) {
+static int PipelineScreen_onKey(Screen *s, App *a, int ch) {
     PipelineScreen *ps = (PipelineScreen *)s;
     if (Panel_onKey(&ps->panel, ch)) return 1;
     switch (ch) {
-    case '\n': case '\r': case KEY_ENTER: case KEY_F(5): launch(ps, a, 0); break;
-    case 'F': launch(ps, a, 1); break;
-    case 's': case KEY_F(9): stop(ps, a); break;
+    case '\n': case '\r': case KEY_ENTER: case KEY_F(5): PipelineScreen_launch(ps, a, 0); break;
+    case 'F': PipelineScreen_launch(ps, a, 1); break;
+    case 's': case KEY_F(9): PipelineScreen_stop(ps, a); break;
     default: return 0;
     }
-    load(s, a);
+    PipelineScreen_load(s, a);
     return 1;
 }
 
-static void search(Screen *s, App *a, const char *q) {
+static void PipelineScreen_search(Screen *s, App *a, const char *q) {
     PipelineScreen *ps = (PipelineScreen *)s;
     for (int i = 0; i < STAGE_COUNT; i++)
         if (strstr(stage_defs[i].name, q)) { Panel_setSelected(&ps->panel, i); return; }
     App_status(a, 1, "no stage matches '%s'", q);
 }
 
-static void destroy(Screen *s) { free(s); }
+static void PipelineScreen_destroy(Screen *s) { free(s); }
 
 Screen *PipelineScreen_new(void) {
     PipelineScreen *ps = tr_calloc(1, sizeof *ps);
-    ps->super = (Screen){.name = "Pipeline", .keys = keys, .help = help, .load = load, .tick = load,
-                         .draw = draw, .onKey = onKey, .search = search, .destroy = destroy, .stale = 1};
+    ps->super = (Screen){.name = "Pipeline", .keys = keys, .help = help, .load = PipelineScreen_load,
+                         .tick = PipelineScreen_load, .draw = PipelineScreen_draw,
+                         .onKey = PipelineScreen_onKey, .search = PipelineScreen_search,
+                         .destroy = PipelineScreen_destroy, .stale = 1};
     static char header[96];
     snprintf(header, sizeof header, " %-13s%-9s%-23s%-8s%-11s%s", "Stage", "State", "Progress",
              "Elapsed", "ETA", "Message");
-    Panel_init(&ps->panel, header, drawRow, ps);
+    Panel_init(&ps->panel, header, PipelineScreen_drawRow, ps);
     return &ps->super;
 }
