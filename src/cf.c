@@ -67,17 +67,10 @@ static void model_eval(cf_model *M, const cf_data *d, const float *e0, int split
 static int save_ckpt(stage_run *run, const cf_state *s, const cf_model *M, const uint32_t *order,
                      int64_t n_order) {
     size_t fb = M->m * sizeof(float);
-    if (stage_ckpt_begin(run) != 0 ||
-        stage_ckpt_put(run, "state", s->step, s, sizeof *s) != 0 ||
-        stage_ckpt_put(run, "e0", s->step, M->e0, fb) != 0 ||
-        stage_ckpt_put(run, "adam_m", s->step, M->adam_m, fb) != 0 ||
-        stage_ckpt_put(run, "adam_v", s->step, M->adam_v, fb) != 0 ||
-        stage_ckpt_put(run, "best", s->step, M->best, fb) != 0 ||
-        stage_ckpt_put(run, "order", s->step, order, (size_t)n_order * sizeof *order) != 0) {
-        db_rollback(run->db);
-        return -1;
-    }
-    return stage_ckpt_commit(run);
+    const stage_blob b[] = {{"state", s, sizeof *s}, {"e0", M->e0, fb}, {"adam_m", M->adam_m, fb},
+                            {"adam_v", M->adam_v, fb}, {"best", M->best, fb},
+                            {"order", order, (size_t)n_order * sizeof *order}};
+    return stage_ckpt_save(run, s->step, b, 6);
 }
 
 /* Restore a checkpoint: 0, 1 when the run has none yet, -1 when it does not fit. */
@@ -97,6 +90,14 @@ static int load_ckpt(stage_run *run, cf_state *s, cf_model *M, uint32_t *order, 
         return -1;
     *s = t;
     return 0;
+}
+
+/* HR and NDCG at 10 and 20 of a split into run_metrics. */
+static int put_metrics(stage_run *run, const char *method, const char *split, const cf_metrics *m) {
+    return stage_result(run, method, split, "hr", 10, m->hr10) ||
+           stage_result(run, method, split, "hr", 20, m->hr20) ||
+           stage_result(run, method, split, "ndcg", 10, m->ndcg10) ||
+           stage_result(run, method, split, "ndcg", 20, m->ndcg20) ? -1 : 0;
 }
 
 /* Write the vectors (user/item x ego/mean) and the metrics rows of the best parameters. */
@@ -123,27 +124,7 @@ static int write_outputs(stage_run *run, const cf_data *d, cf_model *M, const ch
                 }
             }
     sqlite3_finalize(st);
-    st = db_prep(db, "INSERT INTO run_metrics (run_id, method, split, metric, k, value) "
-                     "VALUES (?,?,?,?,?,?)");
-    if (!st) return -1;
-    const cf_metrics *ms[2] = {valid, test};
-    const char *split[2] = {"valid", "test"};
-    for (int s = 0; s < 2; s++) {
-        const char *metric[4] = {"hr", "hr", "ndcg", "ndcg"};
-        int ks[4] = {10, 20, 10, 20};
-        double vals[4] = {ms[s]->hr10, ms[s]->hr20, ms[s]->ndcg10, ms[s]->ndcg20};
-        for (int j = 0; j < 4; j++) {
-            sqlite3_bind_int64(st, 1, run->id);
-            sqlite3_bind_text(st, 2, method, -1, SQLITE_STATIC);
-            sqlite3_bind_text(st, 3, split[s], -1, SQLITE_STATIC);
-            sqlite3_bind_text(st, 4, metric[j], -1, SQLITE_STATIC);
-            sqlite3_bind_int(st, 5, ks[j]);
-            sqlite3_bind_double(st, 6, vals[j]);
-            if (db_step_done(db, st) != 0) { sqlite3_finalize(st); return -1; }
-        }
-    }
-    sqlite3_finalize(st);
-    return 0;
+    return put_metrics(run, method, "valid", valid) || put_metrics(run, method, "test", test) ? -1 : 0;
 }
 
 /* Fill a batch of triples (node ids) from the epoch's order (pairs sampler) or by drawing
@@ -236,22 +217,7 @@ static int write_holdout(stage_run *run, const cf_data *full, const uint8_t *hel
         if (db_step_done(db, st) != 0) { sqlite3_finalize(st); return -1; }
     }
     sqlite3_finalize(st);
-    st = db_prep(db, "INSERT INTO run_metrics (run_id, method, split, metric, k, value) "
-                     "VALUES (?,?,'test_unseen',?,?,?)");
-    if (!st) return -1;
-    const char *metric[4] = {"hr", "hr", "ndcg", "ndcg"};
-    int ks[4] = {10, 20, 10, 20};
-    double vals[4] = {out->hr10, out->hr20, out->ndcg10, out->ndcg20};
-    for (int j = 0; j < 4; j++) {
-        sqlite3_bind_int64(st, 1, run->id);
-        sqlite3_bind_text(st, 2, method, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 3, metric[j], -1, SQLITE_STATIC);
-        sqlite3_bind_int(st, 4, ks[j]);
-        sqlite3_bind_double(st, 5, vals[j]);
-        if (db_step_done(db, st) != 0) { sqlite3_finalize(st); return -1; }
-    }
-    sqlite3_finalize(st);
-    return 0;
+    return put_metrics(run, method, "test_unseen", out);
 }
 
 /* What training works with: the options and data, the model, the state a checkpoint holds,
@@ -532,8 +498,7 @@ int cmd_cf(int argc, char **argv) {
                  .epochs = 1000, .eval_every = 5, .patience = 20, .seed = CLI_SEED_DEFAULT, .threads = 0,
                  .lr = 1e-3, .decay = 1e-4, .init_std = 0.1};
     cli_opt opts[] = {
-        {"db", CLI_STR, &o.dbpath, "database file", 0},
-        {"dataset", CLI_STR, &o.dataset, "dataset name (default: the only or latest ingested)", 0},
+        CLI_OPTS_DB(&o.dbpath, &o.dataset),
         {"model", CLI_STR, &o.model, "lightgcn or mf (no propagation)", 1},
         {"dim", CLI_INT, &o.dim, "embedding dimension", 1},
         {"layers", CLI_INT, &o.layers, "LightGCN propagation layers (ignored for mf)", 1},
@@ -550,9 +515,7 @@ int cmd_cf(int argc, char **argv) {
          "the unseen-user test (evaluate --unseen); their vectors are folded in from their train items", 0},
         {"seed", CLI_INT, &o.seed, "random seed (initialisation, order, negatives: cf's stream of it; the "
          "held-out users: their own)", 1},
-        {"threads", CLI_INT, &o.threads, "threads (0: all cores); results do not depend on it", 0},
-        {"force", CLI_FLAG, &o.force, "train again even if an up-to-date run exists", 0},
-        {"quiet", CLI_FLAG, &o.quiet, "no progress or summary", 0},
+        CLI_OPTS_RUN(&o.threads, &o.force, &o.quiet),
         {"stop-after-steps", CLI_INT, &o.stop_after, "testing: stop as on Ctrl-C after N steps", 0},
         CLI_OPT_END};
     int rc = cli_parse(argc, argv, opts, usage_cf, summary_cf);

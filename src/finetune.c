@@ -134,16 +134,12 @@ static int32_t sample_negative(const rec_data *d, const rec_sample *s, rng_t *r)
     return (int32_t)rng_below(r, (uint32_t)d->n_items);
 }
 
+/* One checkpoint: the parameters, the Adam moments, the state and the best parameters. */
 static int save_ckpt(stage_run *run, t5_model *m, const ft_state *st, const float *best) {
     size_t np = t5_n_params(m) * sizeof(float);
-    if (stage_ckpt_begin(run) != 0) return -1;
-    int rc = stage_ckpt_put(run, "params", st->step, t5_params(m), np);
-    if (!rc) rc = stage_ckpt_put(run, "adam_m", st->step, t5_adam_m(m), np);
-    if (!rc) rc = stage_ckpt_put(run, "adam_v", st->step, t5_adam_v(m), np);
-    if (!rc && best) rc = stage_ckpt_put(run, "best", st->step, best, np);
-    if (!rc) rc = stage_ckpt_put(run, "state", st->step, st, sizeof *st);
-    if (rc) { db_rollback(run->db); return -1; }
-    return stage_ckpt_commit(run);
+    const stage_blob b[] = {{"params", t5_params(m), np}, {"adam_m", t5_adam_m(m), np},
+                            {"adam_v", t5_adam_v(m), np}, {"state", st, sizeof *st}, {"best", best, np}};
+    return stage_ckpt_save(run, st->step, b, best ? 5 : 4);
 }
 
 /* Size and 64-bit FNV-1a hash of a file's bytes: a changed --init-from checkpoint or
@@ -513,25 +509,15 @@ static int train_epochs(ft_trainer *t) {
 }
 
 /* The valid and test metrics of the best epoch into run_metrics under the method's name. */
-static int write_metrics(sqlite3 *db, int64_t run, const char *method, const retr_metrics *vm,
-                         const retr_metrics *tm) {
-    sqlite3_stmt *ins = db_prep(db, "INSERT OR REPLACE INTO run_metrics (run_id, method, split, metric, k, value) VALUES (?,?,?,?,?,?)");
-    if (!ins) return -1;
-    int rc = 0;
-    for (int s = 0; s < 2 && !rc; s++)
-        for (int k = 0; k < vm->nk && !rc; k++)
-            for (int mt = 0; mt < 2 && !rc; mt++) {
-                const retr_metrics *M = s ? tm : vm;
-                sqlite3_bind_int64(ins, 1, run);
-                sqlite3_bind_text(ins, 2, method, -1, SQLITE_STATIC);
-                sqlite3_bind_text(ins, 3, s ? "test" : "valid", -1, SQLITE_STATIC);
-                sqlite3_bind_text(ins, 4, mt ? "ndcg" : "hr", -1, SQLITE_STATIC);
-                sqlite3_bind_int(ins, 5, M->ks[k]);
-                sqlite3_bind_double(ins, 6, mt ? retr_ndcg(M, M->ks[k]) : retr_hr(M, M->ks[k]));
-                rc = db_step_done(db, ins);
-            }
-    sqlite3_finalize(ins);
-    return rc;
+static int write_metrics(stage_run *run, const char *method, const retr_metrics *vm, const retr_metrics *tm) {
+    for (int s = 0; s < 2; s++) {
+        const retr_metrics *M = s ? tm : vm;
+        for (int k = 0; k < M->nk; k++)
+            if (stage_result(run, method, s ? "test" : "valid", "hr", M->ks[k], retr_hr(M, M->ks[k])) ||
+                stage_result(run, method, s ? "test" : "valid", "ndcg", M->ks[k], retr_ndcg(M, M->ks[k])))
+                return -1;
+    }
+    return 0;
 }
 
 /* The best epoch: its test metrics, then the model and the metrics in one transaction. */
@@ -553,7 +539,7 @@ static int finish(ft_trainer *t) {
         if (urc != 0) return -1;
     }
     const char *method = t->gen ? "generate" : o->faithful ? "tokenrec-faithful" : "tokenrec";
-    if (write_metrics(run->db, run->id, method, &vm, &tm) != 0 || stage_finish_commit(run) != 0) return -1;
+    if (write_metrics(run, method, &vm, &tm) != 0 || stage_finish_commit(run) != 0) return -1;
     double el = tr_monotonic() - t->t_start;
     if (!o->quiet)
         fprintf(stderr, "[finetune] %s done in %.0fs (%.0f samples/s): best epoch %d, valid HR@10 %.4f "
@@ -658,8 +644,7 @@ int cmd_finetune(int argc, char **argv) {
     o.lr = 3e-4; o.wd = 0.01; o.clip = 1.0; o.dropout = -1; o.temperature = 0.1;
     o.objective = "retrieval"; o.beam = 20; o.hist_order = "shuffled";
     cli_opt opts[] = {
-        {"db", CLI_STR, &o.dbpath, "database file", 0},
-        {"dataset", CLI_STR, &o.dataset, "dataset (default: the last ingested)", 0},
+        CLI_OPTS_DB(&o.dbpath, &o.dataset),
         {"preset", CLI_STR, &o.preset, "model size: mini (d128, 2+1 layers), tiny, small, t5-small", 1},
         {"d-model", CLI_INT, &o.d_model, "override d_model (0: preset)", 1},
         {"heads", CLI_INT, &o.n_heads, "override attention heads (0: preset)", 1},
@@ -692,9 +677,7 @@ int cmd_finetune(int argc, char **argv) {
         {"seed", CLI_INT, &o.seed, "random seed", 1},
         {"ckpt-every", CLI_INT, &o.ckpt_every, "steps between checkpoints", 0},
         {"eval-batch", CLI_INT, &o.eval_batch, "users per batch in evaluation", 0},
-        {"threads", CLI_INT, &o.threads, "threads (0: all cores)", 0},
-        {"force", CLI_FLAG, &o.force, "train again even if an identical run is done", 0},
-        {"quiet", CLI_FLAG, &o.quiet, "no progress lines", 0},
+        CLI_OPTS_RUN(&o.threads, &o.force, &o.quiet),
         /* param 0: added to the params JSON by hand, with the files' sizes and hashes, only
          * when given (params_with_files) */
         {"init-from", CLI_STR, &o.init_from, "pretrained T5 checkpoint (.safetensors, Hugging Face names); "

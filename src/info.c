@@ -15,10 +15,8 @@ static int cmp_int(const void *a, const void *b) {
 /* Counts, density, sequence lengths and split sizes, from the interactions table. */
 int info_dataset_stats(sqlite3 *db, const char *dataset, dataset_stats *s) {
     memset(s, 0, sizeof *s);
-    int64_t id = db_dataset_id(db, dataset);
+    int64_t id = db_dataset_sizes(db, dataset, &s->n_users, &s->n_items);
     if (id < 0) return -1;
-    s->n_users = (int)db_query_i64(db, 0, "SELECT n_users FROM datasets WHERE id=%lld", (long long)id);
-    s->n_items = (int)db_query_i64(db, 0, "SELECT n_items FROM datasets WHERE id=%lld", (long long)id);
     sqlite3_stmt *st = db_prep(db, "SELECT uid, count(*), sum(split=0), sum(split=1), sum(split=2) "
                                    "FROM interactions WHERE dataset_id=? GROUP BY uid");
     if (!st) return -1;
@@ -81,11 +79,8 @@ static const char *summary_info =
 
 int cmd_info(int argc, char **argv) {
     const char *dbpath = DB_DEFAULT_PATH, *dataset = NULL;
-    cli_opt opts[] = {
-        {"db", CLI_STR, &dbpath, "database file", 0},
-        {"dataset", CLI_STR, &dataset, "only this dataset (default: all)", 0},
-        CLI_OPT_END};
-    int rc = cli_parse(argc, argv, opts, usage_info, summary_info);
+    int rc = cli_parse_db(argc, argv, usage_info, summary_info, &dbpath, &dataset,
+                          "only this dataset (default: all)");
     if (rc) return rc > 0 ? 0 : -1;
     sqlite3 *db = db_open(dbpath, 1);
     if (!db) return -1;

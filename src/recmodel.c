@@ -15,10 +15,8 @@
 /* Each user's chronological sequence (all splits), with ids checked against the dataset. */
 int rec_sequences_load(sqlite3 *db, const char *dataset, rec_data *d) {
     memset(d, 0, sizeof *d);
-    int64_t ds = db_dataset_id(db, dataset);
+    int64_t ds = db_dataset_sizes(db, dataset, &d->n_users, &d->n_items);
     if (ds < 0) return -1;
-    d->n_users = (int32_t)db_query_i64(db, 0, "SELECT n_users FROM datasets WHERE id=%lld", (long long)ds);
-    d->n_items = (int32_t)db_query_i64(db, 0, "SELECT n_items FROM datasets WHERE id=%lld", (long long)ds);
     int64_t n = db_query_i64(db, 0, "SELECT n_interactions FROM datasets WHERE id=%lld", (long long)ds);
     d->off = tr_calloc((size_t)d->n_users + 1, sizeof *d->off);
     d->seq = tr_malloc((size_t)(n ? n : 1) * sizeof *d->seq);

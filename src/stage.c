@@ -71,10 +71,11 @@ static void col_copy(sqlite3_stmt *st, int c, char *dst, size_t n) {
 }
 
 int stage_run_get(sqlite3 *db, int64_t id, stage_run_info *out) {
+    static const char sql[] =
+        "SELECT stage, dataset, coalesce(upstream_stage, ''), coalesce(upstream_run, 0), coalesce(pid, 0), "
+        "status, progress, started_at, updated_at, coalesce(ended_at, 0), message, error FROM stage_runs WHERE id=?";
     memset(out, 0, sizeof *out);
-    sqlite3_stmt *st = db_prep(db, "SELECT stage, dataset, coalesce(upstream_stage, ''), "
-                                   "coalesce(upstream_run, 0), coalesce(pid, 0), status, progress, started_at, "
-                                   "updated_at, coalesce(ended_at, 0), message, error FROM stage_runs WHERE id=?");
+    sqlite3_stmt *st = db_prep(db, sql);
     if (!st) return -1;
     sqlite3_bind_int64(st, 1, id);
     int rc = 1;
@@ -360,6 +361,19 @@ int stage_metric(stage_run *r, int64_t step, const char *name, double value) {
     return rc;
 }
 
+int stage_result(stage_run *r, const char *method, const char *split, const char *metric, int k,
+                 double value) {
+    char *sql = sqlite3_mprintf("INSERT OR REPLACE INTO run_metrics (run_id, method, split, metric, k, value) "
+                                "VALUES (%lld, %Q, %Q, %Q, %d, ?)", (long long)r->id, method, split, metric, k);
+    sqlite3_stmt *st = db_prep(r->db, sql);
+    sqlite3_free(sql);
+    if (!st) return -1;
+    sqlite3_bind_double(st, 1, value);          /* bound: the double goes in exactly */
+    int rc = db_step_done(r->db, st);
+    sqlite3_finalize(st);
+    return rc;
+}
+
 int stage_ckpt_begin(stage_run *r) { return db_begin(r->db); }
 
 int stage_ckpt_put(stage_run *r, const char *name, int64_t step, const void *data, size_t n) {
@@ -383,6 +397,16 @@ int stage_ckpt_commit(stage_run *r) {
         return -1;
     }
     return 0;
+}
+
+int stage_ckpt_save(stage_run *r, int64_t step, const stage_blob *blobs, int n) {
+    if (stage_ckpt_begin(r) != 0) return -1;
+    for (int i = 0; i < n; i++)
+        if (stage_ckpt_put(r, blobs[i].name, step, blobs[i].data, blobs[i].n) != 0) {
+            db_rollback(r->db);
+            return -1;
+        }
+    return stage_ckpt_commit(r);
 }
 
 int stage_ckpt_get(stage_run *r, const char *name, void **data, size_t *n, int64_t *step) {

@@ -68,12 +68,20 @@ int stage_begin(stage_run *r, sqlite3 *db, const char *stage, const char *datase
 void stage_progress(stage_run *r, double frac, const char *fmt, ...) TR_PRINTF(3, 4);
 /* Append to metrics_log (its own small transaction unless one is open). */
 int  stage_metric(stage_run *r, int64_t step, const char *name, double value);
+/* One result of the run in run_metrics (what `report` lists): a method's metric at k on a
+ * split. Written with the outputs, inside stage_finish_begin's transaction. */
+int  stage_result(stage_run *r, const char *method, const char *split, const char *metric, int k,
+                  double value);
 
 /* Checkpoints: stage_ckpt_begin opens a transaction; put any number of named blobs;
  * stage_ckpt_commit stores the step and progress with them and commits. */
 int  stage_ckpt_begin(stage_run *r);
 int  stage_ckpt_put(stage_run *r, const char *name, int64_t step, const void *data, size_t n);
 int  stage_ckpt_commit(stage_run *r);
+/* A whole checkpoint at once: the n named blobs at step, in one transaction with the
+ * progress; 0, or -1 with nothing saved. */
+typedef struct { const char *name; const void *data; size_t n; } stage_blob;
+int  stage_ckpt_save(stage_run *r, int64_t step, const stage_blob *blobs, int n);
 /* The blob saved under name by this run (malloc'd copy in *data), or 1 if none. */
 int  stage_ckpt_get(stage_run *r, const char *name, void **data, size_t *n, int64_t *step);
 /* The one checkpoint reader: copy the blob saved under name into dst, which it must fill

@@ -338,20 +338,16 @@ static int store_tokens(sqlite3 *db, int64_t run, const char *entity, const int3
 /* Checkpoint the trainer of ents[which]. A finished tokenizer's last checkpoint stays in
  * the table (rows are replaced by name), so only the one in training is written. */
 static int save_ckpt(stage_run *run, tok_entity *ents, int which) {
-    if (stage_ckpt_begin(run) != 0) return -1;
-    for (int i = which; i <= which; i++) {
-        void *blob;
-        size_t n;
-        mq_trainer_save(&ents[i].t, &blob, &n);
-        char name[32];
-        snprintf(name, sizeof name, "%s", ents[i].name);
-        int rc = stage_ckpt_put(run, name, ents[i].t.epoch, blob, n);
-        free(blob);
-        snprintf(name, sizeof name, "%s_seconds", ents[i].name);
-        if (!rc) rc = stage_ckpt_put(run, name, ents[i].t.epoch, &ents[i].seconds, sizeof(double));
-        if (rc) { db_rollback(run->db); return -1; }
-    }
-    return stage_ckpt_commit(run);
+    tok_entity *e = &ents[which];
+    void *blob;
+    size_t n;
+    mq_trainer_save(&e->t, &blob, &n);
+    char seconds[32];
+    snprintf(seconds, sizeof seconds, "%s_seconds", e->name);
+    const stage_blob b[] = {{e->name, blob, n}, {seconds, &e->seconds, sizeof e->seconds}};
+    int rc = stage_ckpt_save(run, e->t.epoch, b, 2);
+    free(blob);
+    return rc;
 }
 
 /* Train one entity's tokenizer to o->epochs, from its checkpoint if there is one.
@@ -843,8 +839,7 @@ int cmd_tokenize(int argc, char **argv) {
     o.lr = dt.lr; o.wd = dt.weight_decay; o.holdout = 0.2; o.holdout_users = 0;
     o.seed = CLI_SEED_DEFAULT; o.ckpt_every = 10;
     cli_opt opts[] = {
-        {"db", CLI_STR, &o.dbpath, "database file", 0},
-        {"dataset", CLI_STR, &o.dataset, "dataset name (default: the only or latest ingested)", 0},
+        CLI_OPTS_DB(&o.dbpath, &o.dataset),
         {"source", CLI_STR, &o.source, "cf vectors to tokenize: ego (E0, as TokenRec) or mean", 1},
         {"quantizer", CLI_STR, &o.quantizer, "parallel (K encoders, CLEAN) or residual (one encoder, codebook k quantises the residual of those before it: TokenRec's released tokens)", 0},
         {"K", CLI_INT, &o.K, "codebooks = tokens per entity", 1},
@@ -868,9 +863,7 @@ int cmd_tokenize(int argc, char **argv) {
         {"disambiguate", CLI_FLAG, &o.disambiguate, "add a (K+1)-th token so every entity's tokens are unique", 1},
         {"seed", CLI_INT, &o.seed, "random seed (initialisation, masks, dropout, split, k-means: "
          "tokenize's stream of it)", 1},
-        {"threads", CLI_INT, &o.threads, "threads (0: all cores)", 0},
-        {"force", CLI_FLAG, &o.force, "train again even if an up-to-date run exists", 0},
-        {"quiet", CLI_FLAG, &o.quiet, "no progress or summary", 0},
+        CLI_OPTS_RUN(&o.threads, &o.force, &o.quiet),
         {"ckpt-every", CLI_INT, &o.ckpt_every, "checkpoint every N epochs", 0},
         {"stop-after-epochs", CLI_INT, &o.stop_after, "testing: stop as on Ctrl-C after N epochs", 0},
         {"new-users", CLI_FLAG, &o.new_users, "tokenize users without tokens through the current run's frozen tokenizer", 0},

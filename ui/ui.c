@@ -250,11 +250,8 @@ static const char *summary_ui =
 
 int ui_main(int argc, char **argv) {
     const char *dbpath = DB_DEFAULT_PATH, *dataset = NULL;
-    cli_opt opts[] = {
-        {"db", CLI_STR, &dbpath, "database file", 0},
-        {"dataset", CLI_STR, &dataset, "dataset to show (default: the most recently ingested)", 0},
-        CLI_OPT_END};
-    int rc = cli_parse(argc, argv, opts, usage_ui, summary_ui);
+    int rc = cli_parse_db(argc, argv, usage_ui, summary_ui, &dbpath, &dataset,
+                          "dataset to show (default: the most recently ingested)");
     if (rc) return rc > 0 ? 0 : -1;
     setlocale(LC_ALL, "");
 
