@@ -79,10 +79,15 @@ static void DatasetScreen_destroy(Screen *s) {
     free(s);
 }
 
+/* The handlers the main loop calls (Screen.h). */
+static const Screen DatasetScreen_class = {
+    .name = "Dataset", .keys = keys, .help = help, .load = DatasetScreen_load,
+    .draw = DatasetScreen_draw, .onKey = DatasetScreen_onKey, .destroy = DatasetScreen_destroy,
+    .stale = 1,
+};
+
 Screen *DatasetScreen_new(void) {
     DatasetScreen *ds = tr_calloc(1, sizeof *ds);
-    ds->super = (Screen){.name = "Dataset", .keys = keys, .help = help, .load = DatasetScreen_load,
-                         .draw = DatasetScreen_draw, .onKey = DatasetScreen_onKey,
-                         .destroy = DatasetScreen_destroy, .stale = 1};
+    ds->super = DatasetScreen_class;
     return &ds->super;
 }

@@ -233,11 +233,16 @@ static void ItemsScreen_destroy(Screen *s) {
     free(s);
 }
 
+/* The handlers the main loop calls (Screen.h). */
+static const Screen ItemsScreen_class = {
+    .name = "Items", .keys = keys, .help = help, .load = ItemsScreen_load,
+    .draw = ItemsScreen_draw, .onKey = ItemsScreen_onKey, .search = ItemsScreen_search,
+    .destroy = ItemsScreen_destroy, .stale = 1,
+};
+
 Screen *ItemsScreen_new(void) {
     ItemsScreen *is = tr_calloc(1, sizeof *is);
-    is->super = (Screen){.name = "Items", .keys = keys, .help = help, .load = ItemsScreen_load,
-                         .draw = ItemsScreen_draw, .onKey = ItemsScreen_onKey,
-                         .search = ItemsScreen_search, .destroy = ItemsScreen_destroy, .stale = 1};
+    is->super = ItemsScreen_class;
     Panel_init(&is->list, "  iid  pop item", ItemsScreen_listRow, is);
     Panel_init(&is->share, "shares     iid item", ItemsScreen_shareRow, is);
     Panel_init(&is->coll, "tokens       items", ItemsScreen_collRow, is);

@@ -188,12 +188,16 @@ static void PipelineScreen_search(Screen *s, App *a, const char *q) {
 
 static void PipelineScreen_destroy(Screen *s) { free(s); }
 
+/* The handlers the main loop calls (Screen.h). */
+static const Screen PipelineScreen_class = {
+    .name = "Pipeline", .keys = keys, .help = help, .load = PipelineScreen_load,
+    .tick = PipelineScreen_load, .draw = PipelineScreen_draw, .onKey = PipelineScreen_onKey,
+    .search = PipelineScreen_search, .destroy = PipelineScreen_destroy, .stale = 1,
+};
+
 Screen *PipelineScreen_new(void) {
     PipelineScreen *ps = tr_calloc(1, sizeof *ps);
-    ps->super = (Screen){.name = "Pipeline", .keys = keys, .help = help, .load = PipelineScreen_load,
-                         .tick = PipelineScreen_load, .draw = PipelineScreen_draw,
-                         .onKey = PipelineScreen_onKey, .search = PipelineScreen_search,
-                         .destroy = PipelineScreen_destroy, .stale = 1};
+    ps->super = PipelineScreen_class;
     static char header[96];
     snprintf(header, sizeof header, " %-13s%-9s%-23s%-8s%-11s%s", "Stage", "State", "Progress",
              "Elapsed", "ETA", "Message");

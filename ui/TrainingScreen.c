@@ -138,13 +138,16 @@ static void TrainingScreen_destroy(Screen *s) {
     free(ts);
 }
 
+/* The handlers the main loop calls (Screen.h). */
+static const Screen TrainingScreen_class = {
+    .name = "Training", .keys = keys, .help = help, .load = TrainingScreen_load,
+    .tick = TrainingScreen_load, .draw = TrainingScreen_draw, .onKey = TrainingScreen_onKey,
+    .search = TrainingScreen_search, .destroy = TrainingScreen_destroy, .stale = 1,
+};
+
 Screen *TrainingScreen_new(void) {
     TrainingScreen *ts = tr_calloc(1, sizeof *ts);
-    ts->super = (Screen){.name = "Training", .keys = keys, .help = help,
-                         .load = TrainingScreen_load, .tick = TrainingScreen_load,
-                         .draw = TrainingScreen_draw, .onKey = TrainingScreen_onKey,
-                         .search = TrainingScreen_search, .destroy = TrainingScreen_destroy,
-                         .stale = 1};
+    ts->super = TrainingScreen_class;
     Panel_init(&ts->list, "  run stage    status", TrainingScreen_listRow, ts);
     return &ts->super;
 }

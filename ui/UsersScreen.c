@@ -206,11 +206,16 @@ static void UsersScreen_destroy(Screen *s) {
     free(us);
 }
 
+/* The handlers the main loop calls (Screen.h). */
+static const Screen UsersScreen_class = {
+    .name = "Users", .keys = keys, .help = help, .load = UsersScreen_load,
+    .draw = UsersScreen_draw, .onKey = UsersScreen_onKey, .search = UsersScreen_search,
+    .destroy = UsersScreen_destroy, .stale = 1,
+};
+
 Screen *UsersScreen_new(void) {
     UsersScreen *us = tr_calloc(1, sizeof *us);
-    us->super = (Screen){.name = "Users", .keys = keys, .help = help, .load = UsersScreen_load,
-                         .draw = UsersScreen_draw, .onKey = UsersScreen_onKey,
-                         .search = UsersScreen_search, .destroy = UsersScreen_destroy, .stale = 1};
+    us->super = UsersScreen_class;
     Panel_init(&us->list, "  uid orig id        len", UsersScreen_listRow, us);
     Panel_init(&us->hist, " pos    iid split item", UsersScreen_histRow, us);
     Panel_init(&us->recs, "rank    iid     score held  item", UsersScreen_recRow, us);
