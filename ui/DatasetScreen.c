@@ -87,7 +87,6 @@ static const Screen DatasetScreen_class = {
 };
 
 Screen *DatasetScreen_new(void) {
-    DatasetScreen *ds = tr_calloc(1, sizeof *ds);
-    ds->super = DatasetScreen_class;
+    DatasetScreen *ds = Screen_alloc(&DatasetScreen_class, sizeof *ds);
     return &ds->super;
 }

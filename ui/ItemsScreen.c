@@ -241,8 +241,7 @@ static const Screen ItemsScreen_class = {
 };
 
 Screen *ItemsScreen_new(void) {
-    ItemsScreen *is = tr_calloc(1, sizeof *is);
-    is->super = ItemsScreen_class;
+    ItemsScreen *is = Screen_alloc(&ItemsScreen_class, sizeof *is);
     Panel_init(&is->list, "  iid  pop item", ItemsScreen_listRow, is);
     Panel_init(&is->share, "shares     iid item", ItemsScreen_shareRow, is);
     Panel_init(&is->coll, "tokens       items", ItemsScreen_collRow, is);

@@ -196,8 +196,7 @@ static const Screen PipelineScreen_class = {
 };
 
 Screen *PipelineScreen_new(void) {
-    PipelineScreen *ps = tr_calloc(1, sizeof *ps);
-    ps->super = PipelineScreen_class;
+    PipelineScreen *ps = Screen_alloc(&PipelineScreen_class, sizeof *ps);
     static char header[96];
     snprintf(header, sizeof header, " %-13s%-9s%-23s%-8s%-11s%s", "Stage", "State", "Progress",
              "Elapsed", "ETA", "Message");

@@ -3,6 +3,7 @@
  * named Type_verb (PipelineScreen_draw, ...). The state they share is App (App.h). */
 #ifndef TOKENREC_UI_SCREEN_H
 #define TOKENREC_UI_SCREEN_H
+#include <stddef.h>
 #include "App.h"
 #include "FunctionBar.h"
 
@@ -20,6 +21,10 @@ struct Screen {
     void (*destroy)(Screen *s);
     int stale;                          /* load before the next draw */
 };
+
+/* A new screen: size zeroed bytes (a struct whose first member is a Screen), the Screen a
+ * copy of the type's class. */
+void *Screen_alloc(const Screen *cls, size_t size);
 
 Screen *PipelineScreen_new(void);
 Screen *DatasetScreen_new(void);

@@ -146,8 +146,7 @@ static const Screen TrainingScreen_class = {
 };
 
 Screen *TrainingScreen_new(void) {
-    TrainingScreen *ts = tr_calloc(1, sizeof *ts);
-    ts->super = TrainingScreen_class;
+    TrainingScreen *ts = Screen_alloc(&TrainingScreen_class, sizeof *ts);
     Panel_init(&ts->list, "  run stage    status", TrainingScreen_listRow, ts);
     return &ts->super;
 }

@@ -214,8 +214,7 @@ static const Screen UsersScreen_class = {
 };
 
 Screen *UsersScreen_new(void) {
-    UsersScreen *us = tr_calloc(1, sizeof *us);
-    us->super = UsersScreen_class;
+    UsersScreen *us = Screen_alloc(&UsersScreen_class, sizeof *us);
     Panel_init(&us->list, "  uid orig id        len", UsersScreen_listRow, us);
     Panel_init(&us->hist, " pos    iid split item", UsersScreen_histRow, us);
     Panel_init(&us->recs, "rank    iid     score held  item", UsersScreen_recRow, us);
