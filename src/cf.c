@@ -67,61 +67,39 @@ static void model_eval(cf_model *M, const cf_data *d, const float *e0, int split
 static int save_ckpt(stage_run *run, const cf_state *s, const cf_model *M, const uint32_t *order,
                      int64_t n_order) {
     size_t fb = M->m * sizeof(float);
-    if (stage_ckpt_begin(run) != 0 ||
-        stage_ckpt_put(run, "state", s->step, s, sizeof *s) != 0 ||
-        stage_ckpt_put(run, "e0", s->step, M->e0, fb) != 0 ||
-        stage_ckpt_put(run, "adam_m", s->step, M->adam_m, fb) != 0 ||
-        stage_ckpt_put(run, "adam_v", s->step, M->adam_v, fb) != 0 ||
-        stage_ckpt_put(run, "best", s->step, M->best, fb) != 0 ||
-        stage_ckpt_put(run, "order", s->step, order, (size_t)n_order * sizeof *order) != 0) {
-        db_rollback(run->db);
-        return -1;
-    }
-    return stage_ckpt_commit(run);
+    const stage_blob b[] = {{"state", s, sizeof *s}, {"e0", M->e0, fb}, {"adam_m", M->adam_m, fb},
+                            {"adam_v", M->adam_v, fb}, {"best", M->best, fb},
+                            {"order", order, (size_t)n_order * sizeof *order}};
+    return stage_ckpt_save(run, s->step, b, 6);
 }
 
-/* Copy a checkpoint blob of exactly n bytes into dst. */
-static int load_blob(stage_run *run, const char *name, void *dst, size_t n) {
-    void *p = NULL;
-    size_t len = 0;
-    int rc = stage_ckpt_get(run, name, &p, &len, NULL);
-    if (rc < 0) return -1;
-    if (rc > 0 || len != n) {
-        free(p);
-        return tr_error("cf: checkpoint '%s' of run %lld is %s (expected %zu bytes); start over "
-                        "with --force", name, (long long)run->id, rc > 0 ? "missing" : "the wrong size", n);
-    }
-    memcpy(dst, p, n);
-    free(p);
-    return 0;
-}
-
+/* Restore a checkpoint: 0, 1 when the run has none yet, -1 when it does not fit. */
 static int load_ckpt(stage_run *run, cf_state *s, cf_model *M, uint32_t *order, int64_t n_order) {
     cf_state t;
-    if (load_blob(run, "state", &t, sizeof t) != 0) return -1;
+    int g = stage_ckpt_read(run, "state", &t, sizeof t);
+    if (g > 0) tr_error_clear();
+    if (g != 0) return g;
     if (t.magic != CF_CKPT_MAGIC || t.dim != (uint32_t)M->C || t.n_nodes != M->g.n ||
         t.n_train != n_order)
         return tr_error("cf: the checkpoint of run %lld does not match this dataset and settings; "
                         "start over with --force", (long long)run->id);
     size_t fb = M->m * sizeof(float);
-    if (load_blob(run, "e0", M->e0, fb) != 0 || load_blob(run, "adam_m", M->adam_m, fb) != 0 ||
-        load_blob(run, "adam_v", M->adam_v, fb) != 0 || load_blob(run, "best", M->best, fb) != 0 ||
-        load_blob(run, "order", order, (size_t)n_order * sizeof *order) != 0)
+    if (stage_ckpt_read(run, "e0", M->e0, fb) != 0 || stage_ckpt_read(run, "adam_m", M->adam_m, fb) != 0 ||
+        stage_ckpt_read(run, "adam_v", M->adam_v, fb) != 0 || stage_ckpt_read(run, "best", M->best, fb) != 0 ||
+        stage_ckpt_read(run, "order", order, (size_t)n_order * sizeof *order) != 0)
         return -1;
     *s = t;
     return 0;
 }
 
-/* The metrics rows of one split: HR and NDCG at 10 and 20, and the users they are over
+/* HR and NDCG at 10 and 20 of a split into run_metrics, and the users they are over
  * (metric 'users', k 0). */
-static int put_cf_metrics(sqlite3 *db, int64_t run, const char *method, const char *split,
-                          const cf_metrics *m) {
-    const char *metric[5] = {"hr", "hr", "ndcg", "ndcg", "users"};
-    int ks[5] = {10, 20, 10, 20, 0};
-    double vals[5] = {m->hr10, m->hr20, m->ndcg10, m->ndcg20, m->n_users};
-    for (int j = 0; j < 5; j++)
-        if (db_put_metric(db, run, method, split, metric[j], ks[j], vals[j]) != 0) return -1;
-    return 0;
+static int put_metrics(stage_run *run, const char *method, const char *split, const cf_metrics *m) {
+    return stage_result(run, method, split, "hr", 10, m->hr10) ||
+           stage_result(run, method, split, "hr", 20, m->hr20) ||
+           stage_result(run, method, split, "ndcg", 10, m->ndcg10) ||
+           stage_result(run, method, split, "ndcg", 20, m->ndcg20) ||
+           stage_result(run, method, split, "users", 0, m->n_users) ? -1 : 0;
 }
 
 /* Write the vectors (user/item x ego/mean) and the metrics rows of the best parameters,
@@ -149,10 +127,8 @@ static int write_outputs(stage_run *run, const cf_data *d, cf_model *M, const ch
                 }
             }
     sqlite3_finalize(st);
-    if (put_cf_metrics(db, run->id, method, "valid", valid) != 0 ||
-        put_cf_metrics(db, run->id, method, "test", test) != 0)
-        return -1;
-    return db_put_metric(db, run->id, method, "train", "best_epoch", 0, (double)best_epoch);
+    return put_metrics(run, method, "valid", valid) || put_metrics(run, method, "test", test) ||
+           stage_result(run, method, "train", "best_epoch", 0, (double)best_epoch) ? -1 : 0;
 }
 
 /* Fill a batch of triples (node ids) from the epoch's order (pairs sampler) or by drawing
@@ -245,7 +221,235 @@ static int write_holdout(stage_run *run, const cf_data *full, const uint8_t *hel
         if (db_step_done(db, st) != 0) { sqlite3_finalize(st); return -1; }
     }
     sqlite3_finalize(st);
-    return put_cf_metrics(db, run->id, method, "test_unseen", out);
+    return put_metrics(run, method, "test_unseen", out);
+}
+
+/* What training works with: the options and data, the model, the state a checkpoint holds,
+ * the epoch's triple order, the users with train items, and one batch's buffers. */
+typedef struct {
+    stage_run     *run;
+    const cf_opts *o;
+    const cf_data *d;
+    cf_model       M;
+    cf_state       s;
+    uint32_t      *order;
+    int64_t        n_order;
+    int32_t       *active, n_active;
+    int32_t       *bu, *bp, *bn;
+    float         *scratch;
+    adamw_cfg      adam;
+    double         t_train, t_eval, last_ckpt;
+} cf_trainer;
+
+static void trainer_free(cf_trainer *t) {
+    model_free(&t->M);
+    free(t->order); free(t->active); free(t->bu); free(t->bp); free(t->bn); free(t->scratch);
+}
+
+/* The graph, the model's buffers, the users with train items, and the batch buffers. */
+static int trainer_init(cf_trainer *t, stage_run *run, const cf_opts *o, const cf_data *d) {
+    memset(t, 0, sizeof *t);
+    t->run = run;
+    t->o = o;
+    t->d = d;
+    cf_model *M = &t->M;
+    if (cf_graph_build(&M->g, d) != 0) return -1;
+    M->C = o->dim;
+    M->L = !strcmp(o->model, "mf") ? 0 : o->layers;
+    M->m = (size_t)M->g.n * M->C;
+    size_t fb = M->m * sizeof(float);
+    M->e0 = tr_malloc(fb); M->adam_m = tr_calloc(M->m, sizeof(float));
+    M->adam_v = tr_calloc(M->m, sizeof(float)); M->grad = tr_malloc(fb);
+    M->mean = tr_malloc(fb); M->t0 = tr_malloc(fb); M->t1 = tr_malloc(fb); M->best = tr_malloc(fb);
+    t->n_order = d->n_train;
+    t->order = tr_malloc(((size_t)t->n_order + 1) * sizeof *t->order);
+    t->active = tr_malloc(((size_t)d->n_users + 1) * sizeof *t->active);
+    for (int32_t u = 0; u < d->n_users; u++)
+        if (d->off[u + 1] > d->off[u]) t->active[t->n_active++] = u;
+    if (t->n_order == 0 || t->n_active == 0)
+        return tr_error("cf: %s has no train interactions; expected users with at least 3 interactions",
+                        run->dataset);
+    int B = o->batch;
+    t->bu = tr_malloc((size_t)B * sizeof *t->bu); t->bp = tr_malloc((size_t)B * sizeof *t->bp);
+    t->bn = tr_malloc((size_t)B * sizeof *t->bn);
+    t->scratch = tr_malloc((size_t)3 * B * sizeof *t->scratch);
+    t->adam = adamw_default((float)o->lr);
+    t->adam.weight_decay = 0;   /* plain Adam: the L2 term is part of the loss */
+    return 0;
+}
+
+/* The state to start from: the checkpoint of a resumed run, else a fresh initialisation. */
+static int trainer_start(cf_trainer *t) {
+    cf_state *s = &t->s;
+    cf_model *M = &t->M;
+    memset(s, 0, sizeof *s);
+    if (t->run->resumed) {
+        int g = load_ckpt(t->run, s, M, t->order, t->n_order);
+        if (g <= 0) return g;
+    }
+    s->magic = CF_CKPT_MAGIC;
+    s->dim = (uint32_t)M->C;
+    s->n_nodes = M->g.n;
+    s->n_train = t->n_order;
+    s->best_score = -1;
+    s->last_hr20 = -1;
+    s->last_loss = NAN;
+    rng_seed(&s->rng, rng_stream((uint64_t)(int64_t)t->o->seed, "cf"));
+    for (size_t k = 0; k < M->m; k++) M->e0[k] = (float)t->o->init_std * rng_normal(&s->rng);
+    memcpy(M->best, M->e0, M->m * sizeof(float));
+    for (int64_t k = 0; k < t->n_order; k++) t->order[k] = (uint32_t)k;
+    return 0;
+}
+
+/* A stop was asked for: Ctrl-C, or --stop-after-steps reached. */
+static int stop_asked(const cf_trainer *t) {
+    return stage_should_stop() || (t->o->stop_after > 0 && t->s.step >= t->o->stop_after);
+}
+
+/* One Adam step on a batch of nb triples: propagate, BPR loss, back-propagate. */
+static float train_step(cf_trainer *t, int nb) {
+    cf_model *M = &t->M;
+    size_t fb = M->m * sizeof(float);
+    make_batch(t->d, t->o, &t->s, t->order, t->active, t->n_active, nb, t->bu, t->bp, t->bn);
+    /* forward: mean = propagate(e0); loss on the batch rows */
+    cf_propagate_forward(M->mean, &M->g, M->e0, M->C, M->L, M->t0, M->t1);
+    memset(M->grad, 0, fb);
+    memset(M->t0, 0, fb);
+    float loss = cf_bpr_forward_backward(M->mean, M->e0, t->bu, t->bp, t->bn, nb, M->C,
+                                         (float)t->o->decay, M->t0, M->grad, t->scratch, NULL);
+    /* backward: grad += propagateᵀ(dmean), then one Adam step on every row */
+    cf_propagate_backward(M->grad, &M->g, M->t0, M->C, M->L, M->t1);
+    t->s.step++;
+    adamw_update(&t->adam, M->e0, M->grad, M->adam_m, M->adam_v, M->m, (long)t->s.step);
+    return loss;
+}
+
+/* The rest of the current epoch, checkpointing every CF_CKPT_SECONDS and on a stop.
+ * Returns 0 at the epoch's end, 130 when stopped, -1 on error. */
+static int train_epoch(cf_trainer *t) {
+    const cf_opts *o = t->o;
+    cf_state *s = &t->s;
+    double tb = tr_monotonic(), frac_per_triple = 1.0 / ((double)o->epochs * (double)t->n_order);
+    char hrbuf[32];
+    if (s->pos == 0 && o->sampler[0] == 'p') rng_shuffle_u32(&s->rng, t->order, (size_t)t->n_order);
+    while (s->pos < t->n_order) {
+        int nb = (int)(t->n_order - s->pos < o->batch ? t->n_order - s->pos : o->batch);
+        float loss = train_step(t, nb);
+        s->loss_sum += loss;
+        s->loss_batches++;
+        s->pos += nb;
+        stage_progress(t->run, (double)(s->epoch * t->n_order + s->pos) * frac_per_triple,
+                       "epoch %lld/%d loss %.4f valid HR@20 %s", (long long)s->epoch + 1,
+                       o->epochs, s->loss_sum / s->loss_batches, fmt_hr(hrbuf, s->last_hr20));
+        int stop = stop_asked(t);
+        if (stop || tr_monotonic() - t->last_ckpt > CF_CKPT_SECONDS) {
+            if (s->pos >= t->n_order) break;        /* the epoch's end checkpoints */
+            if (save_ckpt(t->run, s, &t->M, t->order, t->n_order) != 0) return -1;
+            t->last_ckpt = tr_monotonic();
+            if (stop) { stage_stopped(t->run); return 130; }
+        }
+    }
+    t->t_train += tr_monotonic() - tb;
+    return 0;
+}
+
+/* Validate the current parameters; keep them as the best when the selection metric rose. */
+static int validate(cf_trainer *t) {
+    cf_state *s = &t->s;
+    double te = tr_monotonic();
+    cf_metrics v;
+    model_eval(&t->M, t->d, t->M.e0, 1, &v);
+    t->t_eval += tr_monotonic() - te;
+    s->last_hr20 = v.hr20;
+    double score = !strcmp(t->o->select, "hr20") ? v.hr20 : v.ndcg20;
+    if (score > s->best_score) {
+        s->best_score = score;
+        s->best_epoch = s->epoch;
+        s->bad_evals = 0;
+        s->best[0] = v.hr10; s->best[1] = v.hr20; s->best[2] = v.ndcg10; s->best[3] = v.ndcg20;
+        memcpy(t->M.best, t->M.e0, t->M.m * sizeof(float));
+    } else {
+        s->bad_evals++;
+    }
+    if (stage_metric(t->run, s->epoch, "valid_hr10", v.hr10) != 0 ||
+        stage_metric(t->run, s->epoch, "valid_hr20", v.hr20) != 0 ||
+        stage_metric(t->run, s->epoch, "valid_ndcg10", v.ndcg10) != 0 ||
+        stage_metric(t->run, s->epoch, "valid_ndcg20", v.ndcg20) != 0)
+        return -1;
+    if (!t->o->quiet && !isatty(2))
+        fprintf(stderr, "[cf] epoch %lld loss %.4f valid HR@10 %.4f HR@20 %.4f NDCG@20 %.4f%s\n",
+                (long long)s->epoch, s->last_loss, v.hr10, v.hr20, v.ndcg20, s->bad_evals ? "" : " (best)");
+    return 0;
+}
+
+/* After an epoch: its loss, a validation with a checkpoint every --eval-every epochs, and a
+ * stop when asked (after a checkpoint). Returns 0, 130 when stopped, or -1. */
+static int end_epoch(cf_trainer *t) {
+    const cf_opts *o = t->o;
+    cf_state *s = &t->s;
+    s->epoch++;
+    s->pos = 0;
+    s->last_loss = s->loss_sum / (s->loss_batches ? s->loss_batches : 1);
+    s->loss_sum = 0;
+    s->loss_batches = 0;
+    if (stage_metric(t->run, s->epoch, "loss", s->last_loss) != 0) return -1;
+    int evaluated = s->epoch % o->eval_every == 0 || s->epoch == o->epochs;
+    if (evaluated) {
+        if (validate(t) != 0 || save_ckpt(t->run, s, &t->M, t->order, t->n_order) != 0) return -1;
+        t->last_ckpt = tr_monotonic();
+    }
+    char hrbuf[32];
+    stage_progress(t->run, (double)s->epoch / o->epochs, "epoch %lld/%d loss %.4f valid HR@20 %s",
+                   (long long)s->epoch, o->epochs, s->last_loss, fmt_hr(hrbuf, s->last_hr20));
+    if (!stop_asked(t)) return 0;
+    if (!evaluated && save_ckpt(t->run, s, &t->M, t->order, t->n_order) != 0) return -1;
+    stage_stopped(t->run);
+    return 130;
+}
+
+/* The summary of a finished run on stdout. */
+static void print_summary(const cf_trainer *t, int64_t epoch0, int64_t steps0, double secs,
+                          const cf_metrics *valid, const cf_metrics *test, const cf_metrics *unseen) {
+    const cf_opts *o = t->o;
+    const cf_state *s = &t->s;
+    int64_t ep = s->epoch - epoch0;
+    printf("cf %s on %s: %d users, %d items, %lld train pairs, dim %d, layers %d, %d threads\n",
+           o->model, t->run->dataset, t->d->n_users, t->d->n_items, (long long)t->d->n_train, t->M.C,
+           t->M.L, nn_threads());
+    printf("epochs %lld (%lld in this process, %lld steps), best epoch %lld by valid %s, %s\n",
+           (long long)s->epoch, (long long)ep, (long long)(s->step - steps0), (long long)s->best_epoch,
+           o->select, s->epoch < o->epochs ? "stopped early (patience)" : "ran all epochs");
+    printf("time %.2fs: train %.2fs (%.4f s/epoch), eval %.2fs; peak RSS %.1f MiB\n", secs,
+           t->t_train, ep ? t->t_train / ep : 0.0, t->t_eval, tr_peak_rss_kib() / 1024.0);
+    printf("valid HR@10 %.4f HR@20 %.4f NDCG@10 %.4f NDCG@20 %.4f (%d users)\n", valid->hr10,
+           valid->hr20, valid->ndcg10, valid->ndcg20, valid->n_users);
+    printf("test  HR@10 %.4f HR@20 %.4f NDCG@10 %.4f NDCG@20 %.4f (%d users)\n", test->hr10,
+           test->hr20, test->ndcg10, test->ndcg20, test->n_users);
+    if (unseen)
+        printf("test  HR@10 %.4f HR@20 %.4f NDCG@10 %.4f NDCG@20 %.4f (%d held-out users, folded in "
+               "from their train items)\n", unseen->hr10, unseen->hr20, unseen->ndcg10, unseen->ndcg20,
+               unseen->n_users);
+    fflush(stdout);
+}
+
+/* The best parameters: their propagated vectors, valid and test metrics (and the held-out
+ * users' folded-in vectors and metrics), all written in the final transaction. */
+static int finish(cf_trainer *t, const cf_data *full, const uint8_t *held, cf_metrics *valid,
+                  cf_metrics *test, cf_metrics *unseen) {
+    cf_model *M = &t->M;
+    double te = tr_monotonic();
+    model_eval(M, t->d, M->best, 2, test);
+    model_eval(M, t->d, M->best, 1, valid);       /* leaves M->mean = propagate(best) */
+    t->t_eval += tr_monotonic() - te;
+    if (held) {
+        unseen_fold_in(full, t->d, held, M->best, M->C);     /* ego rows */
+        unseen_fold_in(full, t->d, held, M->mean, M->C);     /* propagated rows */
+    }
+    if (stage_finish_begin(t->run) != 0 ||
+        write_outputs(t->run, t->d, M, t->o->model, valid, test, t->s.best_epoch) != 0 ||
+        (held && write_holdout(t->run, full, held, M, t->o->model, unseen) != 0))
+        return -1;
+    return stage_finish_commit(t->run);
 }
 
 /* Train and write; the part after stage_begin. Returns 0, 130 (stopped) or -1. d is the
@@ -253,207 +457,52 @@ static int write_holdout(stage_run *run, const cf_data *full, const uint8_t *hel
  * which they are folded in from after training. */
 static int cf_train(stage_run *run, const cf_opts *o, const cf_data *d, const cf_data *full,
                     const uint8_t *held) {
-    int is_mf = !strcmp(o->model, "mf");
-    cf_model M;
-    memset(&M, 0, sizeof M);
-    uint32_t *order = NULL;
-    int32_t *active = NULL, *bu = NULL, *bp = NULL, *bn = NULL;
-    float *scratch = NULL;
-    int rc = -1;
-    if (cf_graph_build(&M.g, d) != 0) goto out;
-    M.C = o->dim;
-    M.L = is_mf ? 0 : o->layers;
-    M.m = (size_t)M.g.n * M.C;
-    size_t fb = M.m * sizeof(float);
-    M.e0 = tr_malloc(fb); M.adam_m = tr_calloc(M.m, sizeof(float));
-    M.adam_v = tr_calloc(M.m, sizeof(float)); M.grad = tr_malloc(fb);
-    M.mean = tr_malloc(fb); M.t0 = tr_malloc(fb); M.t1 = tr_malloc(fb); M.best = tr_malloc(fb);
-    int64_t n_order = d->n_train;
-    order = tr_malloc(((size_t)n_order + 1) * sizeof *order);
-    active = tr_malloc(((size_t)d->n_users + 1) * sizeof *active);
-    int32_t n_active = 0;
-    for (int32_t u = 0; u < d->n_users; u++)
-        if (d->off[u + 1] > d->off[u]) active[n_active++] = u;
-    if (n_order == 0 || n_active == 0) {
-        tr_error("cf: %s has no train interactions; expected users with at least 3 interactions",
-                 run->dataset);
-        goto out;
+    cf_trainer t;
+    int rc = trainer_init(&t, run, o, d);
+    if (!rc) rc = trainer_start(&t);
+    double t_start = tr_monotonic();
+    t.last_ckpt = t_start;
+    int64_t epoch0 = t.s.epoch, steps0 = t.s.step;
+    while (!rc && t.s.epoch < o->epochs && (o->patience <= 0 || t.s.bad_evals < o->patience)) {
+        rc = train_epoch(&t);
+        if (!rc) rc = end_epoch(&t);
     }
-    int B = o->batch;
-    bu = tr_malloc((size_t)B * sizeof *bu); bp = tr_malloc((size_t)B * sizeof *bp);
-    bn = tr_malloc((size_t)B * sizeof *bn);
-    scratch = tr_malloc((size_t)3 * B * sizeof *scratch);
+    cf_metrics valid, test, unseen = {0};
+    if (!rc) rc = finish(&t, full, held, &valid, &test, &unseen);
+    if (!rc && !o->quiet)
+        print_summary(&t, epoch0, steps0, tr_monotonic() - t_start, &valid, &test, held ? &unseen : NULL);
+    if (rc < 0) stage_fail_err(run);
+    trainer_free(&t);
+    return rc;
+}
 
-    cf_state s;
-    memset(&s, 0, sizeof s);
-    int have_ckpt = 0;
-    if (run->resumed) {
-        void *probe = NULL;
-        int g = stage_ckpt_get(run, "state", &probe, NULL, NULL);
-        free(probe);
-        if (g < 0) goto out;
-        have_ckpt = g == 0;
-    }
-    if (have_ckpt) {
-        if (load_ckpt(run, &s, &M, order, n_order) != 0) goto out;
+/* cf --holdout-users: pick the held-out users by --seed, train without them, fold them in. */
+static int cf_train_holdout(stage_run *run, const cf_opts *o, const cf_data *d) {
+    uint8_t *held = tr_malloc((size_t)d->n_users + 1);
+    int nh = unseen_pick(d->n_users, o->holdout_users, (uint64_t)(int64_t)o->seed, held);
+    cf_data dt;
+    int rc;
+    if (nh <= 0) tr_error("cf: --holdout-users %g of %d users holds out none; expected at least %g",
+                          o->holdout_users, d->n_users, 1.0 / d->n_users);
+    if (nh <= 0 || unseen_cf_drop(d, held, &dt) != 0) {
+        rc = stage_fail_err(run);
     } else {
-        s.magic = CF_CKPT_MAGIC;
-        s.dim = (uint32_t)M.C;
-        s.n_nodes = M.g.n;
-        s.n_train = n_order;
-        s.best_score = -1;
-        s.last_hr20 = -1;
-        s.last_loss = NAN;
-        rng_seed(&s.rng, (uint64_t)(int64_t)o->seed);
-        for (size_t k = 0; k < M.m; k++) M.e0[k] = (float)o->init_std * rng_normal(&s.rng);
-        memcpy(M.best, M.e0, fb);
-        for (int64_t k = 0; k < n_order; k++) order[k] = (uint32_t)k;
+        if (!o->quiet)
+            fprintf(stderr, "[cf] %d of %d users held out of training (unseen-user test)\n", nh, d->n_users);
+        rc = cf_train(run, o, &dt, d, held);
+        cf_data_free(&dt);
     }
-
-    adamw_cfg adam = adamw_default((float)o->lr);
-    adam.weight_decay = 0;      /* plain Adam: the L2 term is part of the loss */
-    int select_hr = !strcmp(o->select, "hr20");
-    double t_start = tr_monotonic(), t_train = 0, t_eval = 0, last_ckpt = t_start;
-    int64_t epoch0 = s.epoch, steps0 = s.step;
-    double frac_per_triple = 1.0 / ((double)o->epochs * (double)n_order);
-    char hrbuf[32];
-
-    while (s.epoch < o->epochs && (o->patience <= 0 || s.bad_evals < o->patience)) {
-        double tb = tr_monotonic();
-        if (s.pos == 0 && o->sampler[0] == 'p') rng_shuffle_u32(&s.rng, order, (size_t)n_order);
-        while (s.pos < n_order) {
-            int nb = (int)(n_order - s.pos < B ? n_order - s.pos : B);
-            make_batch(d, o, &s, order, active, n_active, nb, bu, bp, bn);
-            /* forward: mean = propagate(e0); loss on the batch rows */
-            cf_propagate_forward(M.mean, &M.g, M.e0, M.C, M.L, M.t0, M.t1);
-            memset(M.grad, 0, fb);
-            memset(M.t0, 0, fb);
-            float loss = cf_bpr_forward_backward(M.mean, M.e0, bu, bp, bn, nb, M.C,
-                                                 (float)o->decay, M.t0, M.grad, scratch, NULL);
-            /* backward: grad += propagateᵀ(dmean), then one Adam step on every row */
-            cf_propagate_backward(M.grad, &M.g, M.t0, M.C, M.L, M.t1);
-            s.step++;
-            adamw_update(&adam, M.e0, M.grad, M.adam_m, M.adam_v, M.m, (long)s.step);
-            s.loss_sum += loss;
-            s.loss_batches++;
-            s.pos += nb;
-            stage_progress(run, (double)(s.epoch * n_order + s.pos) * frac_per_triple,
-                           "epoch %lld/%d loss %.4f valid HR@20 %s", (long long)s.epoch + 1,
-                           o->epochs, s.loss_sum / s.loss_batches, fmt_hr(hrbuf, s.last_hr20));
-            int stop = stage_should_stop() || (o->stop_after > 0 && s.step >= o->stop_after);
-            if (stop || tr_monotonic() - last_ckpt > CF_CKPT_SECONDS) {
-                if (s.pos >= n_order) break;        /* the epoch's end checkpoints below */
-                if (save_ckpt(run, &s, &M, order, n_order) != 0) goto out;
-                last_ckpt = tr_monotonic();
-                if (stop) { stage_stopped(run); rc = 130; goto out; }
-            }
-        }
-        t_train += tr_monotonic() - tb;
-        s.epoch++;
-        s.pos = 0;
-        s.last_loss = s.loss_sum / (s.loss_batches ? s.loss_batches : 1);
-        s.loss_sum = 0;
-        s.loss_batches = 0;
-        if (stage_metric(run, s.epoch, "loss", s.last_loss) != 0) goto out;
-        int evaluated = 0;
-        if (s.epoch % o->eval_every == 0 || s.epoch == o->epochs) {
-            double te = tr_monotonic();
-            cf_metrics v;
-            model_eval(&M, d, M.e0, 1, &v);
-            t_eval += tr_monotonic() - te;
-            s.last_hr20 = v.hr20;
-            double score = select_hr ? v.hr20 : v.ndcg20;
-            if (score > s.best_score) {
-                s.best_score = score;
-                s.best_epoch = s.epoch;
-                s.bad_evals = 0;
-                s.best[0] = v.hr10; s.best[1] = v.hr20; s.best[2] = v.ndcg10; s.best[3] = v.ndcg20;
-                memcpy(M.best, M.e0, fb);
-            } else {
-                s.bad_evals++;
-            }
-            if (stage_metric(run, s.epoch, "valid_hr10", v.hr10) != 0 ||
-                stage_metric(run, s.epoch, "valid_hr20", v.hr20) != 0 ||
-                stage_metric(run, s.epoch, "valid_ndcg10", v.ndcg10) != 0 ||
-                stage_metric(run, s.epoch, "valid_ndcg20", v.ndcg20) != 0)
-                goto out;
-            if (!o->quiet && !isatty(2))
-                fprintf(stderr, "[cf] epoch %lld loss %.4f valid HR@10 %.4f HR@20 %.4f NDCG@20 %.4f%s\n",
-                        (long long)s.epoch, s.last_loss, v.hr10, v.hr20, v.ndcg20,
-                        s.bad_evals ? "" : " (best)");
-            if (save_ckpt(run, &s, &M, order, n_order) != 0) goto out;
-            last_ckpt = tr_monotonic();
-            evaluated = 1;
-        }
-        stage_progress(run, (double)s.epoch / o->epochs, "epoch %lld/%d loss %.4f valid HR@20 %s",
-                       (long long)s.epoch, o->epochs, s.last_loss, fmt_hr(hrbuf, s.last_hr20));
-        if (stage_should_stop() || (o->stop_after > 0 && s.step >= o->stop_after)) {
-            if (!evaluated && save_ckpt(run, &s, &M, order, n_order) != 0) goto out;
-            stage_stopped(run);
-            rc = 130;
-            goto out;
-        }
-    }
-
-    /* The best parameters: their propagated vectors, valid and test metrics, all written
-     * in the final transaction. */
-    cf_metrics valid, test;
-    double te = tr_monotonic();
-    model_eval(&M, d, M.best, 2, &test);
-    model_eval(&M, d, M.best, 1, &valid);       /* leaves M.mean = propagate(best) */
-    t_eval += tr_monotonic() - te;
-    cf_metrics unseen = {0};
-    if (held) {
-        unseen_fold_in(full, d, held, M.best, M.C);     /* ego rows */
-        unseen_fold_in(full, d, held, M.mean, M.C);     /* propagated rows */
-    }
-    if (stage_finish_begin(run) != 0) goto out;
-    if (write_outputs(run, d, &M, o->model, &valid, &test, s.best_epoch) != 0) goto out;
-    if (held && write_holdout(run, full, held, &M, o->model, &unseen) != 0) goto out;
-    if (stage_finish_commit(run) != 0) goto out;
-    if (!o->quiet) {
-        int64_t ep = s.epoch - epoch0;
-        printf("cf %s on %s: %d users, %d items, %lld train pairs, dim %d, layers %d, %d threads\n",
-               o->model, run->dataset, d->n_users, d->n_items, (long long)d->n_train, M.C, M.L,
-               nn_threads());
-        printf("epochs %lld (%lld in this process, %lld steps), best epoch %lld by valid %s, %s\n",
-               (long long)s.epoch, (long long)ep, (long long)(s.step - steps0),
-               (long long)s.best_epoch, o->select,
-               s.epoch < o->epochs ? "stopped early (patience)" : "ran all epochs");
-        printf("time %.2fs: train %.2fs (%.4f s/epoch), eval %.2fs; peak RSS %.1f MiB\n",
-               tr_monotonic() - t_start, t_train, ep ? t_train / ep : 0.0, t_eval,
-               tr_peak_rss_kib() / 1024.0);
-        printf("valid HR@10 %.4f HR@20 %.4f NDCG@10 %.4f NDCG@20 %.4f (%d users)\n", valid.hr10,
-               valid.hr20, valid.ndcg10, valid.ndcg20, valid.n_users);
-        printf("test  HR@10 %.4f HR@20 %.4f NDCG@10 %.4f NDCG@20 %.4f (%d users)\n", test.hr10,
-               test.hr20, test.ndcg10, test.ndcg20, test.n_users);
-        if (held)
-            printf("test  HR@10 %.4f HR@20 %.4f NDCG@10 %.4f NDCG@20 %.4f (%d held-out users, folded in "
-                   "from their train items)\n", unseen.hr10, unseen.hr20, unseen.ndcg10, unseen.ndcg20,
-                   unseen.n_users);
-        fflush(stdout);
-    }
-    rc = 0;
-out:
-    if (rc < 0) {
-        char msg[1024];
-        snprintf(msg, sizeof msg, "%s", tr_errmsg());
-        stage_fail(run, msg);
-        tr_error("%s", msg);
-    }
-    model_free(&M);
-    free(order); free(active); free(bu); free(bp); free(bn); free(scratch);
+    free(held);
     return rc;
 }
 
 int cmd_cf(int argc, char **argv) {
     cf_opts o = {.dbpath = DB_DEFAULT_PATH, .dataset = NULL, .model = "lightgcn",
                  .sampler = "users", .select = "ndcg20", .dim = 64, .layers = 3, .batch = 2048,
-                 .epochs = 1000, .eval_every = 5, .patience = 20, .seed = 2020, .threads = 0,
+                 .epochs = 1000, .eval_every = 5, .patience = 20, .seed = CLI_SEED_DEFAULT, .threads = 0,
                  .lr = 1e-3, .decay = 1e-4, .init_std = 0.1};
     cli_opt opts[] = {
-        {"db", CLI_STR, &o.dbpath, "database file", 0},
-        {"dataset", CLI_STR, &o.dataset, "dataset name (default: the only or latest ingested)", 0},
+        CLI_OPTS_DB(&o.dbpath, &o.dataset),
         {"model", CLI_STR, &o.model, "lightgcn or mf (no propagation)", 1},
         {"dim", CLI_INT, &o.dim, "embedding dimension", 1},
         {"layers", CLI_INT, &o.layers, "LightGCN propagation layers (ignored for mf)", 1},
@@ -468,10 +517,9 @@ int cmd_cf(int argc, char **argv) {
         {"select", CLI_STR, &o.select, "keep the checkpoint with the best valid ndcg20 or hr20", 1},
         {"holdout-users", CLI_FLOAT, &o.holdout_users, "fraction of users (by --seed) held out of training for "
          "the unseen-user test (evaluate --unseen); their vectors are folded in from their train items", 0},
-        {"seed", CLI_INT, &o.seed, "random seed (initialisation, order, negatives)", 1},
-        {"threads", CLI_INT, &o.threads, "threads (0: all cores); results do not depend on it", 0},
-        {"force", CLI_FLAG, &o.force, "train again even if an up-to-date run exists", 0},
-        {"quiet", CLI_FLAG, &o.quiet, "no progress or summary", 0},
+        {"seed", CLI_INT, &o.seed, "random seed (initialisation, order, negatives: cf's stream of it; the "
+         "held-out users: their own)", 1},
+        CLI_OPTS_RUN(&o.threads, &o.force, &o.quiet),
         {"stop-after-steps", CLI_INT, &o.stop_after, "testing: stop as on Ctrl-C after N steps", 0},
         CLI_OPT_END};
     int rc = cli_parse(argc, argv, opts, usage_cf, summary_cf);
@@ -479,61 +527,18 @@ int cmd_cf(int argc, char **argv) {
     if (check_opts(&o) != 0) return -1;
     nn_set_threads(o.threads);
 
-    sqlite3 *db = db_open(o.dbpath, 0);
-    if (!db) return -1;
-    char dsbuf[128];
-    if (!o.dataset && !(o.dataset = db_default_dataset(db, dsbuf, sizeof dsbuf))) {
-        db_close(db);
-        return -1;
-    }
-    cf_data d;
-    memset(&d, 0, sizeof d);
-    char *pj = cli_params_json(opts);
+    stage_cmd c;
+    if (stage_cmd_open(&c, o.dbpath, o.dataset) != 0) return -1;
+    char *pj = CLI_SEED_STREAM(cli_params_json(opts), "cf");
     if (o.holdout_users > 0)      /* a param only when set: runs without it keep their fingerprint */
         pj = cli_json_append(pj, "\"holdout-users\":%.9g", o.holdout_users);
-    stage_run run;
-    int b = stage_begin(&run, db, "cf", o.dataset, pj, "ingest", o.force);
-    free(pj);
-    if (b == STAGE_UP_TO_DATE) {
-        if (!o.quiet)
-            fprintf(stderr, "[cf] %s is up to date (run %lld); use --force to train again\n",
-                    o.dataset, (long long)run.id);
-        rc = 0;
-    } else if (b < 0) {
-        rc = -1;
-    } else {
-        stage_log_start(&run, o.quiet);
-        if (cf_data_load(db, o.dataset, &d) != 0) {
-            char msg[1024];
-            snprintf(msg, sizeof msg, "%s", tr_errmsg());
-            stage_fail(&run, msg);
-            tr_error("%s", msg);
-            rc = -1;
-        } else if (o.holdout_users > 0) {
-            uint8_t *held = tr_malloc((size_t)d.n_users + 1);
-            int nh = unseen_pick(d.n_users, o.holdout_users, (uint64_t)(int64_t)o.seed, held);
-            cf_data dt;
-            if (nh <= 0) tr_error("cf: --holdout-users %g of %d users holds out none; expected at least %g",
-                                  o.holdout_users, d.n_users, 1.0 / d.n_users);
-            if (nh <= 0 || unseen_cf_drop(&d, held, &dt) != 0) {
-                char msg[1024];
-                snprintf(msg, sizeof msg, "%s", tr_errmsg());
-                stage_fail(&run, msg);
-                tr_error("%s", msg);
-                rc = -1;
-            } else {
-                if (!o.quiet)
-                    fprintf(stderr, "[cf] %d of %d users held out of training (unseen-user test)\n",
-                            nh, d.n_users);
-                rc = cf_train(&run, &o, &dt, &d, held);
-                cf_data_free(&dt);
-            }
-            free(held);
-        } else {
-            rc = cf_train(&run, &o, &d, &d, NULL);
-        }
-    }
+    int b = stage_cmd_begin(&c, "cf", pj, NULL, o.force, o.quiet, NULL);
+    if (b != 0) return stage_cmd_close(&c, b == STAGE_UP_TO_DATE ? 0 : -1);
+    cf_data d;
+    memset(&d, 0, sizeof d);
+    if (cf_data_load(c.db, c.dataset, &d) != 0) rc = stage_fail_err(&c.run);
+    else if (o.holdout_users > 0) rc = cf_train_holdout(&c.run, &o, &d);
+    else rc = cf_train(&c.run, &o, &d, &d, NULL);
     cf_data_free(&d);
-    db_close(db);
-    return rc;
+    return stage_cmd_close(&c, rc);
 }

@@ -80,6 +80,15 @@ int cli_parse(int argc, char **argv, const cli_opt *opts, const char *usage,
     return 0;
 }
 
+int cli_parse_db(int argc, char **argv, const char *usage, const char *summary, const char **db,
+                 const char **dataset, const char *dataset_help) {
+    cli_opt opts[] = {
+        {"db", CLI_STR, db, "database file", 0},
+        {"dataset", CLI_STR, dataset, dataset_help, 0},
+        CLI_OPT_END};
+    return cli_parse(argc, argv, opts, usage, summary);
+}
+
 void cli_help(FILE *f, const char *usage, const char *summary, const cli_opt *opts) {
     fprintf(f, "usage: %s\n\n%s\n\noptions:\n", usage, summary);
     for (const cli_opt *o = opts; o->name; o++) {

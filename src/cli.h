@@ -17,11 +17,32 @@ typedef struct {
 
 #define CLI_OPT_END { NULL, CLI_END, NULL, NULL, 0 }
 
+/* The rows every stage command's table has; none is a parameter of the run, so where they
+ * stand in a table does not change its params JSON. */
+#define CLI_OPTS_DB(db, dataset) \
+    {"db", CLI_STR, (db), "database file", 0}, \
+    {"dataset", CLI_STR, (dataset), "dataset (default: the only or the latest ingested)", 0}
+#define CLI_OPTS_RUN(threads, force, quiet) \
+    {"threads", CLI_INT, (threads), "threads (0: all cores)", 0}, \
+    {"force", CLI_FLAG, (force), "run again even if an up-to-date run exists", 0}, \
+    {"quiet", CLI_FLAG, (quiet), "no progress lines or summary", 0}
+
+/* The one --seed default of every stage and of `tokenrec run`. Each stage draws from its own
+ * streams of the seed (rng_stream), so one seed never gives two stages the same draws. */
+#define CLI_SEED_DEFAULT 42
+/* A stage's params marker that its streams are the named stream of --seed (cf, tokenize):
+ * runs made when those stages seeded from --seed directly keep other fingerprints. */
+#define CLI_SEED_STREAM(json, stage) cli_json_append((json), "\"seed-stream\":\"%s\"", (stage))
+
 /* Parse argv[1..argc-1] against opts (argv[0] is the subcommand name).
  * Accepts --name value, --name=value, and --name for flags; -h and --help print help.
  * Returns 0 on success, 1 if help was printed, -1 on error (message in tr_errmsg()). */
 int  cli_parse(int argc, char **argv, const cli_opt *opts, const char *usage,
                const char *summary);
+/* cli_parse for a command whose only options are --db and --dataset (info, ui); dataset_help
+ * says what its --dataset picks. */
+int  cli_parse_db(int argc, char **argv, const char *usage, const char *summary, const char **db,
+                  const char **dataset, const char *dataset_help);
 void cli_help(FILE *f, const char *usage, const char *summary, const cli_opt *opts);
 
 /* Canonical JSON object of the options with param = 1, in table order. Caller frees. */

@@ -205,6 +205,14 @@ int64_t db_dataset_id(sqlite3 *db, const char *name) {
     return id;
 }
 
+int64_t db_dataset_sizes(sqlite3 *db, const char *name, int32_t *n_users, int32_t *n_items) {
+    int64_t id = db_dataset_id(db, name);
+    if (id < 0) return -1;
+    *n_users = (int32_t)db_query_i64(db, 0, "SELECT n_users FROM datasets WHERE id=%lld", (long long)id);
+    *n_items = (int32_t)db_query_i64(db, 0, "SELECT n_items FROM datasets WHERE id=%lld", (long long)id);
+    return id;
+}
+
 const char *db_default_dataset(sqlite3 *db, char *buf, int len) {
     sqlite3_stmt *st = db_prep(db, "SELECT name FROM datasets ORDER BY ingested_at DESC LIMIT 1");
     const char *res = NULL;

@@ -37,6 +37,8 @@ int  db_column_floats(sqlite3_stmt *st, int col, float *out, int n);
 /* Dataset helpers: the id of a dataset by name (-1 if absent, with tr_error), and the
  * name to use when --dataset is not given (the only or most recently ingested one). */
 int64_t     db_dataset_id(sqlite3 *db, const char *name);
+/* db_dataset_id, and the dataset's user and item counts into *n_users and *n_items. */
+int64_t     db_dataset_sizes(sqlite3 *db, const char *name, int32_t *n_users, int32_t *n_items);
 const char *db_default_dataset(sqlite3 *db, char *buf, int len);
 
 #endif

@@ -104,11 +104,24 @@ static void print_unseen(const char *method, const char *dataset, const retr_met
         }
 }
 
+/* The methods, in the order --method all runs them, and the stage (a row of the stage table)
+ * whose current run each scores; 'all' is every method whose stage has a current run. */
+static const struct { const char *name; int stage; } methods[] = {
+    {"popularity", STAGE_INGEST}, {"lightgcn", STAGE_CF}, {"tokenrec", STAGE_FINETUNE},
+    {"generate", STAGE_FINETUNE_GEN}, {"sasrec", STAGE_SASREC}};
+enum { N_METHODS = sizeof methods / sizeof *methods };
+
+/* The stage whose run a method scores: evaluate's upstream for it. */
+static const char *method_upstream(const char *method) {
+    for (int i = 0; i < N_METHODS; i++)
+        if (!strcmp(methods[i].name, method)) return stage_defs[methods[i].stage].name;
+    return stage_defs[STAGE_FINETUNE].name;
+}
+
 /* Evaluate one method as its own evaluate run; prints and stores its metrics. */
 static int eval_method(sqlite3 *db, const ev_opts *o, const char *method, const char *pj_base) {
     int generate = !strcmp(method, "generate"), is_sasrec = !strcmp(method, "sasrec");
-    const char *upstream = !strcmp(method, "popularity") ? "ingest" : is_sasrec ? "sasrec" : !strcmp(method, "lightgcn") ? "cf" :
-                           generate ? "finetune-gen" : "finetune";
+    const char *upstream = method_upstream(method);
     size_t pjn = strlen(pj_base) + 64;
     char *pj = tr_malloc(pjn);
     if (generate) snprintf(pj, pjn, "{\"method\":\"%s\",\"beam\":%d,\"latency-users\":%d,%s", method,
@@ -345,30 +358,26 @@ int cmd_evaluate(int argc, char **argv) {
     if (o.batch < 1 || o.topk < 1 || o.topk > 256) return tr_error("--batch must be positive and --topk in 1..256");
     if (o.beam < 1 || o.beam > 1024 || o.latency_users < 0) return tr_error("--beam must be in 1..1024 and --latency-users >= 0");
     t5_set_threads(o.threads);
-    sqlite3 *db = db_open(o.dbpath, 0);
-    if (!db) return -1;
-    char dsbuf[128];
-    if (!o.dataset && !(o.dataset = db_default_dataset(db, dsbuf, sizeof dsbuf))) { db_close(db); return -1; }
+    stage_cmd c;
+    if (stage_cmd_open(&c, o.dbpath, o.dataset) != 0) return -1;
+    sqlite3 *db = c.db;
+    o.dataset = c.dataset;
     char *pj = cli_params_json(opts);
     if (o.unseen)                 /* a param only when set: runs without it keep their fingerprint */
         pj = cli_json_append(pj, "\"unseen\":1");
-    const char *all[] = {"popularity", "lightgcn", "tokenrec", "generate", "sasrec"};
-    const char *ups[] = {"ingest", "cf", "finetune", "finetune-gen", "sasrec"};
     rc = 0;
     int ran = 0;
-    for (int i = 0; i < 5 && !rc; i++) {
+    for (int i = 0; i < N_METHODS && !rc; i++) {
         int want;
-        if (!strcmp(o.methods, "all")) want = stage_current_run(db, o.dataset, ups[i]) != 0;
-        else {
-            char *p = strstr(o.methods, all[i]);
-            want = p != NULL;
-        }
+        if (!strcmp(o.methods, "all"))
+            want = stage_current_run(db, o.dataset, stage_defs[methods[i].stage].name) != 0;
+        else
+            want = strstr(o.methods, methods[i].name) != NULL;
         if (!want) continue;
         ran++;
-        rc = eval_method(db, &o, all[i], pj);
+        rc = eval_method(db, &o, methods[i].name, pj);
     }
     if (!rc && !ran) rc = tr_error("--method: nothing to evaluate ('%s'; expected all, tokenrec, lightgcn, popularity, generate, sasrec)", o.methods);
     free(pj);
-    db_close(db);
-    return rc;
+    return stage_cmd_close(&c, rc);
 }

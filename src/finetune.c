@@ -138,30 +138,15 @@ static int32_t sample_negative(const rec_data *d, const rec_sample *s, rng_t *r)
  * own checkpoint blob, so that checkpoints saved before it existed still resume. */
 typedef struct { double sum; int64_t n; } ft_epoch_loss;
 
+/* One checkpoint: the parameters, the Adam moments, the state, the epoch's loss so far and
+ * the best parameters. */
 static int save_ckpt(stage_run *run, t5_model *m, const ft_state *st, const float *best,
                      const ft_epoch_loss *el) {
     size_t np = t5_n_params(m) * sizeof(float);
-    if (stage_ckpt_begin(run) != 0) return -1;
-    int rc = stage_ckpt_put(run, "params", st->step, t5_params(m), np);
-    if (!rc) rc = stage_ckpt_put(run, "adam_m", st->step, t5_adam_m(m), np);
-    if (!rc) rc = stage_ckpt_put(run, "adam_v", st->step, t5_adam_v(m), np);
-    if (!rc && best) rc = stage_ckpt_put(run, "best", st->step, best, np);
-    if (!rc) rc = stage_ckpt_put(run, "state", st->step, st, sizeof *st);
-    if (!rc) rc = stage_ckpt_put(run, "epoch_loss", st->step, el, sizeof *el);
-    if (rc) { db_rollback(run->db); return -1; }
-    return stage_ckpt_commit(run);
-}
-
-static int load_blob(stage_run *run, const char *name, void *dst, size_t n) {
-    void *p;
-    size_t got;
-    int64_t step;
-    int rc = stage_ckpt_get(run, name, &p, &got, &step);
-    if (rc) return rc;
-    if (got != n) { free(p); return tr_error("checkpoint '%s' has %zu bytes, expected %zu", name, got, n); }
-    memcpy(dst, p, n);
-    free(p);
-    return 0;
+    const stage_blob b[] = {{"params", t5_params(m), np}, {"adam_m", t5_adam_m(m), np},
+                            {"adam_v", t5_adam_v(m), np}, {"state", st, sizeof *st},
+                            {"epoch_loss", el, sizeof *el}, {"best", best, np}};
+    return stage_ckpt_save(run, st->step, b, best ? 6 : 5);
 }
 
 /* Size and 64-bit FNV-1a hash of a file's bytes: a changed --init-from checkpoint or
@@ -235,6 +220,440 @@ static int init_pretrained(const ft_opts *o, const char *tok_path, const rec_dat
     return 0;
 }
 
+/* What a run works with: its settings, the data, vocabulary and model, the samples and
+ * their order, the best parameters, the objective's buffers and the state a checkpoint
+ * holds. One step function per objective (step_softmax, step_cosine, step_generate). */
+typedef struct ft_trainer ft_trainer;
+typedef int (*ft_step_fn)(ft_trainer *t, const rec_sample *bs, int nbs, t5_batch *tb, rng_t *br,
+                          float *loss);
+
+struct ft_trainer {
+    stage_run     *run;
+    const ft_opts *o;
+    int            gen, cosine_loss, cosine;
+    ft_step_fn     step;
+    rec_data       d;
+    int            have_data;
+    prompt_vocab   v;
+    t5_model      *m;
+    t5_config      cfg;
+    size_t         np;
+    rec_sample    *samples;
+    int64_t        n, nb;           /* samples, batches per epoch */
+    int64_t       *order;
+    int32_t       *batch_order;
+    float         *best;
+    rec_batch      bt;
+    adamw_cfg      opt;
+    ft_state       st;
+    float         *logits, *dz;     /* softmax: item logits (B, n_items), dL/dz (B, D) */
+    float         *pos, *neg;       /* cosine: the target's and the negative's vectors (B, D) */
+    int32_t       *gdec, *gcodes;   /* generate: decoder ids and target codes */
+    t5_gen_ws      gws;
+    gen_search     gs;
+    int            P;               /* generate: the decoder prompt's length */
+    t5_gen_book    books[T5_GEN_MAX_STEPS];
+    double         t_start;
+    double         train_secs;      /* this process's time in training batches (no validation) */
+    int64_t        samples_here;    /* trained on in this process */
+    ft_epoch_loss  eloss;           /* the current epoch's training loss so far */
+};
+
+static void trainer_free(ft_trainer *t) {
+    if (t->have_data) rec_data_free(&t->d);
+    rec_batch_free(&t->bt);
+    prompt_vocab_free(&t->v);
+    if (t->m) t5_free(t->m);
+    free(t->samples); free(t->order); free(t->batch_order); free(t->best);
+    free(t->logits); free(t->dz); free(t->pos); free(t->neg); free(t->gdec); free(t->gcodes);
+    t5_gen_ws_free(&t->gws);
+    gen_search_free(&t->gs);
+}
+
+/* The default objective: a softmax over all items of z . v (or cosine / temperature). */
+static int step_softmax(ft_trainer *t, const rec_sample *bs, int nbs, t5_batch *tb, rng_t *br,
+                        float *loss) {
+    (void)bs;
+    if (t5_forward(t->m, tb, 1, br, NULL) != 0) return -1;
+    *loss = softmax_loss(t5_z(t->m), t->bt.target, nbs, &t->d, t->cosine, (float)t->o->temperature,
+                         t->logits, t->dz);
+    if (t5_backward_dz(t->m, tb, t->dz) != 0) return -1;
+    t5_adamw_step(t->m, &t->opt, (float)t->o->clip);
+    return 0;
+}
+
+/* --loss cosine (TokenRec's): the cosine-embedding loss against the target's vector and
+ * one sampled negative's. */
+static int step_cosine(ft_trainer *t, const rec_sample *bs, int nbs, t5_batch *tb, rng_t *br,
+                       float *loss) {
+    size_t D = (size_t)t->d.D;
+    for (int r = 0; r < nbs; r++) {
+        memcpy(t->pos + r * D, t->d.pool + (size_t)t->bt.target[r] * D, D * sizeof *t->pos);
+        memcpy(t->neg + r * D, t->d.pool + (size_t)sample_negative(&t->d, &bs[r], br) * D, D * sizeof *t->neg);
+    }
+    tb->pos = t->pos;
+    tb->neg = t->neg;
+    return t5_train_step(t->m, tb, &t->opt, (float)t->o->clip, br, loss);
+}
+
+/* --objective generate: cross-entropy over the target's tokens with teacher forcing. */
+static int step_generate(ft_trainer *t, const rec_sample *bs, int nbs, t5_batch *tb, rng_t *br,
+                         float *loss) {
+    (void)bs;
+    gen_train_dec(&t->v, &t->d, t->bt.target, nbs, t->P, t->gdec, t->gcodes);
+    tb->dec_ids = t->gdec;
+    tb->dec_per_row = 1;
+    if (t5_forward(t->m, tb, 1, br, NULL) != 0) return -1;
+    tr_error_clear();
+    *loss = t5_gen_loss(t->m, tb, t->P, t->d.cpi, t->books, t->gcodes, &t->gws, 1);
+    if (isnan(*loss) && tr_errmsg()[0]) return -1;
+    t5_adamw_step(t->m, &t->opt, (float)t->o->clip);
+    return 0;
+}
+
+/* Valid (split 1) or test (2) metrics of the current parameters, retrieved the objective's
+ * way: generative retrieval, or constrained beam search for generate. */
+static int evaluate_split(ft_trainer *t, int split, retr_metrics *met) {
+    const ft_opts *o = t->o;
+    if (t->gen) return gen_evaluate(&t->gs, t->m, &t->v, &t->d, split, PROMPT_TEST, o->eval_batch, met, 0, NULL, NULL);
+    return rec_evaluate(t->m, &t->v, &t->d, split, o->hist, PROMPT_TEST, t->cosine, o->eval_batch, met, 0,
+                        NULL, NULL);
+}
+
+/* The vocabulary and the model: from --init-from, or new (for generate, the decoder input
+ * grows by the target's first codes and there is no head). */
+static int make_model(ft_trainer *t) {
+    const ft_opts *o = t->o;
+    rng_t init;
+    rng_seed(&init, (uint64_t)o->seed);
+    if (o->init_from) {
+        if (init_pretrained(o, o->tokenizer, &t->d, &init, &t->v, &t->m) != 0) return -1;
+        t->cfg = *t5_cfg(t->m);
+        if (!o->quiet && !t->run->resumed)
+            fprintf(stderr, "[finetune] from %s: d_model %d, %d+%d layers; tokenizer %s: %d tokens, ID tokens "
+                    "from id %d\n", o->init_from, t->cfg.d_model, t->cfg.n_enc_layers, t->cfg.n_dec_layers,
+                    o->tokenizer, t->v.n_words, t->v.base_item);
+        return 0;
+    }
+    if (prompt_vocab_init(&t->v, t->d.K, t->d.L, t->d.extra) != 0) return -1;
+    if (make_config(o, t->v.vocab, t->d.D, &t->cfg) != 0) return -1;
+    if (t->gen) {   /* the prompt then the target's first cpi-1 codes; the head is unused */
+        if (t->d.cpi > T5_GEN_MAX_STEPS)
+            return tr_error("generate: %d codes per item (at most %d)", t->d.cpi, T5_GEN_MAX_STEPS);
+        t->P = t->cfg.dec_len;
+        t->cfg.dec_len = t->P + t->d.cpi - 1;
+        t->cfg.head_hidden = 0;
+    }
+    t->m = t5_new(&t->cfg, &init);
+    return t->m ? 0 : -1;
+}
+
+/* The objective's buffers (generate: the tuples' books, the decoder ids, the beam search). */
+static int objective_buffers(ft_trainer *t) {
+    const ft_opts *o = t->o;
+    size_t B = (size_t)o->batch;
+    if (!t->gen) {
+        t->logits = tr_malloc(B * t->d.n_items * sizeof *t->logits);
+        t->dz = tr_malloc(B * t->d.D * sizeof *t->dz);
+        t->pos = tr_malloc(B * t->d.D * sizeof *t->pos);
+        t->neg = tr_malloc(B * t->d.D * sizeof *t->neg);
+        return 0;
+    }
+    int max_n = 0;
+    for (int s = 0; s < t->d.cpi; s++) {
+        t->books[s] = gen_book(&t->v, &t->d, s);
+        if (t->books[s].n > max_n) max_n = t->books[s].n;
+    }
+    t->gdec = tr_malloc(B * t->cfg.dec_len * sizeof *t->gdec);
+    t->gcodes = tr_malloc(B * t->d.cpi * sizeof *t->gcodes);
+    t5_gen_ws_init(&t->gws, t->m, o->batch, max_n);
+    return gen_search_init(&t->gs, t->m, &t->v, &t->d, o->beam, o->eval_batch, o->hist);
+}
+
+/* Data, model, samples and buffers of a run. */
+static int trainer_setup(ft_trainer *t) {
+    const ft_opts *o = t->o;
+    if (rec_data_load(t->run->db, t->run->dataset, t->run->upstream_run, o->pool, &t->d) != 0) return -1;
+    t->have_data = 1;
+    if (make_model(t) != 0) return -1;
+    t->samples = rec_samples(&t->d, o->hist, o->min_hist, o->max_pos, &t->n);
+    if (t->n == 0)
+        return tr_error("finetune: no training samples (sequences too short for --min-hist %d)", o->min_hist);
+    t->nb = (t->n + o->batch - 1) / o->batch;
+    t->order = tr_malloc((size_t)t->n * sizeof *t->order);
+    t->batch_order = tr_malloc((size_t)t->nb * sizeof *t->batch_order);
+    t->np = t5_n_params(t->m);
+    t->best = tr_malloc(t->np * sizeof *t->best);
+    memcpy(t->best, t5_params(t->m), t->np * sizeof *t->best);
+    rec_batch_init(&t->bt, &t->d, &t->v, o->batch, o->hist, t->cfg.dec_len);
+    t->bt.keep_order = !strcmp(o->hist_order, "kept");
+    t5_reserve(t->m, o->batch > o->eval_batch ? o->batch : o->eval_batch, t->bt.cap_T);
+    return objective_buffers(t);
+}
+
+/* A resumed run continues from its checkpoint: the parameters, the moments, the best
+ * parameters and the state. A run stopped before its first checkpoint starts over. */
+static int trainer_resume(ft_trainer *t) {
+    ft_state *st = &t->st;
+    stage_run *run = t->run;
+    size_t fb = t->np * sizeof(float);
+    if (!run->resumed || stage_ckpt_read(run, "state", st, sizeof *st) != 0) {
+        tr_error_clear();
+        return 0;
+    }
+    if (stage_ckpt_read(run, "epoch_loss", &t->eloss, sizeof t->eloss) != 0) {
+        tr_error_clear();           /* a checkpoint from before the epoch loss was kept */
+        t->eloss = (ft_epoch_loss){0};
+    }
+    if (stage_ckpt_read(run, "params", t5_params(t->m), fb) != 0 ||
+        stage_ckpt_read(run, "adam_m", t5_adam_m(t->m), fb) != 0 ||
+        stage_ckpt_read(run, "adam_v", t5_adam_v(t->m), fb) != 0 ||
+        stage_ckpt_read(run, "best", t->best, fb) != 0)
+        return tr_error("finetune: the checkpoint of run %lld is incomplete: %s", (long long)run->id, tr_errmsg());
+    t5_set_step(t->m, (long)st->step);
+    if (!t->o->quiet)
+        fprintf(stderr, "[finetune] resuming run %lld at epoch %d, batch %d (step %lld)\n",
+                (long long)run->id, st->epoch + 1, st->batch, (long long)st->step);
+    return 0;
+}
+
+/* After a step: the loss into the metrics every 50 steps, and the progress line. */
+static void record_step(ft_trainer *t, float loss, int nbs) {
+    const ft_opts *o = t->o;
+    ft_state *st = &t->st;
+    st->step++;
+    t->samples_here += nbs;
+    st->loss_sum += loss;
+    st->loss_n++;
+    t->eloss.sum += loss;
+    t->eloss.n++;
+    if (st->step % 50 == 0) {
+        stage_metric(t->run, st->step, "train_loss", st->loss_sum / st->loss_n);
+        st->loss_sum = 0;
+        st->loss_n = 0;
+    }
+    double el = tr_monotonic() - t->t_start;
+    double frac = ((double)st->epoch * t->nb + st->batch + 1) / ((double)o->epochs * t->nb);
+    stage_progress(t->run, frac, "epoch %d/%d batch %d/%lld loss %.4f, %.0f samples/s, best valid HR@10 %.4f",
+                   st->epoch + 1, o->epochs, st->batch + 1, (long long)t->nb, loss,
+                   t->samples_here / (el > 0 ? el : 1), st->best_hr);
+}
+
+/* The rest of the current epoch from batch st.batch, in the epoch's seeded order; a
+ * checkpoint every --ckpt-every steps and on a stop. 0 at the epoch's end, 1 when stopped,
+ * -1 on error. */
+static int train_epoch(ft_trainer *t) {
+    const ft_opts *o = t->o;
+    ft_state *st = &t->st;
+    epoch_order(t->samples, t->n, o->batch, (uint64_t)o->seed, st->epoch, t->order, t->batch_order, t->nb);
+    double t0 = tr_monotonic();
+    int rc = 0;
+    for (; st->batch < t->nb && !rc; st->batch++) {
+        int64_t first = (int64_t)t->batch_order[st->batch] * o->batch;
+        int nbs = (int)(t->n - first < o->batch ? t->n - first : o->batch);
+        rec_sample bs[4096];
+        for (int r = 0; r < nbs; r++) bs[r] = t->samples[t->order[first + r]];
+        rng_t br;
+        rng_seed(&br, (uint64_t)o->seed * 0x9E3779B97F4A7C15ull ^ ((uint64_t)st->epoch << 32) ^ (uint64_t)st->batch);
+        rec_batch_fill(&t->bt, &t->d, &t->v, bs, nbs, 1, 0, &br);
+        t5_batch tb = rec_batch_t5(&t->bt);
+        t->opt.lr = (float)(o->lr * (o->warmup > 0 && st->step < o->warmup ? (st->step + 1.0) / o->warmup : 1.0));
+        float loss;
+        if (t->step(t, bs, nbs, &tb, &br, &loss) != 0) { rc = -1; break; }
+        if (!isfinite(loss)) {
+            rc = tr_error("finetune: the loss diverged at step %lld (try a lower --lr)", (long long)st->step);
+            break;
+        }
+        record_step(t, loss, nbs);
+        int stop = stage_should_stop();
+        if (stop || (o->ckpt_every > 0 && st->step % o->ckpt_every == 0)) {
+            st->batch++;                       /* the checkpoint resumes after this batch */
+            int crc = save_ckpt(t->run, t->m, st, t->best, &t->eloss);
+            st->batch--;
+            if (crc != 0) { rc = -1; break; }
+        }
+        if (stop) { rc = 1; break; }
+    }
+    t->train_secs += tr_monotonic() - t0;
+    return rc;
+}
+
+/* End of an epoch: valid HR@10 / NDCG@10 with the test template, history excluded; the best
+ * parameters so far; a checkpoint that resumes at the next epoch. 1 when --patience epochs
+ * passed without a better score, 0 otherwise, -1 on error. */
+static int end_epoch(ft_trainer *t) {
+    const ft_opts *o = t->o;
+    ft_state *st = &t->st;
+    retr_metrics met;
+    int ks[2] = {10, 20};
+    retr_metrics_init(&met, 2, ks);
+    if (evaluate_split(t, 1, &met) != 0) return -1;
+    double hr = retr_hr(&met, 10), nd = retr_ndcg(&met, 10);
+    stage_metric(t->run, st->epoch + 1, "train_loss_epoch", t->eloss.n ? t->eloss.sum / t->eloss.n : NAN);
+    t->eloss = (ft_epoch_loss){0};
+    stage_metric(t->run, st->epoch + 1, "valid_hr@10", hr);
+    stage_metric(t->run, st->epoch + 1, "valid_ndcg@10", nd);
+    if (!o->quiet) fprintf(stderr, "\n[finetune] epoch %d: valid HR@10 %.4f NDCG@10 %.4f%s\n", st->epoch + 1,
+                           hr, nd, hr + nd > st->best ? " (best)" : "");
+    if (hr + nd > st->best) {
+        st->best = hr + nd; st->best_hr = hr; st->best_ndcg = nd; st->best_epoch = st->epoch + 1; st->bad = 0;
+        memcpy(t->best, t5_params(t->m), t->np * sizeof *t->best);
+    } else {
+        st->bad++;
+    }
+    ft_state next = *st;
+    next.epoch++;
+    next.batch = 0;
+    if (save_ckpt(t->run, t->m, &next, t->best, &t->eloss) != 0) return -1;
+    if (st->bad < o->patience) return 0;
+    if (!o->quiet) fprintf(stderr, "[finetune] no better valid score for %d epochs: stopping\n", o->patience);
+    return 1;
+}
+
+/* Every epoch left (a checkpoint taken after the early stop trains no further epoch on
+ * resume). 0 when done, 130 when stopped, -1 on error. */
+static int train_epochs(ft_trainer *t) {
+    const ft_opts *o = t->o;
+    ft_state *st = &t->st;
+    t->opt = adamw_default((float)o->lr);
+    t->opt.weight_decay = (float)o->wd;
+    t->t_start = tr_monotonic();
+    while (st->epoch < o->epochs && !(o->patience > 0 && st->bad >= o->patience)) {
+        int r = train_epoch(t);
+        if (r) return r < 0 ? -1 : 130;
+        r = end_epoch(t);
+        if (r < 0) return -1;
+        st->epoch++;
+        st->batch = 0;
+        if (r) break;
+    }
+    return 0;
+}
+
+/* The valid and test metrics of the best epoch (and each split's user count) into
+ * run_metrics under the method's name. */
+static int write_metrics(stage_run *run, const char *method, const retr_metrics *vm, const retr_metrics *tm) {
+    for (int s = 0; s < 2; s++) {
+        const retr_metrics *M = s ? tm : vm;
+        if (stage_result(run, method, s ? "test" : "valid", "users", 0, (double)M->n)) return -1;
+        for (int k = 0; k < M->nk; k++)
+            if (stage_result(run, method, s ? "test" : "valid", "hr", M->ks[k], retr_hr(M, M->ks[k])) ||
+                stage_result(run, method, s ? "test" : "valid", "ndcg", M->ks[k], retr_ndcg(M, M->ks[k])))
+                return -1;
+    }
+    return 0;
+}
+
+/* The best epoch: its test metrics, then the model and the metrics in one transaction. */
+static int finish(ft_trainer *t) {
+    const ft_opts *o = t->o;
+    stage_run *run = t->run;
+    memcpy(t5_params(t->m), t->best, t->np * sizeof *t->best);
+    retr_metrics vm, tm;
+    int ks[3] = {10, 20, 30};
+    retr_metrics_init(&vm, 3, ks);
+    retr_metrics_init(&tm, 3, ks);
+    if (evaluate_split(t, 1, &vm) != 0 || evaluate_split(t, 2, &tm) != 0) return -1;
+    if (stage_finish_begin(run) != 0 || rec_model_save(run->db, run->id, t->m, &t->v, o->pool, t->cosine, o->hist) != 0)
+        return -1;
+    if (t->gen) {
+        char *sql = sqlite3_mprintf("UPDATE models SET objective='generate' WHERE run_id=%lld", (long long)run->id);
+        int urc = db_exec(run->db, sql);
+        sqlite3_free(sql);
+        if (urc != 0) return -1;
+    }
+    const char *method = t->gen ? "generate" : o->faithful ? "tokenrec-faithful" : "tokenrec";
+    /* the chosen epoch, and the training rate of this process (per-epoch validation left out) */
+    if (write_metrics(run, method, &vm, &tm) != 0 ||
+        stage_result(run, method, "train", "best_epoch", 0, t->st.best_epoch) != 0 ||
+        (t->train_secs > 0 && t->samples_here > 0 &&
+         stage_result(run, method, "train", "targets_per_s", 0, t->samples_here / t->train_secs) != 0) ||
+        stage_finish_commit(run) != 0)
+        return -1;
+    double el = tr_monotonic() - t->t_start;
+    if (!o->quiet)
+        fprintf(stderr, "[finetune] %s done in %.0fs (%.0f samples/s): best epoch %d, valid HR@10 %.4f "
+                "NDCG@10 %.4f; test HR@10 %.4f NDCG@10 %.4f HR@20 %.4f NDCG@20 %.4f\n", run->dataset, el,
+                t->samples_here / (el > 0 ? el : 1), t->st.best_epoch, retr_hr(&vm, 10), retr_ndcg(&vm, 10),
+                retr_hr(&tm, 10), retr_ndcg(&tm, 10), retr_hr(&tm, 20), retr_ndcg(&tm, 20));
+    return 0;
+}
+
+/* The stage's work after stage_begin: set up, resume, train, write. Returns 0, 130 when
+ * stopped, or -1 (recorded as the run's failure). */
+static int finetune_run(stage_run *run, const ft_opts *o) {
+    ft_trainer t;
+    memset(&t, 0, sizeof t);
+    t.run = run;
+    t.o = o;
+    t.gen = !strcmp(o->objective, "generate");
+    t.cosine_loss = !strcmp(o->loss, "cosine");
+    t.cosine = !strcmp(o->score, "cos");
+    t.step = t.gen ? step_generate : t.cosine_loss ? step_cosine : step_softmax;
+    t.st.best = -1;
+    int rc = trainer_setup(&t);
+    if (!rc) rc = trainer_resume(&t);
+    if (!rc && !o->quiet && !run->resumed)
+        fprintf(stderr, "[finetune] %s: %lld samples, %lld batches/epoch, vocab %d, %zu parameters, "
+                "loss %s, pool %s, score %s\n", run->dataset, (long long)t.n, (long long)t.nb, t.v.vocab, t.np,
+                o->loss, o->pool, o->score);
+    if (!rc) rc = train_epochs(&t);
+    if (rc == 130) stage_stopped(run);
+    else if (!rc) rc = finish(&t);
+    if (rc < 0) stage_fail_err(run);
+    trainer_free(&t);
+    return rc;
+}
+
+/* Check the options (after --faithful set its choices) and find --init-from's tokenizer
+ * (tokbuf, beside the checkpoint, when --tokenizer is not given). */
+static int check_opts(ft_opts *o, char *tokbuf, size_t n) {
+    int cosine_loss = !strcmp(o->loss, "cosine");
+    if (!cosine_loss && strcmp(o->loss, "softmax")) return tr_error("--loss: expected softmax or cosine, got '%s'", o->loss);
+    if (strcmp(o->pool, "mean") && strcmp(o->pool, "ego")) return tr_error("--pool: expected mean or ego, got '%s'", o->pool);
+    if (strcmp(o->score, "cos") && strcmp(o->score, "dot")) return tr_error("--score: expected dot or cos, got '%s'", o->score);
+    if (o->batch < 1 || o->batch > 4096 || o->epochs < 1 || o->hist < 1 || o->min_hist < 1 || o->eval_batch < 1)
+        return tr_error("finetune: --batch (1..4096), --epochs, --hist, --min-hist and --eval-batch must be positive");
+    if (o->temperature <= 0) return tr_error("--temperature must be positive");
+    int gen = !strcmp(o->objective, "generate");
+    if (!gen && strcmp(o->objective, "retrieval")) return tr_error("--objective: expected retrieval or generate, got '%s'", o->objective);
+    if (o->beam < 1 || o->beam > 1024) return tr_error("--beam must be in 1..1024");
+    if (strcmp(o->hist_order, "kept") && strcmp(o->hist_order, "shuffled"))
+        return tr_error("--history-order: expected shuffled or kept, got '%s'", o->hist_order);
+    if (gen && (o->faithful || cosine_loss))
+        return tr_error("--objective generate trains with cross-entropy over the item tokens; --faithful and --loss cosine do not apply");
+    if (gen && o->init_from)
+        return tr_error("--objective generate does not take --init-from (its decoder length depends on the codes per item)");
+    if (!o->init_from) {
+        if (o->tokenizer) return tr_error("--tokenizer needs --init-from (the word-level vocabulary needs no tokenizer)");
+        return 0;
+    }
+    if (!tr_file_exists(o->init_from)) return tr_error("--init-from: no file %s", o->init_from);
+    if (o->tokenizer) return tr_file_exists(o->tokenizer) ? 0 : tr_error("--tokenizer: no file %s", o->tokenizer);
+    const char *sl = strrchr(o->init_from, '/');
+    snprintf(tokbuf, n, "%.*stokenizer.json", sl ? (int)(sl - o->init_from + 1) : 0, o->init_from);
+    if (!tr_file_exists(tokbuf))
+        return tr_error("--init-from: no tokenizer.json beside %s; give --tokenizer FILE (the "
+                        "checkpoint's Hugging Face tokenizer.json)", o->init_from);
+    o->tokenizer = tokbuf;
+    return 0;
+}
+
+/* The run's params JSON: the options, plus the settings that enter it only when used, so
+ * that runs without them keep their fingerprints. NULL on error. */
+static char *make_params(const cli_opt *opts, const ft_opts *o) {
+    char *pj = cli_params_json(opts);
+    if (!strcmp(o->hist_order, "kept")) pj = cli_json_append(pj, "\"history-order\":\"kept\"");
+    if (o->init_from && !(pj = params_with_files(pj, o->init_from, o->tokenizer))) return NULL;
+    if (!strcmp(o->objective, "generate")) {
+        char *pg = tr_malloc(strlen(pj) + 64);
+        snprintf(pg, strlen(pj) + 64, "{\"objective\":\"generate\",\"beam\":%d,%s", o->beam, pj + 1);
+        free(pj);
+        pj = pg;
+    }
+    return pj;
+}
+
 static const char *usage_ft = "tokenrec finetune [--dataset NAME] [options]";
 static const char *summary_ft =
     "Fine-tune TokenRec's T5 recommender on prompts of user and item tokens (needs a finished\n"
@@ -250,13 +669,12 @@ static const char *summary_ft =
 int cmd_finetune(int argc, char **argv) {
     ft_opts o = {0};
     o.dbpath = DB_DEFAULT_PATH; o.preset = "mini"; o.loss = "softmax"; o.pool = "mean"; o.score = "dot";
-    o.seed = 42; o.epochs = 6; o.batch = 32; o.warmup = 200; o.hist = 50; o.min_hist = 2;
+    o.seed = CLI_SEED_DEFAULT; o.epochs = 6; o.batch = 32; o.warmup = 200; o.hist = 50; o.min_hist = 2;
     o.max_pos = -1; o.patience = 3; o.ckpt_every = 200; o.eval_batch = 128; o.dec_layers = -1;
     o.lr = 3e-4; o.wd = 0.01; o.clip = 1.0; o.dropout = -1; o.temperature = 0.1;
     o.objective = "retrieval"; o.beam = 20; o.hist_order = "shuffled";
     cli_opt opts[] = {
-        {"db", CLI_STR, &o.dbpath, "database file", 0},
-        {"dataset", CLI_STR, &o.dataset, "dataset (default: the last ingested)", 0},
+        CLI_OPTS_DB(&o.dbpath, &o.dataset),
         {"preset", CLI_STR, &o.preset, "model size: mini (d128, 2+1 layers), tiny, small, t5-small", 1},
         {"d-model", CLI_INT, &o.d_model, "override d_model (0: preset)", 1},
         {"heads", CLI_INT, &o.n_heads, "override attention heads (0: preset)", 1},
@@ -289,9 +707,7 @@ int cmd_finetune(int argc, char **argv) {
         {"seed", CLI_INT, &o.seed, "random seed", 1},
         {"ckpt-every", CLI_INT, &o.ckpt_every, "steps between checkpoints", 0},
         {"eval-batch", CLI_INT, &o.eval_batch, "users per batch in evaluation", 0},
-        {"threads", CLI_INT, &o.threads, "threads (0: all cores)", 0},
-        {"force", CLI_FLAG, &o.force, "train again even if an identical run is done", 0},
-        {"quiet", CLI_FLAG, &o.quiet, "no progress lines", 0},
+        CLI_OPTS_RUN(&o.threads, &o.force, &o.quiet),
         /* param 0: added to the params JSON by hand, with the files' sizes and hashes, only
          * when given (params_with_files) */
         {"init-from", CLI_STR, &o.init_from, "pretrained T5 checkpoint (.safetensors, Hugging Face names); "
@@ -301,331 +717,18 @@ int cmd_finetune(int argc, char **argv) {
     int rc = cli_parse(argc, argv, opts, usage_ft, summary_ft);
     if (rc) return rc > 0 ? 0 : -1;
     if (o.faithful) { o.loss = "cosine"; o.pool = "ego"; o.score = "cos"; if (o.max_pos < 0) o.max_pos = 49; }
-    int cosine_loss = !strcmp(o.loss, "cosine");
-    if (!cosine_loss && strcmp(o.loss, "softmax")) return tr_error("--loss: expected softmax or cosine, got '%s'", o.loss);
-    if (strcmp(o.pool, "mean") && strcmp(o.pool, "ego")) return tr_error("--pool: expected mean or ego, got '%s'", o.pool);
-    int cosine = !strcmp(o.score, "cos");
-    if (!cosine && strcmp(o.score, "dot")) return tr_error("--score: expected dot or cos, got '%s'", o.score);
-    if (o.batch < 1 || o.batch > 4096 || o.epochs < 1 || o.hist < 1 || o.min_hist < 1 || o.eval_batch < 1)
-        return tr_error("finetune: --batch (1..4096), --epochs, --hist, --min-hist and --eval-batch must be positive");
-    if (o.temperature <= 0) return tr_error("--temperature must be positive");
-    int gen = !strcmp(o.objective, "generate");
-    if (!gen && strcmp(o.objective, "retrieval")) return tr_error("--objective: expected retrieval or generate, got '%s'", o.objective);
-    if (o.beam < 1 || o.beam > 1024) return tr_error("--beam must be in 1..1024");
-    int keep_order = !strcmp(o.hist_order, "kept");
-    if (!keep_order && strcmp(o.hist_order, "shuffled"))
-        return tr_error("--history-order: expected shuffled or kept, got '%s'", o.hist_order);
-    if (gen && (o.faithful || cosine_loss))
-        return tr_error("--objective generate trains with cross-entropy over the item tokens; --faithful and --loss cosine do not apply");
-    if (gen && o.init_from)
-        return tr_error("--objective generate does not take --init-from (its decoder length depends on the codes per item)");
     char tokbuf[4096];
-    if (o.init_from) {
-        if (!tr_file_exists(o.init_from)) return tr_error("--init-from: no file %s", o.init_from);
-        if (!o.tokenizer) {
-            const char *sl = strrchr(o.init_from, '/');
-            snprintf(tokbuf, sizeof tokbuf, "%.*stokenizer.json", sl ? (int)(sl - o.init_from + 1) : 0, o.init_from);
-            if (!tr_file_exists(tokbuf))
-                return tr_error("--init-from: no tokenizer.json beside %s; give --tokenizer FILE (the "
-                                "checkpoint's Hugging Face tokenizer.json)", o.init_from);
-            o.tokenizer = tokbuf;
-        } else if (!tr_file_exists(o.tokenizer)) {
-            return tr_error("--tokenizer: no file %s", o.tokenizer);
-        }
-    } else if (o.tokenizer) {
-        return tr_error("--tokenizer needs --init-from (the word-level vocabulary needs no tokenizer)");
-    }
+    if (check_opts(&o, tokbuf, sizeof tokbuf) != 0) return -1;
     t5_set_threads(o.threads);
-
-    sqlite3 *db = db_open(o.dbpath, 0);
-    if (!db) return -1;
-    char dsbuf[128];
-    if (!o.dataset && !(o.dataset = db_default_dataset(db, dsbuf, sizeof dsbuf))) { db_close(db); return -1; }
-    char *pj = cli_params_json(opts);
-    /* only when kept, so the fingerprints of shuffled runs stay as they were */
-    if (keep_order) pj = cli_json_append(pj, "\"history-order\":\"kept\"");
-    if (o.init_from && !(pj = params_with_files(pj, o.init_from, o.tokenizer))) { db_close(db); return -1; }
+    stage_cmd c;
+    if (stage_cmd_open(&c, o.dbpath, o.dataset) != 0) return -1;
+    o.dataset = c.dataset;
+    char *pj = make_params(opts, &o);
+    if (!pj) return stage_cmd_close(&c, -1);
     /* generate runs are their own stage: the current "finetune" run stays the retrieval model
      * that evaluate --method tokenrec and the stage freshness checks see */
-    const char *stage_name = gen ? "finetune-gen" : "finetune";
-    if (gen) {
-        char *pg = tr_malloc(strlen(pj) + 64);
-        snprintf(pg, strlen(pj) + 64, "{\"objective\":\"generate\",\"beam\":%d,%s", o.beam, pj + 1);
-        free(pj);
-        pj = pg;
-    }
-    stage_run run;
-    int b = stage_begin(&run, db, stage_name, o.dataset, pj, "tokenize", o.force);
-    free(pj);
-    if (b == STAGE_UP_TO_DATE) {
-        if (!o.quiet) fprintf(stderr, "[finetune] %s: up to date (run %lld); --force trains again\n", o.dataset, (long long)run.id);
-        db_close(db);
-        return 0;
-    }
-    if (b < 0) { db_close(db); return -1; }
-    stage_log_start(&run, o.quiet);
-
-    rec_data d;
-    prompt_vocab v;
-    memset(&v, 0, sizeof v);
-    t5_model *m = NULL;
-    rec_sample *samples = NULL;
-    int64_t *order = NULL;
-    int32_t *batch_order = NULL;
-    float *best = NULL, *logits = NULL, *dz = NULL, *pos = NULL, *neg = NULL;
-    rec_batch bt;
-    memset(&bt, 0, sizeof bt);
-    int32_t *gdec = NULL, *gcodes = NULL;      /* generate: decoder ids and target codes */
-    t5_gen_ws gws;
-    memset(&gws, 0, sizeof gws);
-    gen_search gs;
-    memset(&gs, 0, sizeof gs);
-    int P = 0;
-    t5_gen_book books[T5_GEN_MAX_STEPS];
-    int status = -1;
-    if (rec_data_load(db, o.dataset, run.upstream_run, o.pool, &d) != 0) goto fail_nodata;
-    t5_config cfg;
-    rng_t init;
-    rng_seed(&init, (uint64_t)o.seed);
-    if (o.init_from) {
-        if (init_pretrained(&o, o.tokenizer, &d, &init, &v, &m) != 0) goto fail;
-        cfg = *t5_cfg(m);
-        if (!o.quiet && !run.resumed)
-            fprintf(stderr, "[finetune] from %s: d_model %d, %d+%d layers; tokenizer %s: %d tokens, ID tokens "
-                    "from id %d\n", o.init_from, cfg.d_model, cfg.n_enc_layers, cfg.n_dec_layers, o.tokenizer,
-                    v.n_words, v.base_item);
-    } else {
-        if (prompt_vocab_init(&v, d.K, d.L, d.extra) != 0) goto fail;
-        if (make_config(&o, v.vocab, d.D, &cfg) != 0) goto fail;
-        if (gen) {   /* the prompt then the target's first cpi-1 codes; the head is unused */
-            if (d.cpi > T5_GEN_MAX_STEPS) { tr_error("generate: %d codes per item (at most %d)", d.cpi, T5_GEN_MAX_STEPS); goto fail; }
-            P = cfg.dec_len;
-            cfg.dec_len = P + d.cpi - 1;
-            cfg.head_hidden = 0;
-        }
-        m = t5_new(&cfg, &init);
-        if (!m) goto fail;
-    }
-    int64_t n;
-    samples = rec_samples(&d, o.hist, o.min_hist, o.max_pos, &n);
-    if (n == 0) { tr_error("finetune: no training samples (sequences too short for --min-hist %d)", o.min_hist); goto fail; }
-    int64_t nb = (n + o.batch - 1) / o.batch;
-    order = tr_malloc((size_t)n * sizeof *order);
-    batch_order = tr_malloc((size_t)nb * sizeof *batch_order);
-    size_t np = t5_n_params(m);
-    best = tr_malloc(np * sizeof *best);
-    memcpy(best, t5_params(m), np * sizeof *best);
-    logits = tr_malloc((size_t)o.batch * d.n_items * sizeof *logits);
-    dz = tr_malloc((size_t)o.batch * d.D * sizeof *dz);
-    pos = tr_malloc((size_t)o.batch * d.D * sizeof *pos);
-    neg = tr_malloc((size_t)o.batch * d.D * sizeof *neg);
-    rec_batch_init(&bt, &d, &v, o.batch, o.hist, cfg.dec_len);
-    bt.keep_order = keep_order;
-    t5_reserve(m, o.batch > o.eval_batch ? o.batch : o.eval_batch, bt.cap_T);
-    if (gen) {
-        int max_n = 0;
-        for (int s = 0; s < d.cpi; s++) { books[s] = gen_book(&v, &d, s); if (books[s].n > max_n) max_n = books[s].n; }
-        gdec = tr_malloc((size_t)o.batch * cfg.dec_len * sizeof *gdec);
-        gcodes = tr_malloc((size_t)o.batch * d.cpi * sizeof *gcodes);
-        t5_gen_ws_init(&gws, m, o.batch, max_n);
-        if (gen_search_init(&gs, m, &v, &d, o.beam, o.eval_batch, o.hist) != 0) goto fail;
-    }
-
-    ft_state st = {0};
-    ft_epoch_loss eloss = {0};
-    st.best = -1;
-    if (run.resumed) {
-        if (load_blob(&run, "state", &st, sizeof st) == 0) {
-            if (load_blob(&run, "epoch_loss", &eloss, sizeof eloss) != 0) eloss = (ft_epoch_loss){0};
-            if (load_blob(&run, "params", t5_params(m), np * sizeof(float)) != 0 ||
-                load_blob(&run, "adam_m", t5_adam_m(m), np * sizeof(float)) != 0 ||
-                load_blob(&run, "adam_v", t5_adam_v(m), np * sizeof(float)) != 0 ||
-                load_blob(&run, "best", best, np * sizeof(float)) != 0) {
-                tr_error("finetune: the checkpoint of run %lld is incomplete: %s", (long long)run.id, tr_errmsg());
-                goto fail;
-            }
-            t5_set_step(m, (long)st.step);
-            if (!o.quiet) fprintf(stderr, "[finetune] resuming run %lld at epoch %d, batch %d (step %lld)\n",
-                                  (long long)run.id, st.epoch + 1, st.batch, (long long)st.step);
-        }
-    }
-    if (!o.quiet && !run.resumed)
-        fprintf(stderr, "[finetune] %s: %lld samples, %lld batches/epoch, vocab %d, %zu parameters, "
-                "loss %s, pool %s, score %s\n", o.dataset, (long long)n, (long long)nb, v.vocab, np,
-                o.loss, o.pool, o.score);
-    adamw_cfg opt = adamw_default((float)o.lr);
-    opt.weight_decay = (float)o.wd;
-    double t_start = tr_monotonic(), train_secs = 0;
-    int64_t steps_here = 0, samples_here = 0;
-    int stopped = 0;
-    /* a checkpoint taken after the early stop must not train further epochs on resume */
-    for (; st.epoch < o.epochs && !(o.patience > 0 && st.bad >= o.patience) && !stopped;
-         st.epoch++, st.batch = 0) {
-        epoch_order(samples, n, o.batch, (uint64_t)o.seed, st.epoch, order, batch_order, nb);
-        double t_epoch = tr_monotonic();
-        for (; st.batch < nb; st.batch++) {
-            int64_t first = (int64_t)batch_order[st.batch] * o.batch;
-            int nbs = (int)(n - first < o.batch ? n - first : o.batch);
-            rec_sample bs[4096];
-            for (int r = 0; r < nbs; r++) bs[r] = samples[order[first + r]];
-            rng_t br;
-            rng_seed(&br, (uint64_t)o.seed * 0x9E3779B97F4A7C15ull ^ ((uint64_t)st.epoch << 32) ^ (uint64_t)st.batch);
-            rec_batch_fill(&bt, &d, &v, bs, nbs, 1, 0, &br);
-            t5_batch tb = rec_batch_t5(&bt);
-            opt.lr = (float)(o.lr * (o.warmup > 0 && st.step < o.warmup ? (st.step + 1.0) / o.warmup : 1.0));
-            float loss;
-            if (gen) {
-                gen_train_dec(&v, &d, bt.target, nbs, P, gdec, gcodes);
-                tb.dec_ids = gdec;
-                tb.dec_per_row = 1;
-                if (t5_forward(m, &tb, 1, &br, NULL) != 0) goto fail;
-                tr_error_clear();
-                loss = t5_gen_loss(m, &tb, P, d.cpi, books, gcodes, &gws, 1);
-                if (isnan(loss) && tr_errmsg()[0]) goto fail;
-                t5_adamw_step(m, &opt, (float)o.clip);
-            } else if (cosine_loss) {
-                for (int r = 0; r < nbs; r++) {
-                    memcpy(pos + (size_t)r * d.D, d.pool + (size_t)bt.target[r] * d.D, (size_t)d.D * sizeof *pos);
-                    memcpy(neg + (size_t)r * d.D, d.pool + (size_t)sample_negative(&d, &bs[r], &br) * d.D,
-                           (size_t)d.D * sizeof *neg);
-                }
-                tb.pos = pos;
-                tb.neg = neg;
-                if (t5_train_step(m, &tb, &opt, (float)o.clip, &br, &loss) != 0) goto fail;
-            } else {
-                if (t5_forward(m, &tb, 1, &br, NULL) != 0) goto fail;
-                loss = softmax_loss(t5_z(m), bt.target, nbs, &d, cosine, (float)o.temperature, logits, dz);
-                if (t5_backward_dz(m, &tb, dz) != 0) goto fail;
-                t5_adamw_step(m, &opt, (float)o.clip);
-            }
-            if (!isfinite(loss)) { tr_error("finetune: the loss diverged at step %lld (try a lower --lr)", (long long)st.step); goto fail; }
-            st.step++;
-            steps_here++;
-            samples_here += nbs;
-            st.loss_sum += loss;
-            st.loss_n++;
-            eloss.sum += loss;
-            eloss.n++;
-            if (st.step % 50 == 0) {
-                stage_metric(&run, st.step, "train_loss", st.loss_sum / st.loss_n);
-                st.loss_sum = 0;
-                st.loss_n = 0;
-            }
-            double el = tr_monotonic() - t_start;
-            double frac = ((double)st.epoch * nb + st.batch + 1) / ((double)o.epochs * nb);
-            stage_progress(&run, frac, "epoch %d/%d batch %d/%lld loss %.4f, %.0f samples/s, best valid HR@10 %.4f",
-                           st.epoch + 1, o.epochs, st.batch + 1, (long long)nb, loss,
-                           samples_here / (el > 0 ? el : 1), st.best_hr);
-            int stop = stage_should_stop();
-            if (stop || (o.ckpt_every > 0 && st.step % o.ckpt_every == 0)) {
-                st.batch++;                       /* the checkpoint resumes after this batch */
-                int crc = save_ckpt(&run, m, &st, best, &eloss);
-                st.batch--;
-                if (crc != 0) goto fail;
-            }
-            if (stop) { stopped = 1; break; }
-        }
-        train_secs += tr_monotonic() - t_epoch;
-        if (stopped) break;
-        /* end of epoch: valid HR@10 / NDCG@10 with the test template, history excluded */
-        retr_metrics met;
-        int ks[2] = {10, 20};
-        retr_metrics_init(&met, 2, ks);
-        if (gen ? gen_evaluate(&gs, m, &v, &d, 1, PROMPT_TEST, o.eval_batch, &met, 0, NULL, NULL) != 0
-                : rec_evaluate(m, &v, &d, 1, o.hist, PROMPT_TEST, cosine, o.eval_batch, &met, 0, NULL, NULL) != 0) goto fail;
-        double hr = retr_hr(&met, 10), nd = retr_ndcg(&met, 10);
-        stage_metric(&run, st.epoch + 1, "train_loss_epoch", eloss.n ? eloss.sum / eloss.n : NAN);
-        eloss = (ft_epoch_loss){0};
-        stage_metric(&run, st.epoch + 1, "valid_hr@10", hr);
-        stage_metric(&run, st.epoch + 1, "valid_ndcg@10", nd);
-        if (!o.quiet) fprintf(stderr, "\n[finetune] epoch %d: valid HR@10 %.4f NDCG@10 %.4f%s\n", st.epoch + 1,
-                              hr, nd, hr + nd > st.best ? " (best)" : "");
-        if (hr + nd > st.best) {
-            st.best = hr + nd; st.best_hr = hr; st.best_ndcg = nd; st.best_epoch = st.epoch + 1; st.bad = 0;
-            memcpy(best, t5_params(m), np * sizeof *best);
-        } else {
-            st.bad++;
-        }
-        ft_state next = st;
-        next.epoch++;
-        next.batch = 0;
-        if (save_ckpt(&run, m, &next, best, &eloss) != 0) goto fail;
-        if (st.bad >= o.patience) {
-            if (!o.quiet) fprintf(stderr, "[finetune] no better valid score for %d epochs: stopping\n", o.patience);
-            st.epoch++;
-            break;
-        }
-    }
-    if (stopped) {
-        stage_stopped(&run);
-        status = 130;
-        goto out;
-    }
-    /* the best epoch: test metrics, then the model and the metrics in one transaction */
-    memcpy(t5_params(m), best, np * sizeof *best);
-    retr_metrics vm, tm;
-    int ks[3] = {10, 20, 30};
-    retr_metrics_init(&vm, 3, ks);
-    retr_metrics_init(&tm, 3, ks);
-    if (gen) {
-        if (gen_evaluate(&gs, m, &v, &d, 1, PROMPT_TEST, o.eval_batch, &vm, 0, NULL, NULL) != 0 ||
-            gen_evaluate(&gs, m, &v, &d, 2, PROMPT_TEST, o.eval_batch, &tm, 0, NULL, NULL) != 0)
-            goto fail;
-    } else if (rec_evaluate(m, &v, &d, 1, o.hist, PROMPT_TEST, cosine, o.eval_batch, &vm, 0, NULL, NULL) != 0 ||
-               rec_evaluate(m, &v, &d, 2, o.hist, PROMPT_TEST, cosine, o.eval_batch, &tm, 0, NULL, NULL) != 0)
-        goto fail;
-    if (stage_finish_begin(&run) != 0 || rec_model_save(db, run.id, m, &v, o.pool, cosine, o.hist) != 0)
-        goto fail;
-    if (gen) {
-        char *sql = sqlite3_mprintf("UPDATE models SET objective='generate' WHERE run_id=%lld", (long long)run.id);
-        int urc = db_exec(db, sql);
-        sqlite3_free(sql);
-        if (urc != 0) goto fail;
-    }
-    const char *method = gen ? "generate" : o.faithful ? "tokenrec-faithful" : "tokenrec";
-    for (int s = 0; s < 2; s++) {
-        const retr_metrics *M = s ? &tm : &vm;
-        const char *split = s ? "test" : "valid";
-        if (db_put_metric(db, run.id, method, split, "users", 0, (double)M->n) != 0) goto fail;
-        for (int k = 0; k < 3; k++)
-            if (db_put_metric(db, run.id, method, split, "hr", ks[k], retr_hr(M, ks[k])) != 0 ||
-                db_put_metric(db, run.id, method, split, "ndcg", ks[k], retr_ndcg(M, ks[k])) != 0) goto fail;
-    }
-    /* the chosen epoch, and the training rate of this process (per-epoch validation left out) */
-    if (db_put_metric(db, run.id, method, "train", "best_epoch", 0, st.best_epoch) != 0 ||
-        (train_secs > 0 && samples_here > 0 &&
-         db_put_metric(db, run.id, method, "train", "targets_per_s", 0, samples_here / train_secs) != 0))
-        goto fail;
-    if (stage_finish_commit(&run) != 0) goto fail;
-    double el = tr_monotonic() - t_start;
-    if (!o.quiet)
-        fprintf(stderr, "[finetune] %s done in %.0fs (%.0f samples/s): best epoch %d, valid HR@10 %.4f "
-                "NDCG@10 %.4f; test HR@10 %.4f NDCG@10 %.4f HR@20 %.4f NDCG@20 %.4f\n", o.dataset, el,
-                samples_here / (el > 0 ? el : 1), st.best_epoch, retr_hr(&vm, 10), retr_ndcg(&vm, 10),
-                retr_hr(&tm, 10), retr_ndcg(&tm, 10), retr_hr(&tm, 20), retr_ndcg(&tm, 20));
-    status = 0;
-    goto out;
-fail:
-    rec_data_free(&d);
-fail_nodata:
-    {
-        char msg[1024];
-        snprintf(msg, sizeof msg, "%s", tr_errmsg());
-        stage_fail(&run, msg);
-        tr_error("%s", msg);
-    }
-    status = -1;
-    goto cleanup;
-out:
-    rec_data_free(&d);
-cleanup:
-    rec_batch_free(&bt);
-    prompt_vocab_free(&v);
-    if (m) t5_free(m);
-    free(samples); free(order); free(batch_order); free(best); free(logits); free(dz); free(pos); free(neg);
-    free(gdec); free(gcodes);
-    t5_gen_ws_free(&gws);
-    gen_search_free(&gs);
-    db_close(db);
-    return status;
+    int b = stage_cmd_begin(&c, !strcmp(o.objective, "generate") ? "finetune-gen" : "finetune", pj, NULL,
+                            o.force, o.quiet, NULL);
+    if (b != 0) return stage_cmd_close(&c, b == STAGE_UP_TO_DATE ? 0 : -1);
+    return stage_cmd_close(&c, finetune_run(&c.run, &o));
 }

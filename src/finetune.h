@@ -2,7 +2,7 @@
  * encoder, a fixed decoder prompt comes out as hidden states, and the head maps them to z
  * in the CF vector space, trained so that the target item's vector is close:
  *   - default ("clean"): softmax over all items of z . v with the propagated (mean) item
- *     vectors, dot product at retrieval (TOKENREC.md 9.5, 9.6);
+ *     vectors, dot product at retrieval (why: docs/METHOD.md, "The recommender");
  *   - --faithful: TokenRec's own choice, the cosine-embedding loss with one uniform negative
  *     against the item ego vectors, cosine at retrieval, targets up to position 49.
  * Samples by prefix augmentation over the train split; valid HR@10/NDCG@10 after each epoch

@@ -16,10 +16,8 @@ static int cmp_int(const void *a, const void *b) {
 /* Counts, density, sequence lengths and split sizes, from the interactions table. */
 int info_dataset_stats(sqlite3 *db, const char *dataset, dataset_stats *s) {
     memset(s, 0, sizeof *s);
-    int64_t id = db_dataset_id(db, dataset);
+    int64_t id = db_dataset_sizes(db, dataset, &s->n_users, &s->n_items);
     if (id < 0) return -1;
-    s->n_users = (int)db_query_i64(db, 0, "SELECT n_users FROM datasets WHERE id=%lld", (long long)id);
-    s->n_items = (int)db_query_i64(db, 0, "SELECT n_items FROM datasets WHERE id=%lld", (long long)id);
     sqlite3_stmt *st = db_prep(db, "SELECT uid, count(*), sum(split=0), sum(split=1), sum(split=2) "
                                    "FROM interactions WHERE dataset_id=? GROUP BY uid");
     if (!st) return -1;
@@ -56,31 +54,22 @@ void info_print_stats(FILE *f, const char *dataset, const dataset_stats *s) {
             s->n_test);
 }
 
+/* Every row of the stage table with its state and, when run, its latest run. */
 static void print_stages(FILE *f, sqlite3 *db, const char *dataset) {
     fprintf(f, "  stages:\n");
-    for (int i = 0; i <= STAGE_COUNT; i++) {
-        /* after the pipeline: the generate-objective baseline's finetune stage, when run */
-        const char *name = i < STAGE_COUNT ? stage_names[i] : "finetune-gen";
+    for (int i = 0; i < STAGE_COUNT; i++) {
+        const char *name = stage_defs[i].name;
         int64_t run;
         stage_state s = stage_get_state(db, dataset, name, &run);
-        if (i == STAGE_COUNT && !run) break;
-        char line[512] = "";
-        if (run) {
-            sqlite3_stmt *st = db_prep(db, "SELECT progress, coalesce(error, message, ''), "
-                                           "coalesce(ended_at, updated_at) - started_at FROM stage_runs WHERE id=?");
-            if (st) {
-                sqlite3_bind_int64(st, 1, run);
-                if (sqlite3_step(st) == SQLITE_ROW) {
-                    char d[32];
-                    snprintf(line, sizeof line, "run %lld, %3.0f%%, %s, %s", (long long)run,
-                             100 * sqlite3_column_double(st, 0),
-                             tr_fmt_duration(sqlite3_column_double(st, 2), d, sizeof d),
-                             (const char *)sqlite3_column_text(st, 1));
-                }
-                sqlite3_finalize(st);
-            }
+        char line[700] = "";
+        stage_run_info ri;
+        if (run && stage_run_get(db, run, &ri) == 0) {
+            char d[32];
+            double end = ri.ended_at > 0 ? ri.ended_at : ri.updated_at;
+            snprintf(line, sizeof line, "run %lld, %3.0f%%, %s, %s", (long long)run, 100 * ri.progress,
+                     tr_fmt_duration(end - ri.started_at, d, sizeof d), ri.error[0] ? ri.error : ri.message);
         }
-        fprintf(f, "    %-9s %-8s %s\n", name, stage_state_name(s), line);
+        fprintf(f, "    %-12s %-8s %s\n", name, stage_state_name(s), line);
     }
 }
 

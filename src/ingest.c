@@ -500,6 +500,47 @@ static int hash_file(const char *path, uint64_t *h) {
     return 0;
 }
 
+#define INGEST_PATH_MAX 4200
+
+/* Where an item-names file is and how to read it. */
+typedef struct { const char *file, *sep, *enc; int header, id_col, name_col; } names_spec;
+
+/* Read a built-in dataset's files under the data directory into raw: p1 gets the path of
+ * the interactions, p2 that of the item names (INGEST_PATH_MAX bytes each); *h the input's
+ * hash, *ts_div the timestamps' unit, ns the names file and how to read it. */
+static int read_builtin(const char *data_dir, const char *dataset, ingest_raw *raw, char *p1, char *p2,
+                        uint64_t *h, int *ts_div, names_spec *ns) {
+    char dirbuf[4096];
+    const char *dir = ingest_data_dir(data_dir, dirbuf, sizeof dirbuf);
+    if (!dir) return -1;
+    if (!strcmp(dataset, "lastfm")) {
+        snprintf(p1, INGEST_PATH_MAX, "%s/lastfm/raw/hetrec2011-lastfm-2k/user_taggedartists-timestamps.dat", dir);
+        snprintf(p2, INGEST_PATH_MAX, "%s/lastfm/raw/hetrec2011-lastfm-2k/artists.dat", dir);
+        raw->source = p1;
+        *ts_div = 1000;
+        ns->file = p2;
+        return hash_file(p1, h) != 0 || ingest_read_hetrec_lastfm(raw, p1) != 0 ? -1 : 0;
+    }
+    if (!strcmp(dataset, "ml-1m")) {
+        snprintf(p1, INGEST_PATH_MAX, "%s/ml-1m/raw/ratings.dat", dir);
+        snprintf(p2, INGEST_PATH_MAX, "%s/ml-1m/raw/movies.dat", dir);
+        ns->file = p2; ns->sep = "::"; ns->header = 0;
+        if (!strcmp(ns->enc, "auto")) ns->enc = "latin1";
+        raw->source = p1;
+        if (tr_file_exists(p1))
+            return hash_file(p1, h) != 0 || ingest_read_ml1m_ratings(raw, p1) != 0 ? -1 : 0;
+        snprintf(p1, INGEST_PATH_MAX, "%s/ml-1m/derived/ml-1m_user_sequences.txt", dir);
+        return hash_file(p1, h) != 0 || ingest_read_sequence(raw, p1) != 0 ? -1 : 0;
+    }
+    if (!strcmp(dataset, "beauty") || !strcmp(dataset, "clothing")) {
+        snprintf(p1, INGEST_PATH_MAX, "%s/%s/tokenrec/user_sequence.txt", dir, dataset);
+        raw->source = p1;
+        return hash_file(p1, h) != 0 || ingest_read_sequence(raw, p1) != 0 ? -1 : 0;
+    }
+    return tr_error("ingest: unknown dataset '%s'; expected lastfm, ml-1m, beauty or clothing, "
+                    "or give your own file with --file", dataset);
+}
+
 static const char *usage_ingest = "tokenrec ingest --dataset NAME [options]";
 static const char *summary_ingest =
     "Read an interaction dataset, keep its k-core, split each user's chronological sequence\n"
@@ -543,8 +584,7 @@ int cmd_ingest(int argc, char **argv) {
     if (!strcmp(delim, "\\t")) delim = "\t";
     if (!strcmp(names_delim, "\\t")) names_delim = "\t";
 
-    char dirbuf[4096], p1[4200], p2[4200];
-    const char *dir = NULL;
+    char p1[INGEST_PATH_MAX], p2[INGEST_PATH_MAX];
     ingest_raw raw;
     ingest_raw_init(&raw);
     ingest_data d = {0};
@@ -568,36 +608,9 @@ int cmd_ingest(int argc, char **argv) {
         }
         if (names) { names_file = names; names_sep = names_delim; names_hdr = header; nid = names_id_col - 1; nname = names_col - 1; }
     } else {
-        if (!(dir = ingest_data_dir(data_dir, dirbuf, sizeof dirbuf))) goto out;
-        if (!strcmp(dataset, "lastfm")) {
-            snprintf(p1, sizeof p1, "%s/lastfm/raw/hetrec2011-lastfm-2k/user_taggedartists-timestamps.dat", dir);
-            snprintf(p2, sizeof p2, "%s/lastfm/raw/hetrec2011-lastfm-2k/artists.dat", dir);
-            raw.source = p1;
-            ts_div = 1000;
-            if (hash_file(p1, &h) != 0 || ingest_read_hetrec_lastfm(&raw, p1) != 0) goto out;
-            names_file = p2;
-        } else if (!strcmp(dataset, "ml-1m")) {
-            snprintf(p1, sizeof p1, "%s/ml-1m/raw/ratings.dat", dir);
-            snprintf(p2, sizeof p2, "%s/ml-1m/raw/movies.dat", dir);
-            if (tr_file_exists(p1)) {
-                raw.source = p1;
-                if (hash_file(p1, &h) != 0 || ingest_read_ml1m_ratings(&raw, p1) != 0) goto out;
-            } else {
-                snprintf(p1, sizeof p1, "%s/ml-1m/derived/ml-1m_user_sequences.txt", dir);
-                raw.source = p1;
-                if (hash_file(p1, &h) != 0 || ingest_read_sequence(&raw, p1) != 0) goto out;
-            }
-            names_file = p2; names_sep = "::"; names_hdr = 0;
-            if (!strcmp(names_enc, "auto")) names_enc = "latin1";
-        } else if (!strcmp(dataset, "beauty") || !strcmp(dataset, "clothing")) {
-            snprintf(p1, sizeof p1, "%s/%s/tokenrec/user_sequence.txt", dir, dataset);
-            raw.source = p1;
-            if (hash_file(p1, &h) != 0 || ingest_read_sequence(&raw, p1) != 0) goto out;
-        } else {
-            tr_error("ingest: unknown dataset '%s'; expected lastfm, ml-1m, beauty or clothing, "
-                     "or give your own file with --file", dataset);
-            goto out;
-        }
+        names_spec ns = {NULL, names_sep, names_enc, names_hdr, nid, nname};
+        if (read_builtin(data_dir, dataset, &raw, p1, p2, &h, &ts_div, &ns) != 0) goto out;
+        names_file = ns.file; names_sep = ns.sep; names_enc = ns.enc; names_hdr = ns.header;
     }
     if (ingest_build(&raw, kcore, ts_div, &d) != 0) goto out;
     if (names_file && tr_file_exists(names_file)) {
@@ -615,24 +628,17 @@ int cmd_ingest(int argc, char **argv) {
     size_t pl = strlen(pj);
     pj = tr_realloc(pj, pl + 40);
     snprintf(pj + pl - 1, 40, ",\"input\":\"%016llx\"}", (unsigned long long)h);
-    sqlite3 *db = db_open(dbpath, 0);
-    if (!db) { free(pj); goto out; }
-    stage_run run;
-    int b = stage_begin(&run, db, "ingest", dataset, pj, NULL, force);
-    free(pj);
+    stage_cmd c;
+    if (stage_cmd_open(&c, dbpath, dataset) != 0) { free(pj); goto out; }
+    int b = stage_cmd_begin(&c, "ingest", pj, NULL, force, quiet, NULL);
     if (b == STAGE_UP_TO_DATE) {
-        if (!quiet) fprintf(stderr, "[ingest] %s is already ingested from the same input and settings "
-                                    "(run %lld); use --force to ingest again\n", dataset, (long long)run.id);
         rc = 0;
     } else if (b == 0) {
-        stage_log_start(&run, quiet);
-        stage_progress(&run, 0, "writing %lld interactions", (long long)d.n);
-        if (stage_finish_begin(&run) != 0 || ingest_write(db, dataset, &raw, &d, kcore) != 0 ||
-            stage_finish_commit(&run) != 0) {
-            char msg[1024];
-            snprintf(msg, sizeof msg, "%s", tr_errmsg());
-            stage_fail(&run, msg);
-            tr_error("%s", msg);
+        stage_run *run = &c.run;
+        stage_progress(run, 0, "writing %lld interactions", (long long)d.n);
+        if (stage_finish_begin(run) != 0 || ingest_write(c.db, dataset, &raw, &d, kcore) != 0 ||
+            stage_finish_commit(run) != 0) {
+            stage_fail_err(run);
         } else {
             double total = tr_monotonic() - t0;
             if (!quiet)
@@ -642,7 +648,7 @@ int cmd_ingest(int argc, char **argv) {
             rc = 0;
         }
     }
-    db_close(db);
+    stage_cmd_close(&c, rc);
 out:
     ingest_raw_free(&raw);
     ingest_data_free(&d);

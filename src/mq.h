@@ -1,5 +1,5 @@
 /* mq: the MQ-Tokenizer (masked vector-quantized tokenizer) of TokenRec, CLEAN form
- * (TOKENREC.md 11.3) and, as an option, the residual form below. Pure model math: no
+ * (docs/METHOD.md, "Tokenization") and, as an option, the residual form below. Pure model math: no
  * database. The tokenize stage (tokenize.c) feeds it CF vectors, drives the epochs, and
  * stores what comes out.
  *
@@ -13,7 +13,7 @@
  *           loss = MSE(r, q) + sum_k MSE(sg a_k, C_k[w_k]) + beta sum_k MSE(a_k, sg C_k[w_k])
  *   infer:  no mask, no dropout, BatchNorm with running statistics, tokens (w_0..w_{K-1}).
  *
- * Residual form (cfg.residual = 1, TOKENREC.md 4.3 and 11.3 FAITHFUL (b), the variant that
+ * Residual form (cfg.residual = 1, docs/METHOD.md "Tokenization", the variant that
  * produced the official LastFM tokens): ONE encoder, and codebook k quantises what the
  * codebooks before it left over:
  *           a = Enc(q'),  r_0 = a,  w_k = argmin_l |r_k - C_k[l]|^2,  r_{k+1} = r_k - C_k[w_k]

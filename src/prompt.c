@@ -5,8 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Verbatim from the official code (TOKENREC.md 6.2): ten training templates, the test
- * template (the same text as template 5) and the unseen-user template. */
+/* Verbatim from the official code (docs/METHOD.md, "Tokens and prompts"): ten training
+ * templates, the test template (the same text as template 5) and the unseen-user template. */
 const char *const prompt_templates[PROMPT_N] = {
     "Given the following purchase history for the {user}: {items}. Predict the user preferences.",
     "I find the purchase history list for the {user}: {items}. I wonder what the user will like. Can you help me decide?",

@@ -3,9 +3,9 @@
  * The vocabulary is word-level: the special tokens (<pad> 0, </s> 1, <unk> 2), the words
  * and punctuation of the prompt templates and of the decoder prompt, the prefixes "user_"
  * and "item_", then K*L item tokens <k-j> (k = 0..K-1) and K*L user tokens <a-j>, <b-j>,
- * <c-j>, ... (TOKENREC.md 4.4), then, when collisions are resolved, the item disambiguation
+ * <c-j>, ... (docs/METHOD.md, "Tokens and prompts"), then, when collisions are resolved, the item disambiguation
  * tokens <K-j>. An item is written "item_ <0-i> <1-j> <2-k>", a user "user_ <a-i> <b-j>
- * <c-k>". The templates are verbatim from TOKENREC.md 6.2. */
+ * <c-k>". The templates are TokenRec's, word for word. */
 #ifndef TOKENREC_PROMPT_H
 #define TOKENREC_PROMPT_H
 #include <stdint.h>

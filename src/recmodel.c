@@ -3,6 +3,7 @@
 #include "cli.h"
 #include "db.h"
 #include "retrieval.h"
+#include "stage.h"
 #include "unseen.h"
 #include "util.h"
 #include <cjson/cJSON.h>
@@ -14,10 +15,8 @@
 /* Each user's chronological sequence (all splits), with ids checked against the dataset. */
 int rec_sequences_load(sqlite3 *db, const char *dataset, rec_data *d) {
     memset(d, 0, sizeof *d);
-    int64_t ds = db_dataset_id(db, dataset);
+    int64_t ds = db_dataset_sizes(db, dataset, &d->n_users, &d->n_items);
     if (ds < 0) return -1;
-    d->n_users = (int32_t)db_query_i64(db, 0, "SELECT n_users FROM datasets WHERE id=%lld", (long long)ds);
-    d->n_items = (int32_t)db_query_i64(db, 0, "SELECT n_items FROM datasets WHERE id=%lld", (long long)ds);
     int64_t n = db_query_i64(db, 0, "SELECT n_interactions FROM datasets WHERE id=%lld", (long long)ds);
     d->off = tr_calloc((size_t)d->n_users + 1, sizeof *d->off);
     d->seq = tr_malloc((size_t)(n ? n : 1) * sizeof *d->seq);
@@ -71,7 +70,7 @@ int rec_data_load(sqlite3 *db, const char *dataset, int64_t tokenize_run, const 
     sqlite3_finalize(st);
 
     /* pool: item vectors of the cf run under the tokenize run */
-    d->cf_run = db_query_i64(db, 0, "SELECT upstream_run FROM stage_runs WHERE id=%lld", (long long)tokenize_run);
+    d->cf_run = stage_upstream_run(db, tokenize_run);
     st = db_prep(db, "SELECT idx, vec FROM cf_vectors WHERE run_id=? AND entity='item' AND kind=?");
     if (!st) goto fail;
     sqlite3_bind_int64(st, 1, d->cf_run);
@@ -329,8 +328,7 @@ static int rec_vocab_from_config(const char *json, prompt_vocab *v, int K, int L
 int rec_model_load(sqlite3 *db, int64_t run, rec_loaded *out) {
     memset(out, 0, sizeof *out);
     sqlite3_stmt *st = db_prep(db, "SELECT m.config, m.K, m.L, m.extra, m.pool_kind, m.cosine, m.hist_cap, "
-                                   "m.n_params, m.params, r.upstream_run FROM models m JOIN stage_runs r "
-                                   "ON r.id = m.run_id WHERE m.run_id=?");
+                                   "m.n_params, m.params FROM models m WHERE m.run_id=?");
     if (!st) return -1;
     sqlite3_bind_int64(st, 1, run);
     int rc = -1;
@@ -345,7 +343,7 @@ int rec_model_load(sqlite3 *db, int64_t run, rec_loaded *out) {
             snprintf(out->pool_kind, sizeof out->pool_kind, "%s", (const char *)sqlite3_column_text(st, 4));
             out->cosine = sqlite3_column_int(st, 5);
             out->hist_cap = sqlite3_column_int(st, 6);
-            out->tokenize_run = sqlite3_column_int64(st, 9);
+            out->tokenize_run = stage_upstream_run(db, run);
             rng_t r;
             rng_seed(&r, 0);
             if (out->vocab.vocab != cfg.vocab) {      /* ids past the embedding rows: refuse */

@@ -73,13 +73,13 @@ static void section_status(FILE *f, sqlite3 *db, const char *ds) {
     size_t ml = 0;
     for (int s = 0; s < STAGE_COUNT; s++) {
         int64_t run = 0;
-        stage_state st = stage_get_state(db, ds, stage_names[s], &run);
-        fprintf(f, "<tr><td>%s</td><td>%s</td><td class=\"num\">", stage_names[s], stage_state_name(st));
+        stage_state st = stage_get_state(db, ds, stage_defs[s].name, &run);
+        fprintf(f, "<tr><td>%s</td><td>%s</td><td class=\"num\">", stage_defs[s].name, stage_state_name(st));
         if (run) fprintf(f, "%lld", (long long)run);
         fputs("</td></tr>\n", f);
         if (st != ST_DONE && ml < sizeof missing - 64)
             ml += (size_t)snprintf(missing + ml, sizeof missing - ml, "%s%s (%s)", ml ? ", " : "",
-                                   stage_names[s], st == ST_STALE ? "stale: its upstream run changed since"
+                                   stage_defs[s].name, st == ST_STALE ? "stale: its upstream run changed since"
                                    : stage_state_name(st));
     }
     fputs("</table>\n", f);

@@ -15,6 +15,14 @@ void rng_seed(rng_t *r, uint64_t seed) {
     for (int i = 0; i < 4; i++) r->s[i] = splitmix64(&x);
 }
 
+/* The seed mixed with the FNV-1a hash of the name, through one splitmix64 step. */
+uint64_t rng_stream(uint64_t seed, const char *name) {
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (const unsigned char *p = (const unsigned char *)name; *p; p++) h = (h ^ *p) * 0x100000001b3ull;
+    uint64_t x = seed ^ h;
+    return splitmix64(&x);
+}
+
 /* Derive an independent child stream; the parent advances by one draw. */
 void rng_split(rng_t *parent, rng_t *child, uint64_t stream) {
     uint64_t base = rng_u64(parent);

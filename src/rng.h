@@ -9,6 +9,9 @@
 typedef struct { uint64_t s[4]; } rng_t;
 
 void     rng_seed(rng_t *r, uint64_t seed);
+/* The seed of a stage's own stream of the shared --seed: the same seed gives each stage
+ * (name: "cf", "tokenize", ...) a different stream, and the same stream every time. */
+uint64_t rng_stream(uint64_t seed, const char *name);
 /* A child generator for an independent stream (e.g. one per thread or per purpose),
  * derived deterministically from the parent's next draw and a stream id. */
 void     rng_split(rng_t *parent, rng_t *child, uint64_t stream);

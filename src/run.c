@@ -35,7 +35,7 @@ static int call(stage_fn fn, const char *name, const char *db, const char *datas
     argv[argc++] = (char *)name;
     argv[argc++] = "--db"; argv[argc++] = (char *)db;
     argv[argc++] = "--dataset"; argv[argc++] = (char *)dataset;
-    if (seed && strcmp(name, "evaluate") && strcmp(name, "ingest")) { argv[argc++] = "--seed"; argv[argc++] = (char *)seed; }
+    if (seed) { argv[argc++] = "--seed"; argv[argc++] = (char *)seed; }
     for (int i = 0; extra[i] && argc < 36; i++) argv[argc++] = (char *)extra[i];
     if (more && argc < 36) argv[argc++] = (char *)more;
     if (quiet) argv[argc++] = "--quiet";
@@ -58,14 +58,14 @@ static const char *summary_run =
     "--preset full uses every stage's defaults, the setting that reaches the accuracy targets.";
 
 int cmd_run(int argc, char **argv) {
-    const char *dbpath = DB_DEFAULT_PATH, *dataset = NULL, *preset = "quick", *data_dir = NULL, *seed = NULL;
-    int quiet = 0, unseen = 0;
+    const char *dbpath = DB_DEFAULT_PATH, *dataset = NULL, *preset = "quick", *data_dir = NULL;
+    int quiet = 0, unseen = 0, seed_n = CLI_SEED_DEFAULT;
     cli_opt opts[] = {
         {"db", CLI_STR, &dbpath, "database file", 0},
         {"dataset", CLI_STR, &dataset, "lastfm, ml-1m, beauty, clothing (or one already ingested)", 0},
         {"preset", CLI_STR, &preset, "quick or full", 0},
         {"data-dir", CLI_STR, &data_dir, "where the datasets are (default ../shared/datasets)", 0},
-        {"seed", CLI_STR, &seed, "seed for every stage (default: each stage's own)", 0},
+        {"seed", CLI_INT, &seed_n, "seed of every stage (each draws from its own stream of it)", 0},
         {"quiet", CLI_FLAG, &quiet, "only the final table", 0},
         {"unseen", CLI_FLAG, &unseen, "the unseen-user test: cf holds out 10% of users (--holdout-users 0.1), "
          "evaluate --unseen reports them beside the seen users", 0},
@@ -76,6 +76,8 @@ int cmd_run(int argc, char **argv) {
     int quick = !strcmp(preset, "quick");
     if (!quick && strcmp(preset, "full")) return tr_error("--preset: expected quick or full, got '%s'", preset);
     double t0 = tr_monotonic();
+    char seed[16];                  /* passed to every stage after ingest, evaluate too */
+    snprintf(seed, sizeof seed, "%d", seed_n);
 
     /* ingest only when the dataset is not in the database yet */
     sqlite3 *db = db_open(dbpath, 0);
@@ -84,11 +86,13 @@ int cmd_run(int argc, char **argv) {
     db_close(db);
     if (!have) {
         const char *ing[] = {"--data-dir", data_dir, NULL};
-        if ((rc = call(cmd_ingest, "ingest", dbpath, dataset, NULL, data_dir ? ing : none, NULL, quiet)) != 0) return rc;
+        if ((rc = call(cmd_ingest, stage_defs[STAGE_INGEST].name, dbpath, dataset, NULL, data_dir ? ing : none,
+                       NULL, quiet)) != 0) return rc;
     }
-    struct { stage_fn fn; const char *name; const char *const *q; } steps[] = {
-        {cmd_cf, "cf", quick_cf}, {cmd_tokenize, "tokenize", quick_tok}, {cmd_finetune, "finetune", quick_ft},
-        {cmd_sasrec, "sasrec", quick_sas},
+    /* the main line of the stage table, then the SASRec baseline; finetune-gen is run by name */
+    struct { stage_fn fn; int stage; const char *const *q; } steps[] = {
+        {cmd_cf, STAGE_CF, quick_cf}, {cmd_tokenize, STAGE_TOKENIZE, quick_tok},
+        {cmd_finetune, STAGE_FINETUNE, quick_ft}, {cmd_sasrec, STAGE_SASREC, quick_sas},
     };
     for (size_t i = 0; i < sizeof steps / sizeof *steps; i++) {
         const char *const *q = quick ? steps[i].q : none;
@@ -101,12 +105,12 @@ int cmd_run(int argc, char **argv) {
             with[n] = NULL;
             q = with;
         }
-        rc = call(steps[i].fn, steps[i].name, dbpath, dataset, seed, q, NULL, quiet);
+        rc = call(steps[i].fn, stage_defs[steps[i].stage].name, dbpath, dataset, seed, q, NULL, quiet);
         if (rc != 0) return rc;            /* -1 error, 130 stopped by Ctrl-C */
         if (stage_should_stop()) return 130;
     }
     const char *ev[] = {"--method", "all", NULL};
-    if ((rc = call(cmd_evaluate, "evaluate", dbpath, dataset, NULL, ev, unseen ? "--unseen" : NULL, quiet)) != 0) return rc;
+    if ((rc = call(cmd_evaluate, stage_defs[STAGE_EVALUATE].name, dbpath, dataset, seed, ev, unseen ? "--unseen" : NULL, quiet)) != 0) return rc;
     char b[32];
     fprintf(stderr, "== pipeline on %s finished in %s\n\n", dataset, tr_fmt_duration(tr_monotonic() - t0, b, sizeof b));
     char *rargv[] = {"report", "--db", (char *)dbpath, NULL};

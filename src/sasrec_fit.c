@@ -113,31 +113,13 @@ typedef struct {
     rng_t   rng;
 } fit_state;
 
+/* One checkpoint: the state, the parameters, the Adam moments and the best parameters. */
 static int save_ckpt(stage_run *run, const fit_state *st, sasrec_model *m, const float *best) {
     size_t fb = sasrec_n_params(m) * sizeof(float);
-    if (stage_ckpt_begin(run) != 0 ||
-        stage_ckpt_put(run, "sasrec_state", st->step, st, sizeof *st) != 0 ||
-        stage_ckpt_put(run, "sasrec_params", st->step, sasrec_params(m), fb) != 0 ||
-        stage_ckpt_put(run, "sasrec_adam_m", st->step, sasrec_adam_m(m), fb) != 0 ||
-        stage_ckpt_put(run, "sasrec_adam_v", st->step, sasrec_adam_v(m), fb) != 0 ||
-        stage_ckpt_put(run, "sasrec_best", st->step, best, fb) != 0 ||
-        stage_ckpt_commit(run) != 0)
-        return -1;
-    return 0;
-}
-
-/* Restore a blob of exactly n bytes into dst. */
-static int load_blob(stage_run *run, const char *name, void *dst, size_t n) {
-    void *p = NULL;
-    size_t len = 0;
-    int rc = stage_ckpt_get(run, name, &p, &len, NULL);
-    if (rc != 0 || len != n) {
-        free(p);
-        return tr_error("sasrec checkpoint '%s': expected %zu bytes (rerun with --force)", name, n);
-    }
-    memcpy(dst, p, n);
-    free(p);
-    return 0;
+    const stage_blob b[] = {{"sasrec_state", st, sizeof *st}, {"sasrec_params", sasrec_params(m), fb},
+                            {"sasrec_adam_m", sasrec_adam_m(m), fb}, {"sasrec_adam_v", sasrec_adam_v(m), fb},
+                            {"sasrec_best", best, fb}};
+    return stage_ckpt_save(run, st->step, b, 5);
 }
 
 int sasrec_fit(stage_run *run, const rec_data *d, const sasrec_train_cfg *tc,
@@ -159,16 +141,18 @@ int sasrec_fit(stage_run *run, const rec_data *d, const sasrec_train_cfg *tc,
     float *best = tr_malloc(np * sizeof(float));
     memcpy(best, sasrec_params(m), np * sizeof(float));
     if (run && run->resumed) {
-        void *probe = NULL;
-        int g = stage_ckpt_get(run, "sasrec_state", &probe, NULL, NULL);
-        free(probe);
-        if (g < 0) { sasrec_free(m); free(best); return -1; }
-        if (g == 0) {
-            if (load_blob(run, "sasrec_state", &st, sizeof st) || load_blob(run, "sasrec_params", sasrec_params(m), np * 4) ||
-                load_blob(run, "sasrec_adam_m", sasrec_adam_m(m), np * 4) || load_blob(run, "sasrec_adam_v", sasrec_adam_v(m), np * 4) ||
-                load_blob(run, "sasrec_best", best, np * 4)) { sasrec_free(m); free(best); return -1; }
-            if (!tc->quiet) fprintf(stderr, "[sasrec] resuming at epoch %d (best valid HR@10 %.4f)\n", st.epoch, st.best_hr);
+        size_t fb = np * sizeof(float);
+        int g = stage_ckpt_read(run, "sasrec_state", &st, sizeof st);   /* 1: stopped before any */
+        if (g < 0 || (g == 0 && (stage_ckpt_read(run, "sasrec_params", sasrec_params(m), fb) ||
+                                 stage_ckpt_read(run, "sasrec_adam_m", sasrec_adam_m(m), fb) ||
+                                 stage_ckpt_read(run, "sasrec_adam_v", sasrec_adam_v(m), fb) ||
+                                 stage_ckpt_read(run, "sasrec_best", best, fb)))) {
+            sasrec_free(m);
+            free(best);
+            return -1;
         }
+        if (g == 0 && !tc->quiet)
+            fprintf(stderr, "[sasrec] resuming at epoch %d (best valid HR@10 %.4f)\n", st.epoch, st.best_hr);
     }
     /* the training users: at least two train items (one input, one target) */
     int32_t *users = tr_malloc((size_t)d->n_users * sizeof *users);

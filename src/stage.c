@@ -8,12 +8,28 @@
 #include <string.h>
 #include <unistd.h>
 
-const char *const stage_names[STAGE_COUNT] = {"ingest", "cf", "tokenize", "finetune", "evaluate"};
+const stage_def stage_defs[STAGE_COUNT] = {
+    {"ingest", NULL, "tokenrec ingest", "read a dataset, k-core filter, leave-one-out split", 0},
+    {"cf", "ingest", "tokenrec cf", "LightGCN/MF collaborative filtering: user and item vectors", 0},
+    {"tokenize", "cf", "tokenrec tokenize", "MQ-Tokenizer: K tokens per user and item", 0},
+    {"finetune", "tokenize", "tokenrec finetune",
+     "fine-tune the T5 recommender on prompts of ID tokens (generative retrieval)", 0},
+    {"finetune-gen", "tokenize", "tokenrec finetune --objective generate",
+     "the autoregressive baseline: the decoder generates the target item's tokens", 0},
+    {"sasrec", "ingest", "tokenrec sasrec", "SASRec baseline: causal transformer over item ids", 0},
+    {"evaluate", NULL, "tokenrec evaluate",
+     "HR@K and NDCG@K of every method on the full item set (upstream: the method's stage)", 1},
+};
 
 int stage_index(const char *name) {
     for (int i = 0; i < STAGE_COUNT; i++)
-        if (!strcmp(stage_names[i], name)) return i;
+        if (!strcmp(stage_defs[i].name, name)) return i;
     return -1;
+}
+
+const stage_def *stage_def_of(const char *name) {
+    int i = stage_index(name);
+    return i < 0 ? NULL : &stage_defs[i];
 }
 
 static volatile sig_atomic_t stop_flag;
@@ -68,6 +84,83 @@ static int record_blas_on_resume(sqlite3 *db, int64_t id) {
     int rc = sqlite3_step(st);
     sqlite3_finalize(st);
     return rc == SQLITE_DONE ? 0 : tr_error("database: %s", sqlite3_errmsg(db));
+}
+
+/* Copy text column c into dst ("" for NULL). */
+static void col_copy(sqlite3_stmt *st, int c, char *dst, size_t n) {
+    const unsigned char *t = sqlite3_column_text(st, c);
+    snprintf(dst, n, "%s", t ? (const char *)t : "");
+}
+
+int stage_run_get(sqlite3 *db, int64_t id, stage_run_info *out) {
+    static const char sql[] =
+        "SELECT stage, dataset, coalesce(upstream_stage, ''), coalesce(upstream_run, 0), coalesce(pid, 0), "
+        "status, progress, started_at, updated_at, coalesce(ended_at, 0), message, error FROM stage_runs WHERE id=?";
+    memset(out, 0, sizeof *out);
+    sqlite3_stmt *st = db_prep(db, sql);
+    if (!st) return -1;
+    sqlite3_bind_int64(st, 1, id);
+    int rc = 1;
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        out->id = id;
+        col_copy(st, 0, out->stage, sizeof out->stage);
+        col_copy(st, 1, out->dataset, sizeof out->dataset);
+        col_copy(st, 2, out->upstream_stage, sizeof out->upstream_stage);
+        out->upstream_run = sqlite3_column_int64(st, 3);
+        out->pid = sqlite3_column_int64(st, 4);
+        col_copy(st, 5, out->status, sizeof out->status);
+        out->progress = sqlite3_column_double(st, 6);
+        out->started_at = sqlite3_column_double(st, 7);
+        out->updated_at = sqlite3_column_double(st, 8);
+        out->ended_at = sqlite3_column_double(st, 9);
+        col_copy(st, 10, out->message, sizeof out->message);
+        col_copy(st, 11, out->error, sizeof out->error);
+        rc = 0;
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int64_t stage_upstream_run(sqlite3 *db, int64_t run) {
+    return db_query_i64(db, 0, "SELECT coalesce(upstream_run, 0) FROM stage_runs WHERE id=%lld",
+                        (long long)run);
+}
+
+int stage_run_ids(sqlite3 *db, const char *dataset, int64_t **ids) {
+    *ids = NULL;
+    sqlite3_stmt *st = db_prep(db, "SELECT id FROM stage_runs WHERE dataset=? ORDER BY id DESC");
+    if (!st) return -1;
+    sqlite3_bind_text(st, 1, dataset, -1, SQLITE_STATIC);
+    int n = 0, cap = 0;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        if (n == cap) *ids = tr_realloc(*ids, (size_t)(cap = cap ? 2 * cap : 32) * sizeof **ids);
+        (*ids)[n++] = sqlite3_column_int64(st, 0);
+    }
+    sqlite3_finalize(st);
+    return n;
+}
+
+char *stage_run_params(sqlite3 *db, int64_t run) {
+    sqlite3_stmt *st = db_prep(db, "SELECT params FROM stage_runs WHERE id=?");
+    if (!st) return NULL;
+    sqlite3_bind_int64(st, 1, run);
+    char *p = NULL;
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        const unsigned char *t = sqlite3_column_text(st, 0);
+        p = tr_strdup(t ? (const char *)t : "");
+    }
+    sqlite3_finalize(st);
+    return p;
+}
+
+int stage_done_runs_view(sqlite3 *db) {
+    return db_exec(db, "CREATE TEMP VIEW IF NOT EXISTS done_runs (id, dataset, stage, params, seconds) AS "
+                       "SELECT id, dataset, stage, params, ended_at - started_at FROM main.stage_runs "
+                       "WHERE status='done'");
+}
+
+int64_t stage_last_done(sqlite3 *db) {
+    return db_query_i64(db, 0, "SELECT coalesce(max(id), 0) FROM stage_runs WHERE status='done'");
 }
 
 static void fingerprint(char out[17], const char *stage, const char *dataset, const char *params,
@@ -159,9 +252,13 @@ int stage_begin(stage_run *r, sqlite3 *db, const char *stage, const char *datase
     if (upstream_stage) {
         r->upstream_run = stage_current_run(db, dataset, upstream_stage);
         if (!r->upstream_run) {
+            const stage_def *up = stage_def_of(upstream_stage);
+            char cmd[96];
+            if (up) snprintf(cmd, sizeof cmd, "%s", up->command);
+            else snprintf(cmd, sizeof cmd, "tokenrec %s", upstream_stage);
             db_rollback(db);
-            return tr_error("%s needs a finished %s run on %s first (run 'tokenrec %s --dataset %s')",
-                            stage, upstream_stage, dataset, upstream_stage, dataset);
+            return tr_error("%s needs a finished %s run on %s first (run '%s --dataset %s')",
+                            stage, upstream_stage, dataset, cmd, dataset);
         }
     }
     char fp[17];
@@ -186,10 +283,11 @@ int stage_begin(stage_run *r, sqlite3 *db, const char *stage, const char *datase
 
     double now = tr_now();
     /* Up to date: the same settings on the same upstream, and either the stage's current run
-     * or, for evaluate (nothing is built on it; its methods are runs side by side), fresh. */
+     * or, for a stage whose runs stand side by side (nothing is built on them), fresh. */
+    const stage_def *def = stage_def_of(stage);
     if (prev && !strcmp(status, "done") && !force &&
         (prev == stage_current_run(db, dataset, stage) ||
-         (stage_index(stage) == STAGE_EVALUATE && run_is_fresh(db, prev, 0)))) {
+         (def && def->side_by_side && run_is_fresh(db, prev, 0)))) {
         r->id = prev;
         db_rollback(db);
         return STAGE_UP_TO_DATE;
@@ -296,6 +394,11 @@ int stage_metric(stage_run *r, int64_t step, const char *name, double value) {
     return rc;
 }
 
+int stage_result(stage_run *r, const char *method, const char *split, const char *metric, int k,
+                 double value) {
+    return db_put_metric(r->db, r->id, method, split, metric, k, value);
+}
+
 int stage_ckpt_begin(stage_run *r) { return db_begin(r->db); }
 
 int stage_ckpt_put(stage_run *r, const char *name, int64_t step, const void *data, size_t n) {
@@ -321,6 +424,16 @@ int stage_ckpt_commit(stage_run *r) {
     return 0;
 }
 
+int stage_ckpt_save(stage_run *r, int64_t step, const stage_blob *blobs, int n) {
+    if (stage_ckpt_begin(r) != 0) return -1;
+    for (int i = 0; i < n; i++)
+        if (stage_ckpt_put(r, blobs[i].name, step, blobs[i].data, blobs[i].n) != 0) {
+            db_rollback(r->db);
+            return -1;
+        }
+    return stage_ckpt_commit(r);
+}
+
 int stage_ckpt_get(stage_run *r, const char *name, void **data, size_t *n, int64_t *step) {
     sqlite3_stmt *st = db_prep(r->db, "SELECT data, step FROM checkpoints WHERE run_id=? AND name=?");
     if (!st) return -1;
@@ -338,6 +451,25 @@ int stage_ckpt_get(stage_run *r, const char *name, void **data, size_t *n, int64
     }
     sqlite3_finalize(st);
     return rc;
+}
+
+int stage_ckpt_read(stage_run *r, const char *name, void *dst, size_t n) {
+    void *p = NULL;
+    size_t len = 0;
+    int rc = stage_ckpt_get(r, name, &p, &len, NULL);
+    if (rc < 0) return -1;
+    if (rc > 0) {
+        tr_error("%s: checkpoint '%s' of run %lld is missing", r->stage, name, (long long)r->id);
+        return 1;
+    }
+    if (len != n) {
+        free(p);
+        return tr_error("%s: checkpoint '%s' of run %lld has %zu bytes, expected %zu; start over with "
+                        "--force", r->stage, name, (long long)r->id, len, n);
+    }
+    memcpy(dst, p, n);
+    free(p);
+    return 0;
 }
 
 int stage_finish_begin(stage_run *r) { return db_begin(r->db); }
@@ -374,6 +506,13 @@ static void set_status(stage_run *r, const char *status, const char *error) {
 void stage_fail(stage_run *r, const char *error) {
     db_rollback(r->db);
     set_status(r, "failed", error);
+}
+
+int stage_fail_err(stage_run *r) {
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s", tr_errmsg());
+    stage_fail(r, msg);
+    return tr_error("%s", msg);
 }
 
 void stage_stopped(stage_run *r) {

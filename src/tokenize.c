@@ -365,20 +365,16 @@ static int store_tokens(sqlite3 *db, int64_t run, const char *entity, const int3
 /* Checkpoint the trainer of ents[which]. A finished tokenizer's last checkpoint stays in
  * the table (rows are replaced by name), so only the one in training is written. */
 static int save_ckpt(stage_run *run, tok_entity *ents, int which) {
-    if (stage_ckpt_begin(run) != 0) return -1;
-    for (int i = which; i <= which; i++) {
-        void *blob;
-        size_t n;
-        mq_trainer_save(&ents[i].t, &blob, &n);
-        char name[32];
-        snprintf(name, sizeof name, "%s", ents[i].name);
-        int rc = stage_ckpt_put(run, name, ents[i].t.epoch, blob, n);
-        free(blob);
-        snprintf(name, sizeof name, "%s_seconds", ents[i].name);
-        if (!rc) rc = stage_ckpt_put(run, name, ents[i].t.epoch, &ents[i].seconds, sizeof(double));
-        if (rc) { db_rollback(run->db); return -1; }
-    }
-    return stage_ckpt_commit(run);
+    tok_entity *e = &ents[which];
+    void *blob;
+    size_t n;
+    mq_trainer_save(&e->t, &blob, &n);
+    char seconds[32];
+    snprintf(seconds, sizeof seconds, "%s_seconds", e->name);
+    const stage_blob b[] = {{e->name, blob, n}, {seconds, &e->seconds, sizeof e->seconds}};
+    int rc = stage_ckpt_save(run, e->t.epoch, b, 2);
+    free(blob);
+    return rc;
 }
 
 /* Train one entity's tokenizer to o->epochs, from its checkpoint if there is one.
@@ -388,7 +384,7 @@ static int train_entity(stage_run *run, const tok_opts *o, tok_entity *ents, int
                         int *epochs_this_process) {
     tok_entity *e = &ents[which];
     rng_t root, r;
-    rng_seed(&root, (uint64_t)o->seed);
+    rng_seed(&root, rng_stream((uint64_t)o->seed, "tokenize"));
     rng_split(&root, &r, 1 + (uint64_t)which);
     if (mq_trainer_init(&e->t, cfg, rng_u64(&r)) != 0) return -1;
     if (run->resumed) {
@@ -402,10 +398,7 @@ static int train_entity(stage_run *run, const tok_opts *o, tok_entity *ents, int
             if (rc) return -1;
             char name[32];
             snprintf(name, sizeof name, "%s_seconds", e->name);
-            if (stage_ckpt_get(run, name, &blob, &n, NULL) == 0) {
-                if (n == sizeof(double)) memcpy(&e->seconds, blob, sizeof(double));
-                free(blob);
-            }
+            if (stage_ckpt_read(run, name, &e->seconds, sizeof e->seconds) != 0) tr_error_clear();
         }
     }
     if (e->t.epoch >= tc->epochs) return 0;
@@ -533,51 +526,36 @@ int tokenize_propagate(sqlite3 *db, const char *dataset, int64_t cf_run, const c
     return rc;
 }
 
-int tokenize_add_unseen(sqlite3 *db, int64_t tok_run, const char *entity, int propagate,
-                        int *added) {
-    *added = 0;
-    mq_model m;
-    char source[8];
-    if (tokenize_load_model(db, tok_run, entity, &m, source) != 0) return -1;
-    int K = m.cfg.K, dim = m.cfg.d_in;
+/* The entities of dataset ds without tokens in tok_run, in id order. */
+static int untokenized(sqlite3 *db, int64_t ds, int64_t tok_run, const char *entity, tr_ivec *todo) {
     int is_user = !strcmp(entity, "user");
-    char dataset[128] = "";
-    int64_t cf_run = 0;
-    sqlite3_stmt *st = db_prep(db, "SELECT dataset, upstream_run FROM stage_runs WHERE id=?");
-    if (st) {
-        sqlite3_bind_int64(st, 1, tok_run);
-        if (sqlite3_step(st) == SQLITE_ROW) {
-            snprintf(dataset, sizeof dataset, "%s", (const char *)sqlite3_column_text(st, 0));
-            cf_run = sqlite3_column_int64(st, 1);
-        }
-        sqlite3_finalize(st);
-    }
-    int64_t ds = dataset[0] ? db_dataset_id(db, dataset) : -1;
-    if (ds < 0) { mq_model_free(&m); return -1; }
-    /* the entities without tokens */
-    tr_ivec todo = {0};
+    const char *id = is_user ? "uid" : "iid";
     char *sql = sqlite3_mprintf(
         "SELECT %s FROM %s WHERE dataset_id=%lld AND %s NOT IN (SELECT idx FROM tokens WHERE "
-        "run_id=%lld AND entity=%Q AND book=0) ORDER BY %s", is_user ? "uid" : "iid",
-        is_user ? "users" : "items", (long long)ds, is_user ? "uid" : "iid", (long long)tok_run,
-        entity, is_user ? "uid" : "iid");
-    st = db_prep(db, sql);
+        "run_id=%lld AND entity=%Q AND book=0) ORDER BY %s", id, is_user ? "users" : "items",
+        (long long)ds, id, (long long)tok_run, entity, id);
+    sqlite3_stmt *st = db_prep(db, sql);
     sqlite3_free(sql);
-    if (!st) { mq_model_free(&m); return -1; }
-    while (sqlite3_step(st) == SQLITE_ROW) tr_ivec_push(&todo, sqlite3_column_int(st, 0));
+    if (!st) return -1;
+    while (sqlite3_step(st) == SQLITE_ROW) tr_ivec_push(todo, sqlite3_column_int(st, 0));
     sqlite3_finalize(st);
-    int n = (int)todo.n, rc = 0;
-    if (!n) { mq_model_free(&m); tr_ivec_free(&todo); return 0; }
-    float *X = tr_calloc((size_t)n * dim, sizeof(float));
-    uint8_t *from_cf = tr_calloc((size_t)n, 1);
+    return 0;
+}
+
+/* The input vectors X (n, dim) of the entities ids: their cf vector of kind source when the
+ * cf run has one (from_cf[j] = 1) unless propagate, else one propagated from neighbours. */
+static int unseen_vectors(sqlite3 *db, const char *dataset, int64_t cf_run, const char *entity,
+                          const char *source, int propagate, const int32_t *ids, int n, int dim,
+                          float *X, uint8_t *from_cf) {
+    int rc = 0;
     if (!propagate) {
-        st = db_prep(db, "SELECT vec FROM cf_vectors WHERE run_id=? AND entity=? AND kind=? AND idx=?");
+        sqlite3_stmt *st = db_prep(db, "SELECT vec FROM cf_vectors WHERE run_id=? AND entity=? AND kind=? AND idx=?");
         if (!st) rc = -1;
         for (int j = 0; j < n && !rc; j++) {
             sqlite3_bind_int64(st, 1, cf_run);
             sqlite3_bind_text(st, 2, entity, -1, SQLITE_STATIC);
             sqlite3_bind_text(st, 3, source, -1, SQLITE_STATIC);
-            sqlite3_bind_int(st, 4, todo.v[j]);
+            sqlite3_bind_int(st, 4, ids[j]);
             if (sqlite3_step(st) == SQLITE_ROW) {
                 if (db_column_floats(st, 0, X + (size_t)j * dim, dim) != 0) rc = -1;
                 from_cf[j] = 1;
@@ -586,10 +564,9 @@ int tokenize_add_unseen(sqlite3 *db, int64_t tok_run, const char *entity, int pr
         }
         sqlite3_finalize(st);
     }
-    /* the rest by propagation */
     int np = 0;
     int32_t *pid = tr_malloc((size_t)n * sizeof(int32_t));
-    for (int j = 0; j < n; j++) if (!from_cf[j]) pid[np++] = todo.v[j];
+    for (int j = 0; j < n; j++) if (!from_cf[j]) pid[np++] = ids[j];
     if (!rc && np) {
         float *P = tr_malloc((size_t)np * dim * sizeof(float));
         rc = tokenize_propagate(db, dataset, cf_run, entity, pid, np, dim, P);
@@ -597,71 +574,104 @@ int tokenize_add_unseen(sqlite3 *db, int64_t tok_run, const char *entity, int pr
             if (!from_cf[j]) memcpy(X + (size_t)j * dim, P + (size_t)q++ * dim, dim * sizeof(float));
         free(P);
     }
-    int32_t *codes = tr_malloc((size_t)n * K * sizeof(int32_t));
-    int32_t *extra = NULL;
+    free(pid);
+    return rc;
+}
+
+/* Disambiguated runs: each new entity (codes (n, K)) takes the next extra number of its
+ * tuple after those the run's entities and the new ones before it hold. */
+static int next_extras(sqlite3 *db, int64_t tok_run, const char *entity, const int32_t *codes, int n,
+                       int K, int32_t *extra) {
+    char *q = sqlite3_mprintf("SELECT idx, book, code FROM tokens WHERE run_id=%lld AND "
+                              "entity=%Q ORDER BY idx, book", (long long)tok_run, entity);
+    sqlite3_stmt *st = db_prep(db, q);
+    sqlite3_free(q);
+    if (!st) return -1;
+    tr_ivec ex = {0};           /* K codes + extra per entity */
+    int32_t row[MQ_MAXK + 1];
+    int have = 0, cur = -1;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        int idx = sqlite3_column_int(st, 0), b = sqlite3_column_int(st, 1);
+        if (idx != cur) { cur = idx; have = 0; }
+        if (b <= K) { row[b] = sqlite3_column_int(st, 2); have++; }
+        if (have == K + 1) for (int k = 0; k <= K; k++) tr_ivec_push(&ex, row[k]);
+    }
+    sqlite3_finalize(st);
+    int ne = (int)(ex.n / (size_t)(K + 1));
+    size_t tb = (size_t)K * sizeof(int32_t);
+    for (int j = 0; j < n; j++) {
+        int next = 0;
+        for (int i = 0; i < ne; i++) {
+            const int32_t *r = ex.v + (size_t)i * (K + 1);
+            if (!memcmp(r, codes + (size_t)j * K, tb) && r[K] + 1 > next) next = r[K] + 1;
+        }
+        for (int i = 0; i < j; i++)
+            if (!memcmp(codes + (size_t)i * K, codes + (size_t)j * K, tb) && extra[i] + 1 > next)
+                next = extra[i] + 1;
+        extra[j] = next;
+    }
+    tr_ivec_free(&ex);
+    return 0;
+}
+
+/* Store the new entities' tokens and list them in tokens_unseen, in one transaction. */
+static int store_added(sqlite3 *db, int64_t tok_run, const char *entity, const int32_t *ids,
+                       const int32_t *codes, const int32_t *extra, const uint8_t *from_cf, int n, int K) {
+    if (db_begin(db) != 0) return -1;
+    int rc = store_tokens(db, tok_run, entity, ids, codes, extra, n, K);
+    sqlite3_stmt *st = rc ? NULL : db_prep(db, "INSERT INTO tokens_unseen (run_id, entity, idx, origin, added_at) "
+                                               "VALUES (?,?,?,?,?)");
+    if (!rc && !st) rc = -1;
+    for (int j = 0; j < n && !rc; j++) {
+        sqlite3_bind_int64(st, 1, tok_run);
+        sqlite3_bind_text(st, 2, entity, -1, SQLITE_STATIC);
+        sqlite3_bind_int(st, 3, ids[j]);
+        sqlite3_bind_text(st, 4, from_cf[j] ? "cf" : "propagated", -1, SQLITE_STATIC);
+        sqlite3_bind_double(st, 5, tr_now());
+        rc = db_step_done(db, st);
+    }
+    sqlite3_finalize(st);
+    if (rc || db_commit(db) != 0) { db_rollback(db); return -1; }
+    return 0;
+}
+
+int tokenize_add_unseen(sqlite3 *db, int64_t tok_run, const char *entity, int propagate,
+                        int *added) {
+    *added = 0;
+    mq_model m;
+    char source[8];
+    if (tokenize_load_model(db, tok_run, entity, &m, source) != 0) return -1;
+    int K = m.cfg.K, dim = m.cfg.d_in;
+    stage_run_info ri;           /* the tokenize run: its dataset and its cf run */
+    if (stage_run_get(db, tok_run, &ri) != 0) ri.dataset[0] = 0;
+    int64_t ds = ri.dataset[0] ? db_dataset_id(db, ri.dataset) : -1;
+    tr_ivec todo = {0};
+    if (ds < 0 || untokenized(db, ds, tok_run, entity, &todo) != 0) {
+        mq_model_free(&m);
+        tr_ivec_free(&todo);
+        return -1;
+    }
+    int n = (int)todo.n, rc = 0;
+    if (!n) { mq_model_free(&m); tr_ivec_free(&todo); return 0; }
+    float *X = tr_calloc((size_t)n * dim, sizeof(float));
+    uint8_t *from_cf = tr_calloc((size_t)n, 1);
+    int32_t *codes = tr_malloc((size_t)n * K * sizeof(int32_t)), *extra = NULL;
+    rc = unseen_vectors(db, ri.dataset, ri.upstream_run, entity, source, propagate, todo.v, n, dim,
+                        X, from_cf);
     if (!rc) {
         mq_ws ws;
         mq_ws_init(&ws, &m, n < 512 ? n : 512);
         mq_encode(&m, &ws, X, NULL, n, codes, NULL);
         mq_ws_free(&ws);
     }
-    /* disambiguated runs: a new entity takes the next extra number of its tuple */
-    int disamb = (int)db_query_i64(db, 0, "SELECT disambiguated FROM tokenize_stats WHERE "
-                                   "run_id=%lld AND entity=%Q", (long long)tok_run, entity);
-    if (!rc && disamb) {
+    if (!rc && db_query_i64(db, 0, "SELECT disambiguated FROM tokenize_stats WHERE run_id=%lld AND "
+                                   "entity=%Q", (long long)tok_run, entity)) {
         extra = tr_calloc((size_t)n, sizeof(int32_t));
-        /* the existing tuples with their extra numbers, one row per entity */
-        char *q = sqlite3_mprintf("SELECT idx, book, code FROM tokens WHERE run_id=%lld AND "
-                                  "entity=%Q ORDER BY idx, book", (long long)tok_run, entity);
-        st = db_prep(db, q);
-        sqlite3_free(q);
-        if (!st) rc = -1;
-        tr_ivec ex = {0};           /* K codes + extra per entity */
-        int32_t row[MQ_MAXK + 1];
-        int have = 0, cur = -1;
-        while (st && sqlite3_step(st) == SQLITE_ROW) {
-            int idx = sqlite3_column_int(st, 0), b = sqlite3_column_int(st, 1);
-            if (idx != cur) { cur = idx; have = 0; }
-            if (b <= K) { row[b] = sqlite3_column_int(st, 2); have++; }
-            if (have == K + 1) for (int k = 0; k <= K; k++) tr_ivec_push(&ex, row[k]);
-        }
-        sqlite3_finalize(st);
-        int ne = (int)(ex.n / (size_t)(K + 1));
-        for (int j = 0; j < n; j++) {
-            int next = 0;
-            for (int i = 0; i < ne; i++) {
-                const int32_t *r = ex.v + (size_t)i * (K + 1);
-                if (!memcmp(r, codes + (size_t)j * K, (size_t)K * sizeof(int32_t)) && r[K] + 1 > next)
-                    next = r[K] + 1;
-            }
-            for (int i = 0; i < j; i++)
-                if (!memcmp(codes + (size_t)i * K, codes + (size_t)j * K, (size_t)K * sizeof(int32_t)) &&
-                    extra[i] + 1 > next)
-                    next = extra[i] + 1;
-            extra[j] = next;
-        }
-        tr_ivec_free(&ex);
+        rc = next_extras(db, tok_run, entity, codes, n, K, extra);
     }
-    if (!rc && db_begin(db) == 0) {
-        rc = store_tokens(db, tok_run, entity, todo.v, codes, extra, n, K);
-        st = rc ? NULL : db_prep(db, "INSERT INTO tokens_unseen (run_id, entity, idx, origin, added_at) "
-                                     "VALUES (?,?,?,?,?)");
-        if (!rc && !st) rc = -1;
-        for (int j = 0; j < n && !rc; j++) {
-            sqlite3_bind_int64(st, 1, tok_run);
-            sqlite3_bind_text(st, 2, entity, -1, SQLITE_STATIC);
-            sqlite3_bind_int(st, 3, todo.v[j]);
-            sqlite3_bind_text(st, 4, from_cf[j] ? "cf" : "propagated", -1, SQLITE_STATIC);
-            sqlite3_bind_double(st, 5, tr_now());
-            rc = db_step_done(db, st);
-        }
-        sqlite3_finalize(st);
-        if (rc || db_commit(db) != 0) { db_rollback(db); rc = -1; }
-        else *added = n;
-    } else if (!rc) {
-        rc = -1;
-    }
-    free(X); free(from_cf); free(pid); free(codes); free(extra);
+    if (!rc) rc = store_added(db, tok_run, entity, todo.v, codes, extra, from_cf, n, K);
+    if (!rc) *added = n;
+    free(X); free(from_cf); free(codes); free(extra);
     tr_ivec_free(&todo);
     mq_model_free(&m);
     return rc;
@@ -726,6 +736,122 @@ static int default_L(const char *dataset) {
     return 256;
 }
 
+/* --new-users / --new-items: the entities without tokens, through the frozen tokenizers of
+ * the current tokenize run. */
+static int add_new_entities(stage_cmd *c, const tok_opts *o) {
+    int64_t tok_run = stage_current_run(c->db, c->dataset, "tokenize");
+    if (!tok_run)
+        return tr_error("--new-users/--new-items need a finished tokenize run on %s first "
+                        "(run 'tokenrec tokenize --dataset %s')", c->dataset, c->dataset);
+    int rc = 0;
+    for (int w = 0; w < 2 && !rc; w++) {
+        if (!(w == 0 ? o->new_users : o->new_items)) continue;
+        int added;
+        rc = tokenize_add_unseen(c->db, tok_run, entity_names[w], o->propagate, &added);
+        if (!rc && !o->quiet)
+            printf("tokenize run %lld: %d new %ss tokenized through the frozen tokenizer\n",
+                   (long long)tok_run, added, entity_names[w]);
+    }
+    return rc;
+}
+
+/* Both entity types' vectors of the run's cf run, their held-out rows and their split;
+ * cfg->d_in becomes the vectors' dimension. */
+static int load_entities(stage_run *run, const tok_opts *o, tok_entity ents[2], mq_cfg *cfg) {
+    for (int w = 0; w < 2; w++) {
+        ents[w].name = entity_names[w];
+        if (load_vectors(run->db, run->upstream_run, ents[w].name, o->source, &ents[w]) != 0) return -1;
+        cfg->d_in = ents[w].dim;
+        if (w == 1 && ents[1].dim != ents[0].dim)
+            return tr_error("cf run %lld: user vectors have %d dims, item vectors %d",
+                            (long long)run->upstream_run, ents[0].dim, ents[1].dim);
+        uint8_t *pre = NULL;
+        if (w == 0 && cf_holdout_rows(run->db, run->upstream_run, &ents[0], o->holdout_users, &pre) != 0)
+            return -1;
+        ents[w].frozen = pre != NULL;
+        split_rows(&ents[w], w == 0 ? o->holdout_users : 0, pre, o->holdout,
+                   rng_stream((uint64_t)o->seed, "tokenize"), w);
+        free(pre);
+        if (ents[w].ntr < 2)
+            return tr_error("%ss: expected at least 2 vectors to train on, got %d", ents[w].name,
+                            ents[w].ntr);
+    }
+    return 0;
+}
+
+/* The final tokens of an entity type from its best checkpoint: codes (and with
+ * disambiguate the extra numbers) of the trained-on rows, then of the rows cf held out
+ * (frozen); e->ids becomes the ids of those rows in that order. */
+static void encode_entity(tok_entity *e, const mq_cfg *cfg, int disambiguate, int32_t **codes,
+                          int32_t **extra, mq_token_stats *ts, double *var) {
+    mq_trainer_use_best(&e->t);
+    int32_t *rows = tr_malloc((size_t)e->n * sizeof(int32_t)), *ids = tr_malloc((size_t)e->n * sizeof(int32_t));
+    int m = 0;
+    for (int i = 0; i < e->n; i++) if (!e->excluded[i]) { rows[m] = i; ids[m] = e->ids[i]; m++; }
+    /* users held out by cf: after the others, through the same frozen (eval-mode)
+     * tokenizer; statistics stay those of the m trained-on entities */
+    int mt = m;
+    if (e->frozen)
+        for (int i = 0; i < e->n; i++) if (e->excluded[i]) { rows[mt] = i; ids[mt] = e->ids[i]; mt++; }
+    *codes = tr_malloc((size_t)(mt ? mt : 1) * cfg->K * sizeof(int32_t));
+    mq_ws ws;
+    mq_ws_init(&ws, &e->t.model, 512);
+    mq_encode(&e->t.model, &ws, e->X, rows, mt, *codes, NULL);
+    mq_ws_free(&ws);
+    mq_token_stats_compute(*codes, m, cfg->K, cfg->L, ts);
+    if (disambiguate) {     /* held rows come last, so the others' numbers do not move */
+        *extra = tr_malloc((size_t)(mt ? mt : 1) * sizeof(int32_t));
+        mq_disambiguate(*codes, mt, cfg->K, *extra);
+    }
+    *var = input_variance(e->X, e->n, e->dim);
+    free(e->ids);
+    e->ids = ids;
+    free(rows);
+}
+
+/* Final tokens, tokenizers and statistics of both entity types in the one output transaction. */
+static int write_outputs(stage_run *run, const tok_opts *o, tok_entity ents[2], const mq_cfg *cfg) {
+    int32_t *codes[2] = {NULL, NULL}, *extra[2] = {NULL, NULL};
+    mq_token_stats ts[2];
+    double var[2];
+    for (int w = 0; w < 2; w++) encode_entity(&ents[w], cfg, o->disambiguate, &codes[w], &extra[w], &ts[w], &var[w]);
+    int rc = stage_finish_begin(run);
+    for (int w = 0; w < 2 && !rc; w++) {
+        tok_entity *e = &ents[w];
+        int nt = ts[w].n + (e->frozen ? e->nexcl : 0);
+        rc = store_tokens(run->db, run->id, e->name, e->ids, codes[w], extra[w], nt, cfg->K);
+        if (!rc && e->frozen) rc = store_unseen(run->db, run->id, e->ids, ts[w].n, nt);
+        if (!rc) rc = store_tokenizer(run->db, run->id, e->name, o->source, &e->t.model,
+                                      e->t.best_epoch, e->t.epoch);
+        if (!rc) rc = store_stats(run->db, run->id, e, &ts[w], cfg->K, e->t.best_mse, var[w],
+                                  o->disambiguate);
+    }
+    if (!rc) rc = stage_finish_commit(run);
+    for (int w = 0; w < 2; w++) { free(codes[w]); free(extra[w]); }
+    return rc;
+}
+
+/* The stage's work after stage_begin: load, train the user then the item tokenizer (from
+ * their checkpoints when resumed), write. Returns 0, 130 when stopped, or -1 (recorded). */
+static int tokenize_train(stage_run *run, const tok_opts *o, mq_cfg *cfg, const mq_train_cfg *tc) {
+    tok_entity ents[2];
+    memset(ents, 0, sizeof ents);
+    int rc = load_entities(run, o, ents, cfg);
+    stage_progress(run, run->progress, "users %d, items %d, source %s, K %d, L %d", ents[0].n,
+                   ents[1].n, o->source, cfg->K, cfg->L);
+    int done_epochs = 0;
+    double wu = ents[0].ntr, wi = ents[1].ntr, wt = wu + wi > 0 ? wu + wi : 1;
+    for (int w = 0; w < 2 && !rc; w++) {
+        double w0 = w == 0 ? 0 : wu / wt, w1 = w == 0 ? wu / wt : 1;
+        rc = train_entity(run, o, ents, w, cfg, tc, w0, w1, &done_epochs);
+    }
+    if (rc == 130) stage_stopped(run);
+    else if (!rc) rc = write_outputs(run, o, ents, cfg);
+    if (rc < 0) stage_fail_err(run);
+    for (int w = 0; w < 2; w++) entity_free(&ents[w]);
+    return rc;
+}
+
 int cmd_tokenize(int argc, char **argv) {
     mq_cfg dc = mq_default_cfg();
     mq_train_cfg dt = mq_default_train_cfg();
@@ -738,10 +864,9 @@ int cmd_tokenize(int argc, char **argv) {
     o.kmeans_iters = dt.kmeans_iters; o.reseed_every = dt.reseed_every;
     o.rho = dc.rho; o.p1 = dc.p1; o.p2 = dc.p2; o.beta = dc.beta;
     o.lr = dt.lr; o.wd = dt.weight_decay; o.holdout = 0.2; o.holdout_users = 0;
-    o.seed = 2024; o.ckpt_every = 10;
+    o.seed = CLI_SEED_DEFAULT; o.ckpt_every = 10;
     cli_opt opts[] = {
-        {"db", CLI_STR, &o.dbpath, "database file", 0},
-        {"dataset", CLI_STR, &o.dataset, "dataset name (default: the only or latest ingested)", 0},
+        CLI_OPTS_DB(&o.dbpath, &o.dataset),
         {"source", CLI_STR, &o.source, "cf vectors to tokenize: ego (E0, as TokenRec) or mean", 1},
         {"quantizer", CLI_STR, &o.quantizer, "parallel (K encoders, CLEAN) or residual (one encoder, codebook k quantises the residual of those before it: TokenRec's released tokens)", 0},
         {"K", CLI_INT, &o.K, "codebooks = tokens per entity", 1},
@@ -763,10 +888,9 @@ int cmd_tokenize(int argc, char **argv) {
         {"holdout", CLI_FLOAT, &o.holdout, "fraction of entities held out to select the checkpoint", 1},
         {"holdout-users", CLI_FLOAT, &o.holdout_users, "fraction of users left out of the user tokenizer and of tokens (for --new-users / evaluate --unseen)", 1},
         {"disambiguate", CLI_FLAG, &o.disambiguate, "add a (K+1)-th token so every entity's tokens are unique", 1},
-        {"seed", CLI_INT, &o.seed, "random seed (initialisation, masks, dropout, split, k-means)", 1},
-        {"threads", CLI_INT, &o.threads, "threads (0: all cores)", 0},
-        {"force", CLI_FLAG, &o.force, "train again even if an up-to-date run exists", 0},
-        {"quiet", CLI_FLAG, &o.quiet, "no progress or summary", 0},
+        {"seed", CLI_INT, &o.seed, "random seed (initialisation, masks, dropout, split, k-means: "
+         "tokenize's stream of it)", 1},
+        CLI_OPTS_RUN(&o.threads, &o.force, &o.quiet),
         {"ckpt-every", CLI_INT, &o.ckpt_every, "checkpoint every N epochs", 0},
         {"stop-after-epochs", CLI_INT, &o.stop_after, "testing: stop as on Ctrl-C after N epochs", 0},
         {"new-users", CLI_FLAG, &o.new_users, "tokenize users without tokens through the current run's frozen tokenizer", 0},
@@ -784,34 +908,11 @@ int cmd_tokenize(int argc, char **argv) {
     if (!(o.holdout >= 0 && o.holdout < 1) || !(o.holdout_users >= 0 && o.holdout_users < 1))
         return tr_error("expected --holdout and --holdout-users in [0,1)");
     nn_set_threads(o.threads);
-    sqlite3 *db = db_open(o.dbpath, 0);
-    if (!db) return -1;
-    char dsbuf[128];
-    const char *dataset = o.dataset ? o.dataset : db_default_dataset(db, dsbuf, sizeof dsbuf);
-    if (!dataset) { db_close(db); return -1; }
+    stage_cmd c;
+    if (stage_cmd_open(&c, o.dbpath, o.dataset) != 0) return -1;
+    if (o.new_users || o.new_items) return stage_cmd_close(&c, add_new_entities(&c, &o));
 
-    /* unseen entities through the frozen tokenizers */
-    if (o.new_users || o.new_items) {
-        int64_t tok_run = stage_current_run(db, dataset, "tokenize");
-        if (!tok_run) {
-            db_close(db);
-            return tr_error("--new-users/--new-items need a finished tokenize run on %s first "
-                            "(run 'tokenrec tokenize --dataset %s')", dataset, dataset);
-        }
-        rc = 0;
-        for (int w = 0; w < 2 && !rc; w++) {
-            if (!(w == 0 ? o.new_users : o.new_items)) continue;
-            int added;
-            rc = tokenize_add_unseen(db, tok_run, entity_names[w], o.propagate, &added);
-            if (!rc && !o.quiet)
-                printf("tokenize run %lld: %d new %ss tokenized through the frozen tokenizer\n",
-                       (long long)tok_run, added, entity_names[w]);
-        }
-        db_close(db);
-        return rc;
-    }
-
-    if (o.L == 0) o.L = default_L(dataset);
+    if (o.L == 0) o.L = default_L(c.dataset);
     mq_cfg cfg = dc;
     cfg.K = o.K; cfg.L = o.L; cfg.d_c = o.d_c; cfg.h1 = o.h1; cfg.h2 = o.h2;
     cfg.rho = (float)o.rho; cfg.p1 = (float)o.p1; cfg.p2 = (float)o.p2; cfg.beta = (float)o.beta;
@@ -820,117 +921,18 @@ int cmd_tokenize(int argc, char **argv) {
     tc.lr = (float)o.lr; tc.weight_decay = (float)o.wd; tc.batch = o.batch; tc.epochs = o.epochs;
     tc.kmeans_per_code = o.kmeans_per_code; tc.kmeans_iters = o.kmeans_iters;
     tc.reseed_every = o.reseed_every;
-    if (mq_cfg_check(&cfg) != 0) { db_close(db); return -1; }
+    if (mq_cfg_check(&cfg) != 0) return stage_cmd_close(&c, -1);
 
-    char *pj = cli_params_json(opts);
+    char *pj = CLI_SEED_STREAM(cli_params_json(opts), "tokenize");
     /* in the params only when used, so that parallel runs keep their fingerprints */
     if (cfg.residual) pj = cli_json_append(pj, "\"quantizer\":\"residual\"");
-    stage_run run;
-    int b = stage_begin(&run, db, "tokenize", dataset, pj, "cf", o.force);
-    free(pj);
-    if (b == STAGE_UP_TO_DATE) {
-        if (!o.quiet) {
-            fprintf(stderr, "[tokenize] %s is up to date (run %lld); use --force to train again\n",
-                    dataset, (long long)run.id);
-            tokenize_print_stats(db, run.id, stdout);
-        }
-        db_close(db);
-        return 0;
+    int b = stage_cmd_begin(&c, "tokenize", pj, NULL, o.force, o.quiet, NULL);
+    if (b == STAGE_UP_TO_DATE && !o.quiet) tokenize_print_stats(c.db, c.run.id, stdout);
+    if (b != 0) return stage_cmd_close(&c, b == STAGE_UP_TO_DATE ? 0 : -1);
+    rc = tokenize_train(&c.run, &o, &cfg, &tc);
+    if (rc == 0 && !o.quiet) {
+        stage_progress(&c.run, 1, "done");
+        tokenize_print_stats(c.db, c.run.id, stdout);
     }
-    if (b < 0) { db_close(db); return -1; }
-    stage_log_start(&run, o.quiet);
-
-    tok_entity ents[2];
-    memset(ents, 0, sizeof ents);
-    int32_t *codes[2] = {NULL, NULL}, *extra[2] = {NULL, NULL};
-    rc = 0;
-    for (int w = 0; w < 2 && !rc; w++) {
-        ents[w].name = entity_names[w];
-        rc = load_vectors(db, run.upstream_run, ents[w].name, o.source, &ents[w]);
-        if (!rc) {
-            cfg.d_in = ents[w].dim;
-            if (w == 1 && ents[1].dim != ents[0].dim)
-                rc = tr_error("cf run %lld: user vectors have %d dims, item vectors %d",
-                              (long long)run.upstream_run, ents[0].dim, ents[1].dim);
-            uint8_t *pre = NULL;
-            if (w == 0) rc = cf_holdout_rows(db, run.upstream_run, &ents[0], o.holdout_users, &pre);
-            if (rc) break;
-            ents[w].frozen = pre != NULL;
-            split_rows(&ents[w], w == 0 ? o.holdout_users : 0, pre, o.holdout, (uint64_t)o.seed, w);
-            free(pre);
-            if (ents[w].ntr < 2)
-                rc = tr_error("%ss: expected at least 2 vectors to train on, got %d", ents[w].name,
-                              ents[w].ntr);
-        }
-    }
-    stage_progress(&run, run.progress, "users %d, items %d, source %s, K %d, L %d", ents[0].n,
-                   ents[1].n, o.source, cfg.K, cfg.L);
-    int done_epochs = 0;
-    double wu = ents[0].ntr, wi = ents[1].ntr, wt = wu + wi > 0 ? wu + wi : 1;
-    for (int w = 0; w < 2 && !rc; w++) {
-        double w0 = w == 0 ? 0 : wu / wt, w1 = w == 0 ? wu / wt : 1;
-        rc = train_entity(&run, &o, ents, w, &cfg, &tc, w0, w1, &done_epochs);
-    }
-    if (rc == 130) {
-        stage_stopped(&run);
-        for (int w = 0; w < 2; w++) entity_free(&ents[w]);
-        db_close(db);
-        return 130;
-    }
-
-    /* final tokens from the best checkpoints, statistics, and the one output transaction */
-    mq_token_stats ts[2];
-    double var[2] = {0, 0};
-    if (!rc) {
-        for (int w = 0; w < 2; w++) {
-            tok_entity *e = &ents[w];
-            mq_trainer_use_best(&e->t);
-            int32_t *rows = tr_malloc((size_t)e->n * sizeof(int32_t)), *ids = tr_malloc((size_t)e->n * sizeof(int32_t));
-            int m = 0;
-            for (int i = 0; i < e->n; i++) if (!e->excluded[i]) { rows[m] = i; ids[m] = e->ids[i]; m++; }
-            /* users held out by cf: after the others, through the same frozen (eval-mode)
-             * tokenizer; statistics stay those of the m trained-on entities */
-            int mt = m;
-            if (e->frozen)
-                for (int i = 0; i < e->n; i++) if (e->excluded[i]) { rows[mt] = i; ids[mt] = e->ids[i]; mt++; }
-            codes[w] = tr_malloc((size_t)(mt ? mt : 1) * cfg.K * sizeof(int32_t));
-            mq_ws ws;
-            mq_ws_init(&ws, &e->t.model, 512);
-            mq_encode(&e->t.model, &ws, e->X, rows, mt, codes[w], NULL);
-            mq_ws_free(&ws);
-            mq_token_stats_compute(codes[w], m, cfg.K, cfg.L, &ts[w]);
-            if (o.disambiguate) {     /* held rows come last, so the others' numbers do not move */
-                extra[w] = tr_malloc((size_t)(mt ? mt : 1) * sizeof(int32_t));
-                mq_disambiguate(codes[w], mt, cfg.K, extra[w]);
-            }
-            var[w] = input_variance(e->X, e->n, e->dim);
-            free(e->ids);
-            e->ids = ids;           /* now the ids of the tokenized rows, in order */
-            free(rows);
-        }
-        rc = stage_finish_begin(&run);
-        for (int w = 0; w < 2 && !rc; w++) {
-            tok_entity *e = &ents[w];
-            int nt = ts[w].n + (e->frozen ? e->nexcl : 0);
-            rc = store_tokens(db, run.id, e->name, e->ids, codes[w], extra[w], nt, cfg.K);
-            if (!rc && e->frozen) rc = store_unseen(db, run.id, e->ids, ts[w].n, nt);
-            if (!rc) rc = store_tokenizer(db, run.id, e->name, o.source, &e->t.model,
-                                          e->t.best_epoch, e->t.epoch);
-            if (!rc) rc = store_stats(db, run.id, e, &ts[w], cfg.K, e->t.best_mse, var[w],
-                                      o.disambiguate);
-        }
-        if (!rc) rc = stage_finish_commit(&run);
-    }
-    if (rc) {
-        char msg[1024];
-        snprintf(msg, sizeof msg, "%s", tr_errmsg());
-        stage_fail(&run, msg);
-        tr_error("%s", msg);
-    } else if (!o.quiet) {
-        stage_progress(&run, 1, "done");
-        tokenize_print_stats(db, run.id, stdout);
-    }
-    for (int w = 0; w < 2; w++) { entity_free(&ents[w]); free(codes[w]); free(extra[w]); }
-    db_close(db);
-    return rc ? -1 : 0;
+    return stage_cmd_close(&c, rc);
 }

@@ -1,4 +1,5 @@
-/* tokenize: `tokenrec tokenize`, the MQ-Tokenizer stage (TOKENREC.md 4 and 11.3, CLEAN form).
+/* tokenize: `tokenrec tokenize`, the MQ-Tokenizer stage (docs/METHOD.md,
+ * "Tokenization": the CLEAN form).
  *
  * Trains two independent tokenizers (users, items) on the vectors of the current cf run
  * (cf_vectors of kind --source), keeps each one's checkpoint with the best holdout

@@ -1,4 +1,4 @@
-/* unseen: the unseen-user test (TOKENREC.md 4.5, 11.8). A seeded fraction of users is chosen
+/* unseen: the unseen-user test (docs/METHOD.md, "Unseen users"). A seeded fraction of users is chosen
  * ONCE, by cf (`cf --holdout-users FRAC`), and recorded in cf_holdout (schema/006_unseen.sql);
  * every later stage reads that choice instead of making its own:
  *   cf        leaves their train pairs out of the graph and BPR, their valid/test items out

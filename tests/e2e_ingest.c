@@ -13,12 +13,7 @@
 #include "util.h"
 #include "testutil.h"
 
-static char datadir[1024];
-
-static int have_data(void) {
-    snprintf(datadir, sizeof datadir, "%s/datasets", tu_shared());
-    return tr_dir_exists(datadir);
-}
+static char datadir[1024];         /* ../shared/datasets, checked in main */
 
 static void check_counts(const char *name, int users, int items, long long inter) {
     char *dbp = tu_path("e2e.db");
@@ -37,7 +32,6 @@ static void check_counts(const char *name, int users, int items, long long inter
 
 static void lastfm_equals_tokenrec_sequences(void **state) {
     (void)state;
-    if (!have_data()) skip();
     check_counts("lastfm", 1090, 3646, 52551);
     char *dbp = tu_path("e2e.db");
     sqlite3 *db = db_open(dbp, 1);
@@ -80,7 +74,6 @@ static void lastfm_equals_tokenrec_sequences(void **state) {
 
 static void ml1m_beauty_clothing_counts(void **state) {
     (void)state;
-    if (!have_data()) skip();
     check_counts("ml-1m", 6040, 3416, 999611);
     check_counts("beauty", 22363, 12101, 198502);
     check_counts("clothing", 39387, 23033, 278677);
@@ -98,6 +91,7 @@ static void ml1m_beauty_clothing_counts(void **state) {
 }
 
 int main(void) {
+    if (!tu_shared_dir("datasets", datadir, sizeof datadir)) return tu_shared_missing("datasets");
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(lastfm_equals_tokenrec_sequences),
         cmocka_unit_test(ml1m_beauty_clothing_counts),

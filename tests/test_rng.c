@@ -69,6 +69,15 @@ static void split_gives_independent_reproducible_streams(void **state) {
     assert_true(rng_u64(&d1) != rng_u64(&c2));
 }
 
+/* A stage's stream of the shared seed: reproducible, different per stage and per seed. */
+static void stage_streams_of_one_seed(void **state) {
+    (void)state;
+    assert_true(rng_stream(42, "cf") == rng_stream(42, "cf"));
+    assert_true(rng_stream(42, "cf") != rng_stream(42, "tokenize"));
+    assert_true(rng_stream(42, "cf") != rng_stream(43, "cf"));
+    assert_true(rng_stream(42, "cf") != 42);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(same_seed_same_stream),
@@ -76,6 +85,7 @@ int main(void) {
         cmocka_unit_test(uniform_and_normal_moments),
         cmocka_unit_test(shuffle_is_permutation),
         cmocka_unit_test(split_gives_independent_reproducible_streams),
+        cmocka_unit_test(stage_streams_of_one_seed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -307,6 +307,88 @@ static void blas_kernels_recorded_outside_fingerprint(void **state) {
     db_close(db);
 }
 
+/* The stage table: every upstream is a row before it; finetune-gen and sasrec are rows; the
+ * run lookups give what stage_begin recorded; a row never run (sasrec) is "not run". */
+static void stage_table_and_run_lookups(void **state) {
+    (void)state;
+    for (int i = 0; i < STAGE_COUNT; i++) {
+        const stage_def *d = &stage_defs[i];
+        assert_ptr_equal(stage_def_of(d->name), d);
+        assert_non_null(d->command);
+        assert_non_null(d->purpose);
+        if (d->upstream) assert_true(stage_index(d->upstream) >= 0 && stage_index(d->upstream) < i);
+    }
+    assert_int_equal(stage_index("finetune-gen"), STAGE_FINETUNE_GEN);
+    assert_string_equal(stage_defs[STAGE_SASREC].upstream, "ingest");
+    assert_null(stage_def_of("nope"));
+    sqlite3 *db = tu_db("t.db");
+    int64_t ing = run_done(db, "ingest", "{}", NULL);
+    int64_t cf = run_done(db, "cf", "{\"e\":1}", "ingest");
+    stage_run_info ri;
+    assert_int_equal(stage_run_get(db, cf, &ri), 0);
+    assert_string_equal(ri.stage, "cf");
+    assert_string_equal(ri.dataset, "d");
+    assert_string_equal(ri.upstream_stage, "ingest");
+    assert_string_equal(ri.status, "done");
+    assert_true(ri.upstream_run == ing && ri.ended_at > 0 && ri.progress == 1);
+    assert_int_equal(stage_upstream_run(db, cf), ing);
+    assert_int_equal(stage_upstream_run(db, ing), 0);
+    assert_int_equal(stage_run_get(db, 999, &ri), 1);
+    char *p = stage_run_params(db, cf);
+    assert_string_equal(p, "{\"e\":1}");
+    free(p);
+    assert_null(stage_run_params(db, 999));
+    int64_t *ids;
+    assert_int_equal(stage_run_ids(db, "d", &ids), 2);
+    assert_true(ids[0] == cf && ids[1] == ing);
+    free(ids);
+    assert_int_equal(stage_last_done(db), cf);
+    assert_int_equal(stage_done_runs_view(db), 0);
+    assert_int_equal(db_query_i64(db, -1, "SELECT count(*) FROM done_runs WHERE stage='cf'"), 1);
+    int64_t run = -1;
+    assert_int_equal(stage_get_state(db, "d", stage_defs[STAGE_SASREC].name, &run), ST_NOT_RUN);
+    assert_int_equal(run, 0);
+    /* an upstream that was never run names its command */
+    stage_run r;
+    assert_int_equal(stage_begin(&r, db, "evaluate", "d", "{}", "finetune-gen", 0), -1);
+    assert_non_null(strstr(tr_errmsg(), "tokenrec finetune --objective generate --dataset d"));
+    tr_error_clear();
+    db_close(db);
+}
+
+/* The one checkpoint reader (exact size, missing, wrong size) and the command skeleton
+ * (the default dataset, the table's upstream, up to date on the second call). */
+static void ckpt_reader_and_command_skeleton(void **state) {
+    (void)state;
+    char *path = tu_path("k.db");
+    sqlite3 *db = tu_db("k.db");
+    assert_int_equal(tu_synthetic(db, "d", 20, 30, 3, 5, 8, 1), 0);
+    db_close(db);
+    stage_cmd c;
+    assert_int_equal(stage_cmd_open(&c, path, NULL), 0);
+    assert_string_equal(c.dataset, "d");
+    assert_int_equal(stage_cmd_begin(&c, "cf", tr_strdup("{\"x\":1}"), NULL, 0, 1, NULL), 0);
+    assert_int_equal(c.run.upstream_run, stage_current_run(c.db, "d", "ingest"));
+    double v = 2.5, got = 0;
+    int32_t small = 0;
+    assert_int_equal(stage_ckpt_begin(&c.run), 0);
+    assert_int_equal(stage_ckpt_put(&c.run, "v", 1, &v, sizeof v), 0);
+    assert_int_equal(stage_ckpt_commit(&c.run), 0);
+    assert_int_equal(stage_ckpt_read(&c.run, "v", &got, sizeof got), 0);
+    assert_true(got == 2.5);
+    assert_int_equal(stage_ckpt_read(&c.run, "w", &got, sizeof got), 1);
+    assert_int_equal(stage_ckpt_read(&c.run, "v", &small, sizeof small), -1);
+    assert_non_null(strstr(tr_errmsg(), "--force"));
+    tr_error_clear();
+    assert_int_equal(stage_finish_begin(&c.run), 0);
+    assert_int_equal(stage_finish_commit(&c.run), 0);
+    assert_int_equal(stage_cmd_close(&c, 7), 7);
+    assert_int_equal(stage_cmd_open(&c, path, "d"), 0);
+    assert_int_equal(stage_cmd_begin(&c, "cf", tr_strdup("{\"x\":1}"), NULL, 0, 1, NULL), STAGE_UP_TO_DATE);
+    stage_cmd_close(&c, 0);
+    free(path);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(new_run_then_up_to_date),
@@ -317,6 +399,8 @@ int main(void) {
         cmocka_unit_test(checkpoints_survive_sigkill),
         cmocka_unit_test(stopped_and_state_names),
         cmocka_unit_test(blas_kernels_recorded_outside_fingerprint),
+        cmocka_unit_test(stage_table_and_run_lookups),
+        cmocka_unit_test(ckpt_reader_and_command_skeleton),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -16,19 +16,7 @@
 #include "safetensors.h"
 #include "t5.h"
 #include "util.h"
-
-/* The directory with testvectors/, or NULL. */
-static const char *shared_dir(void) {
-    static char buf[4096];
-    const char *env = getenv("TOKENREC_SHARED");
-    const char *cands[] = { env, "../shared", "../../shared", "../../../shared" };
-    for (size_t i = 0; i < sizeof cands / sizeof cands[0]; i++) {
-        if (!cands[i]) continue;
-        snprintf(buf, sizeof buf, "%s/testvectors/t5-tiny", cands[i]);
-        if (tr_dir_exists(buf)) { snprintf(buf, sizeof buf, "%s", cands[i]); return buf; }
-    }
-    return NULL;
-}
+#include "testutil.h"
 
 /* |a-b| <= 1e-4 + 1e-3*|b| elementwise; prints the first mismatch. */
 static int close_to(const char *what, const float *a, const float *b, size_t n) {
@@ -45,11 +33,11 @@ static int close_to(const char *what, const float *a, const float *b, size_t n) 
 
 static void matches_test_vectors(void **state) {
     (void)state;
-    const char *sd = shared_dir();
-    if (!sd) { skip(); return; }
+    char sd[4096];
+    TU_NEED_SHARED("testvectors/t5-tiny", sd);
     char mp[4200], cp[4200];
-    snprintf(mp, sizeof mp, "%s/testvectors/t5-tiny/model.safetensors", sd);
-    snprintf(cp, sizeof cp, "%s/testvectors/t5-tiny/case.safetensors", sd);
+    snprintf(mp, sizeof mp, "%s/model.safetensors", sd);
+    snprintf(cp, sizeof cp, "%s/case.safetensors", sd);
     rng_t rng; rng_seed(&rng, 1);
     t5_model *m = t5_load(mp, NULL, &rng);
     if (!m) print_error("%s\n", tr_errmsg());

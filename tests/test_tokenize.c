@@ -130,9 +130,6 @@ static void test_end_to_end(void **state) {
     assert_true(distinct > 8);      /* more than the 8 planted clusters */
     snprintf(q, sizeof q, "SELECT count(*) FROM tokenize_stats WHERE run_id=%lld AND n_train + n_holdout = n AND holdout_mse > 0", (long long)run);
     assert_int_equal(count(db, q), 2);
-    /* the item tokens carry information: better than predicting the mean vector */
-    snprintf(q, sizeof q, "SELECT count(*) FROM tokenize_stats WHERE run_id=%lld AND entity='item' AND holdout_mse < 0.8 * input_var", (long long)run);
-    assert_int_equal(count(db, q), 1);
     snprintf(q, sizeof q, "SELECT count(DISTINCT step) FROM metrics_log WHERE run_id=%lld AND name='item/holdout_recon'", (long long)run);
     assert_int_equal(count(db, q), 20);
     /* the same command again: up to date, no new run */
@@ -152,6 +149,13 @@ static void test_end_to_end(void **state) {
     /* a different --source is a different run */
     assert_int_equal(run_tok(path, "--source mean"), 0);
     assert_true(stage_current_run(db, "syn", "tokenize") != run);
+    /* trained longer, the item tokens carry information: clearly better than predicting the
+     * mean vector (after 20 epochs the held-out error is still near the variance, and below
+     * 0.8 of it for few seeds; after 60, for 7 of the seeds 1..8) */
+    assert_int_equal(run_tok(path, "--epochs 60"), 0);
+    snprintf(q, sizeof q, "SELECT count(*) FROM tokenize_stats WHERE run_id=%lld AND entity='item' AND "
+             "holdout_mse < 0.8 * input_var", (long long)stage_current_run(db, "syn", "tokenize"));
+    assert_int_equal(count(db, q), 1);
     db_close(db);
     free(path);
 }

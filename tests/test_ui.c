@@ -469,6 +469,15 @@ static void launch_argv_and_spawn(void **state) {
         assert_string_equal(argv[i], want[i]);
     }
     Queries_freeArgv(argv);
+    /* a stage whose command has options of its own: the stage table's command, word by word */
+    argv = Queries_launchArgv(db, "/bin/tr", dbp, "lastfm", STAGE_FINETUNE_GEN, 0);
+    const char *want_gen[] = {"/bin/tr", "finetune", "--objective", "generate", "--db", dbp, "--dataset",
+                              "lastfm", NULL};
+    for (int i = 0; want_gen[i] || argv[i]; i++) {
+        assert_non_null(argv[i]);
+        assert_string_equal(argv[i], want_gen[i]);
+    }
+    Queries_freeArgv(argv);
 
     /* Re-ingesting the user's own file: its path and the settings of the last ingest. */
     argv = Queries_launchArgv(db, tu_bin(), dbp, "own", STAGE_INGEST, 1);

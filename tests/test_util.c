@@ -64,6 +64,25 @@ static void read_file_and_missing_file(void **state) {
     free(p);
 }
 
+/* A missing ../shared: skipped (77) outside CI, a failure (1) under CI=true; a present
+ * folder is found through $TOKENREC_SHARED. */
+static void missing_shared_skips_or_fails_under_ci(void **state) {
+    (void)state;
+    char buf[512], *old = getenv("TOKENREC_SHARED") ? strdup(getenv("TOKENREC_SHARED")) : NULL;
+    char *oldci = getenv("CI") ? strdup(getenv("CI")) : NULL;
+    setenv("TOKENREC_SHARED", tu_tmpdir(), 1);
+    assert_null(tu_shared_dir("no-such-folder", buf, sizeof buf));
+    assert_non_null(tu_shared_dir(".", buf, sizeof buf));
+    unsetenv("CI");
+    assert_int_equal(tu_shared_missing("no-such-folder"), 77);
+    setenv("CI", "true", 1);
+    assert_int_equal(tu_shared_missing("no-such-folder"), 1);
+    if (oldci) setenv("CI", oldci, 1); else unsetenv("CI");
+    if (old) setenv("TOKENREC_SHARED", old, 1); else unsetenv("TOKENREC_SHARED");
+    free(old);
+    free(oldci);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(error_slot_formats_and_returns_minus_one),
@@ -71,6 +90,7 @@ int main(void) {
         cmocka_unit_test(hash_differs_and_chains),
         cmocka_unit_test(ivec_grows),
         cmocka_unit_test(read_file_and_missing_file),
+        cmocka_unit_test(missing_shared_skips_or_fails_under_ci),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

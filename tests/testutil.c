@@ -54,6 +54,34 @@ const char *tu_shared(void) {
     return s && *s ? s : "../shared";
 }
 
+const char *tu_shared_dir(const char *sub, char *buf, size_t n) {
+    /* $TOKENREC_SHARED (meson sets it), else ../shared from the source or the build folder */
+    const char *env = getenv("TOKENREC_SHARED");
+    const char *cands[] = {env && *env ? env : NULL, "../shared", "../../shared"};
+    for (size_t i = 0; i < sizeof cands / sizeof *cands; i++) {
+        if (!cands[i]) continue;
+        snprintf(buf, n, "%s/%s", cands[i], sub);
+        if (tr_dir_exists(buf)) return buf;
+        if (env && *env) break;         /* an explicit folder is the only candidate */
+    }
+    return NULL;
+}
+
+int tu_ci(void) {
+    const char *ci = getenv("CI");
+    return ci && (!strcmp(ci, "true") || !strcmp(ci, "1"));
+}
+
+int tu_shared_missing(const char *sub) {
+    if (tu_ci()) {
+        fprintf(stderr, "../shared/%s is missing (TOKENREC_SHARED=%s): a failure under CI=true\n", sub,
+                getenv("TOKENREC_SHARED") ? getenv("TOKENREC_SHARED") : "");
+        return 1;
+    }
+    fprintf(stderr, "../shared/%s is missing: skipped\n", sub);
+    return 77;
+}
+
 const char *tu_bin(void) {
     const char *s = getenv("TOKENREC_BIN");
     return s && *s ? s : "build/tokenrec";

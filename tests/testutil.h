@@ -10,6 +10,20 @@ const char *tu_tmpdir(void);                   /* one fresh directory per test p
 char       *tu_path(const char *name);         /* tmpdir/name; caller frees */
 sqlite3    *tu_db(const char *name);           /* a fresh, migrated database in tmpdir */
 const char *tu_shared(void);                   /* $TOKENREC_SHARED, else ../shared */
+/* Tests that need ../shared (the datasets, the T5 test vectors), which is not part of the
+ * repository. tu_shared_dir: the folder sub inside it (e.g. "datasets") in buf, or NULL when
+ * it is missing. Missing, a test skips; under CI=true it fails instead, so that a CI without
+ * the data cannot pass silently. */
+const char *tu_shared_dir(const char *sub, char *buf, size_t n);
+int         tu_ci(void);                       /* 1 when $CI is true */
+/* The exit status of a test program that needs ../shared/sub when it is missing: 77 (meson:
+ * skipped) or, under CI=true, 1. Says which on stderr. */
+int         tu_shared_missing(const char *sub);
+/* In a cmocka test: skip it when ../shared/sub is missing (buf receives the path), or fail
+ * under CI=true. */
+#define TU_NEED_SHARED(sub, buf) do { if (!tu_shared_dir((sub), (buf), sizeof (buf))) { \
+        if (tu_shared_missing(sub) != 77) fail_msg("../shared/%s is missing and CI=true", (sub)); \
+        skip(); } } while (0)
 const char *tu_bin(void);                      /* $TOKENREC_BIN, else build/tokenrec */
 int         tu_run(const char *fmt, ...);      /* system() of the formatted command; exit status */
 /* The same, with stdout and stderr together in out (n bytes, NUL-terminated). */

@@ -27,14 +27,14 @@ static const char *const help[] = {
     "  r           read the dataset again",
     NULL};
 
-static void load(Screen *s, App *a) {
+static void DatasetScreen_load(Screen *s, App *a) {
     DatasetScreen *ds = (DatasetScreen *)s;
     DatasetInfo_free(&ds->di);
     ds->ok = a->db && a->dataset[0] && Queries_dataset(a->db, a->dataset, &ds->di) == 0;
     tr_error_clear();
 }
 
-static void draw(Screen *s, App *a, int y, int x, int h, int w) {
+static void DatasetScreen_draw(Screen *s, App *a, int y, int x, int h, int w) {
     DatasetScreen *ds = (DatasetScreen *)s;
     if (App_drawMissing(a, y, x, h, w)) return;
     if (!ds->ok) { CRT_print(y + 1, x + 1, w - 2, CRT_colors[C_ERROR], "cannot read the dataset"); return; }
@@ -67,21 +67,26 @@ static void draw(Screen *s, App *a, int y, int x, int h, int w) {
                    ds->linear_pop ? "Item popularity (items per count)" : "Item popularity (items, log2 bins)", &b);
 }
 
-static int onKey(Screen *s, App *a, int ch) {
+static int DatasetScreen_onKey(Screen *s, App *a, int ch) {
     DatasetScreen *ds = (DatasetScreen *)s;
     if (ch == 'l') { ds->linear_pop = !ds->linear_pop; return 1; }
-    if (ch == 'r') { load(s, a); App_status(a, 0, "reloaded %s", a->dataset); return 1; }
+    if (ch == 'r') { DatasetScreen_load(s, a); App_status(a, 0, "reloaded %s", a->dataset); return 1; }
     return 0;
 }
 
-static void destroy(Screen *s) {
+static void DatasetScreen_destroy(Screen *s) {
     DatasetInfo_free(&((DatasetScreen *)s)->di);
     free(s);
 }
 
+/* The handlers the main loop calls (Screen.h). */
+static const Screen DatasetScreen_class = {
+    .name = "Dataset", .keys = keys, .help = help, .load = DatasetScreen_load,
+    .draw = DatasetScreen_draw, .onKey = DatasetScreen_onKey, .destroy = DatasetScreen_destroy,
+    .stale = 1,
+};
+
 Screen *DatasetScreen_new(void) {
-    DatasetScreen *ds = tr_calloc(1, sizeof *ds);
-    ds->super = (Screen){.name = "Dataset", .keys = keys, .help = help, .load = load, .draw = draw,
-                         .onKey = onKey, .destroy = destroy, .stale = 1};
+    DatasetScreen *ds = Screen_alloc(&DatasetScreen_class, sizeof *ds);
     return &ds->super;
 }

@@ -24,13 +24,13 @@ int Format_barCells(double p, int width);
 /* 1234567 as "1,234,567". */
 const char *Format_count(int64_t n, char *buf, size_t len);
 
-/* Token strings of TOKENREC.md 4.4: codebook k of a user is written with the letters a, b, c
+/* Token strings (docs/METHOD.md, "Tokens and prompts"): codebook k of a user is written with the letters a, b, c
  * ("user_<a-12><b-7><c-200>"), of an item with the digits 0, 1, 2 ("item_<0-5><1-9><2-77>").
  * codes[k] < 0 is written as "?". */
 const char *Format_userTokens(const int *codes, int k, char *buf, size_t len);
 const char *Format_itemTokens(const int *codes, int k, char *buf, size_t len);
 
-/* The test prompt of TOKENREC.md 6.2 with {user} and {items} filled in (malloc'd). */
+/* The test prompt (docs/METHOD.md, "Tokens and prompts") with {user} and {items} filled in (malloc'd). */
 char *Format_prompt(const char *user, const char *items);
 
 /* Display: the number of bytes of the UTF-8 string s that fit into cols terminal columns,

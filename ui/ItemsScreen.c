@@ -43,12 +43,12 @@ static const char *const help[] = {
     "  Enter       in the detail: select that item in the list",
     NULL};
 
-static const char *item_label(ItemsScreen *is, int iid) {
+static const char *ItemsScreen_itemLabel(ItemsScreen *is, int iid) {
     if (iid < 0 || iid >= is->nitems || is->items[iid].id != iid) return "";
     return is->items[iid].name ? is->items[iid].name : is->items[iid].orig;
 }
 
-static void listRow(Panel *p, int row, int y, int x, int w, int sel) {
+static void ItemsScreen_listRow(Panel *p, int row, int y, int x, int w, int sel) {
     ItemsScreen *is = p->data;
     const EntityRow *e = &is->items[row];
     int a = sel ? CRT_colors[sel == 1 ? C_SELECTED : C_SELECTED_DIM] : CRT_colors[C_DEFAULT];
@@ -56,7 +56,7 @@ static void listRow(Panel *p, int row, int y, int x, int w, int sel) {
     CRT_print(y, x + c, w - c, a, e->name ? e->name : e->orig);
 }
 
-static void shareRow(Panel *p, int row, int y, int x, int w, int sel) {
+static void ItemsScreen_shareRow(Panel *p, int row, int y, int x, int w, int sel) {
     ItemsScreen *is = p->data;
     const ShareRow *r = &is->sh[row];
     int a = sel ? CRT_colors[sel == 1 ? C_SELECTED : C_SELECTED_DIM] : CRT_colors[C_DEFAULT];
@@ -66,29 +66,29 @@ static void shareRow(Panel *p, int row, int y, int x, int w, int sel) {
     else snprintf(lab, sizeof lab, "%d of %d", r->shared, is->k);
     int c = CRT_printf(y, x, w, sa, "%-7s", lab);
     c += CRT_printf(y, x + c, w - c, a, " %6d ", r->iid);
-    CRT_print(y, x + c, w - c, a, r->name ? r->name : item_label(is, r->iid));
+    CRT_print(y, x + c, w - c, a, r->name ? r->name : ItemsScreen_itemLabel(is, r->iid));
 }
 
-static void collRow(Panel *p, int row, int y, int x, int w, int sel) {
+static void ItemsScreen_collRow(Panel *p, int row, int y, int x, int w, int sel) {
     ItemsScreen *is = p->data;
     const Collision *c = &is->col[row];
     int a = sel ? CRT_colors[sel == 1 ? C_SELECTED : C_SELECTED_DIM] : CRT_colors[C_DEFAULT];
     char line[512];
     int o = snprintf(line, sizeof line, "%-12s %d items:", c->key, c->n);
     for (int i = 0; i < c->n && o < (int)sizeof line - 1; i++)
-        o += snprintf(line + o, sizeof line - (size_t)o, " %d (%s)", c->members[i], item_label(is, c->members[i]));
+        o += snprintf(line + o, sizeof line - (size_t)o, " %d (%s)", c->members[i], ItemsScreen_itemLabel(is, c->members[i]));
     CRT_print(y, x, w, a, line);
 }
 
-static void clear_detail(ItemsScreen *is) {
+static void ItemsScreen_clearDetail(ItemsScreen *is) {
     ShareRow_free(is->sh, is->nsh);
     is->sh = NULL;
     is->nsh = is->k = 0;
     is->shown = -1;
 }
 
-static void clear_all(ItemsScreen *is) {
-    clear_detail(is);
+static void ItemsScreen_clearAll(ItemsScreen *is) {
+    ItemsScreen_clearDetail(is);
     Collision_free(is->col, is->ncol);
     is->col = NULL;
     is->ncol = 0;
@@ -99,11 +99,11 @@ static void clear_all(ItemsScreen *is) {
     is->nitems = 0;
 }
 
-static void load_detail(ItemsScreen *is, App *a) {
+static void ItemsScreen_loadDetail(ItemsScreen *is, App *a) {
     if (!is->nitems || !a->db) return;
     int iid = is->items[is->list.selected].id;
     if (iid == is->shown) return;
-    clear_detail(is);
+    ItemsScreen_clearDetail(is);
     is->shown = iid;
     is->k = Queries_tokens(a->db, is->run, "item", iid, is->codes);
     is->nsh = Queries_sharing(a->db, a->dsid, is->run, iid, 500, &is->sh);
@@ -112,9 +112,9 @@ static void load_detail(ItemsScreen *is, App *a) {
     tr_error_clear();
 }
 
-static void load(Screen *s, App *a) {
+static void ItemsScreen_load(Screen *s, App *a) {
     ItemsScreen *is = (ItemsScreen *)s;
-    clear_all(is);
+    ItemsScreen_clearAll(is);
     if (a->db && a->dataset[0]) {
         is->nitems = Queries_items(a->db, a->dsid, &is->items);
         is->run = Queries_tokenRun(a->db, a->dataset);
@@ -125,11 +125,11 @@ static void load(Screen *s, App *a) {
     }
     Panel_setCount(&is->list, is->nitems);
     Panel_setCount(&is->coll, is->ncol);
-    load_detail(is, a);
+    ItemsScreen_loadDetail(is, a);
     tr_error_clear();
 }
 
-static void draw_books(ItemsScreen *is, int y, int x, int h, int w) {
+static void ItemsScreen_drawBooks(ItemsScreen *is, int y, int x, int h, int w) {
     int r = y;
     for (int b = 0; b < is->nbooks && r + 1 < y + h; b++) {
         int used = 0;
@@ -144,14 +144,14 @@ static void draw_books(ItemsScreen *is, int y, int x, int h, int w) {
     }
 }
 
-static void draw(Screen *s, App *a, int y, int x, int h, int w) {
+static void ItemsScreen_draw(Screen *s, App *a, int y, int x, int h, int w) {
     ItemsScreen *is = (ItemsScreen *)s;
     if (App_drawMissing(a, y, x, h, w)) return;
     int lw = w / 3 < 30 ? w / 3 : 30;
     Panel_resize(&is->list, x, y, lw, h);
     Panel_setCount(&is->list, is->nitems);
     Panel_draw(&is->list, is->focus == 0);
-    load_detail(is, a);
+    ItemsScreen_loadDetail(is, a);
     int dx = x + lw + 1, dw = w - lw - 1, r = y;
     if (!is->nitems) { CRT_print(r, dx, dw, CRT_colors[C_DIM], "no items"); return; }
     const EntityRow *e = &is->items[is->list.selected];
@@ -181,7 +181,7 @@ static void draw(Screen *s, App *a, int y, int x, int h, int w) {
         Panel_resize(&is->share, dx, r, dw, bh);
         Panel_draw(&is->share, is->focus == 1);
     } else if (is->view == V_BOOKS) {
-        draw_books(is, r, dx, bh, dw);
+        ItemsScreen_drawBooks(is, r, dx, bh, dw);
     } else {
         if (!is->ncol) { CRT_print(r, dx, dw, CRT_colors[C_OK], "no collisions: every item has its own tokens"); return; }
         Panel_resize(&is->coll, dx, r, dw, bh);
@@ -189,12 +189,12 @@ static void draw(Screen *s, App *a, int y, int x, int h, int w) {
     }
 }
 
-static void select_item(ItemsScreen *is, int iid) {
+static void ItemsScreen_selectItem(ItemsScreen *is, int iid) {
     for (int i = 0; i < is->nitems; i++)
         if (is->items[i].id == iid) { Panel_setSelected(&is->list, i); return; }
 }
 
-static int onKey(Screen *s, App *a, int ch) {
+static int ItemsScreen_onKey(Screen *s, App *a, int ch) {
     ItemsScreen *is = (ItemsScreen *)s;
     (void)a;
     Panel *p = is->focus == 0 ? &is->list : is->view == V_SHARING ? &is->share
@@ -205,12 +205,12 @@ static int onKey(Screen *s, App *a, int ch) {
     case KEY_RIGHT: case 'l': is->focus = 1; return 1;
     case '\n': case '\r': case KEY_ENTER:
         if (is->focus == 0) { is->focus = 1; return 1; }
-        if (p == &is->share && is->nsh) select_item(is, is->sh[is->share.selected].iid);
+        if (p == &is->share && is->nsh) ItemsScreen_selectItem(is, is->sh[is->share.selected].iid);
         else if (p == &is->coll && is->ncol) {
             const Collision *c = &is->col[is->coll.selected];
             int cur = is->shown, next = c->members[0];
             for (int i = 0; i < c->n; i++) if (c->members[i] == cur) next = c->members[(i + 1) % c->n];
-            select_item(is, next);
+            ItemsScreen_selectItem(is, next);
         }
         return 1;
     default: break;
@@ -218,28 +218,33 @@ static int onKey(Screen *s, App *a, int ch) {
     return p ? Panel_onKey(p, ch) : 0;
 }
 
-static void search(Screen *s, App *a, const char *q) {
+static void ItemsScreen_search(Screen *s, App *a, const char *q) {
     ItemsScreen *is = (ItemsScreen *)s;
     int iid = a->db ? Queries_findItem(a->db, a->dsid, q) : -1;
     tr_error_clear();
     if (iid < 0) { App_status(a, 1, "no item '%s' (original id, #N for iid N, or part of a name)", q); return; }
-    select_item(is, iid);
+    ItemsScreen_selectItem(is, iid);
     is->focus = 0;
     App_status(a, 0, "item %d", iid);
 }
 
-static void destroy(Screen *s) {
-    clear_all((ItemsScreen *)s);
+static void ItemsScreen_destroy(Screen *s) {
+    ItemsScreen_clearAll((ItemsScreen *)s);
     free(s);
 }
 
+/* The handlers the main loop calls (Screen.h). */
+static const Screen ItemsScreen_class = {
+    .name = "Items", .keys = keys, .help = help, .load = ItemsScreen_load,
+    .draw = ItemsScreen_draw, .onKey = ItemsScreen_onKey, .search = ItemsScreen_search,
+    .destroy = ItemsScreen_destroy, .stale = 1,
+};
+
 Screen *ItemsScreen_new(void) {
-    ItemsScreen *is = tr_calloc(1, sizeof *is);
-    is->super = (Screen){.name = "Items", .keys = keys, .help = help, .load = load, .draw = draw,
-                         .onKey = onKey, .search = search, .destroy = destroy, .stale = 1};
-    Panel_init(&is->list, "  iid  pop item", listRow, is);
-    Panel_init(&is->share, "shares     iid item", shareRow, is);
-    Panel_init(&is->coll, "tokens       items", collRow, is);
+    ItemsScreen *is = Screen_alloc(&ItemsScreen_class, sizeof *is);
+    Panel_init(&is->list, "  iid  pop item", ItemsScreen_listRow, is);
+    Panel_init(&is->share, "shares     iid item", ItemsScreen_shareRow, is);
+    Panel_init(&is->coll, "tokens       items", ItemsScreen_collRow, is);
     is->shown = -1;
     return &is->super;
 }

@@ -26,42 +26,46 @@ static const FunctionKey keys[] = {
     {"?", "Help"}, {"q", "Quit"}, {NULL, NULL}};
 
 static const char *const help[] = {
-    "Pipeline: ingest -> cf -> tokenize -> finetune -> evaluate",
+    "Pipeline: ingest -> cf -> tokenize -> finetune (or finetune-gen) -> evaluate; sasrec on ingest",
     "  Enter, F5   launch the selected stage, or resume it if stopped",
     "  F           force a new run even if an up-to-date one exists",
     "  s, F9       stop the running stage (SIGINT: it saves a checkpoint)",
     "  Stages run as separate processes and keep running after q.",
     NULL};
 
-static const int upstream[STAGE_COUNT] = {-1, STAGE_INGEST, STAGE_CF, STAGE_TOKENIZE, -1};
+/* The row of the stage a stage builds on (the stage table's upstream), -1 when none. */
+static int PipelineScreen_upstream(int stage) {
+    const char *up = stage_defs[stage].upstream;
+    return up ? stage_index(up) : -1;
+}
 
 /* Elapsed: to the end for a finished run, to now while running, to the last update else. */
-static double elapsed(const StageInfo *si, double now) {
+static double PipelineScreen_elapsed(const StageInfo *si, double now) {
     if (!si->run) return -1;
     if (si->ended_at > 0) return si->ended_at - si->started_at;
     if (si->state == ST_RUNNING) return now - si->started_at;
     return si->updated_at - si->started_at;
 }
 
-static void drawRow(Panel *p, int row, int y, int x, int w, int sel) {
+static void PipelineScreen_drawRow(Panel *p, int row, int y, int x, int w, int sel) {
     PipelineScreen *ps = p->data;
     const StageInfo *si = &ps->st[row];
     double now = tr_now();
     int base = sel ? CRT_colors[sel == 1 ? C_SELECTED : C_SELECTED_DIM] : CRT_colors[C_DEFAULT];
-    CRT_print(y, x + 1, 9, base, stage_names[row]);
-    CRT_print(y, x + 10, 9, sel ? base : CRT_stateColor(si->state), stage_state_name(si->state));
-    if (w < 60) return;
-    Meter_draw(y, x + 19, 22, si->run ? si->progress : 0, CRT_colors[C_BAR]);
+    CRT_print(y, x + 1, 13, base, stage_defs[row].name);
+    CRT_print(y, x + 14, 9, sel ? base : CRT_stateColor(si->state), stage_state_name(si->state));
+    if (w < 64) return;
+    Meter_draw(y, x + 23, 22, si->run ? si->progress : 0, CRT_colors[C_BAR]);
     char d[32], e[32];
-    CRT_print(y, x + 42, 8, base, si->run ? Format_duration(elapsed(si, now), d, sizeof d) : "");
+    CRT_print(y, x + 46, 8, base, si->run ? Format_duration(PipelineScreen_elapsed(si, now), d, sizeof d) : "");
     if (si->state == ST_RUNNING) Format_eta(si->progress, si->started_at, si->updated_at, now, e, sizeof e);
     else e[0] = 0;
-    CRT_print(y, x + 50, 11, base, e);
+    CRT_print(y, x + 54, 11, base, e);
     const char *msg = si->state == ST_FAILED && si->error[0] ? si->error : si->message;
-    CRT_print(y, x + 61, w - 61, si->state == ST_FAILED && !sel ? CRT_colors[C_ERROR] : base, msg);
+    CRT_print(y, x + 65, w - 65, si->state == ST_FAILED && !sel ? CRT_colors[C_ERROR] : base, msg);
 }
 
-static void load(Screen *s, App *a) {
+static void PipelineScreen_load(Screen *s, App *a) {
     PipelineScreen *ps = (PipelineScreen *)s;
     for (int i = 0; i < STAGE_COUNT; i++) {
         if (a->db && a->dataset[0]) Queries_stage(a->db, a->dataset, i, &ps->st[i]);
@@ -70,7 +74,7 @@ static void load(Screen *s, App *a) {
     tr_error_clear();
 }
 
-static void draw(Screen *s, App *a, int y, int x, int h, int w) {
+static void PipelineScreen_draw(Screen *s, App *a, int y, int x, int h, int w) {
     PipelineScreen *ps = (PipelineScreen *)s;
     Panel_resize(&ps->panel, x, y, w, 1 + STAGE_COUNT);
     Panel_setCount(&ps->panel, STAGE_COUNT);
@@ -82,29 +86,31 @@ static void draw(Screen *s, App *a, int y, int x, int h, int w) {
     }
     const StageInfo *si = &ps->st[ps->panel.selected];
     int bottom = y + h;
-    CRT_printf(r++, x + 1, w - 2, CRT_colors[C_TITLE], "%s on %s: %s", stage_names[si->stage],
+    const stage_def *def = &stage_defs[si->stage];
+    int up = PipelineScreen_upstream(si->stage);
+    CRT_printf(r++, x + 1, w - 2, CRT_colors[C_TITLE], "%s on %s: %s", def->name,
                a->dataset, stage_state_name(si->state));
+    CRT_printf(r++, x + 1, w - 2, CRT_colors[C_DIM], "%s", def->purpose);
     if (!si->run) {
-        if (upstream[si->stage] >= 0 && ps->st[upstream[si->stage]].state != ST_DONE &&
-            ps->st[upstream[si->stage]].state != ST_STALE)
+        if (up >= 0 && ps->st[up].state != ST_DONE && ps->st[up].state != ST_STALE)
             CRT_printf(r++, x + 1, w - 2, CRT_colors[C_DIM], "needs a finished %s run first",
-                       stage_names[upstream[si->stage]]);
+                       stage_defs[up].name);
         CRT_printf(r++, x + 1, w - 2, CRT_colors[C_DEFAULT], "Never run. Press Enter to launch "
-                   "'tokenrec %s --dataset %s'.", stage_names[si->stage], a->dataset);
+                   "'%s --dataset %s'.", def->command, a->dataset);
         return;
     }
     char t0[32], d[32], u[32];
     time_t ts = (time_t)si->started_at;
     strftime(t0, sizeof t0, "%Y-%m-%d %H:%M:%S", localtime(&ts));
     CRT_printf(r++, x + 1, w - 2, CRT_colors[C_DEFAULT], "run %lld  started %s  elapsed %s  updated %s ago",
-               (long long)si->run, t0, Format_duration(elapsed(si, tr_now()), d, sizeof d),
+               (long long)si->run, t0, Format_duration(PipelineScreen_elapsed(si, tr_now()), d, sizeof d),
                Format_duration(tr_now() - si->updated_at, u, sizeof u));
     if (si->state == ST_RUNNING)
         CRT_printf(r++, x + 1, w - 2, CRT_colors[C_ST_RUNNING], "running in process %lld; s stops it",
                    (long long)si->pid);
     if (si->upstream_run)
         CRT_printf(r++, x + 1, w - 2, CRT_colors[C_DIM], "built on %s run %lld%s",
-                   stage_names[upstream[si->stage] >= 0 ? upstream[si->stage] : si->stage],
+                   stage_defs[up >= 0 ? up : si->stage].name,
                    (long long)si->upstream_run, si->state == ST_STALE ? " (no longer current: stale)" : "");
     if (si->message[0]) {
         CRT_print(r, x + 1, 9, CRT_colors[C_DIM], "message");
@@ -121,84 +127,79 @@ static void draw(Screen *s, App *a, int y, int x, int h, int w) {
     }
 }
 
-/* Remember a child so that its exit status can be reported when it ends. */
-static void remember(App *a, pid_t pid, const char *stage) {
-    for (int i = 0; i < APP_MAX_CHILDREN; i++) {
-        if (a->children[i].pid) continue;
-        a->children[i].pid = pid;
-        snprintf(a->children[i].stage, sizeof a->children[i].stage, "%s", stage);
-        return;
-    }
-}
-
-static void launch(PipelineScreen *ps, App *a, int force) {
+static void PipelineScreen_launch(PipelineScreen *ps, App *a, int force) {
     int st = ps->panel.selected;
     const StageInfo *si = &ps->st[st];
     const char *ds = a->dataset[0] ? a->dataset : "lastfm";
     if (si->state == ST_RUNNING) {
-        App_status(a, 1, "%s is already running (process %lld); s stops it", stage_names[st], (long long)si->pid);
+        App_status(a, 1, "%s is already running (process %lld); s stops it", stage_defs[st].name, (long long)si->pid);
         return;
     }
     if (st != STAGE_INGEST && (!a->db || !a->dataset[0])) {
         App_status(a, 1, "no dataset yet: launch ingest first");
         return;
     }
-    int up = upstream[st];
-    if (up >= 0 && a->db && !stage_current_run(a->db, ds, stage_names[up])) {
-        App_status(a, 1, "%s needs a finished %s run on %s first", stage_names[st], stage_names[up], ds);
+    int up = PipelineScreen_upstream(st);
+    if (up >= 0 && a->db && !stage_current_run(a->db, ds, stage_defs[up].name)) {
+        App_status(a, 1, "%s needs a finished %s run on %s first", stage_defs[st].name, stage_defs[up].name, ds);
         return;
     }
     char **argv = Queries_launchArgv(a->db, a->exe, a->dbpath, ds, st, force);
     pid_t pid = Launch_spawn(argv);
     if (pid < 0) App_status(a, 1, "%s", tr_errmsg());
     else {
-        remember(a, pid, stage_names[st]);
+        App_addChild(a, pid, stage_defs[st].name);
         App_status(a, 0, "%s %s on %s (process %d)", si->state == ST_STOPPED && !force ? "resumed" : "launched",
-                   stage_names[st], ds, (int)pid);
+                   stage_defs[st].name, ds, (int)pid);
     }
     Queries_freeArgv(argv);
 }
 
-static void stop(PipelineScreen *ps, App *a) {
+static void PipelineScreen_stop(PipelineScreen *ps, App *a) {
     const StageInfo *si = &ps->st[ps->panel.selected];
     if (si->state != ST_RUNNING) {
-        App_status(a, 1, "%s is not running", stage_names[si->stage]);
+        App_status(a, 1, "%s is not running", stage_defs[si->stage].name);
         return;
     }
     if (Launch_stop(si->pid) != 0) App_status(a, 1, "%s", tr_errmsg());
     else App_status(a, 0, "asked %s (process %lld) to stop: it stops at its next checkpoint",
-                    stage_names[si->stage], (long long)si->pid);
+                    stage_defs[si->stage].name, (long long)si->pid);
 }
 
-static int onKey(Screen *s, App *a, int ch) {
+static int PipelineScreen_onKey(Screen *s, App *a, int ch) {
     PipelineScreen *ps = (PipelineScreen *)s;
     if (Panel_onKey(&ps->panel, ch)) return 1;
     switch (ch) {
-    case '\n': case '\r': case KEY_ENTER: case KEY_F(5): launch(ps, a, 0); break;
-    case 'F': launch(ps, a, 1); break;
-    case 's': case KEY_F(9): stop(ps, a); break;
+    case '\n': case '\r': case KEY_ENTER: case KEY_F(5): PipelineScreen_launch(ps, a, 0); break;
+    case 'F': PipelineScreen_launch(ps, a, 1); break;
+    case 's': case KEY_F(9): PipelineScreen_stop(ps, a); break;
     default: return 0;
     }
-    load(s, a);
+    PipelineScreen_load(s, a);
     return 1;
 }
 
-static void search(Screen *s, App *a, const char *q) {
+static void PipelineScreen_search(Screen *s, App *a, const char *q) {
     PipelineScreen *ps = (PipelineScreen *)s;
     for (int i = 0; i < STAGE_COUNT; i++)
-        if (strstr(stage_names[i], q)) { Panel_setSelected(&ps->panel, i); return; }
+        if (strstr(stage_defs[i].name, q)) { Panel_setSelected(&ps->panel, i); return; }
     App_status(a, 1, "no stage matches '%s'", q);
 }
 
-static void destroy(Screen *s) { free(s); }
+static void PipelineScreen_destroy(Screen *s) { free(s); }
+
+/* The handlers the main loop calls (Screen.h). */
+static const Screen PipelineScreen_class = {
+    .name = "Pipeline", .keys = keys, .help = help, .load = PipelineScreen_load,
+    .tick = PipelineScreen_load, .draw = PipelineScreen_draw, .onKey = PipelineScreen_onKey,
+    .search = PipelineScreen_search, .destroy = PipelineScreen_destroy, .stale = 1,
+};
 
 Screen *PipelineScreen_new(void) {
-    PipelineScreen *ps = tr_calloc(1, sizeof *ps);
-    ps->super = (Screen){.name = "Pipeline", .keys = keys, .help = help, .load = load, .tick = load,
-                         .draw = draw, .onKey = onKey, .search = search, .destroy = destroy, .stale = 1};
+    PipelineScreen *ps = Screen_alloc(&PipelineScreen_class, sizeof *ps);
     static char header[96];
-    snprintf(header, sizeof header, " %-9s%-9s%-23s%-8s%-11s%s", "Stage", "State", "Progress",
+    snprintf(header, sizeof header, " %-13s%-9s%-23s%-8s%-11s%s", "Stage", "State", "Progress",
              "Elapsed", "ETA", "Message");
-    Panel_init(&ps->panel, header, drawRow, ps);
+    Panel_init(&ps->panel, header, PipelineScreen_drawRow, ps);
     return &ps->super;
 }

@@ -25,25 +25,21 @@ static char *col_dup(sqlite3_stmt *st, int c) {
 int Queries_stage(sqlite3 *db, const char *dataset, int stage, StageInfo *si) {
     memset(si, 0, sizeof *si);
     si->stage = stage;
-    si->state = stage_get_state(db, dataset, stage_names[stage], &si->run);
+    si->state = stage_get_state(db, dataset, stage_defs[stage].name, &si->run);
     if (!si->run) return 0;
-    sqlite3_stmt *st = db_prep(db, "SELECT progress, pid, started_at, updated_at, coalesce(ended_at, 0), "
-                                   "coalesce(message, ''), coalesce(error, ''), params, "
-                                   "coalesce(upstream_run, 0) FROM stage_runs WHERE id=?");
-    if (!st) return -1;
-    sqlite3_bind_int64(st, 1, si->run);
-    if (sqlite3_step(st) == SQLITE_ROW) {
-        si->progress = sqlite3_column_double(st, 0);
-        si->pid = sqlite3_column_int64(st, 1);
-        si->started_at = sqlite3_column_double(st, 2);
-        si->updated_at = sqlite3_column_double(st, 3);
-        si->ended_at = sqlite3_column_double(st, 4);
-        snprintf(si->message, sizeof si->message, "%s", col_text(st, 5));
-        snprintf(si->error, sizeof si->error, "%s", col_text(st, 6));
-        snprintf(si->params, sizeof si->params, "%s", col_text(st, 7));
-        si->upstream_run = sqlite3_column_int64(st, 8);
-    }
-    sqlite3_finalize(st);
+    stage_run_info ri;
+    if (stage_run_get(db, si->run, &ri) < 0) return -1;
+    si->progress = ri.progress;
+    si->pid = ri.pid;
+    si->started_at = ri.started_at;
+    si->updated_at = ri.updated_at;
+    si->ended_at = ri.ended_at;
+    snprintf(si->message, sizeof si->message, "%s", ri.message);
+    snprintf(si->error, sizeof si->error, "%s", ri.error);
+    si->upstream_run = ri.upstream_run;
+    char *params = stage_run_params(db, si->run);
+    snprintf(si->params, sizeof si->params, "%s", params ? params : "");
+    free(params);
     return 0;
 }
 
@@ -401,21 +397,25 @@ void Collision_free(Collision *rows, int n) {
 
 int Queries_metricRuns(sqlite3 *db, const char *dataset, RunRow **rows) {
     *rows = NULL;
-    sqlite3_stmt *st = db_prep(db, "SELECT r.id, r.stage, r.status, (SELECT count(*) FROM metrics_log m "
-                                   "WHERE m.run_id=r.id) AS np FROM stage_runs r WHERE r.dataset=? "
-                                   "AND np > 0 ORDER BY r.id DESC");
-    if (!st) return 0;
-    sqlite3_bind_text(st, 1, dataset, -1, SQLITE_STATIC);
+    int64_t *ids;
+    int nid = stage_run_ids(db, dataset, &ids);
+    sqlite3_stmt *st = nid > 0 ? db_prep(db, "SELECT count(*) FROM metrics_log WHERE run_id=?") : NULL;
     int n = 0, cap = 0;
-    while (sqlite3_step(st) == SQLITE_ROW) {
+    for (int i = 0; st && i < nid; i++) {
+        stage_run_info ri;
+        sqlite3_bind_int64(st, 1, ids[i]);
+        int64_t points = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+        sqlite3_reset(st);
+        if (points <= 0 || stage_run_get(db, ids[i], &ri) != 0) continue;
         GROW(*rows, n, cap);
         RunRow *r = &(*rows)[n++];
-        r->id = sqlite3_column_int64(st, 0);
-        snprintf(r->stage, sizeof r->stage, "%s", col_text(st, 1));
-        snprintf(r->status, sizeof r->status, "%s", col_text(st, 2));
-        r->points = sqlite3_column_int64(st, 3);
+        r->id = ids[i];
+        snprintf(r->stage, sizeof r->stage, "%s", ri.stage);
+        snprintf(r->status, sizeof r->status, "%s", ri.status);
+        r->points = points;
     }
     sqlite3_finalize(st);
+    free(ids);
     return n;
 }
 
@@ -454,7 +454,16 @@ char **Queries_launchArgv(sqlite3 *db, const char *exe, const char *dbpath, cons
     char **argv = NULL;
     int n = 0, cap = 0;
     push(&argv, &n, &cap, exe);
-    push(&argv, &n, &cap, stage_names[stage]);
+    /* the stage's command after "tokenrec", word by word */
+    const char *cmd = stage_defs[stage].command;
+    if (!strncmp(cmd, "tokenrec ", 9)) cmd += 9;
+    while (*cmd) {
+        size_t len = strcspn(cmd, " ");
+        char word[64];
+        snprintf(word, sizeof word, "%.*s", (int)len, cmd);
+        push(&argv, &n, &cap, word);
+        cmd += len + strspn(cmd + len, " ");
+    }
     push(&argv, &n, &cap, "--db");
     push(&argv, &n, &cap, dbpath);
     push(&argv, &n, &cap, "--dataset");
@@ -470,11 +479,13 @@ char **Queries_launchArgv(sqlite3 *db, const char *exe, const char *dbpath, cons
             }
             sqlite3_finalize(st);
         }
-        st = db_prep(db, "SELECT j.key, j.value, j.type FROM stage_runs r, json_each(r.params) j "
-                         "WHERE r.id=(SELECT max(id) FROM stage_runs WHERE stage='ingest' AND dataset=?) "
-                         "AND j.key NOT IN ('dataset', 'input') AND j.type<>'null'");
+        int64_t last = 0;         /* the latest ingest run, whatever its state */
+        stage_get_state(db, dataset, stage_defs[STAGE_INGEST].name, &last);
+        char *params = last ? stage_run_params(db, last) : NULL;
+        st = params ? db_prep(db, "SELECT key, value, type FROM json_each(?) "
+                                  "WHERE key NOT IN ('dataset', 'input') AND type<>'null'") : NULL;
         if (st) {
-            sqlite3_bind_text(st, 1, dataset, -1, SQLITE_STATIC);
+            sqlite3_bind_text(st, 1, params, -1, SQLITE_STATIC);
             while (sqlite3_step(st) == SQLITE_ROW) {
                 const char *key = col_text(st, 0);
                 char opt[96];
@@ -488,6 +499,7 @@ char **Queries_launchArgv(sqlite3 *db, const char *exe, const char *dbpath, cons
             }
             sqlite3_finalize(st);
         }
+        free(params);
         tr_error_clear();
     }
     if (force) push(&argv, &n, &cap, "--force");

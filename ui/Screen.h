@@ -1,18 +1,12 @@
-/* Screen: what every screen of the dashboard offers to the main loop (ui.c), and App, the
- * state they share: the database, the dataset, the status line. Each screen is a struct
- * whose first member is a Screen, with its own panels and data. */
+/* Screen: what every screen of the dashboard offers to the main loop (ui.c). Each screen is
+ * a struct whose first member is a Screen, with its own panels and data; its handlers are
+ * named Type_verb (PipelineScreen_draw, ...). The state they share is App (App.h). */
 #ifndef TOKENREC_UI_SCREEN_H
 #define TOKENREC_UI_SCREEN_H
-#include <sqlite3.h>
-#include <stdint.h>
-#include <sys/types.h>
+#include <stddef.h>
+#include "App.h"
 #include "FunctionBar.h"
-#include "util.h"
 
-#define APP_MAX_DATASETS 32
-#define APP_MAX_CHILDREN 16
-
-typedef struct App App;
 typedef struct Screen Screen;
 
 struct Screen {
@@ -28,24 +22,9 @@ struct Screen {
     int stale;                          /* load before the next draw */
 };
 
-struct App {
-    sqlite3 *db;                        /* NULL while the database is missing or unreadable */
-    const char *dbpath;
-    char dberror[512];
-    char dataset[128];                  /* "" when the database holds none */
-    int64_t dsid;
-    char datasets[APP_MAX_DATASETS][128];
-    int ndatasets;
-    char exe[4096];
-    char status[512];
-    int status_attr;
-    double status_at;
-    struct { pid_t pid; char stage[32]; } children[APP_MAX_CHILDREN];
-};
-
-void App_status(App *a, int error, const char *fmt, ...) TR_PRINTF(3, 4);
-/* Draw what to do when there is no database or no dataset; 1 if it did (nothing to show). */
-int  App_drawMissing(App *a, int y, int x, int h, int w);
+/* A new screen: size zeroed bytes (a struct whose first member is a Screen), the Screen a
+ * copy of the type's class. */
+void *Screen_alloc(const Screen *cls, size_t size);
 
 Screen *PipelineScreen_new(void);
 Screen *DatasetScreen_new(void);

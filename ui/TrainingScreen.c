@@ -37,7 +37,7 @@ static const char *const help[] = {
     "  /             find a run by id or stage",
     NULL};
 
-static void listRow(Panel *p, int row, int y, int x, int w, int sel) {
+static void TrainingScreen_listRow(Panel *p, int row, int y, int x, int w, int sel) {
     TrainingScreen *ts = p->data;
     const RunRow *r = &ts->runs[row];
     int a = sel ? CRT_colors[sel == 1 ? C_SELECTED : C_SELECTED_DIM] : CRT_colors[C_DEFAULT];
@@ -47,7 +47,7 @@ static void listRow(Panel *p, int row, int y, int x, int w, int sel) {
     CRT_print(y, x + c, w - c, sa, r->status);
 }
 
-static void free_series(TrainingScreen *ts) {
+static void TrainingScreen_freeSeries(TrainingScreen *ts) {
     for (int i = 0; i < MAX_CHARTS; i++) { free(ts->steps[i]); free(ts->values[i]); ts->steps[i] = ts->values[i] = NULL; ts->n[i] = 0; }
     for (int i = 0; i < ts->nnames; i++) free(ts->names[i]);
     free(ts->names);
@@ -56,8 +56,8 @@ static void free_series(TrainingScreen *ts) {
 }
 
 /* Re-read the selected run's metric names and series. */
-static void load_series(TrainingScreen *ts, App *a) {
-    free_series(ts);
+static void TrainingScreen_loadSeries(TrainingScreen *ts, App *a) {
+    TrainingScreen_freeSeries(ts);
     ts->shown = 0;
     if (!ts->nruns || !a->db) return;
     ts->shown = ts->runs[ts->list.selected].id;
@@ -67,7 +67,7 @@ static void load_series(TrainingScreen *ts, App *a) {
         ts->n[i] = Queries_series(a->db, ts->shown, ts->names[ts->first + i], &ts->steps[i], &ts->values[i]);
 }
 
-static void load(Screen *s, App *a) {
+static void TrainingScreen_load(Screen *s, App *a) {
     TrainingScreen *ts = (TrainingScreen *)s;
     int64_t keep = ts->nruns ? ts->runs[ts->list.selected].id : 0;
     free(ts->runs);
@@ -76,11 +76,11 @@ static void load(Screen *s, App *a) {
     if (a->db && a->dataset[0]) ts->nruns = Queries_metricRuns(a->db, a->dataset, &ts->runs);
     Panel_setCount(&ts->list, ts->nruns);
     for (int i = 0; i < ts->nruns; i++) if (ts->runs[i].id == keep) Panel_setSelected(&ts->list, i);
-    load_series(ts, a);
+    TrainingScreen_loadSeries(ts, a);
     tr_error_clear();
 }
 
-static void draw(Screen *s, App *a, int y, int x, int h, int w) {
+static void TrainingScreen_draw(Screen *s, App *a, int y, int x, int h, int w) {
     TrainingScreen *ts = (TrainingScreen *)s;
     if (App_drawMissing(a, y, x, h, w)) return;
     int lw = 24;
@@ -93,7 +93,7 @@ static void draw(Screen *s, App *a, int y, int x, int h, int w) {
                  "train (launch them on the Pipeline screen).");
         return;
     }
-    if (ts->runs[ts->list.selected].id != ts->shown) load_series(ts, a);
+    if (ts->runs[ts->list.selected].id != ts->shown) TrainingScreen_loadSeries(ts, a);
     int fit = h / 7 > 0 ? h / 7 : 1;
     int shown = ts->nnames - ts->first < fit ? ts->nnames - ts->first : fit;
     if (shown > MAX_CHARTS) shown = MAX_CHARTS;
@@ -109,39 +109,44 @@ static void draw(Screen *s, App *a, int y, int x, int h, int w) {
                    ts->first + shown, ts->nnames);
 }
 
-static int onKey(Screen *s, App *a, int ch) {
+static int TrainingScreen_onKey(Screen *s, App *a, int ch) {
     TrainingScreen *ts = (TrainingScreen *)s;
-    if (ch == 'n' && ts->first + 1 < ts->nnames) { ts->first++; load_series(ts, a); return 1; }
-    if (ch == 'p' && ts->first > 0) { ts->first--; load_series(ts, a); return 1; }
-    if (Panel_onKey(&ts->list, ch)) { ts->first = 0; load_series(ts, a); return 1; }
+    if (ch == 'n' && ts->first + 1 < ts->nnames) { ts->first++; TrainingScreen_loadSeries(ts, a); return 1; }
+    if (ch == 'p' && ts->first > 0) { ts->first--; TrainingScreen_loadSeries(ts, a); return 1; }
+    if (Panel_onKey(&ts->list, ch)) { ts->first = 0; TrainingScreen_loadSeries(ts, a); return 1; }
     return 0;
 }
 
-static void search(Screen *s, App *a, const char *q) {
+static void TrainingScreen_search(Screen *s, App *a, const char *q) {
     TrainingScreen *ts = (TrainingScreen *)s;
     for (int i = 0; i < ts->nruns; i++) {
         char id[32];
         snprintf(id, sizeof id, "%lld", (long long)ts->runs[i].id);
         if (!strcmp(id, q) || strstr(ts->runs[i].stage, q)) {
             Panel_setSelected(&ts->list, i);
-            load_series(ts, a);
+            TrainingScreen_loadSeries(ts, a);
             return;
         }
     }
     App_status(a, 1, "no run matches '%s'", q);
 }
 
-static void destroy(Screen *s) {
+static void TrainingScreen_destroy(Screen *s) {
     TrainingScreen *ts = (TrainingScreen *)s;
-    free_series(ts);
+    TrainingScreen_freeSeries(ts);
     free(ts->runs);
     free(ts);
 }
 
+/* The handlers the main loop calls (Screen.h). */
+static const Screen TrainingScreen_class = {
+    .name = "Training", .keys = keys, .help = help, .load = TrainingScreen_load,
+    .tick = TrainingScreen_load, .draw = TrainingScreen_draw, .onKey = TrainingScreen_onKey,
+    .search = TrainingScreen_search, .destroy = TrainingScreen_destroy, .stale = 1,
+};
+
 Screen *TrainingScreen_new(void) {
-    TrainingScreen *ts = tr_calloc(1, sizeof *ts);
-    ts->super = (Screen){.name = "Training", .keys = keys, .help = help, .load = load, .tick = load,
-                         .draw = draw, .onKey = onKey, .search = search, .destroy = destroy, .stale = 1};
-    Panel_init(&ts->list, "  run stage    status", listRow, ts);
+    TrainingScreen *ts = Screen_alloc(&TrainingScreen_class, sizeof *ts);
+    Panel_init(&ts->list, "  run stage    status", TrainingScreen_listRow, ts);
     return &ts->super;
 }

@@ -42,7 +42,7 @@ static const char *const help[] = {
     "  In recommendations, VALID and TEST mark the user's held-out items.",
     NULL};
 
-static void listRow(Panel *p, int row, int y, int x, int w, int sel) {
+static void UsersScreen_listRow(Panel *p, int row, int y, int x, int w, int sel) {
     UsersScreen *us = p->data;
     const EntityRow *e = &us->users[row];
     int a = sel ? CRT_colors[sel == 1 ? C_SELECTED : C_SELECTED_DIM] : CRT_colors[C_DEFAULT];
@@ -50,7 +50,7 @@ static void listRow(Panel *p, int row, int y, int x, int w, int sel) {
                e->orig, e->len);
 }
 
-static void histRow(Panel *p, int row, int y, int x, int w, int sel) {
+static void UsersScreen_histRow(Panel *p, int row, int y, int x, int w, int sel) {
     UsersScreen *us = p->data;
     const HistRow *h = &us->h[row];
     int a = sel ? CRT_colors[sel == 1 ? C_SELECTED : C_SELECTED_DIM] : CRT_colors[C_DEFAULT];
@@ -62,7 +62,7 @@ static void histRow(Panel *p, int row, int y, int x, int w, int sel) {
     CRT_print(y, x + c, w - c, a, h->name ? h->name : h->orig ? h->orig : "");
 }
 
-static void recRow(Panel *p, int row, int y, int x, int w, int sel) {
+static void UsersScreen_recRow(Panel *p, int row, int y, int x, int w, int sel) {
     UsersScreen *us = p->data;
     const RecRow *r = &us->r[row];
     int a = sel ? CRT_colors[sel == 1 ? C_SELECTED : C_SELECTED_DIM] : CRT_colors[C_DEFAULT];
@@ -72,7 +72,7 @@ static void recRow(Panel *p, int row, int y, int x, int w, int sel) {
     CRT_print(y, x + c, w - c, a, r->name ? r->name : "");
 }
 
-static void clear_detail(UsersScreen *us) {
+static void UsersScreen_clearDetail(UsersScreen *us) {
     HistRow_free(us->h, us->nh);
     RecRow_free(us->r, us->nr);
     free(us->prompt);
@@ -82,11 +82,11 @@ static void clear_detail(UsersScreen *us) {
 }
 
 /* Read the detail of the selected user, if it is not the one already shown. */
-static void load_detail(UsersScreen *us, App *a) {
-    if (!us->nusers || !a->db) { clear_detail(us); return; }
+static void UsersScreen_loadDetail(UsersScreen *us, App *a) {
+    if (!us->nusers || !a->db) { UsersScreen_clearDetail(us); return; }
     int uid = us->users[us->list.selected].id;
     if (uid == us->shown) return;
-    clear_detail(us);
+    UsersScreen_clearDetail(us);
     us->shown = uid;
     us->nh = Queries_history(a->db, a->dsid, uid, &us->h);
     us->k = Queries_tokens(a->db, us->token_run, "user", uid, us->codes);
@@ -99,9 +99,9 @@ static void load_detail(UsersScreen *us, App *a) {
     tr_error_clear();
 }
 
-static void load(Screen *s, App *a) {
+static void UsersScreen_load(Screen *s, App *a) {
     UsersScreen *us = (UsersScreen *)s;
-    clear_detail(us);
+    UsersScreen_clearDetail(us);
     EntityRow_free(us->users, us->nusers);
     us->users = NULL;
     us->nusers = 0;
@@ -111,18 +111,18 @@ static void load(Screen *s, App *a) {
         us->rec_run = Queries_recRun(a->db, a->dataset);
     }
     Panel_setCount(&us->list, us->nusers);
-    load_detail(us, a);
+    UsersScreen_loadDetail(us, a);
     tr_error_clear();
 }
 
-static void draw(Screen *s, App *a, int y, int x, int h, int w) {
+static void UsersScreen_draw(Screen *s, App *a, int y, int x, int h, int w) {
     UsersScreen *us = (UsersScreen *)s;
     if (App_drawMissing(a, y, x, h, w)) return;
     int lw = w / 3 < 30 ? w / 3 : 30;
     Panel_resize(&us->list, x, y, lw, h);
     Panel_setCount(&us->list, us->nusers);
     Panel_draw(&us->list, us->focus == 0);
-    load_detail(us, a);
+    UsersScreen_loadDetail(us, a);
     int dx = x + lw + 1, dw = w - lw - 1, r = y;
     if (!us->nusers) { CRT_print(r, dx, dw, CRT_colors[C_DIM], "no users"); return; }
     const EntityRow *e = &us->users[us->list.selected];
@@ -168,11 +168,11 @@ static void draw(Screen *s, App *a, int y, int x, int h, int w) {
     }
 }
 
-static Panel *detail_panel(UsersScreen *us) {
+static Panel *UsersScreen_detailPanel(UsersScreen *us) {
     return us->view == V_HISTORY ? &us->hist : us->view == V_RECS ? &us->recs : NULL;
 }
 
-static int onKey(Screen *s, App *a, int ch) {
+static int UsersScreen_onKey(Screen *s, App *a, int ch) {
     UsersScreen *us = (UsersScreen *)s;
     (void)a;
     switch (ch) {
@@ -181,11 +181,11 @@ static int onKey(Screen *s, App *a, int ch) {
     case KEY_RIGHT: case 'l': case '\n': case '\r': case KEY_ENTER: us->focus = 1; return 1;
     default: break;
     }
-    Panel *p = us->focus ? detail_panel(us) : &us->list;
+    Panel *p = us->focus ? UsersScreen_detailPanel(us) : &us->list;
     return p ? Panel_onKey(p, ch) : 0;
 }
 
-static void search(Screen *s, App *a, const char *q) {
+static void UsersScreen_search(Screen *s, App *a, const char *q) {
     UsersScreen *us = (UsersScreen *)s;
     int uid = a->db ? Queries_findUser(a->db, a->dsid, q) : -1;
     tr_error_clear();
@@ -199,20 +199,25 @@ static void search(Screen *s, App *a, const char *q) {
     App_status(a, 1, "no user '%s' (an original id, or #N for uid N)", q);
 }
 
-static void destroy(Screen *s) {
+static void UsersScreen_destroy(Screen *s) {
     UsersScreen *us = (UsersScreen *)s;
-    clear_detail(us);
+    UsersScreen_clearDetail(us);
     EntityRow_free(us->users, us->nusers);
     free(us);
 }
 
+/* The handlers the main loop calls (Screen.h). */
+static const Screen UsersScreen_class = {
+    .name = "Users", .keys = keys, .help = help, .load = UsersScreen_load,
+    .draw = UsersScreen_draw, .onKey = UsersScreen_onKey, .search = UsersScreen_search,
+    .destroy = UsersScreen_destroy, .stale = 1,
+};
+
 Screen *UsersScreen_new(void) {
-    UsersScreen *us = tr_calloc(1, sizeof *us);
-    us->super = (Screen){.name = "Users", .keys = keys, .help = help, .load = load, .draw = draw,
-                         .onKey = onKey, .search = search, .destroy = destroy, .stale = 1};
-    Panel_init(&us->list, "  uid orig id        len", listRow, us);
-    Panel_init(&us->hist, " pos    iid split item", histRow, us);
-    Panel_init(&us->recs, "rank    iid     score held  item", recRow, us);
+    UsersScreen *us = Screen_alloc(&UsersScreen_class, sizeof *us);
+    Panel_init(&us->list, "  uid orig id        len", UsersScreen_listRow, us);
+    Panel_init(&us->hist, " pos    iid split item", UsersScreen_histRow, us);
+    Panel_init(&us->recs, "rank    iid     score held  item", UsersScreen_recRow, us);
     us->shown = -1;
     return &us->super;
 }

@@ -7,6 +7,7 @@
  * before each wait), so it never holds up a running stage. Stages are separate processes
  * (see Launch.h). */
 #include "ui.h"
+#include "App.h"
 #include "CRT.h"
 #include "FunctionBar.h"
 #include "Launch.h"
@@ -14,6 +15,7 @@
 #include "Screen.h"
 #include "cli.h"
 #include "db.h"
+#include "stage.h"
 #include "util.h"
 #include <limits.h>
 #include <locale.h>
@@ -24,39 +26,6 @@
 #include <wchar.h>
 
 enum { N_SCREENS = 5 };
-
-void App_status(App *a, int error, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(a->status, sizeof a->status, fmt, ap);
-    va_end(ap);
-    a->status_attr = error ? CRT_colors[C_ERROR] : CRT_colors[C_INFO];
-    a->status_at = tr_monotonic();
-}
-
-int App_drawMissing(App *a, int y, int x, int h, int w) {
-    if (h < 1) return 1;
-    if (!a->db) {
-        CRT_printf(y + 1, x + 2, w - 4, CRT_colors[C_ERROR], "%s", a->dberror);
-        CRT_printf(y + 3, x + 2, w - 4, CRT_colors[C_DEFAULT], "run tokenrec ingest --dataset lastfm --db %s",
-                   a->dbpath);
-        CRT_print(y + 4, x + 2, w - 4, CRT_colors[C_DIM], "(or press Enter on ingest in the Pipeline screen, key 1)");
-        return 1;
-    }
-    if (!a->dataset[0]) {
-        CRT_printf(y + 1, x + 2, w - 4, CRT_colors[C_DEFAULT], "%s holds no dataset yet.", a->dbpath);
-        CRT_printf(y + 3, x + 2, w - 4, CRT_colors[C_DEFAULT], "run tokenrec ingest --dataset lastfm --db %s",
-                   a->dbpath);
-        return 1;
-    }
-    if (a->dsid < 0) {
-        CRT_printf(y + 1, x + 2, w - 4, CRT_colors[C_DEFAULT], "Dataset %s is not in %s yet.", a->dataset, a->dbpath);
-        CRT_printf(y + 3, x + 2, w - 4, CRT_colors[C_DEFAULT], "run tokenrec ingest --dataset %s --db %s",
-                   a->dataset, a->dbpath);
-        return 1;
-    }
-    return 0;
-}
 
 typedef struct {
     App app;
@@ -102,7 +71,7 @@ static void check_signature(UI *ui, const char *want) {
     snprintf(sig, sizeof sig, "%lld/%lld/%lld",
              (long long)db_query_i64(a->db, 0, "SELECT count(*) FROM datasets"),
              (long long)db_query_i64(a->db, 0, "SELECT CAST(max(ingested_at) * 1000 AS INTEGER) FROM datasets"),
-             (long long)db_query_i64(a->db, 0, "SELECT max(id) FROM stage_runs WHERE status='done'"));
+             (long long)stage_last_done(a->db));
     tr_error_clear();
     if (!strcmp(sig, ui->signature)) return;
     snprintf(ui->signature, sizeof ui->signature, "%s", sig);
@@ -281,11 +250,8 @@ static const char *summary_ui =
 
 int ui_main(int argc, char **argv) {
     const char *dbpath = DB_DEFAULT_PATH, *dataset = NULL;
-    cli_opt opts[] = {
-        {"db", CLI_STR, &dbpath, "database file", 0},
-        {"dataset", CLI_STR, &dataset, "dataset to show (default: the most recently ingested)", 0},
-        CLI_OPT_END};
-    int rc = cli_parse(argc, argv, opts, usage_ui, summary_ui);
+    int rc = cli_parse_db(argc, argv, usage_ui, summary_ui, &dbpath, &dataset,
+                          "dataset to show (default: the most recently ingested)");
     if (rc) return rc > 0 ? 0 : -1;
     setlocale(LC_ALL, "");
 
