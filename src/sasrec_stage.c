@@ -170,10 +170,7 @@ static int train_and_store(stage_run *run, sqlite3 *db, const char *dataset, con
                     stage_finish_commit(run) != 0))
         rc = -1;
     if (rc < 0) {
-        char msg[1024];
-        snprintf(msg, sizeof msg, "%s", tr_errmsg());
-        stage_fail(run, msg);
-        tr_error("%s", msg);
+        stage_fail_err(run);
     } else if (rc == 0 && !tc->quiet) {
         char b[32];
         fprintf(stderr, "[sasrec] %s: best valid HR@10 %.4f at epoch %d of %d, %s; "
@@ -190,7 +187,7 @@ static const char *usage_sasrec = "tokenrec sasrec [--dataset NAME] [options]";
 int cmd_sasrec(int argc, char **argv) {
     const char *dbpath = DB_DEFAULT_PATH, *dataset = NULL;
     int threads = 0, force = 0, quiet = 0;
-    sasrec_args a = {-1, -1, -1, -1, -1, -1, -1, -1, -1, 42, -1, -1, 0, 0, NULL, "softmax"};
+    sasrec_args a = {-1, -1, -1, -1, -1, -1, -1, -1, -1, CLI_SEED_DEFAULT, -1, -1, 0, 0, NULL, "softmax"};
     cli_opt opts[] = {
         {"db", CLI_STR, &dbpath, "database file", 0},
         {"dataset", CLI_STR, &dataset, "dataset (default: the last ingested)", 0},
@@ -219,37 +216,22 @@ int cmd_sasrec(int argc, char **argv) {
     int rc = cli_parse(argc, argv, opts, usage_sasrec, summary);
     if (rc) return rc > 0 ? 0 : -1;
     nn_set_threads(threads);
-    sqlite3 *db = db_open(dbpath, 0);
-    if (!db) return -1;
-    char dsbuf[128];
-    if (!dataset && !(dataset = db_default_dataset(db, dsbuf, sizeof dsbuf))) { db_close(db); return -1; }
-    fill_defaults(&a, preset_for(dataset));
+    stage_cmd c;
+    if (stage_cmd_open(&c, dbpath, dataset) != 0) return -1;
+    fill_defaults(&a, preset_for(c.dataset));
     sasrec_train_cfg tc;
-    if (to_cfg(&a, &tc, quiet) != 0) { db_close(db); return -1; }
+    if (to_cfg(&a, &tc, quiet) != 0) return stage_cmd_close(&c, -1);
     /* settings that do not change the model are normalised, so they do not start a new run */
     if (!strcmp(a.loss, "bce")) a.negatives = 0;
     if (a.negatives == 0) a.sampler = "uniform";
-    char *pj = cli_params_json(opts);           /* after the defaults: the values used */
-    stage_run run;
-    int b = stage_begin(&run, db, "sasrec", dataset, pj, "ingest", force);
-    free(pj);
-    if (b == STAGE_UP_TO_DATE) {
-        if (!quiet) fprintf(stderr, "[sasrec] %s is up to date (run %lld); use --force to train again\n",
-                            dataset, (long long)run.id);
-        rc = 0;
-    } else if (b < 0) {
-        rc = -1;
-    } else {
-        run.quiet = quiet;
-        stage_log_start(&run, quiet);
-        if (!quiet)
-            fprintf(stderr, "[sasrec] %s: d %d, %d blocks, maxlen %d, %s%s, dropout %g, lr %g, batch %d, "
-                            "up to %d epochs, %d threads\n", dataset, a.dim, a.blocks, a.maxlen, a.loss,
-                    tc.model.negatives ? (tc.sampler ? " over pop-sampled negatives" : " over uniform negatives")
-                                       : tc.model.loss == SASREC_LOSS_SOFTMAX ? " over all items" : "",
-                    a.dropout, a.lr, a.batch, a.epochs, nn_threads());
-        rc = train_and_store(&run, db, dataset, &tc);
-    }
-    db_close(db);
-    return rc;
+    /* after the defaults: the values used */
+    int b = stage_cmd_begin(&c, "sasrec", cli_params_json(opts), NULL, force, quiet, NULL);
+    if (b != 0) return stage_cmd_close(&c, b == STAGE_UP_TO_DATE ? 0 : -1);
+    if (!quiet)
+        fprintf(stderr, "[sasrec] %s: d %d, %d blocks, maxlen %d, %s%s, dropout %g, lr %g, batch %d, "
+                        "up to %d epochs, %d threads\n", c.dataset, a.dim, a.blocks, a.maxlen, a.loss,
+                tc.model.negatives ? (tc.sampler ? " over pop-sampled negatives" : " over uniform negatives")
+                                   : tc.model.loss == SASREC_LOSS_SOFTMAX ? " over all items" : "",
+                a.dropout, a.lr, a.batch, a.epochs, nn_threads());
+    return stage_cmd_close(&c, train_and_store(&c.run, c.db, c.dataset, &tc));
 }
