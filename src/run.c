@@ -76,7 +76,7 @@ int cmd_run(int argc, char **argv) {
     int quick = !strcmp(preset, "quick");
     if (!quick && strcmp(preset, "full")) return tr_error("--preset: expected quick or full, got '%s'", preset);
     double t0 = tr_monotonic();
-    char seed[16];                  /* passed to every stage after ingest, evaluate too */
+    char seed[16];                  /* passed to every training stage (evaluate draws nothing) */
     snprintf(seed, sizeof seed, "%d", seed_n);
 
     /* ingest only when the dataset is not in the database yet */
@@ -110,7 +110,7 @@ int cmd_run(int argc, char **argv) {
         if (stage_should_stop()) return 130;
     }
     const char *ev[] = {"--method", "all", NULL};
-    if ((rc = call(cmd_evaluate, stage_defs[STAGE_EVALUATE].name, dbpath, dataset, seed, ev, unseen ? "--unseen" : NULL, quiet)) != 0) return rc;
+    if ((rc = call(cmd_evaluate, stage_defs[STAGE_EVALUATE].name, dbpath, dataset, NULL, ev, unseen ? "--unseen" : NULL, quiet)) != 0) return rc;
     char b[32];
     fprintf(stderr, "== pipeline on %s finished in %s\n\n", dataset, tr_fmt_duration(tr_monotonic() - t0, b, sizeof b));
     char *rargv[] = {"report", "--db", (char *)dbpath, NULL};

@@ -21,12 +21,12 @@ typedef struct {
 } sasrec_preset;
 
 static const sasrec_preset presets[] = {
-    /* dataset    d   blk hd  len  neg  batch ep  eval pat  drop  lr     sampler */
-    {"other",     64, 2,  1,  50,  0,   128,  200, 5,  4,   0.5,  2e-3,  "uniform"},
-    {"lastfm",    64, 2,  1,  50,  0,   128,  200, 5,  4,   0.5,  2e-3,  "uniform"},
-    {"beauty",    64, 2,  1,  50,  0,   128,  200, 5,  4,   0.5,  2e-3,  "uniform"},
-    {"clothing",  64, 2,  1,  50,  0,   128,  200, 5,  4,   0.5,  2e-3,  "uniform"},
-    {"ml-1m",     64, 2,  1,  200, 0,   128,  200, 5,  4,   0.2,  2e-3,  "uniform"},
+    /* dataset    d   blk hd  len  neg   batch ep   eval pat  drop  lr     sampler */
+    {"other",     64, 2,  1,  50,  0,    128,  200, 5,  4,   0.5,  2e-3,  "uniform"},
+    {"lastfm",    64, 2,  1,  200, 0,    128,  200, 5,  4,   0.5,  2e-3,  "uniform"},
+    {"beauty",    64, 2,  1,  50,  0,    128,  200, 5,  3,   0.5,  2e-3,  "uniform"},
+    {"clothing",  64, 2,  1,  50,  2048, 128,  200, 5,  3,   0.5,  2e-3,  "uniform"},
+    {"ml-1m",     64, 2,  1,  200, 512,  128,  200, 3,  3,   0.2,  2e-3,  "uniform"},
 };
 
 /* The preset of a dataset (the first row when it has none). */

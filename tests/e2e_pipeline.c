@@ -48,10 +48,15 @@ static void pipeline_learns_the_planted_pattern(void **state) {
     db_close(db);
     /* the run command finds everything done, prints the report and writes report.html beside
      * the database, saying where */
-    assert_int_equal(tu_run("%s run --db %s --dataset synth --quiet > %s/report.md 2> %s/run.err", b, dbp,
-                            tu_tmpdir(), tu_tmpdir()), 0);
+    int rrc = tu_run("%s run --db %s --dataset synth --quiet > %s/report.md 2> %s/run.err", b, dbp,
+                     tu_tmpdir(), tu_tmpdir());
     char *rp = tu_path("report.md"), *ep = tu_path("run.err"), *hp = tu_path("report.html"), *txt;
     size_t n;
+    if (rrc != 0 && tr_read_file(ep, &txt, &n) == 0) {    /* say why before failing */
+        fprintf(stderr, "tokenrec run said:\n%s\n", txt);
+        free(txt);
+    }
+    assert_int_equal(rrc, 0);
     assert_int_equal(tr_read_file(rp, &txt, &n), 0);
     assert_non_null(strstr(txt, "| synth | tokenrec |"));
     assert_non_null(strstr(txt, "| synth | popularity |"));

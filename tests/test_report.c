@@ -183,7 +183,7 @@ static void page_numbers_equal_run_metrics(void **state) {
     /* the dataset with only ingest done says what is missing */
     char *bare = strstr(txt, "id=\"ds-bare\"");
     assert_non_null(bare);
-    assert_non_null(strstr(bare, "Not done yet: cf (not run), tokenize (not run), finetune (not run), evaluate (not run)"));
+    assert_non_null(strstr(bare, "Not done yet: cf (not run), tokenize (not run), finetune (not run), sasrec (not run), evaluate (not run)"));
     free(txt);
     db_close(db);
     free(dbp);
@@ -206,7 +206,7 @@ static void partial_db_shows_what_exists(void **state) {
     char *txt;
     size_t n;
     assert_int_equal(tr_read_file(page, &txt, &n), 0);
-    assert_non_null(strstr(txt, "Not done yet: tokenize (not run), finetune (not run), evaluate (not run)"));
+    assert_non_null(strstr(txt, "Not done yet: tokenize (not run), finetune (not run), sasrec (not run), evaluate (not run)"));
     assert_non_null(strstr(txt, "No tokenize run yet"));
     assert_non_null(strstr(txt, "cf: valid HR@10"));
     assert_null(strstr(txt, "Unseen users"));
