@@ -47,12 +47,12 @@ static void summary_text(char *buf, size_t n) {
         "after --patience checks without a better one. 'tokenrec evaluate --method sasrec'\n"
         "scores the kept model on the test items.\n\n"
         "Defaults per dataset (an option given on the command line wins):\n"
-        "  dataset    dim blocks maxlen negatives sampler  dropout  lr      batch epochs\n");
+        "  dataset    dim blocks maxlen negatives sampler  dropout  lr      batch epochs eval-every patience\n");
     for (size_t i = 0; i < sizeof presets / sizeof *presets && o < n; i++) {
         const sasrec_preset *p = &presets[i];
-        o += (size_t)snprintf(buf + o, n - o, "  %-10s %-3d %-6d %-6d %-9d %-8s %-8.2g %-7.2g %-5d %d\n",
+        o += (size_t)snprintf(buf + o, n - o, "  %-10s %-3d %-6d %-6d %-9d %-8s %-8.2g %-7.2g %-5d %-6d %-10d %d\n",
                               p->dataset, p->dim, p->blocks, p->maxlen, p->negatives, p->sampler,
-                              p->dropout, p->lr, p->batch, p->epochs);
+                              p->dropout, p->lr, p->batch, p->epochs, p->eval_every, p->patience);
     }
     if (o > 0 && o < n && buf[o - 1] == '\n') buf[o - 1] = 0;
 }
