@@ -104,221 +104,275 @@ static void print_unseen(const char *method, const char *dataset, const retr_met
         }
 }
 
-/* The methods, in the order --method all runs them, and the stage (a row of the stage table)
- * whose current run each scores; 'all' is every method whose stage has a current run. */
-static const struct { const char *name; int stage; } methods[] = {
-    {"popularity", STAGE_INGEST}, {"lightgcn", STAGE_CF}, {"tokenrec", STAGE_FINETUNE},
-    {"generate", STAGE_FINETUNE_GEN}, {"sasrec", STAGE_SASREC}};
+/* One evaluate run of one method: what the method loads, what it measures, and what
+ * eval_method writes and prints from it. */
+typedef struct {
+    sqlite3       *db;
+    const ev_opts *o;
+    const char    *method;
+    stage_run      run;
+    int            do_valid;
+    rec_data       d;
+    rec_loaded     lm;                 /* tokenrec, generate: the finetuned model */
+    sasrec_model  *sm;                 /* sasrec */
+    float         *uvec, *ivec, *pop;  /* lightgcn: cf vectors (D wide); popularity: counts */
+    int            D;
+    uint8_t       *held;               /* users cf held out (held[u] == 1), n_unseen of them */
+    int            n_unseen;
+    uint8_t       *frozen;             /* tokenrec --unseen: users the frozen tokenizer tokenized */
+    int            n_frozen;
+    retr_metrics   valid, test, test_u;
+    rec_sink       sink;
+    gen_eval_out   gout;               /* generate: latency rows */
+    double         secs;               /* scoring seconds of the test split */
+} ev_ctx;
+
+/* The held-out users of cf run hrun (none when hrun is 0) into c->held and c->n_unseen. */
+static int load_held(ev_ctx *c, int64_t hrun) {
+    if (!hrun) return 0;
+    c->held = tr_malloc((size_t)c->d.n_users + 1);
+    c->n_unseen = unseen_cf_load(c->db, hrun, c->held, c->d.n_users);
+    return c->n_unseen < 0 ? -1 : 0;
+}
+
+/* tokenrec, generate: the finetune run's model and the data of its tokenize run. */
+static int load_finetuned(ev_ctx *c) {
+    if (rec_model_load(c->db, c->run.upstream_run, &c->lm) != 0) return -1;
+    return rec_data_load(c->db, c->o->dataset, c->lm.tokenize_run, c->lm.pool_kind, &c->d);
+}
+
+/* tokenrec: one forward pass per user, top-K by similarity to the items' CF vectors; with
+ * --unseen, the users the frozen tokenizer tokenized alone, with the unseen template. */
+static int score_tokenrec(ev_ctx *c) {
+    const ev_opts *o = c->o;
+    rec_data *d = &c->d;
+    rec_loaded *lm = &c->lm;
+    if (o->unseen) {
+        c->frozen = tr_malloc((size_t)d->n_users + 1);
+        c->n_frozen = unseen_tok_frozen(c->db, lm->tokenize_run, c->frozen, d->n_users);
+        if (c->n_frozen < 0) return -1;
+        if (c->n_frozen == 0)
+            return tr_error("evaluate --unseen: tokenize run %lld has no unseen users; hold users out with "
+                            "'tokenrec cf --holdout-users 0.1' and run tokenize and finetune again (or "
+                            "'tokenrec run --unseen')", (long long)lm->tokenize_run);
+    }
+    t5_reserve(lm->model, o->batch, prompt_max_len(&lm->vocab, d->cpi, lm->hist_cap));
+    if (c->do_valid && rec_evaluate(lm->model, &lm->vocab, d, 1, lm->hist_cap, PROMPT_TEST, lm->cosine,
+                                    o->batch, &c->valid, 0, NULL, NULL) != 0) return -1;
+    stage_progress(&c->run, 0.5, "%s: test", c->method);
+    double t0 = tr_monotonic();
+    if (rec_evaluate(lm->model, &lm->vocab, d, 2, lm->hist_cap, PROMPT_TEST, lm->cosine, o->batch,
+                     &c->test, o->topk, sink_topk, &c->sink) != 0) return -1;
+    if (o->unseen) {
+        /* the unseen users alone (those the frozen tokenizer tokenized; users with no
+         * tokens are in neither group), with the template never seen in training */
+        uint8_t *seen_skip = d->skip, *inv = tr_malloc((size_t)d->n_users);
+        for (int32_t u = 0; u < d->n_users; u++) inv[u] = !c->frozen[u];
+        d->skip = inv;
+        stage_progress(&c->run, 0.75, "%s: unseen users", c->method);
+        int erc = rec_evaluate(lm->model, &lm->vocab, d, 2, lm->hist_cap, PROMPT_UNSEEN, lm->cosine,
+                               o->batch, &c->test_u, o->topk, sink_topk, &c->sink);
+        d->skip = seen_skip;
+        free(inv);
+        if (erc != 0) return -1;
+        c->n_unseen = c->n_frozen;
+    }
+    c->secs = tr_monotonic() - t0;
+    return 0;
+}
+
+/* generate: the autoregressive baseline, constrained beam search (and both latencies). */
+static int score_generate(ev_ctx *c) {
+    const ev_opts *o = c->o;
+    if (gen_eval(c->db, o->dataset, &c->lm, &c->d, o->beam, o->batch, c->do_valid ? &c->valid : NULL,
+                 &c->test, o->topk, sink_topk, &c->sink, o->latency_users, o->quiet, &c->gout) != 0)
+        return -1;
+    c->secs = c->gout.test_secs;
+    return 0;
+}
+
+/* sasrec: the sequences, the sasrec stage's model, and the users cf held out (left out of
+ * 'test' as for the other methods; SASRec trains on every user's sequence, so it has no
+ * unseen-user test). */
+static int load_sasrec(ev_ctx *c) {
+    if (rec_sequences_load(c->db, c->o->dataset, &c->d) != 0) return -1;
+    if (!(c->sm = sasrec_model_load(c->db, c->run.upstream_run, c->o->batch))) return -1;
+    return load_held(c, stage_current_run(c->db, c->o->dataset, "cf"));
+}
+
+/* sasrec: rank the valid and test items with the model. */
+static int score_sasrec(ev_ctx *c) {
+    if (c->n_unseen > 0) c->d.skip = c->held;
+    double t0 = tr_monotonic();
+    int erc = (c->do_valid && sasrec_rank(c->sm, &c->d, 1, c->o->batch, &c->valid, 0, NULL, NULL) != 0) ||
+              sasrec_rank(c->sm, &c->d, 2, c->o->batch, &c->test, c->o->topk, sink_topk, &c->sink) != 0;
+    c->d.skip = NULL;                  /* held is freed on its own */
+    if (erc) return -1;
+    c->secs = tr_monotonic() - t0;
+    return 0;
+}
+
+/* lightgcn, popularity: the sequences, the cf run's vectors (lightgcn) or the train counts
+ * (popularity), and the users held out: 'test' is the seen users whenever the cf run
+ * (lightgcn: its upstream; popularity: the current one) has them, as tokenrec's. */
+static int load_baseline(ev_ctx *c) {
+    int lightgcn = !strcmp(c->method, "lightgcn");
+    if (rec_sequences_load(c->db, c->o->dataset, &c->d) != 0) return -1;
+    if (lightgcn) {
+        if ((c->D = load_cf(c->db, c->run.upstream_run, "user", c->d.n_users, &c->uvec)) < 0 ||
+            load_cf(c->db, c->run.upstream_run, "item", c->d.n_items, &c->ivec) < 0) return -1;
+    } else {
+        c->pop = tr_calloc((size_t)c->d.n_items, sizeof *c->pop);      /* train popularity */
+        int32_t *cnt = tr_malloc((size_t)c->d.n_items * sizeof *cnt);
+        rec_train_counts(&c->d, cnt);
+        for (int i = 0; i < c->d.n_items; i++) c->pop[i] = (float)cnt[i];
+        free(cnt);
+    }
+    if (load_held(c, lightgcn ? c->run.upstream_run : stage_current_run(c->db, c->o->dataset, "cf")) != 0)
+        return -1;
+    if (c->o->unseen && c->n_unseen <= 0)
+        return tr_error("evaluate --unseen: the cf run has no held-out users; run 'tokenrec cf "
+                        "--holdout-users 0.1' first (or 'tokenrec run --unseen')");
+    return 0;
+}
+
+/* lightgcn, popularity: score every item for batches of users (user vector . item vectors,
+ * or the popularity row); --unseen adds the held-out users' 'test_unseen' (lightgcn:
+ * folded-in vectors). */
+static int score_baseline(ev_ctx *c) {
+    const ev_opts *o = c->o;
+    const rec_data *d = &c->d;
+    int D = c->D;
+    int32_t *users = tr_malloc((size_t)o->batch * sizeof *users);
+    float *scores = tr_malloc((size_t)o->batch * d->n_items * sizeof *scores);
+    double t0 = tr_monotonic();
+    float *urows = D ? tr_malloc((size_t)o->batch * D * sizeof *urows) : NULL;
+    for (int g = 0; g < (o->unseen ? 2 : 1); g++)
+        for (int split = c->do_valid && !g ? 1 : 2; split <= 2; split++) {
+            for (int32_t u0 = 0; u0 < d->n_users;) {
+                int n = 0;           /* the next batch of users of group g */
+                for (; u0 < d->n_users && n < o->batch; u0++)
+                    if (!c->held || c->n_unseen <= 0 || c->held[u0] == g) users[n++] = u0;
+                if (!n) break;
+                if (c->pop) for (int i = 0; i < n; i++) memcpy(scores + (size_t)i * d->n_items, c->pop, (size_t)d->n_items * sizeof *c->pop);
+                else {
+                    for (int i = 0; i < n; i++) memcpy(urows + (size_t)i * D, c->uvec + (size_t)users[i] * D, (size_t)D * sizeof *urows);
+                    retr_scores(scores, urows, n, c->ivec, NULL, d->n_items, D, 0);
+                }
+                rec_rank_rows(d, users, n, split, scores, split == 1 ? &c->valid : g ? &c->test_u : &c->test,
+                              split == 2 ? o->topk : 0, split == 2 ? sink_topk : NULL, &c->sink);
+            }
+        }
+    free(urows);
+    c->secs = tr_monotonic() - t0;
+    free(users);
+    free(scores);
+    return 0;
+}
+
+/* The methods, in the order --method all runs them: the stage (a row of the stage table)
+ * whose current run each scores ('all' is every method whose stage has a current run), how
+ * it loads and scores, whether beam and latency-users are in its settings, and what its
+ * unseen users are scored with. */
+typedef struct {
+    const char *name;
+    int         stage;
+    int       (*load)(ev_ctx *);
+    int       (*score)(ev_ctx *);
+    int         beam_params;
+    const char *unseen_how;
+} ev_method;
+static const ev_method methods[] = {
+    {"popularity", STAGE_INGEST, load_baseline, score_baseline, 0, "train popularity"},
+    {"lightgcn", STAGE_CF, load_baseline, score_baseline, 0, "folded-in vectors"},
+    {"tokenrec", STAGE_FINETUNE, load_finetuned, score_tokenrec, 0, "frozen-tokenizer tokens, unseen template"},
+    {"generate", STAGE_FINETUNE_GEN, load_finetuned, score_generate, 1, NULL},  /* no unseen-user test */
+    {"sasrec", STAGE_SASREC, load_sasrec, score_sasrec, 0, NULL}};
 enum { N_METHODS = sizeof methods / sizeof *methods };
 
-/* The stage whose run a method scores: evaluate's upstream for it. */
-static const char *method_upstream(const char *method) {
-    for (int i = 0; i < N_METHODS; i++)
-        if (!strcmp(methods[i].name, method)) return stage_defs[methods[i].stage].name;
-    return stage_defs[STAGE_FINETUNE].name;
+/* Store the run's recommendations and metrics in one write transaction, then commit. */
+static int write_outputs(ev_ctx *c) {
+    stage_run *run = &c->run;
+    const char *method = c->method;
+    double secs = c->secs;
+    int n_users = c->d.n_users;
+    /* everything is computed: only now take the write lock, for the outputs alone */
+    if (stage_finish_begin(run) != 0 || sink_write(c->db, run->id, &c->sink, n_users) != 0 ||
+        put_metrics(c->db, run->id, method, "test", &c->test) != 0 ||
+        (c->do_valid && put_metrics(c->db, run->id, method, "valid", &c->valid) != 0) ||
+        (c->o->unseen && c->test_u.n > 0 && put_metrics(c->db, run->id, method, "test_unseen", &c->test_u) != 0) ||
+        db_put_metric(c->db, run->id, method, "latency", "ms_per_user", 0, 1000 * secs / n_users) != 0 ||
+        db_put_metric(c->db, run->id, method, "latency", "users_per_s", 0, n_users / (secs > 0 ? secs : 1e-9)) != 0)
+        return -1;
+    for (int i = 0; i < c->gout.n; i++)
+        if (db_put_metric(c->db, run->id, c->gout.rows[i].method, c->gout.rows[i].split, c->gout.rows[i].metric,
+                          c->gout.rows[i].k, c->gout.rows[i].value) != 0) return -1;
+    return stage_finish_commit(run);
+}
+
+/* The method's line of metrics (and the seen / unseen table of --unseen). */
+static void print_result(const ev_ctx *c, const ev_method *m) {
+    const ev_opts *o = c->o;
+    const retr_metrics *test = &c->test;
+    double secs = c->secs;
+    int n_users = c->d.n_users;
+    printf("%-12s %-8s HR@10 %.4f  NDCG@10 %.4f  HR@20 %.4f  NDCG@20 %.4f  HR@30 %.4f  NDCG@30 %.4f",
+           m->name, o->dataset, retr_hr(test, 10), retr_ndcg(test, 10), retr_hr(test, 20),
+           retr_ndcg(test, 20), retr_hr(test, 30), retr_ndcg(test, 30));
+    if (c->do_valid) printf("  (valid HR@10 %.4f)", retr_hr(&c->valid, 10));
+    printf("  %.3f ms/user, %.0f users/s\n", 1000 * secs / n_users, n_users / (secs > 0 ? secs : 1e-9));
+    if (o->unseen && (c->test_u.n == 0 || !m->unseen_how))
+        printf("%s has no unseen-user test (its 'test' above is the seen users)\n", m->name);
+    else if (o->unseen)
+        print_unseen(m->name, o->dataset, test, (int)test->n, &c->test_u, (int)c->test_u.n, m->unseen_how);
 }
 
 /* Evaluate one method as its own evaluate run; prints and stores its metrics. */
-static int eval_method(sqlite3 *db, const ev_opts *o, const char *method, const char *pj_base) {
-    int generate = !strcmp(method, "generate"), is_sasrec = !strcmp(method, "sasrec");
-    const char *upstream = method_upstream(method);
+static int eval_method(sqlite3 *db, const ev_opts *o, const ev_method *m, const char *pj_base) {
     size_t pjn = strlen(pj_base) + 64;
     char *pj = tr_malloc(pjn);
-    if (generate) snprintf(pj, pjn, "{\"method\":\"%s\",\"beam\":%d,\"latency-users\":%d,%s", method,
-                           o->beam, o->latency_users, pj_base + 1);
-    else snprintf(pj, pjn, "{\"method\":\"%s\",%s", method, pj_base + 1);
-    stage_run run;
-    int b = stage_begin(&run, db, "evaluate", o->dataset, pj, upstream, o->force);
+    if (m->beam_params) snprintf(pj, pjn, "{\"method\":\"%s\",\"beam\":%d,\"latency-users\":%d,%s", m->name,
+                                 o->beam, o->latency_users, pj_base + 1);
+    else snprintf(pj, pjn, "{\"method\":\"%s\",%s", m->name, pj_base + 1);
+    ev_ctx c;
+    memset(&c, 0, sizeof c);
+    c.db = db;
+    c.o = o;
+    c.method = m->name;
+    int b = stage_begin(&c.run, db, "evaluate", o->dataset, pj, stage_defs[m->stage].name, o->force);
     free(pj);
     if (b == STAGE_UP_TO_DATE) {
-        if (!o->quiet) fprintf(stderr, "[evaluate] %s on %s: up to date (run %lld)\n", method, o->dataset, (long long)run.id);
+        if (!o->quiet) fprintf(stderr, "[evaluate] %s on %s: up to date (run %lld)\n", m->name, o->dataset, (long long)c.run.id);
         return 0;
     }
     if (b < 0) return -1;
-    stage_log_start(&run, o->quiet);
+    stage_log_start(&c.run, o->quiet);
     int ks[3] = {10, 20, 30};
-    retr_metrics valid, test, test_u;
-    retr_metrics_init(&valid, 3, ks);
-    retr_metrics_init(&test, 3, ks);
-    retr_metrics_init(&test_u, 3, ks);
-    int n_unseen = 0;
-    uint8_t *held = NULL;
-    int do_valid = !strcmp(o->split, "valid") || !strcmp(o->split, "both");
-    rec_data d;
-    memset(&d, 0, sizeof d);
-    rec_loaded lm;
-    memset(&lm, 0, sizeof lm);
-    float *uvec = NULL, *ivec = NULL, *scores = NULL;
-    double secs = 0;
-    int rc = -1;
-    rec_sink sink = {0};
-    sink.topk = o->topk;
-    gen_eval_out gout;
-    memset(&gout, 0, sizeof gout);
-    stage_progress(&run, 0, "%s: loading", method);
-    if (!strcmp(method, "tokenrec")) {
-        if (rec_model_load(db, run.upstream_run, &lm) != 0) goto fail;
-        if (rec_data_load(db, o->dataset, lm.tokenize_run, lm.pool_kind, &d) != 0) goto fail;
-        sink_alloc(&sink, d.n_users);
-        uint8_t *frozen = NULL;
-        int n_frozen = 0;
-        if (o->unseen) {
-            frozen = tr_malloc((size_t)d.n_users + 1);
-            n_frozen = unseen_tok_frozen(db, lm.tokenize_run, frozen, d.n_users);
-            if (n_frozen < 0) { free(frozen); goto fail; }
-        }
-        if (o->unseen && n_frozen <= 0) {
-            free(frozen);
-            tr_error("evaluate --unseen: tokenize run %lld has no unseen users; hold users out with "
-                     "'tokenrec cf --holdout-users 0.1' and run tokenize and finetune again (or "
-                     "'tokenrec run --unseen')", (long long)lm.tokenize_run);
-            goto fail;
-        }
-        t5_reserve(lm.model, o->batch, prompt_max_len(&lm.vocab, d.cpi, lm.hist_cap));
-        if (do_valid && rec_evaluate(lm.model, &lm.vocab, &d, 1, lm.hist_cap, PROMPT_TEST, lm.cosine,
-                                     o->batch, &valid, 0, NULL, NULL) != 0) { free(frozen); goto fail; }
-        stage_progress(&run, 0.5, "%s: test", method);
-        double t0 = tr_monotonic();
-        if (rec_evaluate(lm.model, &lm.vocab, &d, 2, lm.hist_cap, PROMPT_TEST, lm.cosine, o->batch,
-                         &test, o->topk, sink_topk, &sink) != 0) { free(frozen); goto fail; }
-        if (o->unseen) {
-            /* the unseen users alone (those the frozen tokenizer tokenized; users with no
-             * tokens are in neither group), with the template never seen in training */
-            uint8_t *seen_skip = d.skip, *inv = tr_malloc((size_t)d.n_users);
-            for (int32_t u = 0; u < d.n_users; u++) inv[u] = !frozen[u];
-            free(frozen);
-            frozen = NULL;
-            d.skip = inv;
-            stage_progress(&run, 0.75, "%s: unseen users", method);
-            int erc = rec_evaluate(lm.model, &lm.vocab, &d, 2, lm.hist_cap, PROMPT_UNSEEN, lm.cosine,
-                                   o->batch, &test_u, o->topk, sink_topk, &sink);
-            d.skip = seen_skip;
-            free(inv);
-            if (erc != 0) goto fail;
-            n_unseen = n_frozen;
-        }
-        secs = tr_monotonic() - t0;
-    } else if (generate) {          /* autoregressive baseline: constrained beam search */
-        if (rec_model_load(db, run.upstream_run, &lm) != 0) goto fail;
-        if (rec_data_load(db, o->dataset, lm.tokenize_run, lm.pool_kind, &d) != 0) goto fail;
-        sink_alloc(&sink, d.n_users);
-        if (gen_eval(db, o->dataset, &lm, &d, o->beam, o->batch, do_valid ? &valid : NULL, &test, o->topk,
-                     sink_topk, &sink, o->latency_users, o->quiet, &gout) != 0) goto fail;
-        secs = gout.test_secs;
-    } else if (is_sasrec) {         /* the model of the sasrec stage, on the test items */
-        if (rec_sequences_load(db, o->dataset, &d) != 0) goto fail;
-        sink_alloc(&sink, d.n_users);
-        sasrec_model *sm = sasrec_model_load(db, run.upstream_run, o->batch);
-        if (!sm) goto fail;
-        /* users cf held out (cf --holdout-users) are left out of 'test', as for the other
-         * methods; SASRec trains on every user's sequence, so it has no unseen-user test */
-        int64_t hrun = stage_current_run(db, o->dataset, "cf");
-        if (hrun) {
-            held = tr_malloc((size_t)d.n_users + 1);
-            n_unseen = unseen_cf_load(db, hrun, held, d.n_users);
-            if (n_unseen < 0) { sasrec_free(sm); goto fail; }
-        }
-        if (n_unseen > 0) d.skip = held;
-        double t0 = tr_monotonic();
-        int erc = (do_valid && sasrec_rank(sm, &d, 1, o->batch, &valid, 0, NULL, NULL) != 0) ||
-                  sasrec_rank(sm, &d, 2, o->batch, &test, o->topk, sink_topk, &sink) != 0;
-        d.skip = NULL;                  /* held is freed on its own below */
-        if (erc) { sasrec_free(sm); goto fail; }
-        secs = tr_monotonic() - t0;
-        sasrec_free(sm);
-    } else {
-        if (rec_sequences_load(db, o->dataset, &d) != 0) goto fail;
-        sink_alloc(&sink, d.n_users);
-        int32_t *users = tr_malloc((size_t)o->batch * sizeof *users);
-        scores = tr_malloc((size_t)o->batch * d.n_items * sizeof *scores);
-        int D = 0;
-        float *pop = NULL;
-        if (!strcmp(method, "lightgcn")) {
-            if ((D = load_cf(db, run.upstream_run, "user", d.n_users, &uvec)) < 0 ||
-                load_cf(db, run.upstream_run, "item", d.n_items, &ivec) < 0) { free(users); goto fail; }
-        } else {
-            pop = tr_calloc((size_t)d.n_items, sizeof *pop);      /* train popularity */
-            int32_t *cnt = tr_malloc((size_t)d.n_items * sizeof *cnt);
-            rec_train_counts(&d, cnt);
-            for (int i = 0; i < d.n_items; i++) pop[i] = (float)cnt[i];
-            free(cnt);
-        }
-        /* held-out users (cf --holdout-users): 'test' is the seen users whenever the cf run
-         * (lightgcn: its upstream; popularity: the current one) has them, as tokenrec's;
-         * --unseen adds the held-out users' 'test_unseen' (lightgcn: folded-in vectors) */
-        int64_t hrun = !strcmp(method, "lightgcn") ? run.upstream_run : stage_current_run(db, o->dataset, "cf");
-        if (hrun) {
-            held = tr_malloc((size_t)d.n_users + 1);
-            n_unseen = unseen_cf_load(db, hrun, held, d.n_users);
-            if (n_unseen < 0) { free(users); free(pop); goto fail; }
-        }
-        if (o->unseen && n_unseen <= 0) {
-            tr_error("evaluate --unseen: the cf run has no held-out users; run 'tokenrec cf "
-                     "--holdout-users 0.1' first (or 'tokenrec run --unseen')");
-            free(users); free(pop);
-            goto fail;
-        }
-        double t0 = tr_monotonic();
-        float *urows = D ? tr_malloc((size_t)o->batch * D * sizeof *urows) : NULL;
-        for (int g = 0; g < (o->unseen ? 2 : 1); g++)
-            for (int split = do_valid && !g ? 1 : 2; split <= 2; split++) {
-                for (int32_t u0 = 0; u0 < d.n_users;) {
-                    int n = 0;           /* the next batch of users of group g */
-                    for (; u0 < d.n_users && n < o->batch; u0++)
-                        if (!held || n_unseen <= 0 || held[u0] == g) users[n++] = u0;
-                    if (!n) break;
-                    if (pop) for (int i = 0; i < n; i++) memcpy(scores + (size_t)i * d.n_items, pop, (size_t)d.n_items * sizeof *pop);
-                    else {
-                        for (int i = 0; i < n; i++) memcpy(urows + (size_t)i * D, uvec + (size_t)users[i] * D, (size_t)D * sizeof *urows);
-                        retr_scores(scores, urows, n, ivec, NULL, d.n_items, D, 0);
-                    }
-                    rec_rank_rows(&d, users, n, split, scores, split == 1 ? &valid : g ? &test_u : &test,
-                                  split == 2 ? o->topk : 0, split == 2 ? sink_topk : NULL, &sink);
-                }
-            }
-        free(urows);
-        secs = tr_monotonic() - t0;
-        free(users);
-        free(pop);
+    retr_metrics_init(&c.valid, 3, ks);
+    retr_metrics_init(&c.test, 3, ks);
+    retr_metrics_init(&c.test_u, 3, ks);
+    c.do_valid = !strcmp(o->split, "valid") || !strcmp(o->split, "both");
+    c.sink.topk = o->topk;
+    stage_progress(&c.run, 0, "%s: loading", m->name);
+    int rc = m->load(&c);
+    if (!rc) {
+        sink_alloc(&c.sink, c.d.n_users);
+        rc = m->score(&c);
     }
-    /* everything is computed: only now take the write lock, for the outputs alone */
-    if (stage_finish_begin(&run) != 0 || sink_write(db, run.id, &sink, d.n_users) != 0 ||
-        put_metrics(db, run.id, method, "test", &test) != 0 ||
-        (do_valid && put_metrics(db, run.id, method, "valid", &valid) != 0) ||
-        (o->unseen && test_u.n > 0 && put_metrics(db, run.id, method, "test_unseen", &test_u) != 0) ||
-        db_put_metric(db, run.id, method, "latency", "ms_per_user", 0, 1000 * secs / d.n_users) != 0 ||
-        db_put_metric(db, run.id, method, "latency", "users_per_s", 0, d.n_users / (secs > 0 ? secs : 1e-9)) != 0)
-        goto fail;
-    for (int i = 0; i < gout.n; i++)
-        if (db_put_metric(db, run.id, gout.rows[i].method, gout.rows[i].split, gout.rows[i].metric, gout.rows[i].k,
-                       gout.rows[i].value) != 0) goto fail;
-    if (stage_finish_commit(&run) != 0) goto fail;
-    if (!o->quiet) {
-        printf("%-12s %-8s HR@10 %.4f  NDCG@10 %.4f  HR@20 %.4f  NDCG@20 %.4f  HR@30 %.4f  NDCG@30 %.4f",
-               method, o->dataset, retr_hr(&test, 10), retr_ndcg(&test, 10), retr_hr(&test, 20),
-               retr_ndcg(&test, 20), retr_hr(&test, 30), retr_ndcg(&test, 30));
-        if (do_valid) printf("  (valid HR@10 %.4f)", retr_hr(&valid, 10));
-        printf("  %.3f ms/user, %.0f users/s\n", 1000 * secs / d.n_users, d.n_users / (secs > 0 ? secs : 1e-9));
-        if (o->unseen && test_u.n == 0)
-            printf("%s has no unseen-user test (its 'test' above is the seen users)\n", method);
-        else if (o->unseen)
-            print_unseen(method, o->dataset, &test, (int)test.n, &test_u, (int)test_u.n,
-                         !strcmp(method, "tokenrec") ? "frozen-tokenizer tokens, unseen template" :
-                         !strcmp(method, "lightgcn") ? "folded-in vectors" : "train popularity");
-    }
-    rc = 0;
-    goto out;
-fail: {
+    if (!rc) rc = write_outputs(&c);
+    if (!rc && !o->quiet) print_result(&c, m);
+    if (rc) {
         char msg[1024];
         snprintf(msg, sizeof msg, "%s", tr_errmsg());
-        stage_fail(&run, msg);
+        stage_fail(&c.run, msg);
         tr_error("%s", msg);
+        rc = -1;
     }
-out:
-    free(sink.items); free(sink.scores); free(sink.n); free(held);
-    rec_data_free(&d);
-    rec_loaded_free(&lm);
-    free(uvec); free(ivec); free(scores);
+    free(c.sink.items); free(c.sink.scores); free(c.sink.n); free(c.held); free(c.frozen);
+    rec_data_free(&c.d);
+    rec_loaded_free(&c.lm);
+    sasrec_free(c.sm);
+    free(c.uvec); free(c.ivec); free(c.pop);
     return rc;
 }
 
@@ -375,7 +429,7 @@ int cmd_evaluate(int argc, char **argv) {
             want = strstr(o.methods, methods[i].name) != NULL;
         if (!want) continue;
         ran++;
-        rc = eval_method(db, &o, methods[i].name, pj);
+        rc = eval_method(db, &o, &methods[i], pj);
     }
     if (!rc && !ran) rc = tr_error("--method: nothing to evaluate ('%s'; expected all, tokenrec, lightgcn, popularity, generate, sasrec)", o.methods);
     free(pj);

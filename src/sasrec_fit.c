@@ -122,13 +122,161 @@ static int save_ckpt(stage_run *run, const fit_state *st, sasrec_model *m, const
     return stage_ckpt_save(run, st->step, b, 5);
 }
 
+/* The buffers of one training: the training users and one batch's inputs, targets and
+ * sampled negatives, the negative sampler and the optimizer. */
+typedef struct {
+    int32_t *users, *order, *starts;
+    int      nu;
+    int64_t  n_targets;       /* per epoch: min(n - 1, L) for a user with n train items */
+    int32_t *ids, *pos, *neg, *len, *negs;
+    float   *logq;
+    sasrec_sampler smp;
+    adamw_cfg opt;
+} fit_work;
+
+/* Restore a resumed run's checkpoint into st, m and best (nothing when it stopped before
+ * its first one). Returns 0 or -1. */
+static int fit_resume(stage_run *run, const sasrec_train_cfg *tc, fit_state *st, sasrec_model *m,
+                      float *best) {
+    size_t fb = sasrec_n_params(m) * sizeof(float);
+    int g = stage_ckpt_read(run, "sasrec_state", st, sizeof *st);   /* 1: stopped before any */
+    if (g < 0 || (g == 0 && (stage_ckpt_read(run, "sasrec_params", sasrec_params(m), fb) ||
+                             stage_ckpt_read(run, "sasrec_adam_m", sasrec_adam_m(m), fb) ||
+                             stage_ckpt_read(run, "sasrec_adam_v", sasrec_adam_v(m), fb) ||
+                             stage_ckpt_read(run, "sasrec_best", best, fb))))
+        return -1;
+    if (g == 0 && !tc->quiet)
+        fprintf(stderr, "[sasrec] resuming at epoch %d (best valid HR@10 %.4f)\n", st->epoch, st->best_hr);
+    return 0;
+}
+
+/* Allocate w for data d and config tc (the model's config mc): the training users (at
+ * least two train items: one input, one target), the batch buffers, the sampler over train
+ * popularity and AdamW. Returns 0 or -1 (w is then still freeable). */
+static int fit_work_init(fit_work *w, const rec_data *d, const sasrec_train_cfg *tc, const sasrec_config *mc) {
+    int L = mc->max_len;
+    w->users = tr_malloc((size_t)d->n_users * sizeof *w->users);
+    w->nu = 0;
+    w->n_targets = 0;
+    for (int32_t u = 0; u < d->n_users; u++)
+        if (rec_n_train(d, u) >= 2) {
+            w->users[w->nu++] = u;
+            w->n_targets += rec_n_train(d, u) - 1 < L ? rec_n_train(d, u) - 1 : L;
+        }
+    size_t cap = (size_t)tc->batch * L;
+    w->ids = tr_malloc(cap * sizeof *w->ids);
+    w->pos = tr_malloc(cap * sizeof *w->pos);
+    w->neg = tr_malloc(cap * sizeof *w->neg);
+    w->len = tr_malloc((size_t)tc->batch * sizeof *w->len);
+    w->order = tr_malloc((size_t)(w->nu ? w->nu : 1) * sizeof *w->order);
+    w->starts = tr_malloc((size_t)(w->nu ? w->nu : 1) * sizeof *w->starts);
+    w->negs = tr_malloc((size_t)(mc->negatives + 1) * sizeof *w->negs);
+    w->logq = tr_malloc((size_t)(mc->negatives + 1) * sizeof *w->logq);
+    int32_t *counts = tr_malloc((size_t)d->n_items * sizeof *counts);   /* train popularity */
+    rec_train_counts(d, counts);
+    int src = sasrec_sampler_init(&w->smp, d->n_items, counts, tc->sampler);
+    free(counts);
+    w->opt = adamw_default(tc->lr);
+    w->opt.beta2 = 0.98f;
+    w->opt.weight_decay = tc->weight_decay;
+    return src != 0 ? -1 : 0;
+}
+
+/* Free what fit_work_init allocated. */
+static void fit_work_free(fit_work *w) {
+    free(w->users); free(w->ids); free(w->pos); free(w->neg); free(w->len); free(w->order);
+    free(w->starts); free(w->negs); free(w->logq);
+    sasrec_sampler_free(&w->smp);
+}
+
+/* One epoch over the training users in length-bucketed batches; advances st (epoch, step,
+ * seconds, rng) and sets *lmean to the mean loss per target. Returns 0 or -1. */
+static int fit_epoch(stage_run *run, const rec_data *d, const sasrec_train_cfg *tc, fit_work *w,
+                     sasrec_model *m, fit_state *st, double *lmean) {
+    const sasrec_config *mc = sasrec_cfg(m);
+    int L = mc->max_len;
+    size_t np = sasrec_n_params(m);
+    double te = tr_monotonic();
+    for (int i = 0; i < w->nu; i++) w->order[i] = w->users[i];
+    int nbatch = epoch_batches(d, w->order, w->nu, tc->batch, w->starts, &st->rng);
+    /* every target weighs the same whatever its batch: a batch's loss is its summed
+     * loss over the mean targets per batch (length-bucketed batches differ a lot) */
+    float norm = (float)((double)w->n_targets / nbatch);
+    double lsum = 0;
+    int64_t nb = 0;
+    for (int k = 0; k < nbatch; k++) {
+        int i0 = w->starts[k], B = w->nu - i0 < tc->batch ? w->nu - i0 : tc->batch, T;
+        fill_train_batch(d, w->order + i0, B, L, mc->loss == SASREC_LOSS_BCE, w->ids, w->pos, w->neg,
+                         w->len, &T, &st->rng);
+        if (mc->negatives > 0) sasrec_sampler_draw(&w->smp, &st->rng, mc->negatives, w->negs, w->logq);
+        sasrec_batch b = {.B = B, .T = T, .ids = w->ids, .len = w->len, .pos = w->pos, .neg = w->neg,
+                          .negs = w->negs, .logq = w->logq, .norm = norm};
+        float loss = 0;
+        int M = sasrec_forward(m, &b, 1, &st->rng, 1, &loss);
+        if (M < 0) return -1;
+        sasrec_backward(m, &b);
+        if (tc->clip > 0) grad_clip(sasrec_grads(m), np, tc->clip);
+        st->step++;
+        adamw_update(&w->opt, sasrec_params(m), sasrec_grads(m), sasrec_adam_m(m), sasrec_adam_v(m), np, st->step);
+        lsum += (double)loss * norm;       /* the mean is per target */
+        nb += M;
+        if (run && (k & 15) == 15)
+            stage_progress(run, (st->epoch + (double)(k + 1) / nbatch) / tc->epochs,
+                           "sasrec epoch %d/%d batch %d/%d loss %.4f", st->epoch + 1, tc->epochs,
+                           k + 1, nbatch, lsum / nb);
+    }
+    st->epoch++;
+    st->seconds += tr_monotonic() - te;
+    *lmean = nb ? lsum / nb : 0;
+    return 0;
+}
+
+/* After an epoch with mean loss lmean: on an evaluation epoch, HR@10 on the valid items,
+ * the best parameters kept in best, early stopping and a checkpoint; the progress line
+ * either way. Returns 0 or -1. */
+static int fit_validate(stage_run *run, const rec_data *d, const sasrec_train_cfg *tc, sasrec_model *m,
+                        fit_state *st, float *best, double lmean) {
+    if (run) stage_metric(run, st->epoch, "sasrec_loss", lmean);
+    int last = st->epoch >= tc->epochs;
+    if (st->epoch % tc->eval_every == 0 || last) {
+        int ks[1] = {10};
+        retr_metrics vm;
+        retr_metrics_init(&vm, 1, ks);
+        if (sasrec_rank(m, d, 1, tc->batch, &vm, 0, NULL, NULL) != 0) return -1;
+        double hr = retr_hr(&vm, 10);
+        if (run) stage_metric(run, st->epoch, "sasrec_valid_hr10", hr);
+        if (hr > st->best_hr) {
+            st->best_hr = hr; st->best_epoch = st->epoch; st->bad = 0;
+            memcpy(best, sasrec_params(m), sasrec_n_params(m) * sizeof(float));
+        } else if (++st->bad >= tc->patience) st->done = 1;
+        if (run) {
+            stage_progress(run, st->done ? 1.0 : (double)st->epoch / tc->epochs,
+                           "sasrec epoch %d/%d loss %.4f valid HR@10 %.4f (best %.4f at %d)",
+                           st->epoch, tc->epochs, lmean, hr, st->best_hr, st->best_epoch);
+            if (save_ckpt(run, st, m, best) != 0) return -1;
+        } else if (!tc->quiet) {
+            fprintf(stderr, "[sasrec] epoch %d loss %.4f valid HR@10 %.4f (best %.4f at %d)\n",
+                    st->epoch, lmean, hr, st->best_hr, st->best_epoch);
+        }
+    } else if (run) {
+        if (st->best_hr < 0)
+            stage_progress(run, (double)st->epoch / tc->epochs, "sasrec epoch %d/%d loss %.4f",
+                           st->epoch, tc->epochs, lmean);
+        else
+            stage_progress(run, (double)st->epoch / tc->epochs, "sasrec epoch %d/%d loss %.4f (best valid HR@10 %.4f at %d)",
+                           st->epoch, tc->epochs, lmean, st->best_hr, st->best_epoch);
+    }
+    return 0;
+}
+
+/* Train: the model from tc's seed (or the resumed run's checkpoint), epochs until
+ * tc->epochs or early stopping, then the best parameters in *out. */
 int sasrec_fit(stage_run *run, const rec_data *d, const sasrec_train_cfg *tc,
                sasrec_model **out, sasrec_fit_result *res) {
     *out = NULL;
     sasrec_config mc = tc->model;
     mc.n_items = d->n_items;
     mc.max_B = tc->batch;
-    int L = mc.max_len;
     if (tc->batch < 1 || tc->epochs < 0 || tc->eval_every < 1 || tc->patience < 1)
         return tr_error("sasrec: expected batch, eval-every and patience >= 1 and epochs >= 0");
     fit_state st;
@@ -140,124 +288,32 @@ int sasrec_fit(stage_run *run, const rec_data *d, const sasrec_train_cfg *tc,
     size_t np = sasrec_n_params(m);
     float *best = tr_malloc(np * sizeof(float));
     memcpy(best, sasrec_params(m), np * sizeof(float));
-    if (run && run->resumed) {
-        size_t fb = np * sizeof(float);
-        int g = stage_ckpt_read(run, "sasrec_state", &st, sizeof st);   /* 1: stopped before any */
-        if (g < 0 || (g == 0 && (stage_ckpt_read(run, "sasrec_params", sasrec_params(m), fb) ||
-                                 stage_ckpt_read(run, "sasrec_adam_m", sasrec_adam_m(m), fb) ||
-                                 stage_ckpt_read(run, "sasrec_adam_v", sasrec_adam_v(m), fb) ||
-                                 stage_ckpt_read(run, "sasrec_best", best, fb)))) {
-            sasrec_free(m);
-            free(best);
-            return -1;
-        }
-        if (g == 0 && !tc->quiet)
-            fprintf(stderr, "[sasrec] resuming at epoch %d (best valid HR@10 %.4f)\n", st.epoch, st.best_hr);
+    if (run && run->resumed && fit_resume(run, tc, &st, m, best) != 0) {
+        sasrec_free(m);
+        free(best);
+        return -1;
     }
-    /* the training users: at least two train items (one input, one target) */
-    int32_t *users = tr_malloc((size_t)d->n_users * sizeof *users);
-    int nu = 0;
-    int64_t n_targets = 0;        /* per epoch: min(n - 1, L) for a user with n train items */
-    for (int32_t u = 0; u < d->n_users; u++)
-        if (rec_n_train(d, u) >= 2) {
-            users[nu++] = u;
-            n_targets += rec_n_train(d, u) - 1 < L ? rec_n_train(d, u) - 1 : L;
-        }
-    size_t cap = (size_t)tc->batch * L;
-    int32_t *ids = tr_malloc(cap * sizeof *ids), *pos = tr_malloc(cap * sizeof *pos);
-    int32_t *neg = tr_malloc(cap * sizeof *neg), *len = tr_malloc((size_t)tc->batch * sizeof *len);
-    int32_t *order = tr_malloc((size_t)(nu ? nu : 1) * sizeof *order);
-    int32_t *starts = tr_malloc((size_t)(nu ? nu : 1) * sizeof *starts);
-    int32_t *negs = tr_malloc((size_t)(mc.negatives + 1) * sizeof *negs);
-    float *logq = tr_malloc((size_t)(mc.negatives + 1) * sizeof *logq);
-    sasrec_sampler smp;
-    int rc = 0;
-    int32_t *counts = tr_malloc((size_t)d->n_items * sizeof *counts);   /* train popularity */
-    rec_train_counts(d, counts);
-    int src = sasrec_sampler_init(&smp, d->n_items, counts, tc->sampler);
-    free(counts);
-    if (src != 0) { rc = -1; goto out; }
-    adamw_cfg opt = adamw_default(tc->lr);
-    opt.beta2 = 0.98f;
-    opt.weight_decay = tc->weight_decay;
-    int ks[1] = {10};
-    while (!st.done && st.epoch < tc->epochs) {
-        double te = tr_monotonic();
-        for (int i = 0; i < nu; i++) order[i] = users[i];
-        int nbatch = epoch_batches(d, order, nu, tc->batch, starts, &st.rng);
-        /* every target weighs the same whatever its batch: a batch's loss is its summed
-         * loss over the mean targets per batch (length-bucketed batches differ a lot) */
-        float norm = (float)((double)n_targets / nbatch);
-        double lsum = 0;
-        int64_t nb = 0;
-        for (int k = 0; k < nbatch; k++) {
-            int i0 = starts[k], B = nu - i0 < tc->batch ? nu - i0 : tc->batch, T;
-            fill_train_batch(d, order + i0, B, L, mc.loss == SASREC_LOSS_BCE, ids, pos, neg, len, &T, &st.rng);
-            if (mc.negatives > 0) sasrec_sampler_draw(&smp, &st.rng, mc.negatives, negs, logq);
-            sasrec_batch b = {.B = B, .T = T, .ids = ids, .len = len, .pos = pos, .neg = neg,
-                              .negs = negs, .logq = logq, .norm = norm};
-            float loss = 0;
-            int M = sasrec_forward(m, &b, 1, &st.rng, 1, &loss);
-            if (M < 0) { rc = -1; goto out; }
-            sasrec_backward(m, &b);
-            if (tc->clip > 0) grad_clip(sasrec_grads(m), np, tc->clip);
-            st.step++;
-            adamw_update(&opt, sasrec_params(m), sasrec_grads(m), sasrec_adam_m(m), sasrec_adam_v(m), np, st.step);
-            lsum += (double)loss * norm;       /* the mean is per target */
-            nb += M;
-            if (run && (k & 15) == 15)
-                stage_progress(run, (st.epoch + (double)(k + 1) / nbatch) / tc->epochs,
-                               "sasrec epoch %d/%d batch %d/%d loss %.4f", st.epoch + 1, tc->epochs,
-                               k + 1, nbatch, lsum / nb);
-        }
-        st.epoch++;
-        st.seconds += tr_monotonic() - te;
-        double lmean = nb ? lsum / nb : 0;
-        if (run) stage_metric(run, st.epoch, "sasrec_loss", lmean);
-        int last = st.epoch >= tc->epochs;
-        if (st.epoch % tc->eval_every == 0 || last) {
-            retr_metrics vm;
-            retr_metrics_init(&vm, 1, ks);
-            if (sasrec_rank(m, d, 1, tc->batch, &vm, 0, NULL, NULL) != 0) { rc = -1; goto out; }
-            double hr = retr_hr(&vm, 10);
-            if (run) stage_metric(run, st.epoch, "sasrec_valid_hr10", hr);
-            if (hr > st.best_hr) {
-                st.best_hr = hr; st.best_epoch = st.epoch; st.bad = 0;
-                memcpy(best, sasrec_params(m), np * sizeof(float));
-            } else if (++st.bad >= tc->patience) st.done = 1;
-            if (run) {
-                stage_progress(run, st.done ? 1.0 : (double)st.epoch / tc->epochs,
-                               "sasrec epoch %d/%d loss %.4f valid HR@10 %.4f (best %.4f at %d)",
-                               st.epoch, tc->epochs, lmean, hr, st.best_hr, st.best_epoch);
-                if (save_ckpt(run, &st, m, best) != 0) { rc = -1; goto out; }
-            } else if (!tc->quiet) {
-                fprintf(stderr, "[sasrec] epoch %d loss %.4f valid HR@10 %.4f (best %.4f at %d)\n",
-                        st.epoch, lmean, hr, st.best_hr, st.best_epoch);
-            }
-        } else if (run) {
-            if (st.best_hr < 0)
-                stage_progress(run, (double)st.epoch / tc->epochs, "sasrec epoch %d/%d loss %.4f",
-                               st.epoch, tc->epochs, lmean);
-            else
-                stage_progress(run, (double)st.epoch / tc->epochs, "sasrec epoch %d/%d loss %.4f (best valid HR@10 %.4f at %d)",
-                               st.epoch, tc->epochs, lmean, st.best_hr, st.best_epoch);
-        }
+    fit_work w;
+    int rc = fit_work_init(&w, d, tc, &mc);
+    while (!rc && !st.done && st.epoch < tc->epochs) {
+        double lmean = 0;
+        if (fit_epoch(run, d, tc, &w, m, &st, &lmean) != 0 ||
+            fit_validate(run, d, tc, m, &st, best, lmean) != 0) { rc = -1; break; }
         if (run && stage_should_stop() && !st.done && st.epoch < tc->epochs) {
-            if (save_ckpt(run, &st, m, best) != 0) { rc = -1; goto out; }
+            if (save_ckpt(run, &st, m, best) != 0) { rc = -1; break; }
             stage_stopped(run);
             rc = 130;
-            goto out;
         }
     }
-    if (st.best_hr >= 0) memcpy(sasrec_params(m), best, np * sizeof(float));
-    if (res) {
-        res->best_valid = st.best_hr; res->best_epoch = st.best_epoch; res->epochs = st.epoch;
-        res->seconds = st.seconds;
+    if (!rc) {
+        if (st.best_hr >= 0) memcpy(sasrec_params(m), best, np * sizeof(float));
+        if (res) {
+            res->best_valid = st.best_hr; res->best_epoch = st.best_epoch; res->epochs = st.epoch;
+            res->seconds = st.seconds;
+        }
     }
-out:
-    free(users); free(ids); free(pos); free(neg); free(len); free(order); free(best);
-    free(starts); free(negs); free(logq);
-    sasrec_sampler_free(&smp);
+    fit_work_free(&w);
+    free(best);
     if (rc == 0) *out = m;
     else sasrec_free(m);
     return rc;
