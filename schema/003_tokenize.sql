@@ -9,7 +9,7 @@ CREATE TABLE tokens (run_id INTEGER NOT NULL REFERENCES stage_runs(id) ON DELETE
 CREATE INDEX tokens_by_code ON tokens (run_id, entity, book, code);
 
 -- The trained tokenizer of each entity type (the checkpoint with the best holdout
--- reconstruction). weights: float32 encoders and decoder in src/mq.h's layout; codebooks:
+-- reconstruction). weights: float32 encoders and decoder in src/core/mq.h's layout; codebooks:
 -- float32 (K, L, d_c); bn_stats: float32 BatchNorm running mean/var (mq.h's layout).
 CREATE TABLE tokenizers (
     run_id      INTEGER NOT NULL REFERENCES stage_runs(id) ON DELETE CASCADE,

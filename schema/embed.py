@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Embed the numbered SQL migrations of schema/ into a C array for src/db.c."""
+"""Embed the numbered SQL migrations of schema/ into a C array for src/store/db.c."""
 import os, re, sys
 
 out, inputs = sys.argv[1], sys.argv[2:]

@@ -1,4 +1,4 @@
-/* blas_shim.c: an LD_PRELOAD library for the tests of src/blaskernel.c. With
+/* blas_shim.c: an LD_PRELOAD library for the tests of src/core/blaskernel.c. With
  * OPENBLAS_CORETYPE unset, OpenBLAS seems to have loaded its generic "Prescott" kernels (as
  * Debian's 0.3.21 does on CPUs it does not know), so tokenrec's choice and re-execution run
  * on any machine; with TOKENREC_SHIM_BREAK=NAME, sgemm is wrong (one element off by 1) while

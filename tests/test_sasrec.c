@@ -210,6 +210,7 @@ static void sampler_draws(void **state) {
         assert_true(a[j] >= 0 && a[j] < 4);
         assert_true(fabs(la[j] - logf(16.0f)) < 1e-5);
     }
+    sasrec_sampler_free(&sp);                       /* init clears it: free its table first */
     assert_int_equal(sasrec_sampler_init(&sp, 4, NULL, SASREC_SAMPLER_POP), -1);
     sasrec_sampler_free(&su);
     sasrec_sampler_free(&sp);

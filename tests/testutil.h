@@ -1,8 +1,10 @@
 /* testutil: temporary databases, small synthetic datasets with a planted pattern, and
- * running the tokenrec binary, shared by the tests. */
+ * running the tokenrec binary, shared by the tests. testutil.c has the helpers without a
+ * database (the core's tests link it alone); testutil_db.c the rest (tu_db, tu_metric and
+ * the synthetic datasets). */
 #ifndef TOKENREC_TESTUTIL_H
 #define TOKENREC_TESTUTIL_H
-#include <sqlite3.h>
+typedef struct sqlite3 sqlite3;               /* sqlite3.h where a test uses the database */
 #include <stddef.h>
 #include <stdint.h>
 

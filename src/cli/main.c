@@ -11,7 +11,7 @@
 #include "stage.h"
 #include "tokenize.h"
 #include "util.h"
-#include "../ui/ui.h"
+#include "../../ui/ui.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -1,5 +1,5 @@
 /* results: reads of what the stages stored that both the dashboard (ui/) and the report
- * (src/report*.c) show: a metric's per-step series (metrics_log) and the usage of one
+ * (src/stages/report*.c) show: a metric's per-step series (metrics_log) and the usage of one
  * codebook (tokens). Each statement is finalized before returning; a missing table gives
  * an empty result, never an error. */
 #ifndef TOKENREC_RESULTS_H
