@@ -18,21 +18,17 @@
 #include "util.h"
 #include "testutil.h"
 
-#define CF  "--epochs 40 --eval-every 10 --dim 32 --batch 512 --quiet"
-#define TOK "--L 32 --dc 64 --h1 64 --h2 64 --epochs 15 --quiet"
-#define FT  "--preset tiny --epochs 3 --hist 20 --batch 32 --lr 3e-3 --warmup 20 --ckpt-every 20 --quiet"
-
 static void generate_baseline_end_to_end(void **state) {
     (void)state;
     char *dbp = tu_path("g.db");
     const char *b = tu_bin();
-    assert_int_equal(tu_synthetic_upstream(dbp, CF, TOK), 0);
+    assert_int_equal(tu_synthetic_upstream(dbp, TU_E2E_CF, TU_E2E_TOK), 0);
     char *kp = tu_path("k.db");              /* the same upstream, for the kill/resume check */
     assert_int_equal(tu_run("cp %s %s", dbp, kp), 0);
-    assert_int_equal(tu_run("%s finetune --db %s %s", b, dbp, FT), 0);
-    assert_int_equal(tu_run("%s finetune --db %s --objective generate --beam 10 %s", b, dbp, FT), 0);
+    assert_int_equal(tu_run("%s finetune --db %s %s", b, dbp, TU_E2E_FT), 0);
+    assert_int_equal(tu_run("%s finetune --db %s --objective generate --beam 10 %s", b, dbp, TU_E2E_FT), 0);
     /* the retrieval run is still the finetune stage's current run: up to date */
-    assert_int_equal(tu_run("%s finetune --db %s %s", b, dbp, FT), 0);
+    assert_int_equal(tu_run("%s finetune --db %s %s", b, dbp, TU_E2E_FT), 0);
     assert_int_equal(tu_run("%s evaluate --db %s --method generate,popularity --split both --beam 10 "
                             "--latency-users 24 --quiet", b, dbp), 0);
     sqlite3 *db = db_open(dbp, 1);
@@ -65,20 +61,18 @@ static void generate_baseline_end_to_end(void **state) {
     db_close(db);
     /* evaluating again is up to date; the report has the baseline row and the latency table */
     assert_int_equal(tu_run("%s evaluate --db %s --method generate --split both --beam 10 --latency-users 24 --quiet", b, dbp), 0);
-    assert_int_equal(tu_run("%s report --db %s > %s/report.md", b, dbp, tu_tmpdir()), 0);
-    char *rp = tu_path("report.md"), *txt;
-    size_t n;
-    assert_int_equal(tr_read_file(rp, &txt, &n), 0);
+    char *txt = tu_report_md(dbp);
+    assert_non_null(txt);
     assert_non_null(strstr(txt, "| synth | generate |"));
     assert_non_null(strstr(txt, "| synth | generate (beam search) |"));
     assert_non_null(strstr(txt, "| synth | tokenrec (generative retrieval) |"));
-    free(txt); free(rp);
+    free(txt);
 
     /* a generate finetune killed twice and re-run ends with the same model */
     char cmd[2048];
-    snprintf(cmd, sizeof cmd, "%s finetune --db %s --objective generate --beam 10 " FT, b, kp);
+    snprintf(cmd, sizeof cmd, "%s finetune --db %s --objective generate --beam 10 " TU_E2E_FT, b, kp);
     int kills = tu_run_killed(cmd, 1500000) + tu_run_killed(cmd, 2500000);
-    assert_int_equal(tu_run("%s finetune --db %s --objective generate --beam 10 %s", b, kp, FT), 0);
+    assert_int_equal(tu_run("%s finetune --db %s --objective generate --beam 10 %s", b, kp, TU_E2E_FT), 0);
     db = db_open(dbp, 1);
     char *q = sqlite3_mprintf("ATTACH %Q AS other", kp);
     assert_int_equal(sqlite3_exec(db, q, 0, 0, 0), SQLITE_OK);

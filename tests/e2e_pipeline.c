@@ -19,16 +19,12 @@
 #include "util.h"
 #include "testutil.h"
 
-#define CF  "--epochs 40 --eval-every 10 --dim 32 --batch 512 --quiet"
-#define TOK "--L 32 --dc 64 --h1 64 --h2 64 --epochs 15 --quiet"
-#define FT  "--preset tiny --epochs 3 --hist 20 --batch 32 --lr 3e-3 --warmup 20 --ckpt-every 20 --quiet"
-
 static void pipeline_learns_the_planted_pattern(void **state) {
     (void)state;
     char *dbp = tu_path("p.db");
-    assert_int_equal(tu_synthetic_upstream(dbp, CF, TOK), 0);
+    assert_int_equal(tu_synthetic_upstream(dbp, TU_E2E_CF, TU_E2E_TOK), 0);
     const char *b = tu_bin();
-    assert_int_equal(tu_run("%s finetune --db %s %s", b, dbp, FT), 0);
+    assert_int_equal(tu_run("%s finetune --db %s %s", b, dbp, TU_E2E_FT), 0);
     assert_int_equal(tu_run("%s evaluate --db %s --split both --quiet", b, dbp), 0);
     sqlite3 *db = db_open(dbp, 1);
     double tok = tu_metric(db, "tokenrec", "valid", "hr", 10), pop = tu_metric(db, "popularity", "valid", "hr", 10);
@@ -91,14 +87,14 @@ static void pipeline_learns_the_planted_pattern(void **state) {
 static void killed_finetune_resumes_to_the_same_result(void **state) {
     (void)state;
     char *a = tu_path("a.db"), *c = tu_path("c.db");
-    assert_int_equal(tu_synthetic_upstream(a, CF, TOK), 0);
+    assert_int_equal(tu_synthetic_upstream(a, TU_E2E_CF, TU_E2E_TOK), 0);
     assert_int_equal(tu_run("cp %s %s", a, c), 0);
     const char *b = tu_bin();
-    assert_int_equal(tu_run("%s finetune --db %s %s", b, a, FT), 0);
+    assert_int_equal(tu_run("%s finetune --db %s %s", b, a, TU_E2E_FT), 0);
     char cmd[2048];
-    snprintf(cmd, sizeof cmd, "%s finetune --db %s " FT, b, c);
+    snprintf(cmd, sizeof cmd, "%s finetune --db %s " TU_E2E_FT, b, c);
     int kills = tu_run_killed(cmd, 1500000) + tu_run_killed(cmd, 2500000);
-    assert_int_equal(tu_run("%s finetune --db %s %s", b, c, FT), 0);
+    assert_int_equal(tu_run("%s finetune --db %s %s", b, c, TU_E2E_FT), 0);
     sqlite3 *da = db_open(a, 1), *dc = db_open(c, 1);
     double va = tu_metric(da, "tokenrec", "test", "ndcg", 10), vc = tu_metric(dc, "tokenrec", "test", "ndcg", 10);
     fprintf(stderr, "%d kills; test NDCG@10 uninterrupted %.6f, resumed %.6f\n", kills, va, vc);

@@ -359,18 +359,6 @@ static sqlite3 *syn_db(const char *name, char **path) {
     return db;
 }
 
-static double metric(sqlite3 *db, const char *split, const char *m, int k) {
-    sqlite3_stmt *st = db_prep(db, "SELECT value FROM run_metrics WHERE split=? AND metric=? AND k=? "
-                                   "AND run_id=(SELECT max(run_id) FROM run_metrics)");
-    sqlite3_bind_text(st, 1, split, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, m, -1, SQLITE_STATIC);
-    sqlite3_bind_int(st, 3, k);
-    double v = -1;
-    if (sqlite3_step(st) == SQLITE_ROW) v = sqlite3_column_double(st, 0);
-    sqlite3_finalize(st);
-    return v;
-}
-
 /* cf trains on a planted-cluster dataset: it writes 2 x (users + items) vectors per kind and
  * 8 metric rows, and its valid HR@10 is far above random (10 / ~110 candidates). A
  * single-threaded run gives the same bits; so does a run stopped twice (mid-epoch, then
@@ -392,11 +380,11 @@ static void test_e2e_train_resume(void **state) {
     assert_true(best > 0 && best % 5 == 0);
     assert_int_equal(db_query_i64(db1, 0, "SELECT min(length(vec)) FROM cf_vectors"), 64 * 4);
     assert_true(db_query_i64(db1, 0, "SELECT count(*) FROM metrics_log WHERE name='valid_hr20'") >= 6);
-    double hr10 = metric(db1, "valid", "hr", 10), random_hr10 = 10.0 / (I - 10);
+    double hr10 = tu_metric(db1, "lightgcn", "valid", "hr", 10), random_hr10 = 10.0 / (I - 10);
     fprintf(stderr, "syn: valid HR@10 %.3f test HR@10 %.3f (random about %.3f)\n", hr10,
-            metric(db1, "test", "hr", 10), random_hr10);
+            tu_metric(db1, "lightgcn", "test", "hr", 10), random_hr10);
     assert_true(hr10 > 4 * random_hr10);
-    assert_true(metric(db1, "test", "hr", 10) > 4 * random_hr10);
+    assert_true(tu_metric(db1, "lightgcn", "test", "hr", 10) > 4 * random_hr10);
     /* up to date: a second call does nothing */
     assert_int_equal(run_cf(p1, "--threads", "2", NULL), 0);
     assert_int_equal(db_query_i64(db1, 0, "SELECT count(*) FROM stage_runs WHERE stage='cf'"), 1);
@@ -425,7 +413,7 @@ static void test_e2e_train_resume(void **state) {
     char *v2 = all_vectors(db2, &n2);
     assert_true(n2 == n3 && n2 > 0);
     assert_memory_equal(v2, v3, n2);
-    assert_true(metric(db2, "test", "ndcg", 20) == metric(db3, "test", "ndcg", 20));
+    assert_true(tu_metric(db2, "lightgcn", "test", "ndcg", 20) == tu_metric(db3, "lightgcn", "test", "ndcg", 20));
     free(v2); free(v3);
 
     /* mf: same code path, no propagation, mean = ego */
@@ -435,7 +423,7 @@ static void test_e2e_train_resume(void **state) {
         "a.entity=b.entity AND a.idx=b.idx AND a.kind='ego' AND b.kind='mean' AND a.vec=b.vec "
         "WHERE a.run_id=(SELECT max(id) FROM stage_runs WHERE stage='cf')"), U + I);
     assert_int_equal(db_query_i64(db3, 0, "SELECT count(*) FROM run_metrics WHERE method='mf' AND metric IN ('hr','ndcg')"), 8);
-    assert_true(metric(db3, "valid", "hr", 10) > 2 * random_hr10);
+    assert_true(tu_metric(db3, "mf", "valid", "hr", 10) > 2 * random_hr10);
 
     /* the binary has the command */
     assert_int_equal(tu_run("%s cf --db %s --dataset syn --epochs 2 --batch 512 --quiet --force",

@@ -112,16 +112,37 @@ static void test_vq_assign_bruteforce(void **state) {
     }
 }
 
+/* One straight-through gradient check's inputs: a and C vary, the rest is held fixed. */
+typedef struct {
+    float *a, *C;
+    const int32_t *codes;
+    const float *sa, *sq, *w;
+    int N, D;
+    float beta;
+} vq_case;
+
 /* Surrogate with the stop-gradient constants held fixed: its true gradient is the
  * straight-through gradient. f = sum(w . c^) + cb + beta cm. */
-static double vq_loss(const float *a, const float *C, const int32_t *codes, const float *sa,
-                      const float *sq, const float *w, int N, int D, float beta) {
+static double vq_loss(const vq_case *v) {
     float chat[64];
     double cb, cm;
-    vq_forward(chat, &cb, &cm, a, C, codes, sa, sq, N, D);
+    vq_forward(chat, &cb, &cm, v->a, v->C, v->codes, v->sa, v->sq, v->N, v->D);
     double s = 0;
-    for (int i = 0; i < N * D; i++) s += (double)w[i] * chat[i];
-    return s + cb + beta * cm;
+    for (int i = 0; i < v->N * v->D; i++) s += (double)v->w[i] * chat[i];
+    return s + cb + v->beta * cm;
+}
+
+/* Assert that grad matches the central differences of vq_loss in the n entries of x (v->a
+ * or v->C). */
+static void vq_gradcheck(const vq_case *v, float *x, const float *grad, int n) {
+    const float eps = 1e-2f;
+    for (int i = 0; i < n; i++) {
+        float s = x[i];
+        x[i] = s + eps; double lp = vq_loss(v);
+        x[i] = s - eps; double lm = vq_loss(v);
+        x[i] = s;
+        assert_true(close_enough(grad[i], (lp - lm) / (2 * eps), 1e-4, 1e-3));
+    }
 }
 
 static void test_vq_straight_through_gradcheck(void **state) {
@@ -146,23 +167,11 @@ static void test_vq_straight_through_gradcheck(void **state) {
     vq_forward(chat, &cb, &cm, a, C, codes, sa, sq, N, D);
     for (int i = 0; i < N * D; i++) assert_float_equal(chat[i], sq[i], 1e-6);
     assert_true(cb > 0 && fabs(cb - cm) < 1e-9);
-    const float eps = 1e-2f;
-    for (int i = 0; i < N * D; i++) {
-        float s = a[i];
-        a[i] = s + eps; double lp = vq_loss(a, C, codes, sa, sq, w, N, D, beta);
-        a[i] = s - eps; double lm = vq_loss(a, C, codes, sa, sq, w, N, D, beta);
-        a[i] = s;
-        assert_true(close_enough(da[i], (lp - lm) / (2 * eps), 1e-4, 1e-3));
-    }
+    const vq_case v = {a, C, codes, sa, sq, w, N, D, beta};
+    vq_gradcheck(&v, a, da, N * D);
+    vq_gradcheck(&v, C, dC, L * D);
     int nonzero = 0;
-    for (int i = 0; i < L * D; i++) {
-        float s = C[i];
-        C[i] = s + eps; double lp = vq_loss(a, C, codes, sa, sq, w, N, D, beta);
-        C[i] = s - eps; double lm = vq_loss(a, C, codes, sa, sq, w, N, D, beta);
-        C[i] = s;
-        assert_true(close_enough(dC[i], (lp - lm) / (2 * eps), 1e-4, 1e-3));
-        nonzero += dC[i] != 0;
-    }
+    for (int i = 0; i < L * D; i++) nonzero += dC[i] != 0;
     assert_true(nonzero > 0);
     /* the reconstruction path reaches a (straight through) but never the codebook */
     float dC2[L * D] = {0}, da2[N * D] = {0};

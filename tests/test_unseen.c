@@ -208,8 +208,8 @@ static void samples_skip_unseen_users(void **state) {
     rec_data_free(&d);
 }
 
-#define CF  "--epochs 40 --eval-every 10 --dim 32 --batch 512 --quiet --holdout-users 0.2"
-#define TOK "--L 32 --dc 64 --h1 64 --h2 64 --epochs 15 --quiet"
+#define CF  TU_E2E_CF " --holdout-users 0.2"
+#define TOK TU_E2E_TOK
 #define FT  "--preset tiny --epochs 2 --hist 20 --batch 32 --lr 3e-3 --warmup 20 --quiet"
 
 /* The whole chain on the synthetic dataset through the binary. */
@@ -283,14 +283,12 @@ static void chain_with_unseen_users(void **state) {
     fprintf(stderr, "synthetic: tokenrec test HR@10 seen %.3f unseen %.3f\n", seen, unseen);
     db_close(db);
     /* the report has a row for the held-out users of each method */
-    assert_int_equal(tu_run("%s report --db %s > %s/report.md", b, dbp, tu_tmpdir()), 0);
-    char *rp = tu_path("report.md"), *txt;
-    size_t len;
-    assert_int_equal(tr_read_file(rp, &txt, &len), 0);
+    char *txt = tu_report_md(dbp);
+    assert_non_null(txt);
     assert_non_null(strstr(txt, "| synth | tokenrec (unseen users) |"));
     assert_non_null(strstr(txt, "| synth | lightgcn (unseen users) |"));
     assert_non_null(strstr(txt, "| synth | tokenrec |"));
-    free(txt); free(rp);
+    free(txt);
     free(f); free(dbp);
 }
 

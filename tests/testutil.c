@@ -107,6 +107,16 @@ int tu_write_file(const char *path, const char *text) {
     return fclose(f);
 }
 
+/* Run the report into tmpdir/report.md and read it back. */
+char *tu_report_md(const char *dbpath) {
+    if (tu_run("%s report --db %s > %s/report.md", tu_bin(), dbpath, tu_tmpdir()) != 0) return NULL;
+    char *rp = tu_path("report.md"), *txt = NULL;
+    size_t n;
+    if (tr_read_file(rp, &txt, &n) != 0) txt = NULL;
+    free(rp);
+    return txt;
+}
+
 int tu_run_killed(const char *cmd, unsigned delay_us) {
     pid_t pid = fork();
     if (pid < 0) return 0;

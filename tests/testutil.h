@@ -31,6 +31,9 @@ int         tu_run(const char *fmt, ...);      /* system() of the formatted comm
 /* The same, with stdout and stderr together in out (n bytes, NUL-terminated). */
 int         tu_capture(char *out, size_t n, const char *fmt, ...);
 int         tu_write_file(const char *path, const char *text);
+/* `tokenrec report --db dbpath` (Markdown) run through the binary: its output, which the
+ * caller frees, or NULL when the command failed or its output could not be read. */
+char       *tu_report_md(const char *dbpath);
 /* The latest value of run_metrics (method, split, metric, k); -1 when there is none. */
 double      tu_metric(sqlite3 *db, const char *method, const char *split, const char *metric, int k);
 
@@ -47,6 +50,10 @@ int tu_synthetic_file(const char *path, int n_users, int n_items, int n_clusters
  * seed 7) ingested as dataset synth into dbpath, then cf and tokenize with the given
  * options. Returns 0, or the exit status of the first command that failed. */
 int tu_synthetic_upstream(const char *dbpath, const char *cf_args, const char *tok_args);
+/* The end-to-end tests' cf, tokenize and finetune options on that upstream. */
+#define TU_E2E_CF  "--epochs 40 --eval-every 10 --dim 32 --batch 512 --quiet"
+#define TU_E2E_TOK "--L 32 --dc 64 --h1 64 --h2 64 --epochs 15 --quiet"
+#define TU_E2E_FT  "--preset tiny --epochs 3 --hist 20 --batch 32 --lr 3e-3 --warmup 20 --ckpt-every 20 --quiet"
 /* Start `exec <cmd>` through sh, SIGKILL it after delay_us, reap it. Returns 1 when the
  * kill landed (the command was still running), 0 when it had already ended. */
 int tu_run_killed(const char *cmd, unsigned delay_us);

@@ -59,6 +59,15 @@ static void gemm1(int tA, int tB, int M, int N, int K, float alpha, const float 
                 M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
+/* Split a dimension of size total over nt threads: the chunk size (a multiple of 16) and, in
+ * *nb, the number of chunks. */
+static int split_step(int total, int nt, int *nb) {
+    int step = (total + nt - 1) / nt;
+    step = (step + 15) & ~15;
+    *nb = (total + step - 1) / step;
+    return step;
+}
+
 void nn_sgemm(int transA, int transB, int M, int N, int K, float alpha,
               const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc) {
     if (M <= 0 || N <= 0) return;
@@ -70,9 +79,7 @@ void nn_sgemm(int transA, int transB, int M, int N, int K, float alpha,
         gemm1(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     } else if (M >= N) {
         /* split the rows of C (rows of op(A)) */
-        int step = (M + nt - 1) / nt;
-        step = (step + 15) & ~15;
-        int nb = (M + step - 1) / step;
+        int nb, step = split_step(M, nt, &nb);
         #pragma omp parallel for schedule(static, 1)
         for (int i = 0; i < nb; i++) {
             int m0 = i * step, mm = M - m0 < step ? M - m0 : step;
@@ -82,9 +89,7 @@ void nn_sgemm(int transA, int transB, int M, int N, int K, float alpha,
         }
     } else {
         /* split the columns of C (columns of op(B)) */
-        int step = (N + nt - 1) / nt;
-        step = (step + 15) & ~15;
-        int nb = (N + step - 1) / step;
+        int nb, step = split_step(N, nt, &nb);
         #pragma omp parallel for schedule(static, 1)
         for (int i = 0; i < nb; i++) {
             int n0 = i * step, nn = N - n0 < step ? N - n0 : step;

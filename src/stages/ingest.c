@@ -119,39 +119,45 @@ static int nonempty_id(const csv_row *row, int col, const char *what) {
     return 0;
 }
 
-static int hetrec_row(void *ctx, const csv_row *row) {
-    ingest_raw *r = ctx;
-    long long u, a, tag, ts;
-    if (csv_need_fields(row, 4, "userID, artistID, tagID, timestamp") != 0 ||
-        csv_field_i64(row, 0, "a userID", &u) != 0 || csv_field_i64(row, 1, "an artistID", &a) != 0 ||
-        csv_field_i64(row, 2, "a tagID", &tag) != 0 ||
-        csv_field_i64(row, 3, "a timestamp in milliseconds", &ts) != 0)
-        return -1;
-    ingest_raw_add(r, field(row, 0), field(row, 1), ts);
+/* A format of four fields per line: user, item, another field, timestamp. */
+typedef struct {
+    const char *format, *delim, *fields; /* name, separator, the fields as the error names them */
+    int header;                          /* 1: the first line is a header */
+    const char *what[4];                 /* each field checked as an integer as this; NULL: not checked */
+} four_fields;
+
+static const four_fields hetrec_lastfm = {"hetrec-lastfm", "\t", "userID, artistID, tagID, timestamp", 1,
+    {"a userID", "an artistID", "a tagID", "a timestamp in milliseconds"}};
+static const four_fields ml1m_ratings = {"ml-1m-ratings", "::", "UserID::MovieID::Rating::Timestamp", 0,
+    {"a UserID", "a MovieID", NULL, "a Unix timestamp"}};
+
+typedef struct { ingest_raw *r; const four_fields *f; } four_ctx;
+
+/* One line of a four_fields format: its integer fields checked in order, then added. */
+static int four_row(void *ctx, const csv_row *row) {
+    const four_ctx *c = ctx;
+    long long v[4] = {0};
+    if (csv_need_fields(row, 4, c->f->fields) != 0) return -1;
+    for (int k = 0; k < 4; k++)
+        if (c->f->what[k] && csv_field_i64(row, k, c->f->what[k], &v[k]) != 0) return -1;
+    ingest_raw_add(c->r, field(row, 0), field(row, 1), v[3]);
     return 0;
+}
+
+/* Read a four_fields file into r. */
+static int read_four(ingest_raw *r, const char *path, const four_fields *f) {
+    r->has_ts = 1;
+    r->format = f->format;
+    four_ctx c = {r, f};
+    return csvread_file(path, f->delim, f->header, four_row, &c);
 }
 
 int ingest_read_hetrec_lastfm(ingest_raw *r, const char *path) {
-    r->has_ts = 1;
-    r->format = "hetrec-lastfm";
-    return csvread_file(path, "\t", 1, hetrec_row, r);
-}
-
-static int ratings_row(void *ctx, const csv_row *row) {
-    ingest_raw *r = ctx;
-    long long u, m, ts;
-    if (csv_need_fields(row, 4, "UserID::MovieID::Rating::Timestamp") != 0 ||
-        csv_field_i64(row, 0, "a UserID", &u) != 0 || csv_field_i64(row, 1, "a MovieID", &m) != 0 ||
-        csv_field_i64(row, 3, "a Unix timestamp", &ts) != 0)
-        return -1;
-    ingest_raw_add(r, field(row, 0), field(row, 1), ts);
-    return 0;
+    return read_four(r, path, &hetrec_lastfm);
 }
 
 int ingest_read_ml1m_ratings(ingest_raw *r, const char *path) {
-    r->has_ts = 1;
-    r->format = "ml-1m-ratings";
-    return csvread_file(path, "::", 0, ratings_row, r);
+    return read_four(r, path, &ml1m_ratings);
 }
 
 typedef struct { ingest_raw *r; strmap seen; char **seen_names; int32_t n_seen; int *first_line; } seq_ctx;

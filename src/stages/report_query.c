@@ -20,22 +20,35 @@ static double col_num(sqlite3_stmt *st, int c) {
     return sqlite3_column_type(st, c) == SQLITE_NULL ? NAN : sqlite3_column_double(st, c);
 }
 
+/* sql prepared with ?1 bound to dataset (NULL: left NULL); NULL with tr_error. */
+static sqlite3_stmt *prep_dataset(sqlite3 *db, const char *sql, const char *dataset) {
+    sqlite3_stmt *st = db_prep(db, sql);
+    if (st && dataset) sqlite3_bind_text(st, 1, dataset, -1, SQLITE_STATIC);
+    return st;
+}
+
+/* Room for row n of an array of size-byte rows with capacity *cap (doubling from first):
+ * the array, grown if needed, with row n zeroed. */
+static void *grow_rows(void *rows, int n, int *cap, int first, size_t size) {
+    if (n == *cap) rows = tr_realloc(rows, (size_t)(*cap = *cap ? 2 * *cap : first) * size);
+    memset((char *)rows + (size_t)n * size, 0, size);
+    return rows;
+}
+
 int rq_methods(sqlite3 *db, const char *dataset, rq_method **rows) {
     *rows = NULL;
-    sqlite3_stmt *st = db_prep(db,
+    sqlite3_stmt *st = prep_dataset(db,
         "WITH latest AS (SELECT r.dataset, m.method, m.split, max(r.id) AS run FROM run_metrics m JOIN stage_runs r "
         "ON r.id = m.run_id WHERE r.status='done' AND m.split IN ('test', 'test_unseen') AND (?1 IS NULL OR r.dataset=?1) "
         "GROUP BY r.dataset, m.method, m.split) "
         "SELECT l.dataset, l.method, l.split, r.stage, l.run, max(0, r.ended_at - r.started_at), r.params, "
         "(SELECT value FROM run_metrics WHERE run_id=l.run AND method=l.method AND split=l.split AND metric='users') "
-        "FROM latest l JOIN stage_runs r ON r.id = l.run ORDER BY l.dataset, l.method, l.split");
+        "FROM latest l JOIN stage_runs r ON r.id = l.run ORDER BY l.dataset, l.method, l.split", dataset);
     if (!st) return -1;
-    if (dataset) sqlite3_bind_text(st, 1, dataset, -1, SQLITE_STATIC);
     int n = 0, cap = 0;
     while (sqlite3_step(st) == SQLITE_ROW) {
-        if (n == cap) *rows = tr_realloc(*rows, (size_t)(cap = cap ? 2 * cap : 16) * sizeof **rows);
+        *rows = grow_rows(*rows, n, &cap, 16, sizeof **rows);
         rq_method *r = &(*rows)[n++];
-        memset(r, 0, sizeof *r);
         snprintf(r->dataset, sizeof r->dataset, "%s", col_text(st, 0));
         snprintf(r->method, sizeof r->method, "%s", col_text(st, 1));
         snprintf(r->split, sizeof r->split, "%s", col_text(st, 2));
@@ -60,7 +73,7 @@ void rq_methods_free(rq_method *rows, int n) {
 
 int rq_latency_rows(sqlite3 *db, const char *dataset, rq_latency **rows) {
     *rows = NULL;
-    sqlite3_stmt *st = db_prep(db,
+    sqlite3_stmt *st = prep_dataset(db,
         "WITH lat AS (SELECT r.dataset, max(r.id) AS run FROM stage_runs r JOIN run_metrics m ON m.run_id = r.id "
         "WHERE r.status='done' AND m.split='latency-b1' AND (?1 IS NULL OR r.dataset=?1) GROUP BY r.dataset) "
         "SELECT l.dataset, m.method, l.run, m.value, "
@@ -69,14 +82,12 @@ int rq_latency_rows(sqlite3 *db, const char *dataset, rq_latency **rows) {
         "(SELECT value FROM run_metrics WHERE run_id=l.run AND method='generate' AND split='test' AND metric='beam'), "
         "(SELECT value FROM run_metrics WHERE run_id=l.run AND method='tokenrec' AND split='latency-best' AND metric='model_run') "
         "FROM lat l JOIN run_metrics m ON m.run_id = l.run AND m.split='latency-b1' AND m.metric='ms_per_user' "
-        "ORDER BY l.dataset, m.method DESC");
+        "ORDER BY l.dataset, m.method DESC", dataset);
     if (!st) return -1;
-    if (dataset) sqlite3_bind_text(st, 1, dataset, -1, SQLITE_STATIC);
     int n = 0, cap = 0;
     while (sqlite3_step(st) == SQLITE_ROW) {
-        if (n == cap) *rows = tr_realloc(*rows, (size_t)(cap = cap ? 2 * cap : 4) * sizeof **rows);
+        *rows = grow_rows(*rows, n, &cap, 4, sizeof **rows);
         rq_latency *r = &(*rows)[n++];
-        memset(r, 0, sizeof *r);
         snprintf(r->dataset, sizeof r->dataset, "%s", col_text(st, 0));
         snprintf(r->method, sizeof r->method, "%s", col_text(st, 1));
         r->run = sqlite3_column_int64(st, 2);
@@ -93,16 +104,15 @@ int rq_latency_rows(sqlite3 *db, const char *dataset, rq_latency **rows) {
 /* (Wall times are clamped at 0: ended_at is stored to the millisecond, started_at is not.) */
 int rq_runs(sqlite3 *db, const char *dataset, rq_run **rows) {
     *rows = NULL;
-    sqlite3_stmt *st = db_prep(db,
+    sqlite3_stmt *st = prep_dataset(db,
         "WITH d AS (SELECT id, stage, coalesce(json_extract(params, '$.method'), '') AS method, "
         "max(0, ended_at - started_at) AS secs, params FROM stage_runs WHERE dataset=?1 AND status='done') "
         "SELECT id, stage, method, secs, params FROM d WHERE id = (SELECT max(id) FROM d d2 "
-        "WHERE d2.stage = d.stage AND d2.method = d.method) ORDER BY id");
+        "WHERE d2.stage = d.stage AND d2.method = d.method) ORDER BY id", dataset);
     if (!st) return -1;
-    sqlite3_bind_text(st, 1, dataset, -1, SQLITE_STATIC);
     int n = 0, cap = 0;
     while (sqlite3_step(st) == SQLITE_ROW) {
-        if (n == cap) *rows = tr_realloc(*rows, (size_t)(cap = cap ? 2 * cap : 8) * sizeof **rows);
+        *rows = grow_rows(*rows, n, &cap, 8, sizeof **rows);
         rq_run *r = &(*rows)[n++];
         r->id = sqlite3_column_int64(st, 0);
         snprintf(r->stage, sizeof r->stage, "%s", col_text(st, 1));
