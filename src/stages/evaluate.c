@@ -204,8 +204,8 @@ static int load_sasrec(ev_ctx *c) {
 static int score_sasrec(ev_ctx *c) {
     if (c->n_unseen > 0) c->d.skip = c->held;
     double t0 = tr_monotonic();
-    int erc = (c->do_valid && sasrec_rank(c->sm, &c->d, 1, c->o->batch, &c->valid, 0, NULL, NULL) != 0) ||
-              sasrec_rank(c->sm, &c->d, 2, c->o->batch, &c->test, c->o->topk, sink_topk, &c->sink) != 0;
+    int erc = (c->do_valid && sasrec_rank(c->sm, &c->d, NULL, 1, c->o->batch, &c->valid, 0, NULL, NULL) != 0) ||
+              sasrec_rank(c->sm, &c->d, NULL, 2, c->o->batch, &c->test, c->o->topk, sink_topk, &c->sink) != 0;
     c->d.skip = NULL;                  /* held is freed on its own */
     if (erc) return -1;
     c->secs = tr_monotonic() - t0;

@@ -8,16 +8,34 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define BUCKET 32     /* training sorts users by length within chunks of batch * BUCKET */
+#define BUCKET 32     /* training sorts windows by length within chunks of batch * BUCKET */
+
+/* One training window: targets a..b-1 of user u's train items (see units_build). */
+typedef struct { int32_t user, a, b, len, key; } fit_unit;   /* key: the batching order */
+
 /* qsort_r order of user ids by train length, then id (ctx: the rec_data). */
 static int by_len(const void *a, const void *b, void *ctx) {
     const rec_data *d = ctx;
     int la = rec_n_train(d, *(const int32_t *)a), lb = rec_n_train(d, *(const int32_t *)b);
     return la != lb ? (la < lb ? -1 : 1) : (*(const int32_t *)a < *(const int32_t *)b ? -1 : 1);
 }
-int sasrec_rank(sasrec_model *m, const rec_data *d, int split, int batch, retr_metrics *met,
-                int topk, rec_topk_fn fn, void *ctx) {
-    int L = sasrec_cfg(m)->max_len, V = d->n_items;
+
+/* qsort_r order of window indices by key, then index (ctx: the windows). */
+static int by_unit_len(const void *a, const void *b, void *ctx) {
+    const fit_unit *u = ctx;
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return u[x].key != u[y].key ? (u[x].key < u[y].key ? -1 : 1) : (x < y ? -1 : 1);
+}
+
+/* The input rows of user u's prefix position into dst (n_feat of them). */
+static void put_user(const sasrec_model *m, const int32_t *user_rows, int32_t u, int32_t *dst) {
+    int S = sasrec_cfg(m)->n_feat;
+    memcpy(dst, user_rows + (size_t)u * S, (size_t)S * sizeof *dst);
+}
+
+int sasrec_rank(sasrec_model *m, const rec_data *d, const int32_t *user_rows, int split, int batch,
+                retr_metrics *met, int topk, rec_topk_fn fn, void *ctx) {
+    int pre = user_rows != NULL, L = sasrec_cfg(m)->max_len - pre, V = d->n_items, S = sasrec_cfg(m)->n_feat;
     if (sasrec_cfg(m)->n_items != V)
         return tr_error("the sasrec model scores %d items but the dataset has %d; run 'tokenrec sasrec' again",
                         sasrec_cfg(m)->n_items, V);
@@ -25,10 +43,12 @@ int sasrec_rank(sasrec_model *m, const rec_data *d, int split, int batch, retr_m
     int32_t *all = tr_malloc((size_t)(d->n_users + 1) * sizeof *all);
     int na = 0;
     for (int32_t u = 0; u < d->n_users; u++)
-        if (rec_target_pos(d, u, split) >= 1 && !(d->skip && d->skip[u])) all[na++] = u;
+        if (rec_target_pos(d, u, split) >= 1 - pre && !(d->skip && d->skip[u])) all[na++] = u;
     /* by length: batches of near-equal lengths, little padding */
     qsort_r(all, (size_t)na, sizeof *all, by_len, (void *)d);
-    int32_t *ids = tr_malloc((size_t)batch * L * sizeof *ids), *len = tr_malloc((size_t)batch * sizeof *len);
+    int32_t *ids = tr_malloc((size_t)batch * (L + pre) * S * sizeof *ids), *len = tr_malloc((size_t)batch * sizeof *len);
+    int32_t *pad = tr_malloc((size_t)S * sizeof *pad);
+    sasrec_item_rows(m, 0, pad);
     float *scores = tr_malloc((size_t)batch * V * sizeof *scores);
     int rc = 0;
     for (int i0 = 0; i0 < na && !rc; i0 += batch) {
@@ -36,18 +56,23 @@ int sasrec_rank(sasrec_model *m, const rec_data *d, int split, int batch, retr_m
         const int32_t *users = all + i0;
         for (int i = 0; i < n; i++) {
             int tp = rec_target_pos(d, users[i], split);
-            len[i] = tp < L ? tp : L;
+            len[i] = pre + (tp < L ? tp : L);
             if (len[i] > T) T = len[i];
         }
         for (int i = 0; i < n; i++) {
-            const int32_t *s = d->seq + d->off[users[i]] + rec_target_pos(d, users[i], split) - len[i];
-            for (int t = 0; t < T; t++) ids[(size_t)i * T + t] = t < len[i] ? s[t] : 0;
+            int ni = len[i] - pre;
+            const int32_t *s = d->seq + d->off[users[i]] + rec_target_pos(d, users[i], split) - ni;
+            int32_t *row = ids + (size_t)i * T * S;
+            if (pre) put_user(m, user_rows, users[i], row);
+            for (int t = pre; t < T; t++)
+                if (t < len[i]) sasrec_item_rows(m, s[t - pre], row + (size_t)t * S);
+                else memcpy(row + (size_t)t * S, pad, (size_t)S * sizeof *pad);
         }
         sasrec_batch b = {.B = n, .T = T, .ids = ids, .len = len};
         rc = sasrec_scores(m, &b, scores);
         if (!rc) rec_rank_rows(d, users, n, split, scores, met, topk, fn, ctx);
     }
-    free(all); free(ids); free(len); free(scores);
+    free(all); free(ids); free(len); free(pad); free(scores);
     return rc;
 }
 
@@ -58,14 +83,45 @@ static int in_train(const rec_data *d, int32_t u, int32_t i) {
     return 0;
 }
 
-/* Users sorted by train length within chunks of `batch * BUCKET` of a shuffled order, cut
+/* The training windows of every user (but skipped ones) into *out, their count returned
+ * and their targets added to *n_targets. A window [a, b) trains targets a..b-1 of the
+ * user's train items; its positions are the user's prefix (pre = 1; its target is item 0
+ * when a = 0) and items max(a-1, 0)..b-2, each with the next item as its target, at most
+ * max_len of them. SASRec (pre = 0, windows = 0): one window per user, its last max_len
+ * targets. windows = 1: windows from the end of the history back to its start, so every
+ * train target is trained once. */
+static int units_build(const rec_data *d, int pre, int windows, int max_len, fit_unit **out,
+                       int64_t *n_targets) {
+    int C = max_len - pre, start = pre ? 0 : 1, n = 0, cap = d->n_users + 16;
+    fit_unit *u = tr_malloc((size_t)cap * sizeof *u);
+    *n_targets = 0;
+    for (int32_t us = 0; us < d->n_users; us++) {
+        if (d->skip && d->skip[us]) continue;
+        int nt = rec_n_train(d, us);
+        for (int b = nt; b > start;) {
+            int a = b - C;
+            if (a <= 1) a = start;          /* the first window: from the start of the history */
+            if (n == cap) u = tr_realloc(u, (size_t)(cap *= 2) * sizeof *u);
+            u[n] = (fit_unit){us, a, b, pre + b - 1 - (a > 0 ? a - 1 : 0), 0};
+            u[n].key = windows ? u[n].len : nt;   /* SASRec's runs batch users by train length */
+            *n_targets += b - a;
+            n++;
+            if (!windows) break;
+            b = a;
+        }
+    }
+    *out = u;
+    return n;
+}
+
+/* Windows sorted by length within chunks of `batch * BUCKET` of a shuffled order, cut
  * into batches whose order is shuffled: batches of near-equal lengths (little padding) in
  * a random order. starts[k] is batch k's first index into order; returns the batch count. */
-static int epoch_batches(const rec_data *d, int32_t *order, int nu, int batch, int32_t *starts, rng_t *rng) {
+static int epoch_batches(const fit_unit *units, int32_t *order, int nu, int batch, int32_t *starts, rng_t *rng) {
     rng_shuffle_i32(rng, order, (size_t)nu);
     for (int c0 = 0; c0 < nu; c0 += batch * BUCKET) {
         int n = nu - c0 < batch * BUCKET ? nu - c0 : batch * BUCKET;
-        qsort_r(order + c0, (size_t)n, sizeof *order, by_len, (void *)d);
+        qsort_r(order + c0, (size_t)n, sizeof *order, by_unit_len, (void *)units);
     }
     int nb = 0;
     for (int i0 = 0; i0 < nu; i0 += batch) starts[nb++] = i0;
@@ -73,26 +129,34 @@ static int epoch_batches(const rec_data *d, int32_t *order, int nu, int batch, i
     return nb;
 }
 
-/* Training inputs of users[0..B): each row its last min(n-1, L) train items before the
- * last one, the next item of each position as its target, BCE negatives from rng. */
-static void fill_train_batch(const rec_data *d, const int32_t *us, int B, int L, int bce,
+/* Training inputs of windows us[0..B) (units_build) as input rows, the next item of each
+ * position as its target (-1: none), BCE negatives from rng. */
+static void fill_train_batch(const sasrec_model *m, const rec_data *d, const int32_t *user_rows,
+                             const fit_unit *units, const int32_t *us, int B, int bce,
                              int32_t *ids, int32_t *pos, int32_t *neg, int32_t *len, int *Tout,
                              rng_t *rng) {
-    int T = 1;
+    int T = 1, S = sasrec_cfg(m)->n_feat, pre = user_rows != NULL;
     for (int i = 0; i < B; i++) {
-        int n = rec_n_train(d, us[i]) - 1;
-        len[i] = n < L ? n : L;
+        len[i] = units[us[i]].len;
         if (len[i] > T) T = len[i];
     }
     for (int i = 0; i < B; i++) {
-        int32_t u = us[i];
-        const int32_t *s = d->seq + d->off[u] + (rec_n_train(d, u) - 1 - len[i]);  /* inputs s[0..len) */
+        const fit_unit *w = &units[us[i]];
+        int32_t u = w->user;
+        const int32_t *s = d->seq + d->off[u] + (w->a > 0 ? w->a - 1 : 0);  /* item inputs s[0..) */
         for (int t = 0; t < T; t++) {
             size_t k = (size_t)i * T + t;
-            ids[k] = t < len[i] ? s[t] : 0;
-            pos[k] = t < len[i] ? s[t + 1] : -1;
+            int32_t *f = ids + k * S;
             neg[k] = 0;
-            if (t < len[i] && bce) {
+            pos[k] = -1;
+            if (pre && t == 0) {
+                put_user(m, user_rows, u, f);
+                if (w->a == 0) pos[k] = s[0];
+            } else {
+                sasrec_item_rows(m, t < len[i] ? s[t - pre] : 0, f);
+                if (t < len[i]) pos[k] = s[t - pre + 1];
+            }
+            if (pos[k] >= 0 && bce) {
                 int32_t j;
                 int tries = 0;
                 do j = (int32_t)rng_below(rng, (uint32_t)d->n_items);
@@ -125,9 +189,10 @@ static int save_ckpt(stage_run *run, const fit_state *st, sasrec_model *m, const
 /* The buffers of one training: the training users and one batch's inputs, targets and
  * sampled negatives, the negative sampler and the optimizer. */
 typedef struct {
-    int32_t *users, *order, *starts;
+    fit_unit *units;          /* the training windows (units_build) */
+    int32_t *order, *starts;
     int      nu;
-    int64_t  n_targets;       /* per epoch: min(n - 1, L) for a user with n train items */
+    int64_t  n_targets;       /* per epoch */
     int32_t *ids, *pos, *neg, *len, *negs;
     float   *logq;
     sasrec_sampler smp;
@@ -146,25 +211,17 @@ static int fit_resume(stage_run *run, const sasrec_train_cfg *tc, fit_state *st,
                              stage_ckpt_read(run, "sasrec_best", best, fb))))
         return -1;
     if (g == 0 && !tc->quiet)
-        fprintf(stderr, "[sasrec] resuming at epoch %d (best valid HR@10 %.4f)\n", st->epoch, st->best_hr);
+        fprintf(stderr, "[%s] resuming at epoch %d (best valid HR@10 %.4f)\n", tc->label, st->epoch, st->best_hr);
     return 0;
 }
 
-/* Allocate w for data d and config tc (the model's config mc): the training users (at
- * least two train items: one input, one target), the batch buffers, the sampler over train
- * popularity and AdamW. Returns 0 or -1 (w is then still freeable). */
+/* Allocate w for data d and config tc (the model's config mc): the training windows, the
+ * batch buffers, the sampler over train popularity and AdamW. Returns 0 or -1 (w is then
+ * still freeable). */
 static int fit_work_init(fit_work *w, const rec_data *d, const sasrec_train_cfg *tc, const sasrec_config *mc) {
-    int L = mc->max_len;
-    w->users = tr_malloc((size_t)d->n_users * sizeof *w->users);
-    w->nu = 0;
-    w->n_targets = 0;
-    for (int32_t u = 0; u < d->n_users; u++)
-        if (rec_n_train(d, u) >= 2) {
-            w->users[w->nu++] = u;
-            w->n_targets += rec_n_train(d, u) - 1 < L ? rec_n_train(d, u) - 1 : L;
-        }
-    size_t cap = (size_t)tc->batch * L;
-    w->ids = tr_malloc(cap * sizeof *w->ids);
+    w->nu = units_build(d, tc->user_rows != NULL, tc->windows, mc->max_len, &w->units, &w->n_targets);
+    size_t cap = (size_t)tc->batch * mc->max_len;
+    w->ids = tr_malloc(cap * (mc->n_feat > 0 ? mc->n_feat : 1) * sizeof *w->ids);
     w->pos = tr_malloc(cap * sizeof *w->pos);
     w->neg = tr_malloc(cap * sizeof *w->neg);
     w->len = tr_malloc((size_t)tc->batch * sizeof *w->len);
@@ -184,7 +241,7 @@ static int fit_work_init(fit_work *w, const rec_data *d, const sasrec_train_cfg 
 
 /* Free what fit_work_init allocated. */
 static void fit_work_free(fit_work *w) {
-    free(w->users); free(w->ids); free(w->pos); free(w->neg); free(w->len); free(w->order);
+    free(w->units); free(w->ids); free(w->pos); free(w->neg); free(w->len); free(w->order);
     free(w->starts); free(w->negs); free(w->logq);
     sasrec_sampler_free(&w->smp);
 }
@@ -194,11 +251,10 @@ static void fit_work_free(fit_work *w) {
 static int fit_epoch(stage_run *run, const rec_data *d, const sasrec_train_cfg *tc, fit_work *w,
                      sasrec_model *m, fit_state *st, double *lmean) {
     const sasrec_config *mc = sasrec_cfg(m);
-    int L = mc->max_len;
     size_t np = sasrec_n_params(m);
     double te = tr_monotonic();
-    for (int i = 0; i < w->nu; i++) w->order[i] = w->users[i];
-    int nbatch = epoch_batches(d, w->order, w->nu, tc->batch, w->starts, &st->rng);
+    for (int i = 0; i < w->nu; i++) w->order[i] = i;
+    int nbatch = epoch_batches(w->units, w->order, w->nu, tc->batch, w->starts, &st->rng);
     /* every target weighs the same whatever its batch: a batch's loss is its summed
      * loss over the mean targets per batch (length-bucketed batches differ a lot) */
     float norm = (float)((double)w->n_targets / nbatch);
@@ -206,8 +262,8 @@ static int fit_epoch(stage_run *run, const rec_data *d, const sasrec_train_cfg *
     int64_t nb = 0;
     for (int k = 0; k < nbatch; k++) {
         int i0 = w->starts[k], B = w->nu - i0 < tc->batch ? w->nu - i0 : tc->batch, T;
-        fill_train_batch(d, w->order + i0, B, L, mc->loss == SASREC_LOSS_BCE, w->ids, w->pos, w->neg,
-                         w->len, &T, &st->rng);
+        fill_train_batch(m, d, tc->user_rows, w->units, w->order + i0, B, mc->loss == SASREC_LOSS_BCE,
+                         w->ids, w->pos, w->neg, w->len, &T, &st->rng);
         if (mc->negatives > 0) sasrec_sampler_draw(&w->smp, &st->rng, mc->negatives, w->negs, w->logq);
         sasrec_batch b = {.B = B, .T = T, .ids = w->ids, .len = w->len, .pos = w->pos, .neg = w->neg,
                           .negs = w->negs, .logq = w->logq, .norm = norm};
@@ -222,7 +278,7 @@ static int fit_epoch(stage_run *run, const rec_data *d, const sasrec_train_cfg *
         nb += M;
         if (run && (k & 15) == 15)
             stage_progress(run, (st->epoch + (double)(k + 1) / nbatch) / tc->epochs,
-                           "sasrec epoch %d/%d batch %d/%d loss %.4f", st->epoch + 1, tc->epochs,
+                           "%s epoch %d/%d batch %d/%d loss %.4f", tc->label, st->epoch + 1, tc->epochs,
                            k + 1, nbatch, lsum / nb);
     }
     st->epoch++;
@@ -236,44 +292,49 @@ static int fit_epoch(stage_run *run, const rec_data *d, const sasrec_train_cfg *
  * either way. Returns 0 or -1. */
 static int fit_validate(stage_run *run, const rec_data *d, const sasrec_train_cfg *tc, sasrec_model *m,
                         fit_state *st, float *best, double lmean) {
-    if (run) stage_metric(run, st->epoch, "sasrec_loss", lmean);
+    if (run) stage_metric(run, st->epoch, tc->loss_metric, lmean);
     int last = st->epoch >= tc->epochs;
     if (st->epoch % tc->eval_every == 0 || last) {
         int ks[1] = {10};
         retr_metrics vm;
         retr_metrics_init(&vm, 1, ks);
-        if (sasrec_rank(m, d, 1, tc->batch, &vm, 0, NULL, NULL) != 0) return -1;
+        if (sasrec_rank(m, d, tc->user_rows, 1, tc->batch, &vm, 0, NULL, NULL) != 0) return -1;
         double hr = retr_hr(&vm, 10);
-        if (run) stage_metric(run, st->epoch, "sasrec_valid_hr10", hr);
+        if (run) stage_metric(run, st->epoch, tc->valid_metric, hr);
         if (hr > st->best_hr) {
             st->best_hr = hr; st->best_epoch = st->epoch; st->bad = 0;
             memcpy(best, sasrec_params(m), sasrec_n_params(m) * sizeof(float));
         } else if (++st->bad >= tc->patience) st->done = 1;
         if (run) {
             stage_progress(run, st->done ? 1.0 : (double)st->epoch / tc->epochs,
-                           "sasrec epoch %d/%d loss %.4f valid HR@10 %.4f (best %.4f at %d)",
+                           "%s epoch %d/%d loss %.4f valid HR@10 %.4f (best %.4f at %d)", tc->label,
                            st->epoch, tc->epochs, lmean, hr, st->best_hr, st->best_epoch);
             if (save_ckpt(run, st, m, best) != 0) return -1;
         } else if (!tc->quiet) {
-            fprintf(stderr, "[sasrec] epoch %d loss %.4f valid HR@10 %.4f (best %.4f at %d)\n",
-                    st->epoch, lmean, hr, st->best_hr, st->best_epoch);
+            fprintf(stderr, "[%s] epoch %d loss %.4f valid HR@10 %.4f (best %.4f at %d)\n",
+                    tc->label, st->epoch, lmean, hr, st->best_hr, st->best_epoch);
         }
     } else if (run) {
         if (st->best_hr < 0)
-            stage_progress(run, (double)st->epoch / tc->epochs, "sasrec epoch %d/%d loss %.4f",
-                           st->epoch, tc->epochs, lmean);
+            stage_progress(run, (double)st->epoch / tc->epochs, "%s epoch %d/%d loss %.4f",
+                           tc->label, st->epoch, tc->epochs, lmean);
         else
-            stage_progress(run, (double)st->epoch / tc->epochs, "sasrec epoch %d/%d loss %.4f (best valid HR@10 %.4f at %d)",
-                           st->epoch, tc->epochs, lmean, st->best_hr, st->best_epoch);
+            stage_progress(run, (double)st->epoch / tc->epochs, "%s epoch %d/%d loss %.4f (best valid HR@10 %.4f at %d)",
+                           tc->label, st->epoch, tc->epochs, lmean, st->best_hr, st->best_epoch);
     }
     return 0;
 }
 
 /* Train: the model from tc's seed (or the resumed run's checkpoint), epochs until
  * tc->epochs or early stopping, then the best parameters in *out. */
-int sasrec_fit(stage_run *run, const rec_data *d, const sasrec_train_cfg *tc,
+int sasrec_fit(stage_run *run, const rec_data *d, const sasrec_train_cfg *tc0,
                sasrec_model **out, sasrec_fit_result *res) {
     *out = NULL;
+    sasrec_train_cfg tcd = *tc0;
+    const sasrec_train_cfg *tc = &tcd;
+    if (!tcd.label) tcd.label = "sasrec";
+    if (!tcd.loss_metric) tcd.loss_metric = "sasrec_loss";
+    if (!tcd.valid_metric) tcd.valid_metric = "sasrec_valid_hr10";
     sasrec_config mc = tc->model;
     mc.n_items = d->n_items;
     mc.max_B = tc->batch;
