@@ -346,6 +346,7 @@ int sasrec_fit(stage_run *run, const rec_data *d, const sasrec_train_cfg *tc0,
     rng_seed(&st.rng, tc->seed);
     sasrec_model *m = sasrec_new(&mc, &st.rng);
     if (!m) return -1;
+    if (tc->init) tc->init(m, tc->init_ctx);
     size_t np = sasrec_n_params(m);
     float *best = tr_malloc(np * sizeof(float));
     memcpy(best, sasrec_params(m), np * sizeof(float));
@@ -371,6 +372,9 @@ int sasrec_fit(stage_run *run, const rec_data *d, const sasrec_train_cfg *tc0,
         if (res) {
             res->best_valid = st.best_hr; res->best_epoch = st.best_epoch; res->epochs = st.epoch;
             res->seconds = st.seconds;
+            res->targets = w.n_targets;
+            res->positions = 0;
+            for (int i = 0; i < w.nu; i++) res->positions += w.units[i].len;
         }
     }
     fit_work_free(&w);

@@ -24,6 +24,8 @@ typedef struct {
                                  windows of up to max_len positions */
     const char *label;        /* progress and log prefix (NULL: "sasrec") */
     const char *loss_metric, *valid_metric;   /* metrics_log names (NULL: sasrec_loss, sasrec_valid_hr10) */
+    void (*init)(sasrec_model *m, void *ctx); /* after the model is made (NULL: none) */
+    void *init_ctx;
 } sasrec_train_cfg;
 
 /* Rank split 1 (valid: history = train items) or 2 (test: train + valid) for every user
@@ -41,7 +43,10 @@ int sasrec_rank(sasrec_model *m, const rec_data *d, const int32_t *user_rows, in
  * request, and a resumed run continues from it. Returns 0, 130 when stopped (after
  * stage_stopped), or -1. res (may be NULL) gets the best valid HR@10, its epoch, the
  * epochs trained and their seconds (over every process that worked on the run). */
-typedef struct { double best_valid; int best_epoch, epochs; double seconds; } sasrec_fit_result;
+typedef struct {
+    double  best_valid; int best_epoch, epochs; double seconds;
+    int64_t targets, positions;   /* per epoch: train targets, sequence positions (no padding) */
+} sasrec_fit_result;
 int sasrec_fit(stage_run *run, const rec_data *d, const sasrec_train_cfg *tc,
                sasrec_model **out, sasrec_fit_result *res);
 
