@@ -27,7 +27,7 @@ static const command commands[] = {
     {"ingest", cmd_ingest, "read a dataset, k-core filter, leave-one-out split"},
     {"cf", cmd_cf, "LightGCN/MF collaborative filtering"},
     {"tokenize", cmd_tokenize, "MQ-Tokenizer: K tokens per user and item"},
-    {"finetune", cmd_finetune, "fine-tune the T5 recommender on prompts of ID tokens"},
+    {"finetune", cmd_finetune, "train the recommender on ID tokens (T5, or --arch causal)"},
     {"sasrec", cmd_sasrec, "the SASRec baseline: causal transformer over item ids"},
     {"evaluate", cmd_evaluate, "generative retrieval and baselines: HR@K, NDCG@K"},
     {"report", cmd_report, "every method's metrics on every dataset (Markdown or CSV)"},
