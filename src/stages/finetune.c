@@ -654,24 +654,26 @@ static char *make_params(const cli_opt *opts, const ft_opts *o) {
 
 static const char *usage_ft = "tokenrec finetune [--dataset NAME] [options]";
 static const char *summary_ft =
-    "Fine-tune TokenRec's T5 recommender on prompts of user and item tokens (needs a finished\n"
-    "tokenize run). Default: softmax over all items against the propagated CF item vectors\n"
-    "(the setting that reaches the targets); --faithful: TokenRec's cosine-embedding loss with\n"
-    "one negative against the ego vectors. Resumable: run the same command again after a kill\n"
-    "or Ctrl-C. The best epoch on the valid items is kept. --init-from starts from a pretrained\n"
-    "T5 checkpoint (e.g. Hugging Face t5-small's model.safetensors with its tokenizer.json).\n"
-    "--objective generate: the autoregressive baseline (its own stage, finetune-gen): the decoder\n"
-    "generates the target item's tokens through an LM head tied to the item-token embeddings,\n"
-    "cross-entropy with teacher forcing; validation by constrained beam search (--beam).\n"
-    "--arch causal: a decoder-only causal transformer over the same tokens (docs/METHOD.md): one\n"
+    "Train TokenRec's recommender on the user and item tokens of a finished tokenize run, kept at\n"
+    "its best valid epoch; resumable (run the same command again after a kill or Ctrl-C).\n"
+    "--arch causal (the default): a decoder-only causal transformer (docs/METHOD.md): one\n"
     "sequence per user (its K tokens, then each train item as the sum of its token rows, plus\n"
     "its own row with --item-input tokens+id), every train target trained in one pass, scored\n"
-    "against --pool cf (the CF vectors through a linear head), learned (an item table started\n"
-    "from them) or tokens (an item's vector from its token rows).";
+    "with a softmax against --pool cf (the CF vectors through a linear head), learned (an item\n"
+    "table started from them) or tokens (an item's vector from its token rows).\n"
+    "--arch t5: TokenRec's encoder-decoder on prompts of the tokens, one prompt per history\n"
+    "prefix; a softmax over all items against the propagated CF item vectors, or --faithful:\n"
+    "TokenRec's cosine-embedding loss with one negative against the ego vectors. --init-from\n"
+    "starts it from a pretrained T5 checkpoint (e.g. Hugging Face t5-small's model.safetensors\n"
+    "with its tokenizer.json). --objective generate: the autoregressive baseline (its own stage,\n"
+    "finetune-gen): the decoder generates the target item's tokens through an LM head tied to\n"
+    "the item-token embeddings, cross-entropy with teacher forcing; validation by constrained\n"
+    "beam search (--beam).";
 
 /* Options left unset by the user take T5's defaults (the values they always had). */
 static void ft_defaults_t5(ft_opts *o) {
     if (o->lr < 0) o->lr = 3e-4;
+    if (o->hist < 0) o->hist = 50;
     if (o->epochs < 0) o->epochs = 6;
     if (o->batch < 0) o->batch = 32;
     if (o->wd < 0) o->wd = 0.01;
@@ -681,7 +683,7 @@ static void ft_defaults_t5(ft_opts *o) {
 int cmd_finetune(int argc, char **argv) {
     ft_opts o = {0};
     o.dbpath = DB_DEFAULT_PATH; o.preset = "mini"; o.loss = "softmax"; o.score = "dot";
-    o.seed = CLI_SEED_DEFAULT; o.epochs = -1; o.batch = -1; o.warmup = 200; o.hist = 50; o.min_hist = 2;
+    o.seed = CLI_SEED_DEFAULT; o.epochs = -1; o.batch = -1; o.warmup = 200; o.hist = -1; o.min_hist = 2;
     o.max_pos = -1; o.patience = -1; o.ckpt_every = 200; o.eval_batch = 128; o.dec_layers = -1;
     o.lr = -1; o.wd = -1; o.clip = 1.0; o.dropout = -1; o.temperature = 0.1;
     o.objective = "retrieval"; o.beam = 20; o.hist_order = "shuffled";
@@ -720,7 +722,8 @@ int cmd_finetune(int argc, char **argv) {
         {"warmup", CLI_INT, &o.warmup, "linear warm-up steps", 1},
         {"wd", CLI_FLOAT, &o.wd, "AdamW weight decay (-1: t5 0.01, causal 0)", 1},
         {"clip", CLI_FLOAT, &o.clip, "gradient clipping (global norm, 0: none)", 1},
-        {"hist", CLI_INT, &o.hist, "most recent history items in a prompt (causal: the window, hist-cap)", 1},
+        {"hist", CLI_INT, &o.hist, "most recent history items in a prompt (causal: the window, hist-cap; -1: t5 50, "
+                                   "causal the dataset's)", 1},
         {"history-order", CLI_STR, &o.hist_order, "training prompts list the history shuffled (TokenRec's) or kept "
          "(chronological, as evaluation lists it)", 0},
         {"min-hist", CLI_INT, &o.min_hist, "shortest history of a training sample", 1},
