@@ -222,16 +222,8 @@ static char *fingerprint(sqlite3 *db, int64_t run) {
 
 /* The stored model of the last done finetune run (malloc'd, *n bytes). */
 static void *stored(const char *dbp, int *n) {
-    sqlite3 *db = db_open(dbp, 1);
-    sqlite3_stmt *st = db_prep(db, "SELECT params FROM models WHERE run_id = (SELECT max(id) FROM stage_runs "
-                                   "WHERE stage='finetune' AND status='done')");
-    assert_non_null(st);
-    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-    *n = sqlite3_column_bytes(st, 0);
-    void *p = malloc((size_t)*n);
-    memcpy(p, sqlite3_column_blob(st, 0), (size_t)*n);
-    sqlite3_finalize(st);
-    db_close(db);
+    void *p = tu_stored_blob(dbp, "models", "finetune", n);
+    assert_non_null(p);
     return p;
 }
 

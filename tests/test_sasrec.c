@@ -316,17 +316,8 @@ static long count(sqlite3 *db, const char *sql) {
 
 /* The stored model of the current sasrec run, as a malloc'd blob (*n bytes). */
 static void *stored_model(const char *dbp, int *n) {
-    sqlite3 *db = db_open(dbp, 1);
-    assert_non_null(db);
-    sqlite3_stmt *st = db_prep(db, "SELECT params FROM sasrec_models WHERE run_id = (SELECT max(id) FROM "
-                                   "stage_runs WHERE stage='sasrec' AND status='done')");
-    assert_non_null(st);
-    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-    *n = sqlite3_column_bytes(st, 0);
-    void *p = malloc((size_t)*n);
-    memcpy(p, sqlite3_column_blob(st, 0), (size_t)*n);
-    sqlite3_finalize(st);
-    db_close(db);
+    void *p = tu_stored_blob(dbp, "sasrec_models", "sasrec", n);
+    assert_non_null(p);
     return p;
 }
 

@@ -46,6 +46,9 @@ int tu_synthetic(sqlite3 *db, const char *name, int n_users, int n_items, int n_
 /* The same as a sequence-format text file ("user item item ...") for `tokenrec ingest --file`. */
 int tu_synthetic_file(const char *path, int n_users, int n_items, int n_clusters, int len_min,
                       int len_max, uint64_t seed);
+/* The stored parameters (column params of `table`) of the latest done run of `stage` in
+ * dbpath, malloc'd, *n bytes; NULL (and *n -1) when there is none. */
+void *tu_stored_blob(const char *dbpath, const char *table, const char *stage, int *n);
 /* The end-to-end tests' upstream: the synthetic file (300 users, 120 items, 6 clusters,
  * seed 7) ingested as dataset synth into dbpath, then cf and tokenize with the given
  * options. Returns 0, or the exit status of the first command that failed. */

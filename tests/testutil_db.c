@@ -107,6 +107,25 @@ double tu_metric(sqlite3 *db, const char *method, const char *split, const char 
     return v;
 }
 
+void *tu_stored_blob(const char *dbpath, const char *table, const char *stage, int *n) {
+    *n = -1;
+    sqlite3 *db = db_open(dbpath, 1);
+    if (!db) return NULL;
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT params FROM %s WHERE run_id = (SELECT max(id) FROM stage_runs WHERE "
+                              "stage='%s' AND status='done')", table, stage);
+    sqlite3_stmt *st = db_prep(db, sql);
+    void *p = NULL;
+    if (st && sqlite3_step(st) == SQLITE_ROW) {
+        *n = sqlite3_column_bytes(st, 0);
+        p = malloc((size_t)*n + 1);
+        memcpy(p, sqlite3_column_blob(st, 0), (size_t)*n);
+    }
+    sqlite3_finalize(st);
+    db_close(db);
+    return p;
+}
+
 int tu_synthetic_upstream(const char *dbpath, const char *cf_args, const char *tok_args) {
     char *f = tu_path("synth.txt");
     int rc = tu_synthetic_file(f, 300, 120, 6, 10, 20, 7);

@@ -164,59 +164,39 @@ static int load_frozen(ev_ctx *c, int64_t tokenize_run) {
     return 0;
 }
 
-/* tokenrec of finetune --arch causal: one forward pass per user over its tokens and its last
- * hist-cap items, scores against the model's item side; with --unseen, the users the frozen
- * tokenizer tokenized alone. */
-static int score_causal(ev_ctx *c) {
+/* One split of the tokenrec model into met: the causal LLM (finetune --arch causal), or the
+ * T5 model with template tmpl; keep: the top-K lists go to the sink. */
+static int rank_tokenrec(ev_ctx *c, int split, int tmpl, retr_metrics *met, int keep) {
     const ev_opts *o = c->o;
-    rec_data *d = &c->d;
-    causal_loaded *cl = &c->cl;
-    if (o->unseen && load_frozen(c, cl->tokenize_run) != 0) return -1;
-    if (c->do_valid && sasrec_rank(cl->m, d, cl->rows.user_rows, 1, o->batch, &c->valid, 0, NULL, NULL) != 0)
-        return -1;
-    stage_progress(&c->run, 0.5, "%s: test", c->method);
-    double t0 = tr_monotonic();
-    if (sasrec_rank(cl->m, d, cl->rows.user_rows, 2, o->batch, &c->test, o->topk, sink_topk, &c->sink) != 0)
-        return -1;
-    if (o->unseen) {
-        uint8_t *seen_skip = d->skip, *inv = tr_malloc((size_t)d->n_users);
-        for (int32_t u = 0; u < d->n_users; u++) inv[u] = !c->frozen[u];
-        d->skip = inv;
-        stage_progress(&c->run, 0.75, "%s: unseen users", c->method);
-        int erc = sasrec_rank(cl->m, d, cl->rows.user_rows, 2, o->batch, &c->test_u, o->topk, sink_topk, &c->sink);
-        d->skip = seen_skip;
-        free(inv);
-        if (erc != 0) return -1;
-        c->n_unseen = c->n_frozen;
-    }
-    c->secs = tr_monotonic() - t0;
-    return 0;
+    int topk = keep ? o->topk : 0;
+    rec_topk_fn fn = keep ? sink_topk : NULL;
+    void *ctx = keep ? &c->sink : NULL;
+    if (c->cl.m) return sasrec_rank(c->cl.m, &c->d, c->cl.rows.user_rows, split, o->batch, met, topk, fn, ctx);
+    return rec_evaluate(c->lm.model, &c->lm.vocab, &c->d, split, c->lm.hist_cap, tmpl, c->lm.cosine, o->batch,
+                        met, topk, fn, ctx);
 }
 
-/* tokenrec: one forward pass per user, top-K by similarity to the items' CF vectors; with
- * --unseen, the users the frozen tokenizer tokenized alone, with the unseen template. */
+/* tokenrec: one forward pass per user (T5: its prompt; causal: its tokens and last hist-cap
+ * items), top-K by the score against the item side; with --unseen, the users the frozen
+ * tokenizer tokenized alone (T5: with the template never seen in training). */
 static int score_tokenrec(ev_ctx *c) {
     const ev_opts *o = c->o;
     rec_data *d = &c->d;
     rec_loaded *lm = &c->lm;
-    if (c->cl.m) return score_causal(c);
-    if (o->unseen && load_frozen(c, lm->tokenize_run) != 0) return -1;
-    t5_reserve(lm->model, o->batch, prompt_max_len(&lm->vocab, d->cpi, lm->hist_cap));
-    if (c->do_valid && rec_evaluate(lm->model, &lm->vocab, d, 1, lm->hist_cap, PROMPT_TEST, lm->cosine,
-                                    o->batch, &c->valid, 0, NULL, NULL) != 0) return -1;
+    if (o->unseen && load_frozen(c, c->cl.m ? c->cl.tokenize_run : lm->tokenize_run) != 0) return -1;
+    if (!c->cl.m) t5_reserve(lm->model, o->batch, prompt_max_len(&lm->vocab, d->cpi, lm->hist_cap));
+    if (c->do_valid && rank_tokenrec(c, 1, PROMPT_TEST, &c->valid, 0) != 0) return -1;
     stage_progress(&c->run, 0.5, "%s: test", c->method);
     double t0 = tr_monotonic();
-    if (rec_evaluate(lm->model, &lm->vocab, d, 2, lm->hist_cap, PROMPT_TEST, lm->cosine, o->batch,
-                     &c->test, o->topk, sink_topk, &c->sink) != 0) return -1;
+    if (rank_tokenrec(c, 2, PROMPT_TEST, &c->test, 1) != 0) return -1;
     if (o->unseen) {
         /* the unseen users alone (those the frozen tokenizer tokenized; users with no
-         * tokens are in neither group), with the template never seen in training */
+         * tokens are in neither group) */
         uint8_t *seen_skip = d->skip, *inv = tr_malloc((size_t)d->n_users);
         for (int32_t u = 0; u < d->n_users; u++) inv[u] = !c->frozen[u];
         d->skip = inv;
         stage_progress(&c->run, 0.75, "%s: unseen users", c->method);
-        int erc = rec_evaluate(lm->model, &lm->vocab, d, 2, lm->hist_cap, PROMPT_UNSEEN, lm->cosine,
-                               o->batch, &c->test_u, o->topk, sink_topk, &c->sink);
+        int erc = rank_tokenrec(c, 2, PROMPT_UNSEEN, &c->test_u, 1);
         d->skip = seen_skip;
         free(inv);
         if (erc != 0) return -1;
