@@ -1,6 +1,7 @@
 /* sasrec_fit.c: SASRec trained and ranked on a dataset's sequences: length-bucketed
  * batches, early stopping on valid HR@10, checkpoints through the stage runner. */
 #include "sasrec_fit.h"
+#include "dist.h"
 #include "nn.h"
 #include "util.h"
 #include <math.h>
@@ -15,6 +16,23 @@ static int by_len(const void *a, const void *b, void *ctx) {
     int la = rec_n_train(d, *(const int32_t *)a), lb = rec_n_train(d, *(const int32_t *)b);
     return la != lb ? (la < lb ? -1 : 1) : (*(const int32_t *)a < *(const int32_t *)b ? -1 : 1);
 }
+/* rec_rank_rows one row at a time, each row's metric terms (count, hits, NDCG terms) kept
+ * in du (1 + 2 * RETR_MAX_K doubles per row) instead of added to met, so that they can be
+ * summed across ranks in the order one process adds them. Returns 0. */
+static int rank_rows_terms(const rec_data *d, const int32_t *users, int n, int split, float *scores,
+                           const retr_metrics *met, int topk, rec_topk_fn fn, void *ctx, double *du) {
+    for (int i = 0; i < n; i++) {
+        retr_metrics one;
+        if (met) retr_metrics_init(&one, met->nk, met->ks);
+        rec_rank_rows(d, users + i, 1, split, scores + (size_t)i * d->n_items, met ? &one : NULL, topk, fn, ctx);
+        if (!met) continue;
+        double *o = du + (size_t)i * (1 + 2 * RETR_MAX_K);
+        o[0] = (double)one.n;
+        for (int j = 0; j < one.nk; j++) { o[1 + j] = one.hr[j]; o[1 + RETR_MAX_K + j] = one.ndcg[j]; }
+    }
+    return 0;
+}
+
 int sasrec_rank(sasrec_model *m, const rec_data *d, int split, int batch, retr_metrics *met,
                 int topk, rec_topk_fn fn, void *ctx) {
     int L = sasrec_cfg(m)->max_len, V = d->n_items;
@@ -31,7 +49,12 @@ int sasrec_rank(sasrec_model *m, const rec_data *d, int split, int batch, retr_m
     int32_t *ids = tr_malloc((size_t)batch * L * sizeof *ids), *len = tr_malloc((size_t)batch * sizeof *len);
     float *scores = tr_malloc((size_t)batch * V * sizeof *scores);
     int rc = 0;
+    /* under mpirun: rank r ranks batches r, r + N, ... (the same batches as one process),
+     * each user's metric terms go to du, and every rank adds them up in one order */
+    int nr = dist_size(), rk = dist_rank(), W = 1 + 2 * RETR_MAX_K;
+    double *du = nr > 1 && met ? tr_calloc((size_t)(na ? na : 1) * W, sizeof *du) : NULL;
     for (int i0 = 0; i0 < na && !rc; i0 += batch) {
+        if (nr > 1 && (i0 / batch) % nr != rk) continue;
         int n = na - i0 < batch ? na - i0 : batch, T = 1;
         const int32_t *users = all + i0;
         for (int i = 0; i < n; i++) {
@@ -45,8 +68,20 @@ int sasrec_rank(sasrec_model *m, const rec_data *d, int split, int batch, retr_m
         }
         sasrec_batch b = {.B = n, .T = T, .ids = ids, .len = len};
         rc = sasrec_scores(m, &b, scores);
-        if (!rc) rec_rank_rows(d, users, n, split, scores, met, topk, fn, ctx);
+        if (!rc && nr > 1) rc = rank_rows_terms(d, users, n, split, scores, met, topk, fn, ctx,
+                                                   du ? du + (size_t)i0 * W : NULL);
+        else if (!rc) rec_rank_rows(d, users, n, split, scores, met, topk, fn, ctx);
     }
+    if (nr > 1 && dist_any(rc != 0)) rc = rc ? rc : tr_error("sasrec: another rank failed to rank its users");
+    if (du && !rc) {
+        dist_allreduce_sum(du, (size_t)na * W, DIST_F64);
+        for (int i = 0; i < na; i++) {
+            const double *o = du + (size_t)i * W;
+            met->n += (long)o[0];
+            for (int j = 0; j < met->nk; j++) { met->hr[j] += o[1 + j]; met->ndcg[j] += o[1 + RETR_MAX_K + j]; }
+        }
+    }
+    free(du);
     free(all); free(ids); free(len); free(scores);
     return rc;
 }
@@ -132,6 +167,13 @@ typedef struct {
     float   *logq;
     sasrec_sampler smp;
     adamw_cfg opt;
+    /* shards > 1: each shard's padded length, the stack of partial gradient sums (one
+     * buffer per tree level; level 0 ends with each shard's loss and target count), the
+     * all-reduce's seconds and the compute seconds of the steps */
+    int32_t *shard_T;
+    float  **lev;
+    int     *lev_n, nlev;
+    double   comm_s, comp_s;
 } fit_work;
 
 /* Restore a resumed run's checkpoint into st, m and best (nothing when it stopped before
@@ -155,6 +197,7 @@ static int fit_resume(stage_run *run, const sasrec_train_cfg *tc, fit_state *st,
  * popularity and AdamW. Returns 0 or -1 (w is then still freeable). */
 static int fit_work_init(fit_work *w, const rec_data *d, const sasrec_train_cfg *tc, const sasrec_config *mc) {
     int L = mc->max_len;
+    memset(w, 0, sizeof *w);
     w->users = tr_malloc((size_t)d->n_users * sizeof *w->users);
     w->nu = 0;
     w->n_targets = 0;
@@ -176,6 +219,14 @@ static int fit_work_init(fit_work *w, const rec_data *d, const sasrec_train_cfg 
     rec_train_counts(d, counts);
     int src = sasrec_sampler_init(&w->smp, d->n_items, counts, tc->sampler);
     free(counts);
+    if (tc->shards > 1) {
+        int G = tc->shards;
+        w->shard_T = tr_malloc((size_t)G * sizeof *w->shard_T);
+        while ((1 << w->nlev) < G) w->nlev++;
+        w->nlev += 2;
+        w->lev = tr_calloc((size_t)w->nlev, sizeof *w->lev);
+        w->lev_n = tr_calloc((size_t)w->nlev, sizeof *w->lev_n);
+    }
     w->opt = adamw_default(tc->lr);
     w->opt.beta2 = 0.98f;
     w->opt.weight_decay = tc->weight_decay;
@@ -186,7 +237,76 @@ static int fit_work_init(fit_work *w, const rec_data *d, const sasrec_train_cfg 
 static void fit_work_free(fit_work *w) {
     free(w->users); free(w->ids); free(w->pos); free(w->neg); free(w->len); free(w->order);
     free(w->starts); free(w->negs); free(w->logq);
+    for (int i = 0; i < w->nlev; i++) free(w->lev[i]);
+    free(w->lev); free(w->lev_n); free(w->shard_T);
     sasrec_sampler_free(&w->smp);
+}
+
+/* The gradient of one batch (users us[0..B)) cut into tc->shards shards of consecutive rows:
+ * every rank draws the same inputs and negatives for all of them, computes its contiguous
+ * run of shards (each with its own dropout stream), sums their gradients pairwise in a
+ * binary tree (the same tree for any process count that is a power of two dividing the
+ * shards), then one in-place all-reduce over the flat buffer (gradient, then each shard's
+ * loss and targets) sums the ranks' parts. Leaves the gradient in sasrec_grads(m), the loss
+ * (summed over norm) in *loss; returns the targets, or -1. */
+static int fit_shards(const rec_data *d, const sasrec_train_cfg *tc, fit_work *w, sasrec_model *m,
+                      fit_state *st, const int32_t *us, int B, float norm, double *loss) {
+    const sasrec_config *mc = sasrec_cfg(m);
+    int L = mc->max_len, G = tc->shards < B ? tc->shards : B;
+    size_t np = sasrec_n_params(m), nbuf = np + 2 * (size_t)tc->shards;
+    double t0 = tr_monotonic();
+    for (int g = 0; g < G; g++) {
+        int r0 = g * B / G, r1 = (g + 1) * B / G;
+        fill_train_batch(d, us + r0, r1 - r0, L, mc->loss == SASREC_LOSS_BCE, w->ids + (size_t)r0 * L,
+                         w->pos + (size_t)r0 * L, w->neg + (size_t)r0 * L, w->len + r0, &w->shard_T[g], &st->rng);
+    }
+    if (mc->negatives > 0) sasrec_sampler_draw(&w->smp, &st->rng, mc->negatives, w->negs, w->logq);
+    uint64_t dseed = rng_u64(&st->rng);       /* the dropout streams of the shards */
+    int nr = dist_size(), rk = dist_rank(), g0 = rk * G / nr, g1 = (rk + 1) * G / nr, top = 0;
+    for (int i = 0; i < w->nlev; i++)
+        if (!w->lev[i]) w->lev[i] = tr_malloc(nbuf * sizeof(float));
+    float *stats = w->lev[0] + np;            /* shard g: loss at 2g, targets at 2g + 1 */
+    memset(stats, 0, 2 * (size_t)tc->shards * sizeof(float));   /* merges touch only [0, np) */
+    for (int g = g0; g < g1; g++) {
+        int r0 = g * B / G, r1 = (g + 1) * B / G;
+        size_t o = (size_t)r0 * L;
+        rng_t dr;
+        rng_seed(&dr, dseed + (uint64_t)g);
+        sasrec_batch b = {.B = r1 - r0, .T = w->shard_T[g], .ids = w->ids + o, .len = w->len + r0,
+                          .pos = w->pos + o, .neg = w->neg + o, .negs = w->negs, .logq = w->logq, .norm = norm};
+        float l = 0;
+        int M = sasrec_forward(m, &b, 1, &dr, 1, &l);
+        if (M < 0) return -1;
+        sasrec_backward(m, &b);
+        stats[2 * g] = l;
+        stats[2 * g + 1] = (float)M;
+        /* push this shard's gradient, then merge equal-sized neighbours (left + right) */
+        memcpy(w->lev[top], sasrec_grads(m), np * sizeof(float));
+        w->lev_n[top++] = 1;
+        while (top >= 2 && w->lev_n[top - 1] == w->lev_n[top - 2]) {
+            float *a = w->lev[top - 2], *c = w->lev[top - 1];
+            for (size_t i = 0; i < np; i++) a[i] += c[i];
+            w->lev_n[top - 2] *= 2;
+            top--;
+        }
+    }
+    while (top >= 2) {                        /* a run that is not a power of two */
+        float *a = w->lev[top - 2], *c = w->lev[top - 1];
+        for (size_t i = 0; i < np; i++) a[i] += c[i];
+        top--;
+    }
+    if (top == 0) memset(w->lev[0], 0, np * sizeof(float));
+    double t1 = tr_monotonic();
+    dist_allreduce_sum(w->lev[0], nbuf, DIST_F32);
+    double t2 = tr_monotonic();
+    w->comp_s += t1 - t0;
+    w->comm_s += t2 - t1;
+    memcpy(sasrec_grads(m), w->lev[0], np * sizeof(float));
+    double lsum = 0;
+    int M = 0;
+    for (int g = 0; g < G; g++) { lsum += stats[2 * g]; M += (int)stats[2 * g + 1]; }
+    *loss = lsum;
+    return M;
 }
 
 /* One epoch over the training users in length-bucketed batches; advances st (epoch, step,
@@ -205,20 +325,26 @@ static int fit_epoch(stage_run *run, const rec_data *d, const sasrec_train_cfg *
     double lsum = 0;
     int64_t nb = 0;
     for (int k = 0; k < nbatch; k++) {
-        int i0 = w->starts[k], B = w->nu - i0 < tc->batch ? w->nu - i0 : tc->batch, T;
-        fill_train_batch(d, w->order + i0, B, L, mc->loss == SASREC_LOSS_BCE, w->ids, w->pos, w->neg,
-                         w->len, &T, &st->rng);
-        if (mc->negatives > 0) sasrec_sampler_draw(&w->smp, &st->rng, mc->negatives, w->negs, w->logq);
-        sasrec_batch b = {.B = B, .T = T, .ids = w->ids, .len = w->len, .pos = w->pos, .neg = w->neg,
-                          .negs = w->negs, .logq = w->logq, .norm = norm};
-        float loss = 0;
-        int M = sasrec_forward(m, &b, 1, &st->rng, 1, &loss);
-        if (M < 0) return -1;
-        sasrec_backward(m, &b);
+        int i0 = w->starts[k], B = w->nu - i0 < tc->batch ? w->nu - i0 : tc->batch, T, M;
+        double loss = 0;
+        if (tc->shards > 1) {
+            if ((M = fit_shards(d, tc, w, m, st, w->order + i0, B, norm, &loss)) < 0) return -1;
+        } else {
+            fill_train_batch(d, w->order + i0, B, L, mc->loss == SASREC_LOSS_BCE, w->ids, w->pos, w->neg,
+                             w->len, &T, &st->rng);
+            if (mc->negatives > 0) sasrec_sampler_draw(&w->smp, &st->rng, mc->negatives, w->negs, w->logq);
+            sasrec_batch b = {.B = B, .T = T, .ids = w->ids, .len = w->len, .pos = w->pos, .neg = w->neg,
+                              .negs = w->negs, .logq = w->logq, .norm = norm};
+            float fl = 0;
+            M = sasrec_forward(m, &b, 1, &st->rng, 1, &fl);
+            if (M < 0) return -1;
+            sasrec_backward(m, &b);
+            loss = fl;
+        }
         if (tc->clip > 0) grad_clip(sasrec_grads(m), np, tc->clip);
         st->step++;
         adamw_update(&w->opt, sasrec_params(m), sasrec_grads(m), sasrec_adam_m(m), sasrec_adam_v(m), np, st->step);
-        lsum += (double)loss * norm;       /* the mean is per target */
+        lsum += loss * norm;               /* the mean is per target */
         nb += M;
         if (run && (k & 15) == 15)
             stage_progress(run, (st->epoch + (double)(k + 1) / nbatch) / tc->epochs,
@@ -279,6 +405,14 @@ int sasrec_fit(stage_run *run, const rec_data *d, const sasrec_train_cfg *tc,
     mc.max_B = tc->batch;
     if (tc->batch < 1 || tc->epochs < 0 || tc->eval_every < 1 || tc->patience < 1)
         return tr_error("sasrec: expected batch, eval-every and patience >= 1 and epochs >= 0");
+    if (tc->shards < 0 || tc->shards > tc->batch)
+        return tr_error("sasrec: --shards must be in 0..--batch (%d), got %d", tc->batch, tc->shards);
+    if (dist_size() > 1 && tc->shards < dist_size())
+        return tr_error("sasrec under mpirun with %d processes: each batch is cut into --shards pieces, a "
+                        "setting of the run (the model depends on it, not on the process count); give "
+                        "--shards %d or more (a power of two such as %d keeps every power-of-two count "
+                        "bitwise the same), and the same value when resuming", dist_size(), dist_size(),
+                        dist_size() <= 8 ? 8 : 64);
     fit_state st;
     memset(&st, 0, sizeof st);
     st.best_hr = -1;
@@ -293,17 +427,35 @@ int sasrec_fit(stage_run *run, const rec_data *d, const sasrec_train_cfg *tc,
         free(best);
         return -1;
     }
+    if (dist_size() > 1) {            /* rank 0's (resumed) state on every rank */
+        dist_bcast(&st, sizeof st);
+        dist_bcast(sasrec_params(m), np * sizeof(float));
+        dist_bcast(sasrec_adam_m(m), np * sizeof(float));
+        dist_bcast(sasrec_adam_v(m), np * sizeof(float));
+        dist_bcast(best, np * sizeof(float));
+    }
     fit_work w;
     int rc = fit_work_init(&w, d, tc, &mc);
+    int64_t step0 = st.step;
     while (!rc && !st.done && st.epoch < tc->epochs) {
         double lmean = 0;
         if (fit_epoch(run, d, tc, &w, m, &st, &lmean) != 0 ||
             fit_validate(run, d, tc, m, &st, best, lmean) != 0) { rc = -1; break; }
-        if (run && stage_should_stop() && !st.done && st.epoch < tc->epochs) {
-            if (save_ckpt(run, &st, m, best) != 0) { rc = -1; break; }
-            stage_stopped(run);
+        if (dist_size() > 1 && !dist_same(sasrec_params(m), np * sizeof(float)))
+            dist_abort(1, "sasrec: the ranks' parameters differ after epoch %d", st.epoch);
+        /* a stop request seen on any rank stops every rank after the same epoch */
+        int stop = dist_any(stage_should_stop());
+        if (stop && (run || dist_size() > 1) && !st.done && st.epoch < tc->epochs) {
+            if (run && save_ckpt(run, &st, m, best) != 0) { rc = -1; break; }
+            if (run) stage_stopped(run);
             rc = 130;
         }
+    }
+    if (tc->shards > 1 && getenv("TOKENREC_DIST_STATS") && dist_rank() == 0 && st.step > step0) {
+        double n = (double)(st.step - step0);    /* bench/mpi reads this line */
+        fprintf(stderr, "[dist] ranks %d shards %d steps %.0f compute_s_per_step %.6f allreduce_bytes_per_step %zu "
+                        "allreduce_s_per_step %.6f params %zu\n", dist_size(), tc->shards, n, w.comp_s / n,
+                (np + 2 * (size_t)tc->shards) * sizeof(float), w.comm_s / n, np);
     }
     if (!rc) {
         if (st.best_hr >= 0) memcpy(sasrec_params(m), best, np * sizeof(float));
