@@ -454,8 +454,8 @@ int sasrec_fit(stage_run *run, const rec_data *d, const sasrec_train_cfg *tc,
     if (tc->shards > 1 && getenv("TOKENREC_DIST_STATS") && dist_rank() == 0 && st.step > step0) {
         double n = (double)(st.step - step0);    /* bench/mpi reads this line */
         fprintf(stderr, "[dist] ranks %d shards %d steps %.0f compute_s_per_step %.6f allreduce_bytes_per_step %zu "
-                        "allreduce_s_per_step %.6f params %zu\n", dist_size(), tc->shards, n, w.comp_s / n,
-                (np + 2 * (size_t)tc->shards) * sizeof(float), w.comm_s / n, np);
+                        "allreduce_s_per_step %.6f params %zu items %d\n", dist_size(), tc->shards, n, w.comp_s / n,
+                (np + 2 * (size_t)tc->shards) * sizeof(float), w.comm_s / n, np, d->n_items);
     }
     if (!rc) {
         if (st.best_hr >= 0) memcpy(sasrec_params(m), best, np * sizeof(float));
