@@ -172,5 +172,66 @@ void dist_abort(int code, const char *fmt, ...) {
     exit(code);
 }
 
+void dist_shards(int G, int *g0, int *g1) {
+    *g0 = (int)((int64_t)d_rank * G / d_size);
+    *g1 = (int)((int64_t)(d_rank + 1) * G / d_size);
+}
+
+void dist_accum_init(dist_accum *a, size_t n, size_t n_extra, int G) {
+    memset(a, 0, sizeof *a);
+    a->n = n;
+    a->n_extra = n_extra;
+    while ((1 << a->nlev) < G) a->nlev++;
+    a->nlev += 2;
+    a->lev = tr_calloc((size_t)a->nlev, sizeof *a->lev);
+    a->cnt = tr_calloc((size_t)a->nlev, sizeof *a->cnt);
+}
+
+/* lev[i] += lev[i + 1] over the gradient part. */
+static void accum_merge(dist_accum *a, int i) {
+    float *x = a->lev[i];
+    const float *y = a->lev[i + 1];
+    for (size_t k = 0; k < a->n; k++) x[k] += y[k];
+    a->cnt[i] += a->cnt[i + 1];
+}
+
+void dist_accum_push(dist_accum *a, const float *g) {
+    if (a->top >= a->nlev) {            /* more shards than dist_accum_init's G: fold */
+        accum_merge(a, a->top - 2);
+        a->top--;
+    }
+    if (!a->lev[a->top]) a->lev[a->top] = tr_malloc((a->n + a->n_extra + 1) * sizeof(float));
+    memcpy(a->lev[a->top], g, a->n * sizeof(float));
+    a->cnt[a->top++] = 1;
+    while (a->top >= 2 && a->cnt[a->top - 1] == a->cnt[a->top - 2]) {
+        accum_merge(a, a->top - 2);
+        a->top--;
+    }
+}
+
+void dist_accum_reduce(dist_accum *a, float *out, float *extra) {
+    while (a->top >= 2) {               /* a run of shards that is not a power of two */
+        accum_merge(a, a->top - 2);
+        a->top--;
+    }
+    if (!a->lev[0]) a->lev[0] = tr_malloc((a->n + a->n_extra + 1) * sizeof(float));
+    float *buf = a->lev[0];
+    if (a->top == 0) memset(buf, 0, a->n * sizeof(float));
+    if (a->n_extra) memcpy(buf + a->n, extra, a->n_extra * sizeof(float));
+    double t0 = tr_monotonic();
+    dist_allreduce_sum(buf, a->n + a->n_extra, DIST_F32);
+    a->seconds += tr_monotonic() - t0;
+    memcpy(out, buf, a->n * sizeof(float));
+    if (a->n_extra) memcpy(extra, buf + a->n, a->n_extra * sizeof(float));
+    a->top = 0;
+}
+
+void dist_accum_free(dist_accum *a) {
+    for (int i = 0; i < a->nlev; i++) free(a->lev[i]);
+    free(a->lev);
+    free(a->cnt);
+    memset(a, 0, sizeof *a);
+}
+
 void dist_get_stats(dist_stats *s) { *s = d_stats; }
 void dist_reset_stats(void) { memset(&d_stats, 0, sizeof d_stats); }

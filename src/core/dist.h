@@ -57,6 +57,32 @@ int  dist_same(const void *buf, size_t n);
  * exit status code (exit(code) without MPI). */
 void dist_abort(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
 
+/* Gradients of a batch cut into G shards, summed the same way at any process count: this
+ * rank computes shards [g0, g1) of dist_shards(); each shard's gradient is pushed in order
+ * and summed pairwise in a binary tree (left + right); dist_accum_reduce then all-reduces
+ * the tree's sum (one in-place all-reduce over n + n_extra floats) into out. With G a power
+ * of two and the process count a power of two dividing it, the sum is the same tree at every
+ * process count (bitwise with 1 and 2 processes; above 2 as far as MPI's own reduction
+ * order allows). */
+typedef struct {
+    size_t  n, n_extra;
+    int     nlev, top;
+    float **lev;                /* one buffer of n + n_extra floats per tree level */
+    int    *cnt;                /* shards summed in each level's buffer */
+    double  seconds;            /* wall seconds in the all-reduces */
+} dist_accum;
+/* This rank's shards [*g0, *g1) of G (contiguous; none when G < the process count and this
+ * rank is past them). */
+void dist_shards(int G, int *g0, int *g1);
+void dist_accum_init(dist_accum *a, size_t n, size_t n_extra, int G);
+/* One shard's gradient (n floats), in shard order. */
+void dist_accum_push(dist_accum *a, const float *g);
+/* The sum over every rank's shards into out (n floats; zeros for a rank without shards),
+ * and extra (n_extra floats, e.g. each shard's loss and target count, zero where this
+ * rank has no shard) summed over the ranks in the same all-reduce. Resets for the next batch. */
+void dist_accum_reduce(dist_accum *a, float *out, float *extra);
+void dist_accum_free(dist_accum *a);
+
 /* What the all-reduces of this process cost so far: calls, bytes of the buffers reduced
  * (what one rank hands in) and wall seconds inside them. */
 typedef struct { int64_t calls; double bytes, seconds; } dist_stats;

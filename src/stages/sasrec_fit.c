@@ -167,13 +167,12 @@ typedef struct {
     float   *logq;
     sasrec_sampler smp;
     adamw_cfg opt;
-    /* shards > 1: each shard's padded length, the stack of partial gradient sums (one
-     * buffer per tree level; level 0 ends with each shard's loss and target count), the
-     * all-reduce's seconds and the compute seconds of the steps */
+    /* shards > 1: each shard's padded length, each shard's loss and target count, the
+     * gradient sum over the shards and ranks, the compute seconds of the steps */
     int32_t *shard_T;
-    float  **lev;
-    int     *lev_n, nlev;
-    double   comm_s, comp_s;
+    float   *shard_stats;
+    dist_accum acc;
+    double   comp_s;
 } fit_work;
 
 /* Restore a resumed run's checkpoint into st, m and best (nothing when it stopped before
@@ -192,10 +191,11 @@ static int fit_resume(stage_run *run, const sasrec_train_cfg *tc, fit_state *st,
     return 0;
 }
 
-/* Allocate w for data d and config tc (the model's config mc): the training users (at
+/* Allocate w for data d and config tc (the model's config mc, np parameters): the training users (at
  * least two train items: one input, one target), the batch buffers, the sampler over train
  * popularity and AdamW. Returns 0 or -1 (w is then still freeable). */
-static int fit_work_init(fit_work *w, const rec_data *d, const sasrec_train_cfg *tc, const sasrec_config *mc) {
+static int fit_work_init(fit_work *w, const rec_data *d, const sasrec_train_cfg *tc, const sasrec_config *mc,
+                         size_t np) {
     int L = mc->max_len;
     memset(w, 0, sizeof *w);
     w->users = tr_malloc((size_t)d->n_users * sizeof *w->users);
@@ -220,12 +220,9 @@ static int fit_work_init(fit_work *w, const rec_data *d, const sasrec_train_cfg 
     int src = sasrec_sampler_init(&w->smp, d->n_items, counts, tc->sampler);
     free(counts);
     if (tc->shards > 1) {
-        int G = tc->shards;
-        w->shard_T = tr_malloc((size_t)G * sizeof *w->shard_T);
-        while ((1 << w->nlev) < G) w->nlev++;
-        w->nlev += 2;
-        w->lev = tr_calloc((size_t)w->nlev, sizeof *w->lev);
-        w->lev_n = tr_calloc((size_t)w->nlev, sizeof *w->lev_n);
+        w->shard_T = tr_malloc((size_t)tc->shards * sizeof *w->shard_T);
+        w->shard_stats = tr_malloc(2 * (size_t)tc->shards * sizeof *w->shard_stats);
+        dist_accum_init(&w->acc, np, 2 * (size_t)tc->shards, tc->shards);
     }
     w->opt = adamw_default(tc->lr);
     w->opt.beta2 = 0.98f;
@@ -237,8 +234,8 @@ static int fit_work_init(fit_work *w, const rec_data *d, const sasrec_train_cfg 
 static void fit_work_free(fit_work *w) {
     free(w->users); free(w->ids); free(w->pos); free(w->neg); free(w->len); free(w->order);
     free(w->starts); free(w->negs); free(w->logq);
-    for (int i = 0; i < w->nlev; i++) free(w->lev[i]);
-    free(w->lev); free(w->lev_n); free(w->shard_T);
+    free(w->shard_T); free(w->shard_stats);
+    if (w->acc.lev) dist_accum_free(&w->acc);
     sasrec_sampler_free(&w->smp);
 }
 
@@ -252,8 +249,7 @@ static void fit_work_free(fit_work *w) {
 static int fit_shards(const rec_data *d, const sasrec_train_cfg *tc, fit_work *w, sasrec_model *m,
                       fit_state *st, const int32_t *us, int B, float norm, double *loss) {
     const sasrec_config *mc = sasrec_cfg(m);
-    int L = mc->max_len, G = tc->shards < B ? tc->shards : B;
-    size_t np = sasrec_n_params(m), nbuf = np + 2 * (size_t)tc->shards;
+    int L = mc->max_len, G = tc->shards < B ? tc->shards : B, g0, g1;
     double t0 = tr_monotonic();
     for (int g = 0; g < G; g++) {
         int r0 = g * B / G, r1 = (g + 1) * B / G;
@@ -262,11 +258,9 @@ static int fit_shards(const rec_data *d, const sasrec_train_cfg *tc, fit_work *w
     }
     if (mc->negatives > 0) sasrec_sampler_draw(&w->smp, &st->rng, mc->negatives, w->negs, w->logq);
     uint64_t dseed = rng_u64(&st->rng);       /* the dropout streams of the shards */
-    int nr = dist_size(), rk = dist_rank(), g0 = rk * G / nr, g1 = (rk + 1) * G / nr, top = 0;
-    for (int i = 0; i < w->nlev; i++)
-        if (!w->lev[i]) w->lev[i] = tr_malloc(nbuf * sizeof(float));
-    float *stats = w->lev[0] + np;            /* shard g: loss at 2g, targets at 2g + 1 */
-    memset(stats, 0, 2 * (size_t)tc->shards * sizeof(float));   /* merges touch only [0, np) */
+    float *stats = w->shard_stats;            /* shard g: loss at 2g, targets at 2g + 1 */
+    memset(stats, 0, 2 * (size_t)tc->shards * sizeof *stats);
+    dist_shards(G, &g0, &g1);
     for (int g = g0; g < g1; g++) {
         int r0 = g * B / G, r1 = (g + 1) * B / G;
         size_t o = (size_t)r0 * L;
@@ -280,28 +274,10 @@ static int fit_shards(const rec_data *d, const sasrec_train_cfg *tc, fit_work *w
         sasrec_backward(m, &b);
         stats[2 * g] = l;
         stats[2 * g + 1] = (float)M;
-        /* push this shard's gradient, then merge equal-sized neighbours (left + right) */
-        memcpy(w->lev[top], sasrec_grads(m), np * sizeof(float));
-        w->lev_n[top++] = 1;
-        while (top >= 2 && w->lev_n[top - 1] == w->lev_n[top - 2]) {
-            float *a = w->lev[top - 2], *c = w->lev[top - 1];
-            for (size_t i = 0; i < np; i++) a[i] += c[i];
-            w->lev_n[top - 2] *= 2;
-            top--;
-        }
+        dist_accum_push(&w->acc, sasrec_grads(m));
     }
-    while (top >= 2) {                        /* a run that is not a power of two */
-        float *a = w->lev[top - 2], *c = w->lev[top - 1];
-        for (size_t i = 0; i < np; i++) a[i] += c[i];
-        top--;
-    }
-    if (top == 0) memset(w->lev[0], 0, np * sizeof(float));
-    double t1 = tr_monotonic();
-    dist_allreduce_sum(w->lev[0], nbuf, DIST_F32);
-    double t2 = tr_monotonic();
-    w->comp_s += t1 - t0;
-    w->comm_s += t2 - t1;
-    memcpy(sasrec_grads(m), w->lev[0], np * sizeof(float));
+    w->comp_s += tr_monotonic() - t0;
+    dist_accum_reduce(&w->acc, sasrec_grads(m), stats);
     double lsum = 0;
     int M = 0;
     for (int g = 0; g < G; g++) { lsum += stats[2 * g]; M += (int)stats[2 * g + 1]; }
@@ -435,7 +411,7 @@ int sasrec_fit(stage_run *run, const rec_data *d, const sasrec_train_cfg *tc,
         dist_bcast(best, np * sizeof(float));
     }
     fit_work w;
-    int rc = fit_work_init(&w, d, tc, &mc);
+    int rc = fit_work_init(&w, d, tc, &mc, np);
     int64_t step0 = st.step;
     while (!rc && !st.done && st.epoch < tc->epochs) {
         double lmean = 0;
@@ -455,7 +431,7 @@ int sasrec_fit(stage_run *run, const rec_data *d, const sasrec_train_cfg *tc,
         double n = (double)(st.step - step0);    /* bench/mpi reads this line */
         fprintf(stderr, "[dist] ranks %d shards %d steps %.0f compute_s_per_step %.6f allreduce_bytes_per_step %zu "
                         "allreduce_s_per_step %.6f params %zu items %d\n", dist_size(), tc->shards, n, w.comp_s / n,
-                (np + 2 * (size_t)tc->shards) * sizeof(float), w.comm_s / n, np, d->n_items);
+                (np + 2 * (size_t)tc->shards) * sizeof(float), w.acc.seconds / n, np, d->n_items);
     }
     if (!rc) {
         if (st.best_hr >= 0) memcpy(sasrec_params(m), best, np * sizeof(float));
