@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# e2e_mpi.sh: tokenrec sasrec and evaluate under mpirun on real LastFM with a small model.
-#   1. mpirun -np 2 against one process: the same per-epoch losses and valid HR@10, the same
+# e2e_mpi.sh: tokenrec sasrec, finetune and evaluate under mpirun on real LastFM, small models.
+#   1. mpirun -np 2 against one process (sasrec; finetune's T5 in 1b): the same per-epoch losses and valid HR@10, the same
 #      evaluate metrics and recommendations, parameters within 1e-5 relative (and whether
 #      they are bitwise equal is printed), the same run settings (no process count in them);
 #   2. SIGKILL of rank 1 mid-epoch: mpirun and every rank exit, mpirun non-zero; while both
@@ -69,6 +69,28 @@ grep -q "does not run under mpirun" <<<"$out" || fail "no clear refusal: $out"
 # --shards below the process count: a clear error, nothing run
 out=$(timeout 120 "$MPIRUN" -np 2 "$BIN" sasrec --db "$T/base.db" --epochs 1 --shards 1 --quiet 2>&1) && fail "--shards 1 at -np 2 should fail"
 grep -q "give --shards 2 or more" <<<"$out" || fail "no clear --shards error: $out"
+
+echo "== 1b. finetune (T5, tiny): one process against mpirun -np 2"
+cp "$T/base.db" "$T/ft.db"
+"$BIN" cf --db "$T/ft.db" --epochs 10 --eval-every 10 --threads 1 --quiet || fail "cf"
+"$BIN" tokenize --db "$T/ft.db" --epochs 3 --threads 1 --quiet || fail "tokenize"
+cp "$T/ft.db" "$T/ft1.db"; cp "$T/ft.db" "$T/ft2.db"
+FT=(--preset tiny --epochs 1 --hist 10 --batch 64 --max-pos 8 --threads 1 --shards 4 --quiet)
+"$BIN" finetune --db "$T/ft1.db" "${FT[@]}" || fail "finetune, one process"
+timeout 300 "$MPIRUN" -np 2 "$BIN" finetune --db "$T/ft2.db" "${FT[@]}" || fail "mpirun -np 2 finetune"
+ftm() { q "$1" "SELECT group_concat(printf('%s:%d:%.7f', name, step, value), ' ') FROM metrics_log
+              WHERE run_id = (SELECT max(id) FROM stage_runs WHERE stage = 'finetune')"; }
+[ -n "$(ftm "$T/ft1.db")" ] && [ "$(ftm "$T/ft1.db")" = "$(ftm "$T/ft2.db")" ] || fail "finetune's losses or valid metrics differ:
+$(ftm "$T/ft1.db")
+$(ftm "$T/ft2.db")"
+python3 - "$T/ft1.db" "$T/ft2.db" <<'EOF' || fail "finetune's weights differ beyond 1e-5"
+import sqlite3, struct, sys
+w = [sqlite3.connect(f).execute("SELECT params FROM models").fetchone()[0] for f in sys.argv[1:3]]
+a, b = (struct.unpack('%df' % (len(x) // 4), x) for x in w)
+worst = max(abs(x - y) / max(abs(x), abs(y), 1e-6) for x, y in zip(a, b))
+print("  finetune: %d weights, max relative difference %.3g, bitwise equal: %s" % (len(a), worst, w[0] == w[1]))
+sys.exit(0 if len(a) == len(b) and worst <= 1e-5 else 1)
+EOF
 
 echo "== 2. SIGKILL of rank 1 mid-epoch, resume at one process"
 cp "$T/base.db" "$T/k.db"

@@ -11,7 +11,9 @@
 #include <mpi.h>
 #endif
 
+#ifdef TOKENREC_MPI
 static int d_joined;            /* MPI_Init was called */
+#endif
 static int d_rank, d_size = 1, d_local = 1;
 static dist_stats d_stats;
 

@@ -20,6 +20,29 @@ void dist_bcast_sequences(rec_data *d) {
     dist_bcast(d->seq, (size_t)total * sizeof *d->seq);
 }
 
+/* Rank 0's n elements of size sz at *p into every rank (allocated on the others; a NULL
+ * array on rank 0 stays NULL everywhere). */
+static void bcast_array(void **p, size_t n, size_t sz) {
+    int has = dist_bcast_int(*p != NULL);
+    if (has) dist_bcast_alloc(p, n * sz);
+}
+
+void dist_bcast_rec_data(rec_data *d) {
+    if (dist_size() <= 1) return;
+    dist_bcast_sequences(d);
+    int32_t sc[6] = {d->K, d->L, d->extra, d->cpi, d->D, d->n_skip};
+    int64_t runs[2] = {d->tokenize_run, d->cf_run};
+    dist_bcast(sc, sizeof sc);
+    dist_bcast(runs, sizeof runs);
+    d->K = sc[0]; d->L = sc[1]; d->extra = sc[2]; d->cpi = sc[3]; d->D = sc[4]; d->n_skip = sc[5];
+    d->tokenize_run = runs[0]; d->cf_run = runs[1];
+    bcast_array((void **)&d->user_codes, (size_t)d->n_users * d->K, sizeof(int32_t));
+    bcast_array((void **)&d->item_codes, (size_t)d->n_items * d->cpi, sizeof(int32_t));
+    bcast_array((void **)&d->pool, (size_t)d->n_items * d->D, sizeof(float));
+    bcast_array((void **)&d->pool_inv, (size_t)d->n_items, sizeof(float));
+    bcast_array((void **)&d->skip, (size_t)d->n_users, 1);
+}
+
 int dist_bcast_sasrec(sasrec_model **m, int max_B) {
     if (dist_size() <= 1) return 0;
     sasrec_config c;

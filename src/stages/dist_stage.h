@@ -11,6 +11,9 @@
 /* Rank 0's sequences (n_users, n_items, off, seq; nothing else of rec_data) into every
  * other rank's d, which must be zeroed (it is allocated here; rec_data_free frees it). */
 void dist_bcast_sequences(rec_data *d);
+/* Rank 0's whole rec_data (sequences, tokens, retrieval pool, skipped users: what
+ * rec_data_load fills) into every other rank's zeroed d. */
+void dist_bcast_rec_data(rec_data *d);
 /* Rank 0's model *m (shape and parameters) on every rank: the other ranks' *m (NULL on
  * entry) is built here with the largest batch max_B. Returns 0 or -1 (tr_error). */
 int  dist_bcast_sasrec(sasrec_model **m, int max_B);
