@@ -70,14 +70,44 @@ static double gloss(void) {
     return l;
 }
 
+/* The item sides of the causal LLM (finetune --arch causal) on the tiny config: 11 items
+ * and 6 token rows (11..16); item i sums tokens 11 + i%3, 14 + i%3 and its own row i, but
+ * item 5 has no own row (an item never trained: tokens alone). */
+enum { SIDE_SASREC, SIDE_TOKENS, SIDE_TABLE, SIDE_FIXED };
+static int32_t side_rows[11 * 3];
+static float side_fixed[11 * 5];
+static void side_config(sasrec_config *c, int side, rng_t *r) {
+    if (side == SIDE_SASREC) return;
+    for (int i = 0; i < 11; i++) {
+        side_rows[i * 3] = 11 + i % 3;
+        side_rows[i * 3 + 1] = 14 + i % 3;
+        side_rows[i * 3 + 2] = i == 5 ? -1 : i;
+    }
+    for (int k = 0; k < 11 * 5; k++) side_fixed[k] = rng_normal(r);
+    c->n_rows = 17;
+    c->n_feat = 3;
+    c->item_rows = side_rows;
+    c->out = side == SIDE_TOKENS ? SASREC_OUT_TIED : side == SIDE_TABLE ? SASREC_OUT_TABLE : SASREC_OUT_FIXED;
+    c->out_dim = 5;
+    c->fixed = side_fixed;
+}
+/* ids (n) as input rows (n x n_feat) of model m into out. */
+static void expand_ids(const sasrec_model *m, const int32_t *ids, int n, int32_t *out) {
+    int S = sasrec_cfg(m)->n_feat;
+    for (int k = 0; k < n; k++) sasrec_item_rows(m, ids[k], out + (size_t)k * S);
+}
+
 /* negatives > 0: sampled softmax against shared negatives that include item 4, the target of
- * row 0's position 2 and row 2's position 0 (masked there), with log-Q corrections. */
-static void check_grads(int loss, float dropout, int negatives) {
+ * row 0's position 2 and row 2's position 0 (masked there), with log-Q corrections. side:
+ * SIDE_* (the others than SASRec also have row 1 start with a user position: tokens 12, 15). */
+static void check_grads_side(int loss, float dropout, int negatives, int side) {
     rng_t r;
     rng_seed(&r, 2);
     sasrec_config c = tiny(loss, dropout);
     c.negatives = negatives;
+    side_config(&c, side, &r);
     gm = sasrec_new(&c, &r);
+    assert_non_null(gm);
     static const int32_t negs[5] = {3, 4, 9, 0, 3};
     static const float logq[5] = {0.5f, -0.3f, 0.1f, 1.2f, 0.5f};
     /* row 0 full, row 1 padded after 4 items, row 2 with one position; -1: no target */
@@ -85,7 +115,10 @@ static void check_grads(int loss, float dropout, int negatives) {
     int32_t pos[18] = {2, 3, 4, 5, 6, 7, 8, 9, -1, 1, -1, -1, 4, -1, -1, -1, -1, -1};
     int32_t neg[18] = {9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 0, 0, 10, 0, 0, 0, 0, 0};
     int32_t len[3] = {6, 4, 1};
-    sasrec_batch b = {.B = 3, .T = 6, .ids = ids, .len = len, .pos = pos, .neg = neg,
+    static int32_t feats[18 * 3];
+    expand_ids(gm, ids, 18, feats);
+    if (side != SIDE_SASREC) { feats[6 * 3] = 12; feats[6 * 3 + 1] = 15; feats[6 * 3 + 2] = -1; }
+    sasrec_batch b = {.B = 3, .T = 6, .ids = feats, .len = len, .pos = pos, .neg = neg,
                       .negs = negatives ? negs : NULL, .logq = negatives ? logq : NULL};
     gb = b;
     rng_seed(&r, 99);
@@ -125,6 +158,13 @@ static void check_grads(int loss, float dropout, int negatives) {
     free(g);
     sasrec_free(gm);
 }
+static void check_grads(int loss, float dropout, int negatives) { check_grads_side(loss, dropout, negatives, SIDE_SASREC); }
+static void grads_tokens(void **state) { (void)state; check_grads_side(SASREC_LOSS_SOFTMAX, 0.3f, 0, SIDE_TOKENS); }
+static void grads_tokens_sampled(void **state) { (void)state; check_grads_side(SASREC_LOSS_SOFTMAX, 0.0f, 5, SIDE_TOKENS); }
+static void grads_table(void **state) { (void)state; check_grads_side(SASREC_LOSS_SOFTMAX, 0.3f, 0, SIDE_TABLE); }
+static void grads_table_sampled(void **state) { (void)state; check_grads_side(SASREC_LOSS_SOFTMAX, 0.0f, 5, SIDE_TABLE); }
+static void grads_fixed(void **state) { (void)state; check_grads_side(SASREC_LOSS_SOFTMAX, 0.3f, 0, SIDE_FIXED); }
+static void grads_fixed_sampled(void **state) { (void)state; check_grads_side(SASREC_LOSS_SOFTMAX, 0.0f, 5, SIDE_FIXED); }
 static void grads_softmax(void **state) { (void)state; check_grads(SASREC_LOSS_SOFTMAX, 0.0f, 0); }
 static void grads_softmax_dropout(void **state) { (void)state; check_grads(SASREC_LOSS_SOFTMAX, 0.3f, 0); }
 static void grads_bce(void **state) { (void)state; check_grads(SASREC_LOSS_BCE, 0.0f, 0); }
@@ -249,7 +289,7 @@ static double train_pattern(int loss, int negatives) {
     int ks[1] = {10};
     retr_metrics met;
     retr_metrics_init(&met, 1, ks);
-    assert_int_equal(sasrec_rank(m, &d, 2, 16, &met, 0, NULL, NULL), 0);
+    assert_int_equal(sasrec_rank(m, &d, NULL, 2, 16, &met, 0, NULL, NULL), 0);
     assert_int_equal(met.n, 80);
     double hr = retr_hr(&met, 10);
     print_message("pattern loss %d: best valid HR@10 %.3f, test HR@10 %.3f\n", loss, best_valid, hr);
@@ -445,6 +485,12 @@ int main(void) {
         cmocka_unit_test(grads_bce),
         cmocka_unit_test(grads_sampled),
         cmocka_unit_test(grads_sampled_dropout),
+        cmocka_unit_test(grads_tokens),
+        cmocka_unit_test(grads_tokens_sampled),
+        cmocka_unit_test(grads_table),
+        cmocka_unit_test(grads_table_sampled),
+        cmocka_unit_test(grads_fixed),
+        cmocka_unit_test(grads_fixed_sampled),
         cmocka_unit_test(sampled_loss_by_hand),
         cmocka_unit_test(sampler_draws),
         cmocka_unit_test(learns_pattern_softmax),

@@ -35,8 +35,17 @@ typedef struct {
 } blk_act;
 
 struct sasrec_model {
-    sasrec_config c;
+    sasrec_config c;            /* n_rows, n_feat filled in; item_rows, fixed: the copies */
     size_t   n_params, item, posn, lnf_w, lnf_b;
+    size_t   otab, head_w, head_b;  /* output table (OUT_TABLE), head (OUT_FIXED) */
+    int32_t *rows;              /* (n_items, n_feat) copy of item_rows, or NULL */
+    float   *fixed;             /* (n_items, out_dim) copy of the fixed vectors, or NULL */
+    float   *comp, *gcomp;      /* (n_items, d) composed item vectors (OUT_TIED with rows) */
+    float   *Z, *dZ;            /* (N, out_dim) the head's outputs (OUT_FIXED) */
+    const float *W;             /* the item side of the last forward: (n_items, Do) */
+    float   *gW;                /* its gradient (NULL: fixed) */
+    int      Do;                /* its width */
+    float   *Q, *dQ;            /* the loss's query rows and their gradient: G/dG or Z/dZ */
     blk_off *bo;
     float   *params, *grads, *adam_m, *adam_v;
     /* arena */
@@ -63,12 +72,20 @@ float *sasrec_grads(sasrec_model *m) { return m->grads; }
 float *sasrec_adam_m(sasrec_model *m) { return m->adam_m; }
 float *sasrec_adam_v(sasrec_model *m) { return m->adam_v; }
 const float *sasrec_hidden(const sasrec_model *m) { return m->out; }
+float *sasrec_out_table(sasrec_model *m) { return m->c.out == SASREC_OUT_TABLE ? m->params + m->otab : NULL; }
 
-/* Lay out the parameters: items, positions, the blocks, the final norm. */
+void sasrec_item_rows(const sasrec_model *m, int32_t item, int32_t *rows) {
+    int S = m->c.n_feat;
+    if (m->rows) memcpy(rows, m->rows + (size_t)item * S, (size_t)S * sizeof *rows);
+    else { rows[0] = item; for (int s = 1; s < S; s++) rows[s] = -1; }
+}
+
+/* Lay out the parameters: input rows, positions, the blocks, the final norm, the output
+ * table or head. */
 static void layout(sasrec_model *m) {
     int d = m->c.d;
     size_t o = 0;
-    m->item = o; o += (size_t)m->c.n_items * d;
+    m->item = o; o += (size_t)m->c.n_rows * d;
     m->posn = o; o += (size_t)m->c.max_len * d;
     m->bo = tr_calloc((size_t)m->c.n_blocks, sizeof *m->bo);
     for (int l = 0; l < m->c.n_blocks; l++) {
@@ -81,6 +98,11 @@ static void layout(sasrec_model *m) {
         b->f2_w = o; o += (size_t)d * d;  b->f2_b = o; o += d;
     }
     m->lnf_w = o; o += d;  m->lnf_b = o; o += d;
+    if (m->c.out == SASREC_OUT_TABLE) { m->otab = o; o += (size_t)m->c.n_items * d; }
+    if (m->c.out == SASREC_OUT_FIXED) {
+        m->head_w = o; o += (size_t)m->c.out_dim * d;
+        m->head_b = o; o += (size_t)m->c.out_dim;
+    }
     m->n_params = o;
 }
 
@@ -99,7 +121,7 @@ static void init_weights(sasrec_model *m, rng_t *rng) {
     int d = m->c.d;
     float *P = m->params;
     float sd = 1.0f / sqrtf((float)d);
-    fill_normal(P + m->item, (size_t)m->c.n_items * d, sd, rng);
+    fill_normal(P + m->item, (size_t)m->c.n_rows * d, sd, rng);
     fill_normal(P + m->posn, (size_t)m->c.max_len * d, sd, rng);
     for (int l = 0; l < m->c.n_blocks; l++) {
         blk_off *b = &m->bo[l];
@@ -111,13 +133,16 @@ static void init_weights(sasrec_model *m, rng_t *rng) {
         fill_uniform(P + b->f2_w, (size_t)d * d, sqrtf(6.0f / (2 * d)), rng);
     }
     fill_const(P + m->lnf_w, d, 1);
+    if (m->c.out == SASREC_OUT_TABLE) fill_normal(P + m->otab, (size_t)m->c.n_items * d, sd, rng);
+    if (m->c.out == SASREC_OUT_FIXED)
+        fill_uniform(P + m->head_w, (size_t)m->c.out_dim * d, sqrtf(6.0f / (d + m->c.out_dim)), rng);
 }
 
 /* Allocate the activation arena for (max_B, max_len). */
 static void arena(sasrec_model *m) {
     size_t d = m->c.d, N = (size_t)m->c.max_B * m->c.max_len;
     size_t TT = (size_t)m->c.max_B * m->c.n_heads * m->c.max_len * m->c.max_len;
-    size_t V = m->c.n_items;
+    size_t V = m->c.n_items, Dw = m->c.out == SASREC_OUT_FIXED && (size_t)m->c.out_dim > d ? (size_t)m->c.out_dim : d;
 #define F(n) tr_calloc((size_t)(n) + 1, sizeof(float))
 #define U(n) tr_calloc((size_t)(n) + 1, 1)
     m->ba = tr_calloc((size_t)m->c.n_blocks, sizeof *m->ba);
@@ -135,13 +160,33 @@ static void arena(sasrec_model *m) {
     size_t W = V > (size_t)m->c.negatives + 1 ? V : (size_t)m->c.negatives + 1;
     m->logits = F((size_t)LOSS_CHUNK * W);
     m->rowloss = tr_calloc(LOSS_CHUNK, sizeof(double));
-    m->En = F((size_t)m->c.negatives * d); m->gEn = F((size_t)m->c.negatives * d);
+    m->En = F((size_t)m->c.negatives * Dw); m->gEn = F((size_t)m->c.negatives * Dw);
+    if (m->rows) { m->comp = F(V * d); m->gcomp = F(V * d); }
+    if (m->c.out == SASREC_OUT_FIXED) { m->Z = F(N * m->c.out_dim); m->dZ = F(N * m->c.out_dim); }
     m->gidx = tr_calloc(N, sizeof(int32_t)); m->gtgt = tr_calloc(N, sizeof(int32_t));
     m->gneg = tr_calloc(N, sizeof(int32_t));
     m->dx = F(N * d); m->dout = F(N * d); m->t1 = F(N * d); m->t2 = F(N * d); m->t3 = F(N * d);
     m->dqkv = F(N * 3 * d); m->scr = F(TT);
 #undef F
 #undef U
+}
+
+/* The input and item-side settings of c (n_rows and n_feat already defaulted) are
+ * consistent: 0, or -1 with tr_error. */
+static int check_sides(const sasrec_config *c) {
+    if (c->n_rows < 1 || c->n_feat < 1 || c->n_feat > 64)
+        return tr_error("sasrec: expected an input table and 1..64 rows per position, got %d rows, %d per position",
+                        c->n_rows, c->n_feat);
+    if (!c->item_rows && (c->n_feat != 1 || c->n_rows < c->n_items))
+        return tr_error("sasrec: without item_rows an item is one input row (n_feat 1, n_rows >= n_items)");
+    for (size_t i = 0; c->item_rows && i < (size_t)c->n_items * c->n_feat; i++)
+        if (c->item_rows[i] < -1 || c->item_rows[i] >= c->n_rows)
+            return tr_error("sasrec: item row %d outside -1..%d", c->item_rows[i], c->n_rows - 1);
+    if (c->out < SASREC_OUT_TIED || c->out > SASREC_OUT_FIXED)
+        return tr_error("sasrec: unknown item side %d", c->out);
+    if (c->out == SASREC_OUT_FIXED && (!c->fixed || c->out_dim < 1))
+        return tr_error("sasrec: a fixed item side needs its vectors and their width");
+    return 0;
 }
 
 sasrec_model *sasrec_new(const sasrec_config *c, rng_t *rng) {
@@ -153,8 +198,24 @@ sasrec_model *sasrec_new(const sasrec_config *c, rng_t *rng) {
                  c->max_len, c->dropout);
         return NULL;
     }
+    sasrec_config cc = *c;
+    if (cc.n_rows <= 0) cc.n_rows = cc.n_items;
+    if (cc.n_feat <= 0) cc.n_feat = 1;
+    if (check_sides(&cc) != 0) return NULL;
     sasrec_model *m = tr_calloc(1, sizeof *m);
-    m->c = *c;
+    m->c = cc;
+    if (cc.item_rows) {
+        size_t n = (size_t)cc.n_items * cc.n_feat;
+        m->rows = tr_malloc(n * sizeof *m->rows);
+        memcpy(m->rows, cc.item_rows, n * sizeof *m->rows);
+    }
+    if (cc.out == SASREC_OUT_FIXED) {
+        size_t n = (size_t)cc.n_items * cc.out_dim;
+        m->fixed = tr_malloc(n * sizeof *m->fixed);
+        memcpy(m->fixed, cc.fixed, n * sizeof *m->fixed);
+    }
+    m->c.item_rows = m->rows;
+    m->c.fixed = m->fixed;
     layout(m);
     m->params = tr_calloc(m->n_params, sizeof(float));
     m->grads = tr_calloc(m->n_params, sizeof(float));
@@ -179,6 +240,7 @@ void sasrec_free(sasrec_model *m) {
     free(m->G); free(m->dG); free(m->logits); free(m->rowloss); free(m->En); free(m->gEn);
     free(m->gidx); free(m->gtgt); free(m->gneg);
     free(m->dx); free(m->dout); free(m->t1); free(m->t2); free(m->t3); free(m->dqkv); free(m->scr);
+    free(m->rows); free(m->fixed); free(m->comp); free(m->gcomp); free(m->Z); free(m->dZ);
     free(m->params); free(m->grads); free(m->adam_m); free(m->adam_v);
     free(m);
 }
@@ -192,14 +254,14 @@ static void scale_q(float *qkv, int N, int d, float s) {
 static float softplus(float x) { return x > 0 ? x + log1pf(expf(-x)) : log1pf(expf(x)); }
 static float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 
-/* Sampled softmax over the gathered targets: row r's logits are [G_r . E[t_r],
- * G_r . E[n_j] - logq_j for the N shared negatives], a negative equal to t_r masked to
+/* Sampled softmax over the gathered query rows Q (M,Do): row r's logits are [Q_r . W[t_r],
+ * Q_r . W[n_j] - logq_j for the N shared negatives], a negative equal to t_r masked to
  * -inf; cross-entropy with the target in column 0, in blocks of LOSS_CHUNK rows. With grad:
- * dG, the targets' rows of the item table's gradient, and the negatives' rows through gEn. */
+ * dQ, and (a trained item side) the targets' and the negatives' rows of gW, through gEn. */
 static double sampled_loss(sasrec_model *m, int M, int grad) {
-    int d = m->c.d, Nn = m->c.negatives, W = Nn + 1;
-    const float *E = m->params + m->item;
-    float *gE = m->grads + m->item;
+    int d = m->Do, Nn = m->c.negatives, W = Nn + 1;
+    const float *E = m->W;
+    float *gE = m->gW;
     for (int j = 0; j < Nn; j++)
         memcpy(m->En + (size_t)j * d, E + (size_t)m->negs[j] * d, (size_t)d * sizeof(float));
     if (grad) memset(m->gEn, 0, (size_t)Nn * d * sizeof(float));
@@ -207,7 +269,7 @@ static double sampled_loss(sasrec_model *m, int M, int grad) {
     double sum = 0;
     for (int r0 = 0; r0 < M; r0 += LOSS_CHUNK) {
         int rows = M - r0 < LOSS_CHUNK ? M - r0 : LOSS_CHUNK;
-        const float *G = m->G + (size_t)r0 * d;
+        const float *G = m->Q + (size_t)r0 * d;
         nn_sgemm(0, 1, rows, Nn, d, 1.0f, G, d, m->En, d, 0.0f, m->logits + 1, W);
         for (int r = 0; r < rows; r++) {
             const float *g = G + (size_t)r * d, *e = E + (size_t)m->gtgt[r0 + r] * d;
@@ -221,17 +283,20 @@ static double sampled_loss(sasrec_model *m, int M, int grad) {
         }
         sum += softmax_xent_inplace(m->logits, zero, rows, W, 1.0f / m->norm, grad, m->rowloss);
         if (!grad) continue;
-        float *dG = m->dG + (size_t)r0 * d;
+        float *dG = m->dQ + (size_t)r0 * d;
         nn_sgemm(0, 0, rows, d, Nn, 1.0f, m->logits + 1, W, m->En, d, 0.0f, dG, d);
-        nn_sgemm(1, 0, Nn, d, rows, 1.0f, m->logits + 1, W, G, d, 1.0f, m->gEn, d);
+        if (gE) nn_sgemm(1, 0, Nn, d, rows, 1.0f, m->logits + 1, W, G, d, 1.0f, m->gEn, d);
         for (int r = 0; r < rows; r++) {
             float k = m->logits[(size_t)r * W];
             const float *g = G + (size_t)r * d, *e = E + (size_t)m->gtgt[r0 + r] * d;
-            float *dg = dG + (size_t)r * d, *ge = gE + (size_t)m->gtgt[r0 + r] * d;
-            for (int c = 0; c < d; c++) { dg[c] += k * e[c]; ge[c] += k * g[c]; }
+            float *dg = dG + (size_t)r * d;
+            for (int c = 0; c < d; c++) dg[c] += k * e[c];
+            if (!gE) continue;
+            float *ge = gE + (size_t)m->gtgt[r0 + r] * d;
+            for (int c = 0; c < d; c++) ge[c] += k * g[c];
         }
     }
-    if (grad)
+    if (grad && gE)
         for (int j = 0; j < Nn; j++) {
             float *ge = gE + (size_t)m->negs[j] * d;
             const float *gn = m->gEn + (size_t)j * d;
@@ -240,49 +305,98 @@ static double sampled_loss(sasrec_model *m, int M, int grad) {
     return sum;
 }
 
-/* Loss over the gathered targets G (M,d), summed and divided by m->norm: full softmax
- * against every item in blocks of LOSS_CHUNK rows (logits = G E^T, one sgemm each),
- * sampled softmax (sampled_loss), or BCE with one negative per target. With grad: dG (M,d)
- * and the item table's gradient from the output side, both scaled by 1/norm. */
+/* Loss over the gathered query rows Q (M,Do), summed and divided by m->norm: full softmax
+ * against every item in blocks of LOSS_CHUNK rows (logits = Q W^T, one sgemm each),
+ * sampled softmax (sampled_loss), or BCE with one negative per target. With grad: dQ (M,Do)
+ * and the item side's gradient gW (when it is trained), both scaled by 1/norm. */
 static float loss_fwd(sasrec_model *m, int M, int grad) {
-    int d = m->c.d, V = m->c.n_items;
-    const float *E = m->params + m->item;
-    float *gE = m->grads + m->item;
+    int d = m->Do, V = m->c.n_items;
+    const float *E = m->W;
+    float *gE = m->gW;
     double sum = 0;
     if (m->c.loss == SASREC_LOSS_SOFTMAX && m->c.negatives > 0) {
         sum = sampled_loss(m, M, grad);
     } else if (m->c.loss == SASREC_LOSS_SOFTMAX) {
         for (int r0 = 0; r0 < M; r0 += LOSS_CHUNK) {
             int rows = M - r0 < LOSS_CHUNK ? M - r0 : LOSS_CHUNK;
-            const float *G = m->G + (size_t)r0 * d;
+            const float *G = m->Q + (size_t)r0 * d;
             nn_sgemm(0, 1, rows, V, d, 1.0f, G, d, E, d, 0.0f, m->logits, V);
             sum += softmax_xent_inplace(m->logits, m->gtgt + r0, rows, V, 1.0f / m->norm, grad, m->rowloss);
             if (!grad) continue;
-            nn_sgemm(0, 0, rows, d, V, 1.0f, m->logits, V, E, d, 0.0f, m->dG + (size_t)r0 * d, d);
-            nn_sgemm(1, 0, V, d, rows, 1.0f, m->logits, V, G, d, 1.0f, gE, d);
+            nn_sgemm(0, 0, rows, d, V, 1.0f, m->logits, V, E, d, 0.0f, m->dQ + (size_t)r0 * d, d);
+            if (gE) nn_sgemm(1, 0, V, d, rows, 1.0f, m->logits, V, G, d, 1.0f, gE, d);
         }
     } else {
         for (int r = 0; r < M; r++) {
-            const float *g = m->G + (size_t)r * d;
+            const float *g = m->Q + (size_t)r * d;
             const float *ep = E + (size_t)m->gtgt[r] * d, *en = E + (size_t)m->gneg[r] * d;
             float sp = 0, sn = 0;
             for (int c = 0; c < d; c++) { sp += g[c] * ep[c]; sn += g[c] * en[c]; }
             sum += softplus(-sp) + softplus(sn);
             if (!grad) continue;
             float kp = (sigmoid(sp) - 1.0f) / m->norm, kn = sigmoid(sn) / m->norm;
-            float *dg = m->dG + (size_t)r * d;
+            float *dg = m->dQ + (size_t)r * d;
+            for (int c = 0; c < d; c++) dg[c] = kp * ep[c] + kn * en[c];
+            if (!gE) continue;
             float *gp = gE + (size_t)m->gtgt[r] * d, *gn = gE + (size_t)m->gneg[r] * d;
-            for (int c = 0; c < d; c++) {
-                dg[c] = kp * ep[c] + kn * en[c];
-                gp[c] += kp * g[c];
-                gn[c] += kn * g[c];
-            }
+            for (int c = 0; c < d; c++) { gp[c] += kp * g[c]; gn[c] += kn * g[c]; }
         }
     }
     return M ? (float)(sum / m->norm) : 0.0f;
 }
 
-/* ids (B,T) -> out (B,T,d); see sasrec.h for the model. */
+/* The item side of this forward into m->W, m->gW, m->Do (see sasrec.h): composed from the
+ * input rows (their gradient gcomp zeroed when grad), the input or output table, or the
+ * fixed vectors. */
+static void item_side(sasrec_model *m, int grad) {
+    int d = m->c.d, V = m->c.n_items, S = m->c.n_feat;
+    m->Do = d;
+    if (m->c.out == SASREC_OUT_FIXED) {
+        m->W = m->fixed; m->gW = NULL; m->Do = m->c.out_dim;
+    } else if (m->c.out == SASREC_OUT_TABLE) {
+        m->W = m->params + m->otab; m->gW = m->grads + m->otab;
+    } else if (!m->rows) {
+        m->W = m->params + m->item; m->gW = m->grads + m->item;
+    } else {
+        const float *E = m->params + m->item;
+        for (int i = 0; i < V; i++) {
+            float *v = m->comp + (size_t)i * d;
+            memset(v, 0, (size_t)d * sizeof(float));
+            for (int s = 0; s < S; s++) {
+                int32_t r = m->rows[(size_t)i * S + s];
+                if (r < 0) continue;
+                const float *e = E + (size_t)r * d;
+                for (int k = 0; k < d; k++) v[k] += e[k];
+            }
+        }
+        m->W = m->comp; m->gW = m->gcomp;
+        if (grad) memset(m->gcomp, 0, (size_t)V * d * sizeof(float));
+    }
+}
+
+/* Add the composed item vectors' gradient to the input rows they sum (OUT_TIED with rows). */
+static void item_side_backward(sasrec_model *m) {
+    if (m->gW != m->gcomp || !m->gcomp) return;
+    int d = m->c.d, V = m->c.n_items, S = m->c.n_feat;
+    float *gE = m->grads + m->item;
+    for (int i = 0; i < V; i++)
+        for (int s = 0; s < S; s++) {
+            int32_t r = m->rows[(size_t)i * S + s];
+            if (r < 0) continue;
+            const float *gv = m->gcomp + (size_t)i * d;
+            float *ge = gE + (size_t)r * d;
+            for (int k = 0; k < d; k++) ge[k] += gv[k];
+        }
+}
+
+/* The query rows of the M gathered hidden rows G: G itself, or the head W h + b into Z. */
+static void queries(sasrec_model *m, int M) {
+    if (m->c.out != SASREC_OUT_FIXED) { m->Q = m->G; m->dQ = m->dG; return; }
+    linear_forward(m->Z, m->G, m->params + m->head_w, m->params + m->head_b, M, m->c.d, m->c.out_dim);
+    m->Q = m->Z; m->dQ = m->dZ;
+}
+
+/* ids (B,T,n_feat) -> out (B,T,d); see sasrec.h for the model. */
 int sasrec_forward(sasrec_model *m, const sasrec_batch *b, int train, rng_t *rng, int grad,
                    float *loss) {
     const sasrec_config *c = &m->c;
@@ -294,12 +408,20 @@ int sasrec_forward(sasrec_model *m, const sasrec_batch *b, int train, rng_t *rng
     m->B = B; m->T = T; m->p = p;
     const float *P = m->params;
     float sq = sqrtf((float)d), qs = 1.0f / sqrtf((float)Dh);
+    int S = c->n_feat;
     for (int n = 0; n < N; n++) {
-        int32_t id = b->ids[n];
-        if (id < 0 || id >= c->n_items) return tr_error("sasrec: item id %d outside 0..%d", id, c->n_items - 1);
-        const float *ev = P + m->item + (size_t)id * d, *pv = P + m->posn + (size_t)(n % T) * d;
+        const float *pv = P + m->posn + (size_t)(n % T) * d;
         float *er = m->e + (size_t)n * d;
-        for (int k = 0; k < d; k++) er[k] = ev[k] * sq + pv[k];
+        memset(er, 0, (size_t)d * sizeof(float));
+        for (int s = 0; s < S; s++) {
+            int32_t id = b->ids[(size_t)n * S + s];
+            if (id < -1 || id >= c->n_rows || (id < 0 && !c->item_rows))
+                return tr_error("sasrec: input row %d outside 0..%d", id, c->n_rows - 1);
+            if (id < 0) continue;
+            const float *ev = P + m->item + (size_t)id * d;
+            for (int k = 0; k < d; k++) er[k] += ev[k];
+        }
+        for (int k = 0; k < d; k++) er[k] = er[k] * sq + pv[k];
     }
     size_t Nd = (size_t)N * d;
     dropout_forward(c->n_blocks ? m->ba[0].x : m->xL, m->m0, m->e, Nd, p, r);
@@ -350,7 +472,10 @@ int sasrec_forward(sasrec_model *m, const sasrec_batch *b, int train, rng_t *rng
     m->M = M;
     m->norm = b->norm > 0 ? b->norm : (float)(M > 0 ? M : 1);
     if (grad) memset(m->grads, 0, m->n_params * sizeof(float));
+    item_side(m, grad);
+    queries(m, M);
     float L = loss_fwd(m, M, grad);
+    if (grad) item_side_backward(m);
     if (loss) *loss = L;
     return M;
 }
@@ -364,6 +489,10 @@ void sasrec_backward(sasrec_model *m, const sasrec_batch *b) {
     size_t Nd = (size_t)N * d, fb = Nd * sizeof(float);
     float p = m->p, *P = m->params, *g = m->grads;
     float sq = sqrtf((float)d), qs = 1.0f / sqrtf((float)Dh);
+    if (c->out == SASREC_OUT_FIXED) {          /* back through the head: dG from dZ */
+        memset(m->dG, 0, (size_t)m->M * d * sizeof(float));
+        linear_backward(m->dG, g + m->head_w, g + m->head_b, m->dZ, m->G, P + m->head_w, m->M, d, c->out_dim);
+    }
     memset(m->dout, 0, fb);
     for (int r = 0; r < m->M; r++)
         memcpy(m->dout + (size_t)m->gidx[r] * d, m->dG + (size_t)r * d, (size_t)d * sizeof(float));
@@ -409,8 +538,16 @@ void sasrec_backward(sasrec_model *m, const sasrec_batch *b) {
         float *gp = g + m->posn + (size_t)(n % T) * d;
         for (int k = 0; k < d; k++) gp[k] += gr[k];
     }
-    for (size_t i = 0; i < Nd; i++) m->t1[i] *= sq;
-    embedding_backward(g + m->item, m->t1, b->ids, N, d);
+    int S = c->n_feat;
+    for (int n = 0; n < N; n++) {
+        const float *gr = m->t1 + (size_t)n * d;
+        for (int s = 0; s < S; s++) {
+            int32_t id = b->ids[(size_t)n * S + s];
+            if (id < 0) continue;
+            float *ge = g + m->item + (size_t)id * d;
+            for (int k = 0; k < d; k++) ge[k] += gr[k] * sq;
+        }
+    }
 }
 
 int sasrec_scores(sasrec_model *m, const sasrec_batch *b, float *scores) {
@@ -421,8 +558,9 @@ int sasrec_scores(sasrec_model *m, const sasrec_batch *b, float *scores) {
     for (int i = 0; i < b->B; i++)
         memcpy(m->G + (size_t)i * d, m->out + ((size_t)i * b->T + b->len[i] - 1) * d,
                (size_t)d * sizeof(float));
-    nn_sgemm(0, 1, b->B, m->c.n_items, d, 1.0f, m->G, d, m->params + m->item, d, 0.0f, scores,
-             m->c.n_items);
+    item_side(m, 0);
+    queries(m, b->B);
+    nn_sgemm(0, 1, b->B, m->c.n_items, m->Do, 1.0f, m->Q, m->Do, m->W, m->Do, 0.0f, scores, m->c.n_items);
     return 0;
 }
 

@@ -48,6 +48,8 @@ int dist_bcast_sasrec(sasrec_model **m, int max_B) {
     sasrec_config c;
     memset(&c, 0, sizeof c);
     if (dist_rank() == 0) c = *sasrec_cfg(*m);
+    int plain = dist_bcast_int(!c.item_rows && !c.fixed);
+    if (!plain) return tr_error("only SASRec's own models (item ids in, tied items out) are broadcast");
     dist_bcast(&c, sizeof c);
     if (dist_rank() != 0) {
         rng_t r;

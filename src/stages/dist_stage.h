@@ -14,7 +14,8 @@ void dist_bcast_sequences(rec_data *d);
 /* Rank 0's whole rec_data (sequences, tokens, retrieval pool, skipped users: what
  * rec_data_load fills) into every other rank's zeroed d. */
 void dist_bcast_rec_data(rec_data *d);
-/* Rank 0's model *m (shape and parameters) on every rank: the other ranks' *m (NULL on
+/* Rank 0's SASRec model *m (shape and parameters; not the causal LLM's, whose item rows
+ * and fixed vectors are not sent) on every rank: the other ranks' *m (NULL on
  * entry) is built here with the largest batch max_B. Returns 0 or -1 (tr_error). */
 int  dist_bcast_sasrec(sasrec_model **m, int max_B);
 /* Rank 0's n bytes at *p into every rank: the other ranks' *p (NULL on entry) is allocated

@@ -1,5 +1,6 @@
 /* evaluate.c: `tokenrec evaluate` (methods tokenrec, lightgcn, popularity, generate, sasrec). */
 #include "evaluate.h"
+#include "causalrec.h"
 #include "cli.h"
 #include "db.h"
 #include "dist_stage.h"
@@ -115,6 +116,7 @@ typedef struct {
     int            do_valid;
     rec_data       d;
     rec_loaded     lm;                 /* tokenrec, generate: the finetuned model */
+    causal_loaded  cl;                 /* tokenrec of finetune --arch causal: the model (cl.m) */
     sasrec_model  *sm;                 /* sasrec */
     float         *uvec, *ivec, *pop;  /* lightgcn: cf vectors (D wide); popularity: counts */
     int            D;
@@ -138,8 +140,58 @@ static int load_held(ev_ctx *c, int64_t hrun) {
 
 /* tokenrec, generate: the finetune run's model and the data of its tokenize run. */
 static int load_finetuned(ev_ctx *c) {
+    int causal = causal_is_stored(c->db, c->run.upstream_run);
+    if (causal < 0) return -1;
+    if (causal) {
+        if (strcmp(c->method, "tokenrec"))
+            return tr_error("the finetune run %lld is --arch causal: evaluate it with --method tokenrec",
+                            (long long)c->run.upstream_run);
+        return causal_load(c->db, c->o->dataset, c->run.upstream_run, c->o->batch, &c->d, &c->cl);
+    }
     if (rec_model_load(c->db, c->run.upstream_run, &c->lm) != 0) return -1;
     return rec_data_load(c->db, c->o->dataset, c->lm.tokenize_run, c->lm.pool_kind, &c->d);
+}
+
+/* The users the frozen tokenizer tokenized (evaluate --unseen) into c->frozen; -1 with
+ * an actionable error when there are none. */
+static int load_frozen(ev_ctx *c, int64_t tokenize_run) {
+    c->frozen = tr_malloc((size_t)c->d.n_users + 1);
+    c->n_frozen = unseen_tok_frozen(c->db, tokenize_run, c->frozen, c->d.n_users);
+    if (c->n_frozen < 0) return -1;
+    if (c->n_frozen == 0)
+        return tr_error("evaluate --unseen: tokenize run %lld has no unseen users; hold users out with "
+                        "'tokenrec cf --holdout-users 0.1' and run tokenize and finetune again (or "
+                        "'tokenrec run --unseen')", (long long)tokenize_run);
+    return 0;
+}
+
+/* tokenrec of finetune --arch causal: one forward pass per user over its tokens and its last
+ * hist-cap items, scores against the model's item side; with --unseen, the users the frozen
+ * tokenizer tokenized alone. */
+static int score_causal(ev_ctx *c) {
+    const ev_opts *o = c->o;
+    rec_data *d = &c->d;
+    causal_loaded *cl = &c->cl;
+    if (o->unseen && load_frozen(c, cl->tokenize_run) != 0) return -1;
+    if (c->do_valid && sasrec_rank(cl->m, d, cl->rows.user_rows, 1, o->batch, &c->valid, 0, NULL, NULL) != 0)
+        return -1;
+    stage_progress(&c->run, 0.5, "%s: test", c->method);
+    double t0 = tr_monotonic();
+    if (sasrec_rank(cl->m, d, cl->rows.user_rows, 2, o->batch, &c->test, o->topk, sink_topk, &c->sink) != 0)
+        return -1;
+    if (o->unseen) {
+        uint8_t *seen_skip = d->skip, *inv = tr_malloc((size_t)d->n_users);
+        for (int32_t u = 0; u < d->n_users; u++) inv[u] = !c->frozen[u];
+        d->skip = inv;
+        stage_progress(&c->run, 0.75, "%s: unseen users", c->method);
+        int erc = sasrec_rank(cl->m, d, cl->rows.user_rows, 2, o->batch, &c->test_u, o->topk, sink_topk, &c->sink);
+        d->skip = seen_skip;
+        free(inv);
+        if (erc != 0) return -1;
+        c->n_unseen = c->n_frozen;
+    }
+    c->secs = tr_monotonic() - t0;
+    return 0;
 }
 
 /* tokenrec: one forward pass per user, top-K by similarity to the items' CF vectors; with
@@ -148,15 +200,8 @@ static int score_tokenrec(ev_ctx *c) {
     const ev_opts *o = c->o;
     rec_data *d = &c->d;
     rec_loaded *lm = &c->lm;
-    if (o->unseen) {
-        c->frozen = tr_malloc((size_t)d->n_users + 1);
-        c->n_frozen = unseen_tok_frozen(c->db, lm->tokenize_run, c->frozen, d->n_users);
-        if (c->n_frozen < 0) return -1;
-        if (c->n_frozen == 0)
-            return tr_error("evaluate --unseen: tokenize run %lld has no unseen users; hold users out with "
-                            "'tokenrec cf --holdout-users 0.1' and run tokenize and finetune again (or "
-                            "'tokenrec run --unseen')", (long long)lm->tokenize_run);
-    }
+    if (c->cl.m) return score_causal(c);
+    if (o->unseen && load_frozen(c, lm->tokenize_run) != 0) return -1;
     t5_reserve(lm->model, o->batch, prompt_max_len(&lm->vocab, d->cpi, lm->hist_cap));
     if (c->do_valid && rec_evaluate(lm->model, &lm->vocab, d, 1, lm->hist_cap, PROMPT_TEST, lm->cosine,
                                     o->batch, &c->valid, 0, NULL, NULL) != 0) return -1;
@@ -205,8 +250,8 @@ static int load_sasrec(ev_ctx *c) {
 static int score_sasrec(ev_ctx *c) {
     if (c->n_unseen > 0) c->d.skip = c->held;
     double t0 = tr_monotonic();
-    int erc = (c->do_valid && sasrec_rank(c->sm, &c->d, 1, c->o->batch, &c->valid, 0, NULL, NULL) != 0) ||
-              sasrec_rank(c->sm, &c->d, 2, c->o->batch, &c->test, c->o->topk, sink_topk, &c->sink) != 0;
+    int erc = (c->do_valid && sasrec_rank(c->sm, &c->d, NULL, 1, c->o->batch, &c->valid, 0, NULL, NULL) != 0) ||
+              sasrec_rank(c->sm, &c->d, NULL, 2, c->o->batch, &c->test, c->o->topk, sink_topk, &c->sink) != 0;
     c->d.skip = NULL;                  /* held is freed on its own */
     if (erc) return -1;
     c->secs = tr_monotonic() - t0;
@@ -424,6 +469,7 @@ static int eval_method(sqlite3 *db, const ev_opts *o, const ev_method *m, const 
     rec_data_free(&c.d);
     rec_loaded_free(&c.lm);
     sasrec_free(c.sm);
+    causal_loaded_free(&c.cl);
     free(c.uvec); free(c.ivec); free(c.pop);
     return rc;
 }

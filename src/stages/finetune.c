@@ -1,5 +1,6 @@
 /* finetune.c: `tokenrec finetune`, resumable training of the TokenRec model. */
 #include "finetune.h"
+#include "finetune_opts.h"
 #include "cli.h"
 #include "db.h"
 #include "dist_stage.h"
@@ -15,14 +16,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The settings of a run (all from the command line). */
-typedef struct {
-    const char *dbpath, *dataset, *preset, *loss, *pool, *score, *init_from, *tokenizer, *objective, *hist_order;
-    int seed, threads, epochs, batch, warmup, hist, min_hist, max_pos, patience, ckpt_every, beam;
-    int eval_batch, d_model, n_heads, d_ff, enc_layers, dec_layers, dec_len, faithful, force, quiet;
-    int shards;                 /* > 1: batches cut in shards, what mpirun -np N splits (dist.h) */
-    double lr, wd, clip, dropout, temperature;
-} ft_opts;
 
 /* What a checkpoint holds besides the weights and moments. */
 typedef struct {
@@ -729,6 +722,10 @@ static int check_opts(ft_opts *o, char *tokbuf, size_t n) {
  * that runs without them keep their fingerprints. NULL on error. */
 static char *make_params(const cli_opt *opts, const ft_opts *o) {
     char *pj = cli_params_json(opts);
+    if (!strcmp(o->arch, "causal")) {
+        pj = cli_json_append(pj, "\"arch\":\"causal\",\"item-input\":\"%s\",\"negatives\":%d,\"eval-every\":%d",
+                             o->item_input, o->negatives, o->eval_every);
+    }
     if (!strcmp(o->hist_order, "kept")) pj = cli_json_append(pj, "\"history-order\":\"kept\"");
     if (o->init_from && !(pj = params_with_files(pj, o->init_from, o->tokenizer))) return NULL;
     if (!strcmp(o->objective, "generate")) {
@@ -750,17 +747,37 @@ static const char *summary_ft =
     "T5 checkpoint (e.g. Hugging Face t5-small's model.safetensors with its tokenizer.json).\n"
     "--objective generate: the autoregressive baseline (its own stage, finetune-gen): the decoder\n"
     "generates the target item's tokens through an LM head tied to the item-token embeddings,\n"
-    "cross-entropy with teacher forcing; validation by constrained beam search (--beam).";
+    "cross-entropy with teacher forcing; validation by constrained beam search (--beam).\n"
+    "--arch causal: a decoder-only causal transformer over the same tokens (docs/METHOD.md): one\n"
+    "sequence per user (its K tokens, then each train item as the sum of its token rows, plus\n"
+    "its own row with --item-input tokens+id), every train target trained in one pass, scored\n"
+    "against --pool cf (the CF vectors through a linear head), learned (an item table started\n"
+    "from them) or tokens (an item's vector from its token rows).";
+
+/* Options left unset by the user take T5's defaults (the values they always had). */
+static void ft_defaults_t5(ft_opts *o) {
+    if (o->lr < 0) o->lr = 3e-4;
+    if (o->epochs < 0) o->epochs = 6;
+    if (o->batch < 0) o->batch = 32;
+    if (o->wd < 0) o->wd = 0.01;
+    if (!o->pool) o->pool = "mean";
+}
 
 int cmd_finetune(int argc, char **argv) {
     ft_opts o = {0};
-    o.dbpath = DB_DEFAULT_PATH; o.preset = "mini"; o.loss = "softmax"; o.pool = "mean"; o.score = "dot";
-    o.seed = CLI_SEED_DEFAULT; o.epochs = 6; o.batch = 32; o.warmup = 200; o.hist = 50; o.min_hist = 2;
-    o.max_pos = -1; o.patience = 3; o.ckpt_every = 200; o.eval_batch = 128; o.dec_layers = -1;
-    o.lr = 3e-4; o.wd = 0.01; o.clip = 1.0; o.dropout = -1; o.temperature = 0.1;
-    o.objective = "retrieval"; o.beam = 20; o.hist_order = "shuffled";
+    o.dbpath = DB_DEFAULT_PATH; o.preset = "mini"; o.loss = "softmax"; o.score = "dot";
+    o.seed = CLI_SEED_DEFAULT; o.epochs = -1; o.batch = -1; o.warmup = 200; o.hist = 50; o.min_hist = 2;
+    o.max_pos = -1; o.patience = -1; o.ckpt_every = 200; o.eval_batch = 128; o.dec_layers = -1;
+    o.lr = -1; o.wd = -1; o.clip = 1.0; o.dropout = -1; o.temperature = 0.1;
+    o.objective = "retrieval"; o.beam = 20; o.hist_order = "shuffled"; o.arch = "t5";
+    o.negatives = -1; o.eval_every = -1;
     cli_opt opts[] = {
         CLI_OPTS_DB(&o.dbpath, &o.dataset),
+        /* not params: added to the params JSON only for causal, so T5 runs keep their fingerprints */
+        {"arch", CLI_STR, &o.arch, "t5 (TokenRec's encoder-decoder) or causal (a decoder trained on every target at once)", 0},
+        {"item-input", CLI_STR, &o.item_input, "causal: an item's position sums its tokens, or tokens+id (default: the dataset's)", 0},
+        {"negatives", CLI_INT, &o.negatives, "causal: softmax over N shared sampled negatives (0: all items; -1: the dataset's)", 0},
+        {"eval-every", CLI_INT, &o.eval_every, "causal: epochs between valid checks (-1: the dataset's)", 0},
         {"preset", CLI_STR, &o.preset, "model size: mini (d128, 2+1 layers), tiny, small, t5-small", 1},
         {"d-model", CLI_INT, &o.d_model, "override d_model (0: preset)", 1},
         {"heads", CLI_INT, &o.n_heads, "override attention heads (0: preset)", 1},
@@ -770,7 +787,8 @@ int cmd_finetune(int argc, char **argv) {
         {"dec-len", CLI_INT, &o.dec_len, "decoder input length (0: preset)", 1},
         {"dropout", CLI_FLOAT, &o.dropout, "T5 dropout (-1: preset, 0.1)", 1},
         {"loss", CLI_STR, &o.loss, "softmax (all items) or cosine (TokenRec's, one negative)", 1},
-        {"pool", CLI_STR, &o.pool, "item vectors z is trained against and scored on: mean or ego", 1},
+        {"pool", CLI_STR, &o.pool, "t5: the CF item vectors z is trained against and scored on, mean or ego; causal: "
+                                   "cf (the mean CF vectors), learned or tokens (default: the dataset's)", 1},
         {"score", CLI_STR, &o.score, "dot or cos", 1},
         {"temperature", CLI_FLOAT, &o.temperature, "softmax temperature with --score cos", 1},
         /* not params: added to the params JSON only for generate, so retrieval runs keep their fingerprints */
@@ -778,18 +796,19 @@ int cmd_finetune(int argc, char **argv) {
                                              "target's tokens; the beam-search baseline, stage finetune-gen)", 0},
         {"beam", CLI_INT, &o.beam, "generate: beam size of the validation beam search", 0},
         {"faithful", CLI_FLAG, &o.faithful, "TokenRec's choices: cosine loss, ego pool, cos, targets <= 49", 1},
-        {"epochs", CLI_INT, &o.epochs, "maximum epochs", 1},
-        {"batch", CLI_INT, &o.batch, "samples per step", 1},
-        {"lr", CLI_FLOAT, &o.lr, "AdamW learning rate (3e-4 from scratch: 1e-3 and 3e-3 stalled; 5e-5 suits a pretrained t5-small)", 1},
+        {"epochs", CLI_INT, &o.epochs, "maximum epochs (-1: t5 6, causal the dataset's)", 1},
+        {"batch", CLI_INT, &o.batch, "samples per step; causal: sequences per step (-1: t5 32, causal the dataset's)", 1},
+        {"lr", CLI_FLOAT, &o.lr, "AdamW learning rate (-1: t5 3e-4: 1e-3 and 3e-3 stalled from scratch, 5e-5 suits a "
+                                 "pretrained t5-small; causal the dataset's)", 1},
         {"warmup", CLI_INT, &o.warmup, "linear warm-up steps", 1},
-        {"wd", CLI_FLOAT, &o.wd, "AdamW weight decay", 1},
+        {"wd", CLI_FLOAT, &o.wd, "AdamW weight decay (-1: t5 0.01, causal 0)", 1},
         {"clip", CLI_FLOAT, &o.clip, "gradient clipping (global norm, 0: none)", 1},
-        {"hist", CLI_INT, &o.hist, "most recent history items in a prompt", 1},
+        {"hist", CLI_INT, &o.hist, "most recent history items in a prompt (causal: the window, hist-cap)", 1},
         {"history-order", CLI_STR, &o.hist_order, "training prompts list the history shuffled (TokenRec's) or kept "
          "(chronological, as evaluation lists it)", 0},
         {"min-hist", CLI_INT, &o.min_hist, "shortest history of a training sample", 1},
         {"max-pos", CLI_INT, &o.max_pos, "last target position of a sample (-1: all)", 1},
-        {"patience", CLI_INT, &o.patience, "stop after this many epochs without a better valid score", 1},
+        {"patience", CLI_INT, &o.patience, "stop after this many valid checks without a better score (-1: t5 3, causal the dataset's)", 1},
         {"seed", CLI_INT, &o.seed, "random seed", 1},
         {"ckpt-every", CLI_INT, &o.ckpt_every, "steps between checkpoints", 0},
         {"eval-batch", CLI_INT, &o.eval_batch, "users per batch in evaluation", 0},
@@ -803,12 +822,31 @@ int cmd_finetune(int argc, char **argv) {
          "--preset then gives only the head size and dec_len", 0},
         {"tokenizer", CLI_STR, &o.tokenizer, "its tokenizer.json (default: beside the checkpoint)", 0},
         CLI_OPT_END};
-    int rc = cli_parse(argc, argv, opts, usage_ft, summary_ft);
+    char summary[4096];
+    size_t sl = (size_t)snprintf(summary, sizeof summary, "%s\n\n", summary_ft);
+    causal_defaults_text(summary + sl, sizeof summary - sl);
+    int rc = cli_parse(argc, argv, opts, usage_ft, summary);
     if (rc) return rc > 0 ? 0 : -1;
-    if (o.faithful) { o.loss = "cosine"; o.pool = "ego"; o.score = "cos"; if (o.max_pos < 0) o.max_pos = 49; }
+    int causal = !strcmp(o.arch, "causal");
+    if (!causal && strcmp(o.arch, "t5")) return tr_error("--arch: expected t5 or causal, got '%s'", o.arch);
     char tokbuf[4096];
-    if (check_opts(&o, tokbuf, sizeof tokbuf) != 0) return -1;
-    if (o.shards < 0 || o.shards > o.batch) return tr_error("--shards must be in 0..--batch (%d), got %d", o.batch, o.shards);
+    if (!causal) {
+        if (o.item_input || o.negatives >= 0 || o.eval_every >= 0)
+            return tr_error("--item-input, --negatives and --eval-every are settings of --arch causal");
+        ft_defaults_t5(&o);
+        if (o.patience < 0) o.patience = 3;
+        if (o.faithful) { o.loss = "cosine"; o.pool = "ego"; o.score = "cos"; if (o.max_pos < 0) o.max_pos = 49; }
+        if (check_opts(&o, tokbuf, sizeof tokbuf) != 0) return -1;
+    } else if (o.faithful || o.init_from || strcmp(o.objective, "retrieval") || strcmp(o.loss, "softmax") ||
+               strcmp(o.score, "dot")) {
+        return tr_error("--arch causal trains with a softmax and scores by dot product; --faithful, --init-from, "
+                        "--objective generate, --loss cosine and --score cos are settings of --arch t5");
+    }
+    if (causal && (o.shards > 1 || dist_size() > 1))
+        return tr_error("--arch causal does not run data-parallel yet (--shards, mpirun): its loop is "
+                        "sasrec_fit's, which needs rank 0's causal inputs broadcast first");
+    if (o.shards < 0 || (!causal && o.shards > o.batch))
+        return tr_error("--shards must be in 0..--batch (%d), got %d", o.batch, o.shards);
     if (dist_size() > 1 && o.shards < dist_size())
         return tr_error("finetune under mpirun with %d processes: each batch is cut into --shards pieces, a setting "
                         "of the run (the model depends on it, not on the process count); give --shards %d or more "
@@ -824,6 +862,7 @@ int cmd_finetune(int argc, char **argv) {
     stage_cmd c;
     if (stage_cmd_open(&c, o.dbpath, o.dataset) != 0) return -1;
     o.dataset = c.dataset;
+    if (causal && causal_defaults(&o, c.dataset) != 0) return stage_cmd_close(&c, -1);
     char *pj = make_params(opts, &o);
     if (!pj) return stage_cmd_close(&c, -1);
     if (o.shards > 1) pj = cli_json_append(pj, "\"shards\":%d", o.shards);
@@ -833,5 +872,5 @@ int cmd_finetune(int argc, char **argv) {
                             o.force, o.quiet, NULL);
     dist_bcast_int(b == 0 ? 1 : b == STAGE_UP_TO_DATE ? 0 : -1);
     if (b != 0) return stage_cmd_close(&c, b == STAGE_UP_TO_DATE ? 0 : -1);
-    return stage_cmd_close(&c, finetune_run(&c.run, &o));
+    return stage_cmd_close(&c, causal ? finetune_causal_run(&c.run, &o) : finetune_run(&c.run, &o));
 }

@@ -33,6 +33,39 @@ static void print_latency(sqlite3 *db, int csv) {
     if (n > 0) free(rows);
 }
 
+/* The cost of each dataset's runs (the latest done run of each stage, and of each method
+ * of evaluate): wall time, and for a training stage that recorded them its train targets
+ * and ID tokens per second. */
+static void print_costs(sqlite3 *db, int csv) {
+    sqlite3_stmt *st = db_prep(db, "SELECT name FROM datasets ORDER BY name");
+    if (!st) return;
+    int head = 0;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        const char *ds = (const char *)sqlite3_column_text(st, 0);
+        rq_run *runs;
+        int n = rq_runs(db, ds, &runs);
+        for (int i = 0; i < n; i++) {
+            const rq_run *r = &runs[i];
+            if (!head++) {
+                if (csv) printf("\ndataset,stage,run,seconds,targets_per_s,tokens_per_s\n");
+                else printf("\n| dataset | stage | run | wall seconds | train targets/s | ID tokens/s |\n"
+                            "|---|---|---|---|---|---|\n");
+            }
+            double tps = rq_metric(db, r->id, NULL, "train", "targets_per_s", 0);
+            double kps = rq_metric(db, r->id, NULL, "train", "tokens_per_s", 0);
+            char stage[112];
+            snprintf(stage, sizeof stage, "%s%s%s", r->stage, r->method[0] ? " " : "", r->method);
+            printf(csv ? "%s,%s,%lld,%.1f," : "| %s | %s | %lld | %.1f | ", ds, stage, (long long)r->id, r->seconds);
+            if (isfinite(tps)) printf(csv ? "%.1f," : "%.1f | ", tps);
+            else printf(csv ? "," : "- | ");
+            if (isfinite(kps)) printf(csv ? "%.0f\n" : "%.0f |\n", kps);
+            else printf(csv ? "\n" : "- |\n");
+        }
+        if (n > 0) rq_runs_free(runs, n);
+    }
+    sqlite3_finalize(st);
+}
+
 /* The table: one row per dataset, method and test split. */
 static int print_table(sqlite3 *db, int csv) {
     rq_method *rows;
@@ -59,6 +92,7 @@ static int print_table(sqlite3 *db, int csv) {
     }
     rq_methods_free(rows, n);
     if (!n) fprintf(stderr, "no metrics yet: run 'tokenrec cf' or 'tokenrec evaluate' first\n");
+    print_costs(db, csv);
     print_latency(db, csv);
     return 0;
 }
@@ -67,7 +101,8 @@ static const char *usage_rep = "tokenrec report [--db FILE] [--csv | --html FILE
 static const char *summary_rep =
     "A table of every method's test metrics on every dataset in the database (the latest done run\n"
     "of each method), with the run's settings and wall time; after evaluate --unseen, a row per\n"
-    "method for the held-out users too. Markdown by default, CSV with --csv.\n"
+    "method for the held-out users too; then each stage's wall time and, for training, its\n"
+    "targets and ID tokens per second. Markdown by default, CSV with --csv.\n"
     "--html FILE writes one self-contained HTML page instead (inline SVG and CSS, no scripts, no\n"
     "network): per dataset the test HR@10 and NDCG@10 of every method with 95% intervals, the\n"
     "training curves of every stage, the tokenizer's codebook usage, the cost of each stage, each\n"

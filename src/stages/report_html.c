@@ -231,7 +231,9 @@ static void section_cost(FILE *f, sqlite3 *db, const char *ds, const rq_run *run
                 tr_fmt_duration(r->seconds, d, sizeof d));
         double tps = rq_metric(db, r->id, NULL, "train", "targets_per_s", 0);
         double ms = rq_metric(db, r->id, r->method[0] ? r->method : NULL, "latency", "ms_per_user", 0);
+        double kps = rq_metric(db, r->id, NULL, "train", "tokens_per_s", 0);
         if (isfinite(tps)) fprintf(f, "%.1f training targets/s", tps);
+        if (isfinite(tps) && isfinite(kps)) fprintf(f, ", %.0f ID tokens/s", kps);
         else if (isfinite(ms)) fprintf(f, "%.3f ms per test user (retrieval)", ms);
         fputs("</td></tr>\n", f);
     }

@@ -9,13 +9,31 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define BUCKET 32     /* training sorts users by length within chunks of batch * BUCKET */
+#define BUCKET 32     /* training sorts windows by length within chunks of batch * BUCKET */
+
+/* One training window: targets a..b-1 of user u's train items (see units_build). */
+typedef struct { int32_t user, a, b, len, key; } fit_unit;   /* key: the batching order */
+
 /* qsort_r order of user ids by train length, then id (ctx: the rec_data). */
 static int by_len(const void *a, const void *b, void *ctx) {
     const rec_data *d = ctx;
     int la = rec_n_train(d, *(const int32_t *)a), lb = rec_n_train(d, *(const int32_t *)b);
     return la != lb ? (la < lb ? -1 : 1) : (*(const int32_t *)a < *(const int32_t *)b ? -1 : 1);
 }
+
+/* qsort_r order of window indices by key, then index (ctx: the windows). */
+static int by_unit_len(const void *a, const void *b, void *ctx) {
+    const fit_unit *u = ctx;
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return u[x].key != u[y].key ? (u[x].key < u[y].key ? -1 : 1) : (x < y ? -1 : 1);
+}
+
+/* The input rows of user u's prefix position into dst (n_feat of them). */
+static void put_user(const sasrec_model *m, const int32_t *user_rows, int32_t u, int32_t *dst) {
+    int S = sasrec_cfg(m)->n_feat;
+    memcpy(dst, user_rows + (size_t)u * S, (size_t)S * sizeof *dst);
+}
+
 /* rec_rank_rows one row at a time, each row's metric terms (count, hits, NDCG terms) kept
  * in du (1 + 2 * RETR_MAX_K doubles per row) instead of added to met, so that they can be
  * summed across ranks in the order one process adds them. Returns 0. */
@@ -33,9 +51,9 @@ static int rank_rows_terms(const rec_data *d, const int32_t *users, int n, int s
     return 0;
 }
 
-int sasrec_rank(sasrec_model *m, const rec_data *d, int split, int batch, retr_metrics *met,
-                int topk, rec_topk_fn fn, void *ctx) {
-    int L = sasrec_cfg(m)->max_len, V = d->n_items;
+int sasrec_rank(sasrec_model *m, const rec_data *d, const int32_t *user_rows, int split, int batch,
+                retr_metrics *met, int topk, rec_topk_fn fn, void *ctx) {
+    int pre = user_rows != NULL, L = sasrec_cfg(m)->max_len - pre, V = d->n_items, S = sasrec_cfg(m)->n_feat;
     if (sasrec_cfg(m)->n_items != V)
         return tr_error("the sasrec model scores %d items but the dataset has %d; run 'tokenrec sasrec' again",
                         sasrec_cfg(m)->n_items, V);
@@ -43,10 +61,12 @@ int sasrec_rank(sasrec_model *m, const rec_data *d, int split, int batch, retr_m
     int32_t *all = tr_malloc((size_t)(d->n_users + 1) * sizeof *all);
     int na = 0;
     for (int32_t u = 0; u < d->n_users; u++)
-        if (rec_target_pos(d, u, split) >= 1 && !(d->skip && d->skip[u])) all[na++] = u;
+        if (rec_target_pos(d, u, split) >= 1 - pre && !(d->skip && d->skip[u])) all[na++] = u;
     /* by length: batches of near-equal lengths, little padding */
     qsort_r(all, (size_t)na, sizeof *all, by_len, (void *)d);
-    int32_t *ids = tr_malloc((size_t)batch * L * sizeof *ids), *len = tr_malloc((size_t)batch * sizeof *len);
+    int32_t *ids = tr_malloc((size_t)batch * (L + pre) * S * sizeof *ids), *len = tr_malloc((size_t)batch * sizeof *len);
+    int32_t *pad = tr_malloc((size_t)S * sizeof *pad);
+    sasrec_item_rows(m, 0, pad);
     float *scores = tr_malloc((size_t)batch * V * sizeof *scores);
     int rc = 0;
     /* under mpirun: rank r ranks batches r, r + N, ... (the same batches as one process),
@@ -59,12 +79,17 @@ int sasrec_rank(sasrec_model *m, const rec_data *d, int split, int batch, retr_m
         const int32_t *users = all + i0;
         for (int i = 0; i < n; i++) {
             int tp = rec_target_pos(d, users[i], split);
-            len[i] = tp < L ? tp : L;
+            len[i] = pre + (tp < L ? tp : L);
             if (len[i] > T) T = len[i];
         }
         for (int i = 0; i < n; i++) {
-            const int32_t *s = d->seq + d->off[users[i]] + rec_target_pos(d, users[i], split) - len[i];
-            for (int t = 0; t < T; t++) ids[(size_t)i * T + t] = t < len[i] ? s[t] : 0;
+            int ni = len[i] - pre;
+            const int32_t *s = d->seq + d->off[users[i]] + rec_target_pos(d, users[i], split) - ni;
+            int32_t *row = ids + (size_t)i * T * S;
+            if (pre) put_user(m, user_rows, users[i], row);
+            for (int t = pre; t < T; t++)
+                if (t < len[i]) sasrec_item_rows(m, s[t - pre], row + (size_t)t * S);
+                else memcpy(row + (size_t)t * S, pad, (size_t)S * sizeof *pad);
         }
         sasrec_batch b = {.B = n, .T = T, .ids = ids, .len = len};
         rc = sasrec_scores(m, &b, scores);
@@ -82,7 +107,7 @@ int sasrec_rank(sasrec_model *m, const rec_data *d, int split, int batch, retr_m
         }
     }
     free(du);
-    free(all); free(ids); free(len); free(scores);
+    free(all); free(ids); free(len); free(pad); free(scores);
     return rc;
 }
 
@@ -93,14 +118,45 @@ static int in_train(const rec_data *d, int32_t u, int32_t i) {
     return 0;
 }
 
-/* Users sorted by train length within chunks of `batch * BUCKET` of a shuffled order, cut
+/* The training windows of every user (but skipped ones) into *out, their count returned
+ * and their targets added to *n_targets. A window [a, b) trains targets a..b-1 of the
+ * user's train items; its positions are the user's prefix (pre = 1; its target is item 0
+ * when a = 0) and items max(a-1, 0)..b-2, each with the next item as its target, at most
+ * max_len of them. SASRec (pre = 0, windows = 0): one window per user, its last max_len
+ * targets. windows = 1: windows from the end of the history back to its start, so every
+ * train target is trained once. */
+static int units_build(const rec_data *d, int pre, int windows, int max_len, fit_unit **out,
+                       int64_t *n_targets) {
+    int C = max_len - pre, start = pre ? 0 : 1, n = 0, cap = d->n_users + 16;
+    fit_unit *u = tr_malloc((size_t)cap * sizeof *u);
+    *n_targets = 0;
+    for (int32_t us = 0; us < d->n_users; us++) {
+        if (d->skip && d->skip[us]) continue;
+        int nt = rec_n_train(d, us);
+        for (int b = nt; b > start;) {
+            int a = b - C;
+            if (a <= 1) a = start;          /* the first window: from the start of the history */
+            if (n == cap) u = tr_realloc(u, (size_t)(cap *= 2) * sizeof *u);
+            u[n] = (fit_unit){us, a, b, pre + b - 1 - (a > 0 ? a - 1 : 0), 0};
+            u[n].key = windows ? u[n].len : nt;   /* SASRec's runs batch users by train length */
+            *n_targets += b - a;
+            n++;
+            if (!windows) break;
+            b = a;
+        }
+    }
+    *out = u;
+    return n;
+}
+
+/* Windows sorted by length within chunks of `batch * BUCKET` of a shuffled order, cut
  * into batches whose order is shuffled: batches of near-equal lengths (little padding) in
  * a random order. starts[k] is batch k's first index into order; returns the batch count. */
-static int epoch_batches(const rec_data *d, int32_t *order, int nu, int batch, int32_t *starts, rng_t *rng) {
+static int epoch_batches(const fit_unit *units, int32_t *order, int nu, int batch, int32_t *starts, rng_t *rng) {
     rng_shuffle_i32(rng, order, (size_t)nu);
     for (int c0 = 0; c0 < nu; c0 += batch * BUCKET) {
         int n = nu - c0 < batch * BUCKET ? nu - c0 : batch * BUCKET;
-        qsort_r(order + c0, (size_t)n, sizeof *order, by_len, (void *)d);
+        qsort_r(order + c0, (size_t)n, sizeof *order, by_unit_len, (void *)units);
     }
     int nb = 0;
     for (int i0 = 0; i0 < nu; i0 += batch) starts[nb++] = i0;
@@ -108,26 +164,34 @@ static int epoch_batches(const rec_data *d, int32_t *order, int nu, int batch, i
     return nb;
 }
 
-/* Training inputs of users[0..B): each row its last min(n-1, L) train items before the
- * last one, the next item of each position as its target, BCE negatives from rng. */
-static void fill_train_batch(const rec_data *d, const int32_t *us, int B, int L, int bce,
+/* Training inputs of windows us[0..B) (units_build) as input rows, the next item of each
+ * position as its target (-1: none), BCE negatives from rng. */
+static void fill_train_batch(const sasrec_model *m, const rec_data *d, const int32_t *user_rows,
+                             const fit_unit *units, const int32_t *us, int B, int bce,
                              int32_t *ids, int32_t *pos, int32_t *neg, int32_t *len, int *Tout,
                              rng_t *rng) {
-    int T = 1;
+    int T = 1, S = sasrec_cfg(m)->n_feat, pre = user_rows != NULL;
     for (int i = 0; i < B; i++) {
-        int n = rec_n_train(d, us[i]) - 1;
-        len[i] = n < L ? n : L;
+        len[i] = units[us[i]].len;
         if (len[i] > T) T = len[i];
     }
     for (int i = 0; i < B; i++) {
-        int32_t u = us[i];
-        const int32_t *s = d->seq + d->off[u] + (rec_n_train(d, u) - 1 - len[i]);  /* inputs s[0..len) */
+        const fit_unit *w = &units[us[i]];
+        int32_t u = w->user;
+        const int32_t *s = d->seq + d->off[u] + (w->a > 0 ? w->a - 1 : 0);  /* item inputs s[0..) */
         for (int t = 0; t < T; t++) {
             size_t k = (size_t)i * T + t;
-            ids[k] = t < len[i] ? s[t] : 0;
-            pos[k] = t < len[i] ? s[t + 1] : -1;
+            int32_t *f = ids + k * S;
             neg[k] = 0;
-            if (t < len[i] && bce) {
+            pos[k] = -1;
+            if (pre && t == 0) {
+                put_user(m, user_rows, u, f);
+                if (w->a == 0) pos[k] = s[0];
+            } else {
+                sasrec_item_rows(m, t < len[i] ? s[t - pre] : 0, f);
+                if (t < len[i]) pos[k] = s[t - pre + 1];
+            }
+            if (pos[k] >= 0 && bce) {
                 int32_t j;
                 int tries = 0;
                 do j = (int32_t)rng_below(rng, (uint32_t)d->n_items);
@@ -160,9 +224,10 @@ static int save_ckpt(stage_run *run, const fit_state *st, sasrec_model *m, const
 /* The buffers of one training: the training users and one batch's inputs, targets and
  * sampled negatives, the negative sampler and the optimizer. */
 typedef struct {
-    int32_t *users, *order, *starts;
+    fit_unit *units;          /* the training windows (units_build) */
+    int32_t *order, *starts;
     int      nu;
-    int64_t  n_targets;       /* per epoch: min(n - 1, L) for a user with n train items */
+    int64_t  n_targets;       /* per epoch */
     int32_t *ids, *pos, *neg, *len, *negs;
     float   *logq;
     sasrec_sampler smp;
@@ -187,27 +252,24 @@ static int fit_resume(stage_run *run, const sasrec_train_cfg *tc, fit_state *st,
                              stage_ckpt_read(run, "sasrec_best", best, fb))))
         return -1;
     if (g == 0 && !tc->quiet)
-        fprintf(stderr, "[sasrec] resuming at epoch %d (best valid HR@10 %.4f)\n", st->epoch, st->best_hr);
+        fprintf(stderr, "[%s] resuming at epoch %d (best valid HR@10 %.4f)\n", tc->label, st->epoch, st->best_hr);
     return 0;
 }
 
-/* Allocate w for data d and config tc (the model's config mc, np parameters): the training users (at
- * least two train items: one input, one target), the batch buffers, the sampler over train
- * popularity and AdamW. Returns 0 or -1 (w is then still freeable). */
+/* Allocate w for data d and config tc (the model's config mc, np parameters): the training
+ * windows, the batch buffers, the sampler over train popularity, AdamW and the shards'
+ * buffers. Returns 0 or -1 (w is then still freeable). */
 static int fit_work_init(fit_work *w, const rec_data *d, const sasrec_train_cfg *tc, const sasrec_config *mc,
                          size_t np) {
-    int L = mc->max_len;
     memset(w, 0, sizeof *w);
-    w->users = tr_malloc((size_t)d->n_users * sizeof *w->users);
-    w->nu = 0;
-    w->n_targets = 0;
-    for (int32_t u = 0; u < d->n_users; u++)
-        if (rec_n_train(d, u) >= 2) {
-            w->users[w->nu++] = u;
-            w->n_targets += rec_n_train(d, u) - 1 < L ? rec_n_train(d, u) - 1 : L;
-        }
-    size_t cap = (size_t)tc->batch * L;
-    w->ids = tr_malloc(cap * sizeof *w->ids);
+    if (tc->shards > 1) {
+        w->shard_T = tr_malloc((size_t)tc->shards * sizeof *w->shard_T);
+        w->shard_stats = tr_malloc(2 * (size_t)tc->shards * sizeof *w->shard_stats);
+        dist_accum_init(&w->acc, np, 2 * (size_t)tc->shards, tc->shards);
+    }
+    w->nu = units_build(d, tc->user_rows != NULL, tc->windows, mc->max_len, &w->units, &w->n_targets);
+    size_t cap = (size_t)tc->batch * mc->max_len;
+    w->ids = tr_malloc(cap * (mc->n_feat > 0 ? mc->n_feat : 1) * sizeof *w->ids);
     w->pos = tr_malloc(cap * sizeof *w->pos);
     w->neg = tr_malloc(cap * sizeof *w->neg);
     w->len = tr_malloc((size_t)tc->batch * sizeof *w->len);
@@ -219,11 +281,6 @@ static int fit_work_init(fit_work *w, const rec_data *d, const sasrec_train_cfg 
     rec_train_counts(d, counts);
     int src = sasrec_sampler_init(&w->smp, d->n_items, counts, tc->sampler);
     free(counts);
-    if (tc->shards > 1) {
-        w->shard_T = tr_malloc((size_t)tc->shards * sizeof *w->shard_T);
-        w->shard_stats = tr_malloc(2 * (size_t)tc->shards * sizeof *w->shard_stats);
-        dist_accum_init(&w->acc, np, 2 * (size_t)tc->shards, tc->shards);
-    }
     w->opt = adamw_default(tc->lr);
     w->opt.beta2 = 0.98f;
     w->opt.weight_decay = tc->weight_decay;
@@ -232,29 +289,30 @@ static int fit_work_init(fit_work *w, const rec_data *d, const sasrec_train_cfg 
 
 /* Free what fit_work_init allocated. */
 static void fit_work_free(fit_work *w) {
-    free(w->users); free(w->ids); free(w->pos); free(w->neg); free(w->len); free(w->order);
+    free(w->units); free(w->ids); free(w->pos); free(w->neg); free(w->len); free(w->order);
     free(w->starts); free(w->negs); free(w->logq);
     free(w->shard_T); free(w->shard_stats);
     if (w->acc.lev) dist_accum_free(&w->acc);
     sasrec_sampler_free(&w->smp);
 }
 
-/* The gradient of one batch (users us[0..B)) cut into tc->shards shards of consecutive rows:
- * every rank draws the same inputs and negatives for all of them, computes its contiguous
- * run of shards (each with its own dropout stream), sums their gradients pairwise in a
- * binary tree (the same tree for any process count that is a power of two dividing the
- * shards), then one in-place all-reduce over the flat buffer (gradient, then each shard's
- * loss and targets) sums the ranks' parts. Leaves the gradient in sasrec_grads(m), the loss
- * (summed over norm) in *loss; returns the targets, or -1. */
+/* The gradient of one batch (windows us[0..B)) cut into tc->shards shards of consecutive
+ * rows: every rank draws the same inputs and negatives for all of them, computes its run of
+ * shards (dist_shards; each with its own dropout stream), dist_accum sums their gradients in
+ * a fixed tree and over the ranks in one in-place all-reduce (gradient, then each shard's
+ * loss and targets). Leaves the gradient in sasrec_grads(m), the loss (summed over norm)
+ * in *loss; returns the targets, or -1. */
 static int fit_shards(const rec_data *d, const sasrec_train_cfg *tc, fit_work *w, sasrec_model *m,
                       fit_state *st, const int32_t *us, int B, float norm, double *loss) {
     const sasrec_config *mc = sasrec_cfg(m);
-    int L = mc->max_len, G = tc->shards < B ? tc->shards : B, g0, g1;
+    size_t L = (size_t)mc->max_len, S = mc->n_feat > 0 ? (size_t)mc->n_feat : 1;
+    int G = tc->shards < B ? tc->shards : B, g0, g1;
     double t0 = tr_monotonic();
     for (int g = 0; g < G; g++) {
         int r0 = g * B / G, r1 = (g + 1) * B / G;
-        fill_train_batch(d, us + r0, r1 - r0, L, mc->loss == SASREC_LOSS_BCE, w->ids + (size_t)r0 * L,
-                         w->pos + (size_t)r0 * L, w->neg + (size_t)r0 * L, w->len + r0, &w->shard_T[g], &st->rng);
+        fill_train_batch(m, d, tc->user_rows, w->units, us + r0, r1 - r0, mc->loss == SASREC_LOSS_BCE,
+                         w->ids + r0 * L * S, w->pos + r0 * L, w->neg + r0 * L, w->len + r0, &w->shard_T[g],
+                         &st->rng);
     }
     if (mc->negatives > 0) sasrec_sampler_draw(&w->smp, &st->rng, mc->negatives, w->negs, w->logq);
     uint64_t dseed = rng_u64(&st->rng);       /* the dropout streams of the shards */
@@ -263,11 +321,11 @@ static int fit_shards(const rec_data *d, const sasrec_train_cfg *tc, fit_work *w
     dist_shards(G, &g0, &g1);
     for (int g = g0; g < g1; g++) {
         int r0 = g * B / G, r1 = (g + 1) * B / G;
-        size_t o = (size_t)r0 * L;
         rng_t dr;
         rng_seed(&dr, dseed + (uint64_t)g);
-        sasrec_batch b = {.B = r1 - r0, .T = w->shard_T[g], .ids = w->ids + o, .len = w->len + r0,
-                          .pos = w->pos + o, .neg = w->neg + o, .negs = w->negs, .logq = w->logq, .norm = norm};
+        sasrec_batch b = {.B = r1 - r0, .T = w->shard_T[g], .ids = w->ids + r0 * L * S, .len = w->len + r0,
+                          .pos = w->pos + r0 * L, .neg = w->neg + r0 * L, .negs = w->negs, .logq = w->logq,
+                          .norm = norm};
         float l = 0;
         int M = sasrec_forward(m, &b, 1, &dr, 1, &l);
         if (M < 0) return -1;
@@ -290,11 +348,10 @@ static int fit_shards(const rec_data *d, const sasrec_train_cfg *tc, fit_work *w
 static int fit_epoch(stage_run *run, const rec_data *d, const sasrec_train_cfg *tc, fit_work *w,
                      sasrec_model *m, fit_state *st, double *lmean) {
     const sasrec_config *mc = sasrec_cfg(m);
-    int L = mc->max_len;
     size_t np = sasrec_n_params(m);
     double te = tr_monotonic();
-    for (int i = 0; i < w->nu; i++) w->order[i] = w->users[i];
-    int nbatch = epoch_batches(d, w->order, w->nu, tc->batch, w->starts, &st->rng);
+    for (int i = 0; i < w->nu; i++) w->order[i] = i;
+    int nbatch = epoch_batches(w->units, w->order, w->nu, tc->batch, w->starts, &st->rng);
     /* every target weighs the same whatever its batch: a batch's loss is its summed
      * loss over the mean targets per batch (length-bucketed batches differ a lot) */
     float norm = (float)((double)w->n_targets / nbatch);
@@ -306,8 +363,8 @@ static int fit_epoch(stage_run *run, const rec_data *d, const sasrec_train_cfg *
         if (tc->shards > 1) {
             if ((M = fit_shards(d, tc, w, m, st, w->order + i0, B, norm, &loss)) < 0) return -1;
         } else {
-            fill_train_batch(d, w->order + i0, B, L, mc->loss == SASREC_LOSS_BCE, w->ids, w->pos, w->neg,
-                             w->len, &T, &st->rng);
+            fill_train_batch(m, d, tc->user_rows, w->units, w->order + i0, B, mc->loss == SASREC_LOSS_BCE,
+                             w->ids, w->pos, w->neg, w->len, &T, &st->rng);
             if (mc->negatives > 0) sasrec_sampler_draw(&w->smp, &st->rng, mc->negatives, w->negs, w->logq);
             sasrec_batch b = {.B = B, .T = T, .ids = w->ids, .len = w->len, .pos = w->pos, .neg = w->neg,
                               .negs = w->negs, .logq = w->logq, .norm = norm};
@@ -324,7 +381,7 @@ static int fit_epoch(stage_run *run, const rec_data *d, const sasrec_train_cfg *
         nb += M;
         if (run && (k & 15) == 15)
             stage_progress(run, (st->epoch + (double)(k + 1) / nbatch) / tc->epochs,
-                           "sasrec epoch %d/%d batch %d/%d loss %.4f", st->epoch + 1, tc->epochs,
+                           "%s epoch %d/%d batch %d/%d loss %.4f", tc->label, st->epoch + 1, tc->epochs,
                            k + 1, nbatch, lsum / nb);
     }
     st->epoch++;
@@ -338,44 +395,49 @@ static int fit_epoch(stage_run *run, const rec_data *d, const sasrec_train_cfg *
  * either way. Returns 0 or -1. */
 static int fit_validate(stage_run *run, const rec_data *d, const sasrec_train_cfg *tc, sasrec_model *m,
                         fit_state *st, float *best, double lmean) {
-    if (run) stage_metric(run, st->epoch, "sasrec_loss", lmean);
+    if (run) stage_metric(run, st->epoch, tc->loss_metric, lmean);
     int last = st->epoch >= tc->epochs;
     if (st->epoch % tc->eval_every == 0 || last) {
         int ks[1] = {10};
         retr_metrics vm;
         retr_metrics_init(&vm, 1, ks);
-        if (sasrec_rank(m, d, 1, tc->batch, &vm, 0, NULL, NULL) != 0) return -1;
+        if (sasrec_rank(m, d, tc->user_rows, 1, tc->batch, &vm, 0, NULL, NULL) != 0) return -1;
         double hr = retr_hr(&vm, 10);
-        if (run) stage_metric(run, st->epoch, "sasrec_valid_hr10", hr);
+        if (run) stage_metric(run, st->epoch, tc->valid_metric, hr);
         if (hr > st->best_hr) {
             st->best_hr = hr; st->best_epoch = st->epoch; st->bad = 0;
             memcpy(best, sasrec_params(m), sasrec_n_params(m) * sizeof(float));
         } else if (++st->bad >= tc->patience) st->done = 1;
         if (run) {
             stage_progress(run, st->done ? 1.0 : (double)st->epoch / tc->epochs,
-                           "sasrec epoch %d/%d loss %.4f valid HR@10 %.4f (best %.4f at %d)",
+                           "%s epoch %d/%d loss %.4f valid HR@10 %.4f (best %.4f at %d)", tc->label,
                            st->epoch, tc->epochs, lmean, hr, st->best_hr, st->best_epoch);
             if (save_ckpt(run, st, m, best) != 0) return -1;
         } else if (!tc->quiet) {
-            fprintf(stderr, "[sasrec] epoch %d loss %.4f valid HR@10 %.4f (best %.4f at %d)\n",
-                    st->epoch, lmean, hr, st->best_hr, st->best_epoch);
+            fprintf(stderr, "[%s] epoch %d loss %.4f valid HR@10 %.4f (best %.4f at %d)\n",
+                    tc->label, st->epoch, lmean, hr, st->best_hr, st->best_epoch);
         }
     } else if (run) {
         if (st->best_hr < 0)
-            stage_progress(run, (double)st->epoch / tc->epochs, "sasrec epoch %d/%d loss %.4f",
-                           st->epoch, tc->epochs, lmean);
+            stage_progress(run, (double)st->epoch / tc->epochs, "%s epoch %d/%d loss %.4f",
+                           tc->label, st->epoch, tc->epochs, lmean);
         else
-            stage_progress(run, (double)st->epoch / tc->epochs, "sasrec epoch %d/%d loss %.4f (best valid HR@10 %.4f at %d)",
-                           st->epoch, tc->epochs, lmean, st->best_hr, st->best_epoch);
+            stage_progress(run, (double)st->epoch / tc->epochs, "%s epoch %d/%d loss %.4f (best valid HR@10 %.4f at %d)",
+                           tc->label, st->epoch, tc->epochs, lmean, st->best_hr, st->best_epoch);
     }
     return 0;
 }
 
 /* Train: the model from tc's seed (or the resumed run's checkpoint), epochs until
  * tc->epochs or early stopping, then the best parameters in *out. */
-int sasrec_fit(stage_run *run, const rec_data *d, const sasrec_train_cfg *tc,
+int sasrec_fit(stage_run *run, const rec_data *d, const sasrec_train_cfg *tc0,
                sasrec_model **out, sasrec_fit_result *res) {
     *out = NULL;
+    sasrec_train_cfg tcd = *tc0;
+    const sasrec_train_cfg *tc = &tcd;
+    if (!tcd.label) tcd.label = "sasrec";
+    if (!tcd.loss_metric) tcd.loss_metric = "sasrec_loss";
+    if (!tcd.valid_metric) tcd.valid_metric = "sasrec_valid_hr10";
     sasrec_config mc = tc->model;
     mc.n_items = d->n_items;
     mc.max_B = tc->batch;
@@ -395,6 +457,7 @@ int sasrec_fit(stage_run *run, const rec_data *d, const sasrec_train_cfg *tc,
     rng_seed(&st.rng, tc->seed);
     sasrec_model *m = sasrec_new(&mc, &st.rng);
     if (!m) return -1;
+    if (tc->init) tc->init(m, tc->init_ctx);
     size_t np = sasrec_n_params(m);
     float *best = tr_malloc(np * sizeof(float));
     memcpy(best, sasrec_params(m), np * sizeof(float));
@@ -418,7 +481,7 @@ int sasrec_fit(stage_run *run, const rec_data *d, const sasrec_train_cfg *tc,
         if (fit_epoch(run, d, tc, &w, m, &st, &lmean) != 0 ||
             fit_validate(run, d, tc, m, &st, best, lmean) != 0) { rc = -1; break; }
         if (dist_size() > 1 && !dist_same(sasrec_params(m), np * sizeof(float)))
-            dist_abort(1, "sasrec: the ranks' parameters differ after epoch %d", st.epoch);
+            dist_abort(1, "%s: the ranks' parameters differ after epoch %d", tc->label, st.epoch);
         /* a stop request seen on any rank stops every rank after the same epoch */
         int stop = dist_any(stage_should_stop());
         if (stop && (run || dist_size() > 1) && !st.done && st.epoch < tc->epochs) {
@@ -438,6 +501,9 @@ int sasrec_fit(stage_run *run, const rec_data *d, const sasrec_train_cfg *tc,
         if (res) {
             res->best_valid = st.best_hr; res->best_epoch = st.best_epoch; res->epochs = st.epoch;
             res->seconds = st.seconds;
+            res->targets = w.n_targets;
+            res->positions = 0;
+            for (int i = 0; i < w.nu; i++) res->positions += w.units[i].len;
         }
     }
     fit_work_free(&w);

@@ -1,5 +1,7 @@
-/* sasrec_fit: SASRec trained on a dataset's train split and ranked on valid or test
- * (the stage `tokenrec sasrec` and evaluate's method sasrec). */
+/* sasrec_fit: the causal model of sasrec.h trained on a dataset's train split and ranked on
+ * valid or test: the SASRec baseline (the stage `tokenrec sasrec`, evaluate's method sasrec)
+ * and the causal ID-token LLM (`tokenrec finetune --arch causal`, whose positions sum an
+ * item's token rows and which opens each sequence with the user's tokens). */
 #ifndef TOKENREC_SASREC_FIT_H
 #define TOKENREC_SASREC_FIT_H
 #include "recmodel.h"
@@ -19,12 +21,24 @@ typedef struct {
                                * summed in a fixed tree; under mpirun every rank computes a
                                * contiguous run of them (the results depend on shards, never
                                * on the process count). 0 or 1: the whole batch at once */
+    /* the causal LLM's sequences (NULL / 0: SASRec's) */
+    const int32_t *user_rows; /* (n_users, model.n_feat) rows of each user's prefix position
+                                 (position 0, whose target is the first train item); NULL: none */
+    int   windows;            /* 0: each user's most recent max_len inputs once per epoch;
+                                 1: every train target once per epoch, the history cut into
+                                 windows of up to max_len positions */
+    const char *label;        /* progress and log prefix (NULL: "sasrec") */
+    const char *loss_metric, *valid_metric;   /* metrics_log names (NULL: sasrec_loss, sasrec_valid_hr10) */
+    void (*init)(sasrec_model *m, void *ctx); /* after the model is made (NULL: none) */
+    void *init_ctx;
 } sasrec_train_cfg;
 
 /* Rank split 1 (valid: history = train items) or 2 (test: train + valid) for every user
- * with a target (but those with d->skip[u] set) through rec_rank_rows: the model reads the last max_len history items. */
-int sasrec_rank(sasrec_model *m, const rec_data *d, int split, int batch, retr_metrics *met,
-                int topk, rec_topk_fn fn, void *ctx);
+ * with a target (but those with d->skip[u] set) through rec_rank_rows: the model reads the
+ * user's prefix position (user_rows, NULL: none) and the last history items that fit in
+ * max_len. */
+int sasrec_rank(sasrec_model *m, const rec_data *d, const int32_t *user_rows, int split, int batch,
+                retr_metrics *met, int topk, rec_topk_fn fn, void *ctx);
 
 /* Train on the train split (each user's last max_len+1 train items: inputs and next-item
  * targets), HR@10 on the valid items every eval_every epochs, early stopping after
@@ -36,7 +50,10 @@ int sasrec_rank(sasrec_model *m, const rec_data *d, int split, int batch, retr_m
  * epochs trained and their seconds (over every process that worked on the run).
  * Under mpirun (dist_size() > 1, tc->shards >= the process count) every rank calls it with
  * the same d and tc; rank 0 alone has run != NULL, and every rank ends with the same model. */
-typedef struct { double best_valid; int best_epoch, epochs; double seconds; } sasrec_fit_result;
+typedef struct {
+    double  best_valid; int best_epoch, epochs; double seconds;
+    int64_t targets, positions;   /* per epoch: train targets, sequence positions (no padding) */
+} sasrec_fit_result;
 int sasrec_fit(stage_run *run, const rec_data *d, const sasrec_train_cfg *tc,
                sasrec_model **out, sasrec_fit_result *res);
 

@@ -234,6 +234,10 @@ int cmd_sasrec(int argc, char **argv) {
         int go = dist_bcast_int(0);
         if (go != 1) return go == 0 ? 0 : tr_error("rank 0 stopped (its error above)");
         dist_bcast(&tc, sizeof tc);
+        /* SASRec's stage sets none of the causal LLM's pointers (NULL on rank 0 too); a
+         * pointer never crosses processes */
+        tc.user_rows = NULL; tc.label = tc.loss_metric = tc.valid_metric = NULL;
+        tc.init = NULL; tc.init_ctx = NULL; tc.model.item_rows = NULL; tc.model.fixed = NULL;
         tc.quiet = 1;
         return train_and_store(NULL, NULL, NULL, &tc);
     }

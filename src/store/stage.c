@@ -13,7 +13,7 @@ const stage_def stage_defs[STAGE_COUNT] = {
     {"cf", "ingest", "tokenrec cf", "LightGCN/MF collaborative filtering: user and item vectors", 0},
     {"tokenize", "cf", "tokenrec tokenize", "MQ-Tokenizer: K tokens per user and item", 0},
     {"finetune", "tokenize", "tokenrec finetune",
-     "fine-tune the T5 recommender on prompts of ID tokens (generative retrieval)", 0},
+     "train the recommender on ID tokens (T5 prompts, or --arch causal; generative retrieval)", 0},
     {"finetune-gen", "tokenize", "tokenrec finetune --objective generate",
      "the autoregressive baseline: the decoder generates the target item's tokens", 0},
     {"sasrec", "ingest", "tokenrec sasrec", "SASRec baseline: causal transformer over item ids", 0},

@@ -1,0 +1,65 @@
+/* causalrec: the causal ID-token LLM (`tokenrec finetune --arch causal`) as the finetune and
+ * evaluate stages share it: the input rows its positions sum (an item's K token rows, plus
+ * its own row with --item-input tokens+id; a user's K token rows at the prefix position),
+ * the model's shape from its settings, and the model stored in `models` (config JSON with
+ * "arch":"causal"). The network itself is the causal stack of sasrec.h.
+ *
+ * Input table rows: item tokens (book k < K: k*L + code; the disambiguation book: K*L +
+ * code), then user tokens (K*L + extra + k*L + code), then one row per item (tokens+id).
+ * An item with no train occurrence gets no own row (tokens alone), at training and at
+ * evaluation, so an item never trained still has a vector from its tokens. */
+#ifndef TOKENREC_CAUSALREC_H
+#define TOKENREC_CAUSALREC_H
+#include <sqlite3.h>
+#include <stdint.h>
+#include "recmodel.h"
+#include "sasrec.h"
+
+enum { CAUSAL_POOL_CF = 0, CAUSAL_POOL_LEARNED = 1, CAUSAL_POOL_TOKENS = 2 };
+enum { CAUSAL_IN_TOKENS = 0, CAUSAL_IN_TOKENS_ID = 1 };
+
+/* The settings that fix the model's shape (and what evaluate needs to rebuild it). */
+typedef struct {
+    int  pool;            /* CAUSAL_POOL_*: the item side scored against */
+    int  item_input;      /* CAUSAL_IN_*: what an item's position sums */
+    char cf_kind[8];      /* the CF item vectors of pool cf, and learned's start: mean or ego */
+    int  d, blocks, heads, hist_cap;
+} causal_spec;
+
+/* Names <-> values: "cf" "learned" "tokens"; "tokens" "tokens+id". -1 for an unknown name. */
+int         causal_pool_parse(const char *s);
+const char *causal_pool_name(int pool);
+int         causal_input_parse(const char *s);
+const char *causal_input_name(int in);
+
+/* The rows of every item and user (see above), from d's tokens and train counts. */
+typedef struct { int32_t *item_rows, *user_rows; int n_rows, n_feat; } causal_rows;
+void causal_rows_build(const rec_data *d, int item_input, causal_rows *r);
+void causal_rows_free(causal_rows *r);
+
+/* The model config of spec s over d (items, CF vectors) and rows r; training options
+ * (loss, negatives, dropout) are the caller's. -1 with tr_error when pool learned's start
+ * does not fit (the CF vectors' width must equal d). */
+int causal_config(const causal_spec *s, const rec_data *d, const causal_rows *r, int max_B, sasrec_config *c);
+/* Pool learned: the output table starts as the CF item vectors, scaled to norm 1 on
+ * average (the random rows' scale). */
+void causal_init_learned(sasrec_model *m, const rec_data *d);
+
+/* Store the model of finetune run `run` in `models` (inside the caller's transaction). */
+int causal_save(sqlite3 *db, int64_t run, const sasrec_model *m, const causal_spec *s, const rec_data *d);
+/* 1 when finetune run `run` stored a causal model, 0 when a T5 one, -1 on error. */
+int causal_is_stored(sqlite3 *db, int64_t run);
+
+/* A stored causal model with the data and rows it reads. */
+typedef struct {
+    sasrec_model *m;
+    causal_spec   s;
+    causal_rows   rows;
+    int64_t       tokenize_run;
+} causal_loaded;
+/* Load finetune run `run`'s model and, into d, the data of its tokenize run (sequences,
+ * tokens, CF vectors of the spec's kind, unseen users). */
+int  causal_load(sqlite3 *db, const char *dataset, int64_t run, int max_B, rec_data *d, causal_loaded *out);
+void causal_loaded_free(causal_loaded *l);
+
+#endif

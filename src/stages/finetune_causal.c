@@ -1,0 +1,175 @@
+/* finetune_causal.c: `tokenrec finetune --arch causal`, the causal ID-token LLM: a decoder
+ * over one sequence per user (the user's tokens, then each train item's tokens), every train
+ * target trained in one pass (sasrec_fit's windows), kept by valid HR@10, stored in
+ * `models` (causalrec.h). */
+#include "causalrec.h"
+#include "cli.h"
+#include "finetune_opts.h"
+#include "sasrec_fit.h"
+#include "util.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Each dataset's defaults for --arch causal, chosen by valid HR@10 (README, Modes). A
+ * dataset not listed gets the first row's. */
+typedef struct {
+    const char *dataset;
+    int    d, blocks, heads, hist, negatives, batch, epochs, eval_every, patience;
+    double dropout, lr;
+    const char *pool, *input;
+} causal_preset;
+
+static const causal_preset presets[] = {
+    /* dataset    d   blk hd hist neg   batch ep   eval pat drop lr     pool      input */
+    {"other",     64, 2,  1, 50,  0,    128,  200, 5,   3,  0.5, 2e-3, "tokens", "tokens+id"},
+    {"lastfm",    64, 2,  1, 50,  0,    128,  200, 5,   3,  0.5, 2e-3, "tokens", "tokens+id"},
+    {"beauty",    64, 2,  1, 50,  0,    128,  200, 5,   3,  0.5, 2e-3, "tokens", "tokens+id"},
+    {"clothing",  64, 2,  1, 50,  2048, 128,  200, 5,   3,  0.5, 2e-3, "tokens", "tokens+id"},
+    {"ml-1m",     64, 2,  1, 200, 512,  128,  200, 3,   3,  0.2, 2e-3, "tokens", "tokens+id"},
+};
+
+/* The preset of a dataset (the first row when it has none). */
+static const causal_preset *preset_for(const char *dataset) {
+    for (size_t i = 1; i < sizeof presets / sizeof *presets; i++)
+        if (!strcmp(presets[i].dataset, dataset)) return &presets[i];
+    return &presets[0];
+}
+
+void causal_defaults_text(char *buf, size_t n) {
+    size_t o = (size_t)snprintf(buf, n,
+        "--arch causal defaults per dataset (an option given on the command line wins):\n"
+        "  dataset    d-model layers heads hist negatives batch epochs eval-every patience dropout lr      pool    item-input\n");
+    for (size_t i = 0; i < sizeof presets / sizeof *presets && o < n; i++) {
+        const causal_preset *p = &presets[i];
+        o += (size_t)snprintf(buf + o, n - o, "  %-10s %-7d %-6d %-5d %-4d %-9d %-5d %-6d %-10d %-8d %-7.2g %-7.2g %-7s %s\n",
+                              p->dataset, p->d, p->blocks, p->heads, p->hist, p->negatives, p->batch, p->epochs,
+                              p->eval_every, p->patience, p->dropout, p->lr, p->pool, p->input);
+    }
+    if (o > 0 && o < n && buf[o - 1] == '\n') buf[o - 1] = 0;
+}
+
+int causal_defaults(ft_opts *o, const char *dataset) {
+    const causal_preset *p = preset_for(dataset);
+    if (o->d_model <= 0) o->d_model = p->d;
+    if (o->enc_layers <= 0) o->enc_layers = p->blocks;
+    if (o->n_heads <= 0) o->n_heads = p->heads;
+    if (o->negatives < 0) o->negatives = p->negatives;
+    if (o->batch < 0) o->batch = p->batch;
+    if (o->epochs < 0) o->epochs = p->epochs;
+    if (o->eval_every < 0) o->eval_every = p->eval_every;
+    if (o->patience < 0) o->patience = p->patience;
+    if (o->dropout < 0) o->dropout = p->dropout;
+    if (o->lr < 0) o->lr = p->lr;
+    if (o->wd < 0) o->wd = 0;
+    if (!o->pool) o->pool = p->pool;
+    if (!o->item_input) o->item_input = p->input;
+    if (!strcmp(o->pool, "mean")) o->pool = "cf";    /* the CF vectors finetune's T5 is scored on */
+    if (causal_pool_parse(o->pool) < 0)
+        return tr_error("--pool: expected cf, learned or tokens with --arch causal, got '%s'", o->pool);
+    if (causal_input_parse(o->item_input) < 0)
+        return tr_error("--item-input: expected tokens or tokens+id, got '%s'", o->item_input);
+    if (o->d_model > 4096 || o->d_model % o->n_heads || o->enc_layers > 64 || o->hist < 1 || o->hist > 1024 ||
+        o->batch < 1 || o->batch > 4096 || o->epochs < 1 || o->eval_every < 1 || o->patience < 1 ||
+        o->dropout >= 1 || o->lr <= 0 || o->negatives > 100000 || o->eval_batch < 1)
+        return tr_error("--arch causal: expected --d-model up to 4096 divisible by --heads, --layers up to 64, --hist "
+                        "in 1..1024, --batch in 1..4096, positive --epochs, --eval-every, --patience, --lr and "
+                        "--eval-batch, --dropout in [0,1), --negatives up to 100000");
+    return 0;
+}
+
+/* Pool learned: start the output table from the CF vectors (sasrec_fit's init hook). */
+static void init_learned(sasrec_model *m, void *ctx) { causal_init_learned(m, ctx); }
+
+/* The valid and test metrics of the kept model (and each split's users) into run_metrics. */
+static int write_results(stage_run *run, sasrec_model *m, const rec_data *d, const causal_rows *r,
+                         const ft_opts *o, retr_metrics *vm, retr_metrics *tm) {
+    int ks[3] = {10, 20, 30};
+    retr_metrics_init(vm, 3, ks);
+    retr_metrics_init(tm, 3, ks);
+    if (sasrec_rank(m, d, r->user_rows, 1, o->eval_batch, vm, 0, NULL, NULL) != 0 ||
+        sasrec_rank(m, d, r->user_rows, 2, o->eval_batch, tm, 0, NULL, NULL) != 0)
+        return -1;
+    for (int s = 0; s < 2; s++) {
+        const retr_metrics *M = s ? tm : vm;
+        const char *split = s ? "test" : "valid";
+        if (stage_result(run, "tokenrec", split, "users", 0, (double)M->n)) return -1;
+        for (int k = 0; k < M->nk; k++)
+            if (stage_result(run, "tokenrec", split, "hr", M->ks[k], retr_hr(M, M->ks[k])) ||
+                stage_result(run, "tokenrec", split, "ndcg", M->ks[k], retr_ndcg(M, M->ks[k])))
+                return -1;
+    }
+    return 0;
+}
+
+/* The training config of the run's options over d and rows r. */
+static int train_cfg(const ft_opts *o, const causal_spec *s, rec_data *d, const causal_rows *r,
+                     sasrec_train_cfg *tc) {
+    memset(tc, 0, sizeof *tc);
+    if (causal_config(s, d, r, o->batch > o->eval_batch ? o->batch : o->eval_batch, &tc->model) != 0) return -1;
+    tc->model.loss = SASREC_LOSS_SOFTMAX;
+    tc->model.negatives = o->negatives;
+    tc->model.dropout = (float)o->dropout;
+    tc->sampler = SASREC_SAMPLER_UNIFORM;
+    tc->epochs = o->epochs;
+    tc->batch = o->batch;
+    tc->eval_every = o->eval_every;
+    tc->patience = o->patience;
+    tc->lr = (float)o->lr;
+    tc->weight_decay = (float)o->wd;
+    tc->clip = (float)o->clip;
+    tc->seed = (uint64_t)(int64_t)o->seed;
+    tc->quiet = o->quiet;
+    tc->user_rows = r->user_rows;
+    tc->windows = 1;
+    tc->label = "finetune";
+    tc->loss_metric = "train_loss_epoch";
+    tc->valid_metric = "valid_hr@10";
+    if (s->pool == CAUSAL_POOL_LEARNED) { tc->init = init_learned; tc->init_ctx = d; }
+    return 0;
+}
+
+int finetune_causal_run(stage_run *run, const ft_opts *o) {
+    causal_spec s = {.pool = causal_pool_parse(o->pool), .item_input = causal_input_parse(o->item_input),
+                     .cf_kind = "mean", .d = o->d_model, .blocks = o->enc_layers, .heads = o->n_heads,
+                     .hist_cap = o->hist};
+    rec_data d;
+    memset(&d, 0, sizeof d);
+    causal_rows r = {0};
+    sasrec_model *m = NULL;
+    sasrec_fit_result res = {0};
+    sasrec_train_cfg tc;
+    retr_metrics vm, tm;
+    int rc = rec_data_load(run->db, run->dataset, run->upstream_run, s.cf_kind, &d);
+    if (!rc) {
+        causal_rows_build(&d, s.item_input, &r);
+        rc = train_cfg(o, &s, &d, &r, &tc);
+    }
+    if (!rc && !o->quiet && !run->resumed)
+        fprintf(stderr, "[finetune] %s: causal, d %d, %d layers, %d heads, hist %d, pool %s, item input %s, "
+                "%d rows x %d per position, %s, dropout %.2g, lr %.2g, batch %d, up to %d epochs\n", run->dataset,
+                s.d, s.blocks, s.heads, s.hist_cap, o->pool, o->item_input, r.n_rows, r.n_feat,
+                o->negatives ? "sampled softmax" : "full softmax", o->dropout, o->lr, o->batch, o->epochs);
+    if (!rc) rc = sasrec_fit(run, &d, &tc, &m, &res);
+    if (rc == 0) {
+        double tps = res.seconds > 0 ? (double)res.targets * res.epochs / res.seconds : 0;
+        double kps = res.seconds > 0 ? (double)res.positions * r.n_feat * res.epochs / res.seconds : 0;
+        if (write_results(run, m, &d, &r, o, &vm, &tm) != 0 || stage_finish_begin(run) != 0 ||
+            causal_save(run->db, run->id, m, &s, &d) != 0 ||
+            stage_result(run, "tokenrec", "train", "best_epoch", 0, res.best_epoch) != 0 ||
+            (tps > 0 && stage_result(run, "tokenrec", "train", "targets_per_s", 0, tps) != 0) ||
+            (kps > 0 && stage_result(run, "tokenrec", "train", "tokens_per_s", 0, kps) != 0) ||
+            stage_finish_commit(run) != 0)
+            rc = -1;
+        else if (!o->quiet)
+            fprintf(stderr, "[finetune] %s done: %d epochs in %.0fs (%.0f targets/s, %.0f tokens/s), best epoch %d, "
+                    "valid HR@10 %.4f NDCG@10 %.4f; test HR@10 %.4f NDCG@10 %.4f HR@20 %.4f NDCG@20 %.4f\n",
+                    run->dataset, res.epochs, res.seconds, tps, kps, res.best_epoch, retr_hr(&vm, 10),
+                    retr_ndcg(&vm, 10), retr_hr(&tm, 10), retr_ndcg(&tm, 10), retr_hr(&tm, 20), retr_ndcg(&tm, 20));
+    }
+    if (rc < 0) stage_fail_err(run);          /* 130: sasrec_fit recorded the stop */
+    sasrec_free(m);
+    causal_rows_free(&r);
+    rec_data_free(&d);
+    return rc;
+}

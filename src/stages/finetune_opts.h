@@ -1,0 +1,27 @@
+/* finetune_opts: the settings of a `tokenrec finetune` run, shared by its two architectures:
+ * the T5 encoder-decoder (finetune.c, TokenRec's own) and the causal decoder
+ * (finetune_causal.c, --arch causal). Options left at -1 (or NULL) take the architecture's
+ * default (ft_defaults_t5, causal_defaults). */
+#ifndef TOKENREC_FINETUNE_OPTS_H
+#define TOKENREC_FINETUNE_OPTS_H
+#include "stage.h"
+
+typedef struct {
+    const char *dbpath, *dataset, *preset, *loss, *pool, *score, *init_from, *tokenizer, *objective, *hist_order;
+    const char *arch, *item_input;
+    int seed, threads, epochs, batch, warmup, hist, min_hist, max_pos, patience, ckpt_every, beam;
+    int eval_batch, d_model, n_heads, d_ff, enc_layers, dec_layers, dec_len, faithful, force, quiet;
+    int negatives, eval_every;
+    int shards;                 /* > 1: batches cut in shards, what mpirun -np N splits (dist.h) */
+    double lr, wd, clip, dropout, temperature;
+} ft_opts;
+
+/* --arch causal: the dataset's defaults for the options left unset, then their checks;
+ * -1 with tr_error on a bad value. */
+int causal_defaults(ft_opts *o, const char *dataset);
+/* The per-dataset defaults table of --arch causal, for --help. */
+void causal_defaults_text(char *buf, size_t n);
+/* The run's work after stage_begin (as finetune's): 0, 130 when stopped, or -1. */
+int finetune_causal_run(stage_run *run, const ft_opts *o);
+
+#endif

@@ -1,0 +1,344 @@
+/* test_finetune_causal: `tokenrec finetune --arch causal`, the causal ID-token LLM. Its input
+ * rows (tokens, user prefix, an own row only for trained items); causality over token rows
+ * (changing item t+1's tokens never changes the output at t, padding never changes a real
+ * position); one causal pass giving each target the loss its prefix alone gets; pool tokens
+ * without CF vectors; and through the binary on a small synthetic dataset: training,
+ * evaluate (also --unseen), the fingerprint (--arch and --pool), and a SIGKILL mid-training
+ * resuming to a byte-identical model. (The gradients of every item side: test_sasrec.) */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "causalrec.h"
+#include "db.h"
+#include "recmodel.h"
+#include "sasrec_fit.h"
+#include "stage.h"
+#include "testutil.h"
+
+/* A small rec_data by hand: 4 users, 6 items, K 2 books of L 4 codes plus a disambiguation
+ * book of 2; item 5 never occurs in a train split. */
+static void small_data(rec_data *d) {
+    memset(d, 0, sizeof *d);
+    static int64_t off[5] = {0, 5, 9, 14, 17};
+    static int32_t seq[17] = {0, 1, 2, 3, 4,  1, 2, 3, 5,  4, 3, 2, 1, 0,  2, 0, 5};
+    static int32_t uc[8] = {0, 1, 2, 3, 1, 1, 3, 0};
+    static int32_t ic[18] = {0, 0, 0, 1, 1, 0, 2, 2, 1, 3, 3, 0, 0, 1, 1, 1, 2, 0};
+    d->n_users = 4; d->n_items = 6; d->off = off; d->seq = seq;
+    d->K = 2; d->L = 4; d->extra = 2; d->cpi = 3; d->user_codes = uc; d->item_codes = ic;
+}
+
+static void rows_layout(void **state) {
+    (void)state;
+    rec_data d;
+    small_data(&d);
+    causal_rows r;
+    causal_rows_build(&d, CAUSAL_IN_TOKENS_ID, &r);
+    /* items: book k at k*4 + code, the extra book at 8 + code; users from 10; ids from 18 */
+    assert_int_equal(r.n_feat, 4);
+    assert_int_equal(r.n_rows, 18 + 6);
+    int32_t want_item1[4] = {1, 4 + 1, 8 + 0, 18 + 1}, want_user2[4] = {10 + 1, 10 + 4 + 1, -1, -1};
+    assert_memory_equal(r.item_rows + 4, want_item1, sizeof want_item1);
+    assert_memory_equal(r.user_rows + 8, want_user2, sizeof want_user2);
+    assert_int_equal(r.item_rows[5 * 4 + 3], -1);      /* item 5 is only ever valid/test */
+    assert_int_equal(r.item_rows[4 * 4 + 3], 18 + 4);  /* item 4 is trained (user 2) */
+    causal_rows_free(&r);
+    causal_rows_build(&d, CAUSAL_IN_TOKENS, &r);
+    assert_int_equal(r.n_feat, 3);
+    assert_int_equal(r.n_rows, 18);
+    causal_rows_free(&r);
+}
+
+/* A model of the small data with rows r and pool `pool`. */
+static sasrec_model *small_model(rec_data *d, causal_rows *r, int pool, float dropout) {
+    causal_spec s = {.pool = pool, .item_input = CAUSAL_IN_TOKENS_ID, .cf_kind = "mean", .d = 8, .blocks = 2,
+                     .heads = 2, .hist_cap = 6};
+    causal_rows_build(d, s.item_input, r);
+    sasrec_config c;
+    assert_int_equal(causal_config(&s, d, r, 3, &c), 0);
+    c.dropout = dropout;
+    rng_t g;
+    rng_seed(&g, 11);
+    sasrec_model *m = sasrec_new(&c, &g);
+    assert_non_null(m);
+    return m;
+}
+
+/* Row b of a batch: user u's prefix then items, padded to T with item 0's rows. */
+static void put_seq(const sasrec_model *m, const causal_rows *r, int32_t u, const int32_t *items, int n, int T,
+                    int32_t *out) {
+    int S = sasrec_cfg(m)->n_feat;
+    memcpy(out, r->user_rows + (size_t)u * S, (size_t)S * sizeof *out);
+    for (int t = 1; t < T; t++) sasrec_item_rows(m, t - 1 < n ? items[t - 1] : 0, out + (size_t)t * S);
+}
+
+static void causal_over_tokens(void **state) {
+    (void)state;
+    rec_data d;
+    small_data(&d);
+    d.pool = NULL;
+    causal_rows r;
+    sasrec_model *m = small_model(&d, &r, CAUSAL_POOL_TOKENS, 0.0f);
+    int S = sasrec_cfg(m)->n_feat, T = 6, dm = 8;
+    int32_t items[5] = {0, 1, 2, 3, 4}, ids[6 * 4], len[1] = {6};
+    put_seq(m, &r, 0, items, 5, T, ids);
+    sasrec_batch b = {.B = 1, .T = T, .ids = ids, .len = len};
+    assert_int_equal(sasrec_forward(m, &b, 0, NULL, 0, NULL), 0);
+    float h0[6 * 8];
+    memcpy(h0, sasrec_hidden(m), sizeof h0);
+    /* item t+1's tokens change (position t + 2 after the prefix): positions <= t + 1 keep
+     * their output bit for bit, the later ones move */
+    for (int p = 1; p < T; p++) {
+        int32_t keep[4];
+        memcpy(keep, ids + p * S, sizeof keep);
+        ids[p * S] = (ids[p * S] + 1) % 4;             /* another code of book 0 */
+        assert_int_equal(sasrec_forward(m, &b, 0, NULL, 0, NULL), 0);
+        const float *h = sasrec_hidden(m);
+        for (int t = 0; t < T; t++) {
+            double diff = 0;
+            for (int k = 0; k < dm; k++) diff += fabs(h[t * dm + k] - h0[t * dm + k]);
+            if (t < p) assert_true(diff == 0.0);
+            else assert_true(diff > 1e-5);
+        }
+        memcpy(ids + p * S, keep, sizeof keep);
+    }
+    /* padding: the first 4 positions alone, and with 2 padding positions of other rows */
+    int32_t ids2[6 * 4], len2[1] = {4};
+    put_seq(m, &r, 0, items, 3, 6, ids2);
+    for (int k = 4 * S; k < 6 * S; k++) ids2[k] = k % 3 ? -1 : 7;
+    sasrec_batch b2 = {.B = 1, .T = 6, .ids = ids2, .len = len2};
+    assert_int_equal(sasrec_forward(m, &b2, 0, NULL, 0, NULL), 0);
+    for (int k = 0; k < 4 * dm; k++) assert_true(sasrec_hidden(m)[k] == h0[k]);
+    sasrec_free(m);
+    causal_rows_free(&r);
+}
+
+/* Each target's loss in one pass over the whole sequence (the other targets masked) equals
+ * its loss with only its prefix as input: the equivalence that lets one pass train every
+ * target. Over each item side. */
+static void one_pass_equals_prefixes(void **state) {
+    (void)state;
+    rec_data d;
+    small_data(&d);
+    float pool[6 * 3];
+    for (int k = 0; k < 18; k++) pool[k] = (float)((k * 7) % 5) - 2.0f;
+    d.pool = pool;
+    d.D = 3;
+    for (int side = CAUSAL_POOL_CF; side <= CAUSAL_POOL_TOKENS; side++) {
+        if (side == CAUSAL_POOL_LEARNED) continue;       /* needs D == d; the same code as tokens' table */
+        causal_rows r;
+        sasrec_model *m = small_model(&d, &r, side, 0.0f);
+        int S = sasrec_cfg(m)->n_feat, T = 6;
+        int32_t items[5] = {0, 1, 2, 3, 4}, ids[6 * 4], len[1], pos[6];
+        double sum_full = 0, sum_pref = 0;
+        for (int t = 0; t < T - 1; t++) {                /* target: items[t] after position t */
+            float lf = 0, lp = 0;
+            put_seq(m, &r, 1, items, 5, T, ids);
+            for (int k = 0; k < T; k++) pos[k] = k == t ? items[t] : -1;
+            len[0] = T;
+            sasrec_batch full = {.B = 1, .T = T, .ids = ids, .len = len, .pos = pos};
+            assert_int_equal(sasrec_forward(m, &full, 0, NULL, 0, &lf), 1);
+            int32_t idp[6 * 4], lenp[1] = {t + 1}, posp[6];
+            memcpy(idp, ids, (size_t)(t + 1) * S * sizeof *idp);
+            for (int k = 0; k <= t; k++) posp[k] = k == t ? items[t] : -1;
+            sasrec_batch pref = {.B = 1, .T = t + 1, .ids = idp, .len = lenp, .pos = posp};
+            assert_int_equal(sasrec_forward(m, &pref, 0, NULL, 0, &lp), 1);
+            assert_true(fabsf(lf - lp) <= 1e-5f * (1 + fabsf(lf)));
+            sum_pref += lp;
+            sum_full += lf;
+        }
+        /* and all targets at once: the mean of the per-target losses */
+        put_seq(m, &r, 1, items, 5, T, ids);
+        for (int k = 0; k < T; k++) pos[k] = k < T - 1 ? items[k] : -1;
+        len[0] = T;
+        float all = 0;
+        sasrec_batch full = {.B = 1, .T = T, .ids = ids, .len = len, .pos = pos};
+        assert_int_equal(sasrec_forward(m, &full, 0, NULL, 0, &all), 5);
+        print_message("side %d: one pass %.6f, mean over prefixes %.6f\n", side, all, sum_pref / 5);
+        assert_true(fabs(all - sum_pref / 5) < 1e-5 * (1 + fabs(all)));
+        assert_true(fabs(sum_full - sum_pref) < 1e-4);
+        sasrec_free(m);
+        causal_rows_free(&r);
+    }
+}
+
+/* Pool tokens needs no CF vectors, and an item never trained (no own row) still scores
+ * finitely from its tokens; pool cf without them, and learned of another width, are refused. */
+static void pool_tokens_without_cf(void **state) {
+    (void)state;
+    rec_data d;
+    small_data(&d);
+    d.pool = NULL;
+    causal_rows r;
+    sasrec_model *m = small_model(&d, &r, CAUSAL_POOL_TOKENS, 0.0f);
+    int32_t items[2] = {1, 2}, ids[3 * 4], len[1] = {3};
+    put_seq(m, &r, 0, items, 2, 3, ids);
+    sasrec_batch b = {.B = 1, .T = 3, .ids = ids, .len = len};
+    float scores[6];
+    assert_int_equal(sasrec_scores(m, &b, scores), 0);
+    for (int i = 0; i < 6; i++) assert_true(isfinite(scores[i]));
+    assert_true(scores[5] != 0.0f);
+    sasrec_free(m);
+    causal_spec s = {.pool = CAUSAL_POOL_CF, .item_input = CAUSAL_IN_TOKENS_ID, .d = 8, .blocks = 1, .heads = 1,
+                     .hist_cap = 4};
+    sasrec_config c;
+    assert_int_equal(causal_config(&s, &d, &r, 2, &c), -1);
+    float pool[6 * 3] = {0};
+    d.pool = pool;
+    d.D = 3;
+    s.pool = CAUSAL_POOL_LEARNED;
+    assert_int_equal(causal_config(&s, &d, &r, 2, &c), -1);   /* 3-wide vectors, d 8 */
+    causal_rows_free(&r);
+}
+
+/* ---- through the binary ---- */
+
+/* The first column of the first row of sql as a double (def when there is none). */
+static double db_query_double(sqlite3 *db, double def, const char *sql) {
+    sqlite3_stmt *st = db_prep(db, sql);
+    double v = def;
+    if (st && sqlite3_step(st) == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL) v = sqlite3_column_double(st, 0);
+    sqlite3_finalize(st);
+    return v;
+}
+/* The fingerprint of run `run` (malloc'd). */
+static char *fingerprint(sqlite3 *db, int64_t run) {
+    sqlite3_stmt *st = db_prep(db, "SELECT fingerprint FROM stage_runs WHERE id=?");
+    assert_non_null(st);
+    sqlite3_bind_int64(st, 1, run);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    char *s = strdup((const char *)sqlite3_column_text(st, 0));
+    sqlite3_finalize(st);
+    return s;
+}
+
+#define CAUSAL "--arch causal --d-model 32 --layers 1 --heads 1 --hist 12 --epochs 12 --eval-every 3 --batch 32 " \
+               "--lr 5e-3 --dropout 0.2 --quiet --threads 1"
+
+/* The stored model of the last done finetune run (malloc'd, *n bytes). */
+static void *stored(const char *dbp, int *n) {
+    sqlite3 *db = db_open(dbp, 1);
+    sqlite3_stmt *st = db_prep(db, "SELECT params FROM models WHERE run_id = (SELECT max(id) FROM stage_runs "
+                                   "WHERE stage='finetune' AND status='done')");
+    assert_non_null(st);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    *n = sqlite3_column_bytes(st, 0);
+    void *p = malloc((size_t)*n);
+    memcpy(p, sqlite3_column_blob(st, 0), (size_t)*n);
+    sqlite3_finalize(st);
+    db_close(db);
+    return p;
+}
+
+static void causal_e2e(void **state) {
+    (void)state;
+    char *dbp = tu_path("causal.db");
+    const char *b = tu_bin();
+    assert_int_equal(tu_synthetic_upstream(dbp, TU_E2E_CF, TU_E2E_TOK), 0);
+    assert_true(tu_run("%s finetune --db %s --arch causal --pool ego --quiet 2>/dev/null", b, dbp) != 0);
+    assert_true(tu_run("%s finetune --db %s --arch causal --item-input ids --quiet 2>/dev/null", b, dbp) != 0);
+    assert_true(tu_run("%s finetune --db %s --arch causal --faithful --quiet 2>/dev/null", b, dbp) != 0);
+    assert_true(tu_run("%s finetune --db %s --negatives 8 --quiet 2>/dev/null", b, dbp) != 0);   /* t5 */
+    assert_int_equal(tu_run("%s finetune --db %s " CAUSAL, b, dbp), 0);
+    assert_int_equal(tu_run("%s evaluate --db %s --method tokenrec,popularity --split both --quiet", b, dbp), 0);
+    sqlite3 *db = db_open(dbp, 1);
+    double hr = tu_metric(db, "tokenrec", "test", "hr", 10), pop = tu_metric(db, "popularity", "test", "hr", 10);
+    double tps = db_query_double(db, -1, "SELECT value FROM run_metrics WHERE method='tokenrec' AND split='train' "
+                                        "AND metric='targets_per_s'");
+    print_message("causal on synth: test HR@10 %.3f (popularity %.3f), %.0f targets/s\n", hr, pop, tps);
+    assert_true(hr > pop + 0.2);
+    assert_true(tps > 0);
+    /* evaluate's valid figure is the one the stage measured on its kept model */
+    double v_ft = db_query_double(db, -1, "SELECT value FROM run_metrics WHERE method='tokenrec' AND split='valid' "
+                                          "AND metric='hr' AND k=10 AND run_id=(SELECT max(id) FROM stage_runs WHERE stage='finetune')");
+    assert_true(fabs(v_ft - tu_metric(db, "tokenrec", "valid", "hr", 10)) < 1e-9);
+    int64_t r1 = stage_current_run(db, "synth", "finetune");
+    char *fp1 = fingerprint(db, r1);
+    db_close(db);
+    /* the same command: up to date; another pool: a new run, another fingerprint, evaluate stale */
+    assert_int_equal(tu_run("%s finetune --db %s " CAUSAL, b, dbp), 0);
+    db = db_open(dbp, 1);
+    assert_true(stage_current_run(db, "synth", "finetune") == r1);
+    db_close(db);
+    assert_int_equal(tu_run("%s finetune --db %s --pool cf " CAUSAL, b, dbp), 0);
+    db = db_open(dbp, 1);
+    int64_t r2 = stage_current_run(db, "synth", "finetune");
+    char *fp2 = fingerprint(db, r2);
+    assert_true(r2 != r1);
+    assert_string_not_equal(fp1, fp2);
+    assert_int_equal(stage_get_state(db, "synth", "evaluate", NULL), ST_STALE);
+    db_close(db);
+    assert_int_equal(tu_run("%s evaluate --db %s --method tokenrec --quiet", b, dbp), 0);
+    db = db_open(dbp, 1);
+    assert_true(tu_metric(db, "tokenrec", "test", "hr", 10) > pop + 0.2);   /* pool cf */
+    db_close(db);
+    free(fp1); free(fp2); free(dbp);
+}
+
+/* Unseen users: cf holds 10% out, tokenize tokenizes them frozen, the causal model never
+ * trains on them, evaluate --unseen scores them beside the seen users. */
+static void causal_unseen(void **state) {
+    (void)state;
+    char *dbp = tu_path("unseen.db");
+    const char *b = tu_bin();
+    assert_int_equal(tu_synthetic_upstream(dbp, TU_E2E_CF " --holdout-users 0.1", TU_E2E_TOK), 0);
+    assert_int_equal(tu_run("%s finetune --db %s " CAUSAL, b, dbp), 0);
+    assert_int_equal(tu_run("%s evaluate --db %s --method tokenrec --unseen --quiet", b, dbp), 0);
+    sqlite3 *db = db_open(dbp, 1);
+    double n_u = db_query_double(db, -1, "SELECT value FROM run_metrics WHERE method='tokenrec' AND split='test_unseen' "
+                                         "AND metric='users'");
+    double hr_u = db_query_double(db, -1, "SELECT value FROM run_metrics WHERE method='tokenrec' AND split='test_unseen' "
+                                          "AND metric='hr' AND k=10");
+    print_message("unseen users %.0f, HR@10 %.3f (seen %.3f)\n", n_u, hr_u, tu_metric(db, "tokenrec", "test", "hr", 10));
+    assert_int_equal((int)n_u, 30);
+    assert_true(hr_u > 0.2);
+    db_close(db);
+    free(dbp);
+}
+
+static void killed_causal_resumes_identically(void **state) {
+    (void)state;
+    const char *b = tu_bin();
+    char *pa = tu_path("kill_a.db"), *pb = tu_path("kill_b.db");
+    assert_int_equal(tu_synthetic_upstream(pa, TU_E2E_CF, TU_E2E_TOK), 0);
+    assert_int_equal(tu_synthetic_upstream(pb, TU_E2E_CF, TU_E2E_TOK), 0);
+    assert_int_equal(tu_run("%s finetune --db %s " CAUSAL " --patience 1000 --epochs 150 --eval-every 2", b, pa), 0);
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "%s finetune --db %s " CAUSAL " --patience 1000 --epochs 150 --eval-every 2", b, pb);
+    int mid = 0;
+    for (unsigned delay = 200000; delay < 6000000 && mid < 2; delay += 250000) {
+        tu_run_killed(cmd, delay);
+        sqlite3 *db = db_open(pb, 1);
+        int64_t done = db_query_i64(db, 0, "SELECT count(*) FROM stage_runs WHERE stage='finetune' AND status='done'");
+        int64_t ck = db_query_i64(db, 0, "SELECT count(*) FROM checkpoints");
+        db_close(db);
+        if (done) break;
+        if (ck) mid++;
+    }
+    print_message("causal finetune killed mid-training %d times\n", mid);
+    assert_true(mid >= 1);
+    assert_int_equal(tu_run("%s finetune --db %s " CAUSAL " --patience 1000 --epochs 150 --eval-every 2", b, pb), 0);
+    int na = 0, nb = 0;
+    void *ma = stored(pa, &na), *mb = stored(pb, &nb);
+    assert_int_equal(na, nb);
+    assert_memory_equal(ma, mb, (size_t)na);
+    free(ma); free(mb); free(pa); free(pb);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(rows_layout),
+        cmocka_unit_test(causal_over_tokens),
+        cmocka_unit_test(one_pass_equals_prefixes),
+        cmocka_unit_test(pool_tokens_without_cf),
+        cmocka_unit_test(causal_e2e),
+        cmocka_unit_test(causal_unseen),
+        cmocka_unit_test(killed_causal_resumes_identically),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
