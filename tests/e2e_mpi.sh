@@ -75,7 +75,7 @@ cp "$T/base.db" "$T/ft.db"
 "$BIN" cf --db "$T/ft.db" --epochs 10 --eval-every 10 --threads 1 --quiet || fail "cf"
 "$BIN" tokenize --db "$T/ft.db" --epochs 3 --threads 1 --quiet || fail "tokenize"
 cp "$T/ft.db" "$T/ft1.db"; cp "$T/ft.db" "$T/ft2.db"
-FT=(--preset tiny --epochs 1 --hist 10 --batch 64 --max-pos 8 --threads 1 --shards 4 --quiet)
+FT=(--arch t5 --preset tiny --epochs 1 --hist 10 --batch 64 --max-pos 8 --threads 1 --shards 4 --quiet)
 "$BIN" finetune --db "$T/ft1.db" "${FT[@]}" || fail "finetune, one process"
 timeout 300 "$MPIRUN" -np 2 "$BIN" finetune --db "$T/ft2.db" "${FT[@]}" || fail "mpirun -np 2 finetune"
 ftm() { q "$1" "SELECT group_concat(printf('%s:%d:%.7f', name, step, value), ' ') FROM metrics_log

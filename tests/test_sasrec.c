@@ -405,6 +405,47 @@ static void evaluate_sasrec_e2e(void **state) {
     free(dbp);
 }
 
+/* ---- the per-dataset defaults: a dataset named like a preset row trains with that row's
+ * settings where no option is given, and records them in the run's parameters ---- */
+static char *last_sasrec_params(const char *dbp) {
+    sqlite3 *db = db_open(dbp, 1);
+    sqlite3_stmt *st = db_prep(db, "SELECT params FROM stage_runs WHERE stage='sasrec' ORDER BY id DESC LIMIT 1");
+    assert_non_null(st);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    char *p = strdup((const char *)sqlite3_column_text(st, 0));
+    sqlite3_finalize(st);
+    db_close(db);
+    return p;
+}
+
+static void dataset_presets(void **state) {
+    (void)state;
+    const char *b = tu_bin();
+    static const struct { const char *ds, *want[3]; } cases[] = {
+        {"ml-1m", {"\"batch\":16", "\"epochs\":45", "\"negatives\":512"}},
+        {"clothing", {"\"batch\":128", "\"epochs\":40", "\"negatives\":2048"}},
+        {"other-name", {"\"batch\":128", "\"epochs\":200", "\"negatives\":0"}},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
+        char name[64];
+        snprintf(name, sizeof name, "preset_%zu.db", k);
+        sqlite3 *db = tu_db(name);
+        assert_int_equal(tu_synthetic(db, cases[k].ds, 40, 30, 3, 5, 8, 5), 0);
+        db_close(db);
+        char *dbp = tu_path(name);
+        /* a tiny model that stops early; the rest of the settings come from the preset */
+        assert_int_equal(tu_run("%s sasrec --db %s --quiet --threads 1 --dim 8 --maxlen 8 --patience 1 "
+                                "--eval-every 1", b, dbp), 0);
+        char *p = last_sasrec_params(dbp);
+        for (int i = 0; i < 3; i++) {
+            if (!strstr(p, cases[k].want[i])) print_message("%s: %s not in %s\n", cases[k].ds, cases[k].want[i], p);
+            assert_non_null(strstr(p, cases[k].want[i]));
+        }
+        free(p);
+        free(dbp);
+    }
+}
+
 /* ---- SIGKILL mid-training: the same command resumes from the last checkpoint and stores
  * the same model, byte for byte, as an uninterrupted run ---- */
 #define SASK "--dim 32 --blocks 2 --epochs 40 --batch 16 --lr 5e-3 --eval-every 1 --patience 100"
@@ -497,6 +538,7 @@ int main(void) {
         cmocka_unit_test(learns_pattern_bce),
         cmocka_unit_test(learns_pattern_sampled),
         cmocka_unit_test(evaluate_sasrec_e2e),
+        cmocka_unit_test(dataset_presets),
         cmocka_unit_test(killed_sasrec_resumes_identically),
         cmocka_unit_test(stopped_every_epoch_resumes_identically),
     };

@@ -53,7 +53,7 @@ int tu_synthetic_upstream(const char *dbpath, const char *cf_args, const char *t
 /* The end-to-end tests' cf, tokenize and finetune options on that upstream. */
 #define TU_E2E_CF  "--epochs 40 --eval-every 10 --dim 32 --batch 512 --quiet"
 #define TU_E2E_TOK "--L 32 --dc 64 --h1 64 --h2 64 --epochs 15 --quiet"
-#define TU_E2E_FT  "--preset tiny --epochs 3 --hist 20 --batch 32 --lr 3e-3 --warmup 20 --ckpt-every 20 --quiet"
+#define TU_E2E_FT  "--arch t5 --preset tiny --epochs 3 --hist 20 --batch 32 --lr 3e-3 --warmup 20 --ckpt-every 20 --quiet"
 /* Start `exec <cmd>` through sh, SIGKILL it after delay_us, reap it. Returns 1 when the
  * kill landed (the command was still running), 0 when it had already ended. */
 int tu_run_killed(const char *cmd, unsigned delay_us);

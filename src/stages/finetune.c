@@ -769,12 +769,14 @@ int cmd_finetune(int argc, char **argv) {
     o.seed = CLI_SEED_DEFAULT; o.epochs = -1; o.batch = -1; o.warmup = 200; o.hist = 50; o.min_hist = 2;
     o.max_pos = -1; o.patience = -1; o.ckpt_every = 200; o.eval_batch = 128; o.dec_layers = -1;
     o.lr = -1; o.wd = -1; o.clip = 1.0; o.dropout = -1; o.temperature = 0.1;
-    o.objective = "retrieval"; o.beam = 20; o.hist_order = "shuffled"; o.arch = "t5";
+    o.objective = "retrieval"; o.beam = 20; o.hist_order = "shuffled";
     o.negatives = -1; o.eval_every = -1;
     cli_opt opts[] = {
         CLI_OPTS_DB(&o.dbpath, &o.dataset),
         /* not params: added to the params JSON only for causal, so T5 runs keep their fingerprints */
-        {"arch", CLI_STR, &o.arch, "t5 (TokenRec's encoder-decoder) or causal (a decoder trained on every target at once)", 0},
+        {"arch", CLI_STR, &o.arch, "causal (a decoder trained on every target at once; the default) or t5 (TokenRec's "
+                                 "encoder-decoder; the default with --faithful, --init-from, --objective generate, "
+                                 "--loss cosine or --score cos)", 0},
         {"item-input", CLI_STR, &o.item_input, "causal: an item's position sums its tokens, or tokens+id (default: the dataset's)", 0},
         {"negatives", CLI_INT, &o.negatives, "causal: softmax over N shared sampled negatives (0: all items; -1: the dataset's)", 0},
         {"eval-every", CLI_INT, &o.eval_every, "causal: epochs between valid checks (-1: the dataset's)", 0},
@@ -827,6 +829,9 @@ int cmd_finetune(int argc, char **argv) {
     causal_defaults_text(summary + sl, sizeof summary - sl);
     int rc = cli_parse(argc, argv, opts, usage_ft, summary);
     if (rc) return rc > 0 ? 0 : -1;
+    if (!o.arch)      /* T5's own settings ask for T5 */
+        o.arch = o.faithful || o.init_from || o.tokenizer || strcmp(o.objective, "retrieval") || strcmp(o.loss, "softmax") ||
+                 strcmp(o.score, "dot") ? "t5" : "causal";
     int causal = !strcmp(o.arch, "causal");
     if (!causal && strcmp(o.arch, "t5")) return tr_error("--arch: expected t5 or causal, got '%s'", o.arch);
     char tokbuf[4096];

@@ -23,7 +23,7 @@ typedef int (*stage_fn)(int, char **);
  * README's first command: the whole pipeline on LastFM in well under 15 minutes on 2 cores. */
 static const char *const quick_cf[] = {"--epochs", "150", "--eval-every", "10", NULL};
 static const char *const quick_tok[] = {"--epochs", "20", NULL};
-static const char *const quick_ft[] = {"--epochs", "1", "--hist", "20", "--batch", "64", NULL};
+static const char *const quick_ft[] = {"--epochs", "40", NULL};   /* the causal LLM, --eval-every 5 */
 static const char *const quick_sas[] = {"--epochs", "30", NULL};
 static const char *const none[] = {NULL};
 
