@@ -71,8 +71,9 @@ static void pipeline_learns_the_planted_pattern(void **state) {
     int64_t epochs = db_query_i64(db, 0, "SELECT count(*) FROM metrics_log WHERE run_id=%lld AND name='valid_hr@10'",
                                   (long long)ft);
     assert_true(epochs > 0);
-    assert_int_equal(db_query_i64(db, 0, "SELECT count(*) FROM metrics_log WHERE run_id=%lld AND name='train_loss_epoch'",
-                                  (long long)ft), epochs);
+    /* the causal LLM (run's default) logs its loss every epoch and checks valid every few */
+    assert_true(db_query_i64(db, 0, "SELECT count(*) FROM metrics_log WHERE run_id=%lld AND name='train_loss_epoch'",
+                             (long long)ft) >= epochs);
     assert_int_equal(tr_read_file(hp, &txt, &n), 0);
     assert_non_null(strstr(txt, "finetune: training loss (epoch mean)"));
     assert_non_null(strstr(txt, "training targets/s"));

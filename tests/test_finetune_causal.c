@@ -243,7 +243,8 @@ static void causal_e2e(void **state) {
     assert_true(tu_run("%s finetune --db %s --arch causal --pool ego --quiet 2>/dev/null", b, dbp) != 0);
     assert_true(tu_run("%s finetune --db %s --arch causal --item-input ids --quiet 2>/dev/null", b, dbp) != 0);
     assert_true(tu_run("%s finetune --db %s --arch causal --faithful --quiet 2>/dev/null", b, dbp) != 0);
-    assert_true(tu_run("%s finetune --db %s --negatives 8 --quiet 2>/dev/null", b, dbp) != 0);   /* t5 */
+    assert_true(tu_run("%s finetune --db %s --arch t5 --negatives 8 --quiet 2>/dev/null", b, dbp) != 0);
+    assert_true(tu_run("%s finetune --db %s --arch gpt --quiet 2>/dev/null", b, dbp) != 0);
     assert_int_equal(tu_run("%s finetune --db %s " CAUSAL, b, dbp), 0);
     assert_int_equal(tu_run("%s evaluate --db %s --method tokenrec,popularity --split both --quiet", b, dbp), 0);
     sqlite3 *db = db_open(dbp, 1);
