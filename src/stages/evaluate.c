@@ -3,6 +3,7 @@
 #include "causalrec.h"
 #include "cli.h"
 #include "db.h"
+#include "dist_stage.h"
 #include "genrec.h"
 #include "recmodel.h"
 #include "retrieval.h"
@@ -315,6 +316,55 @@ static const ev_method methods[] = {
     {"sasrec", STAGE_SASREC, load_sasrec, score_sasrec, 0, NULL}};
 enum { N_METHODS = sizeof methods / sizeof *methods };
 
+/* Does the method run data-parallel under mpirun (its users sharded across the ranks)? The
+ * others run on rank 0 alone while the rest wait. */
+static int method_dist(const ev_method *m) { return m->score == score_sasrec; }
+
+/* Under mpirun, after rank 0's load: its inputs on every rank, the top-K lists sized, and
+ * the scoring of each rank's share of the users (every rank gets the metrics); then the
+ * lists summed on rank 0 (each user's list is nonzero on one rank only). Returns 0 or -1. */
+static int score_shared(ev_ctx *c, const ev_method *m) {
+    dist_bcast_sequences(&c->d);
+    if (dist_bcast_sasrec(&c->sm, c->o->batch) != 0) return -1;
+    c->n_unseen = dist_bcast_int(c->n_unseen);
+    int has_held = dist_bcast_int(c->held != NULL);
+    if (has_held) dist_bcast_alloc((void **)&c->held, (size_t)c->d.n_users + 1);
+    if (dist_rank() != 0) sink_alloc(&c->sink, c->d.n_users);
+    if (m->score(c) != 0) return -1;
+    size_t n = (size_t)c->d.n_users * c->sink.topk;
+    dist_reduce_sum(c->sink.items, n, DIST_I32);
+    dist_reduce_sum(c->sink.scores, n, DIST_F32);
+    dist_reduce_sum(c->sink.n, (size_t)c->d.n_users, DIST_I32);
+    return 0;
+}
+
+/* A rank other than 0 under mpirun: score its share of each data-parallel method rank 0
+ * announces (-1: no more). Returns 0 or -1. */
+static int eval_worker(const ev_opts *o) {
+    for (int i; (i = dist_bcast_int(0)) >= 0;) {
+        if (i >= N_METHODS || !method_dist(&methods[i])) continue;
+        int go = dist_bcast_int(0);
+        if (go < 0) return tr_error("rank 0 stopped (its error above)");
+        if (go == 0) continue;                     /* up to date */
+        ev_ctx c;
+        memset(&c, 0, sizeof c);
+        c.o = o;
+        c.method = methods[i].name;
+        int ks[3] = {10, 20, 30};
+        retr_metrics_init(&c.valid, 3, ks);
+        retr_metrics_init(&c.test, 3, ks);
+        retr_metrics_init(&c.test_u, 3, ks);
+        c.do_valid = !strcmp(o->split, "valid") || !strcmp(o->split, "both");
+        c.sink.topk = o->topk;
+        int rc = score_shared(&c, &methods[i]);
+        free(c.sink.items); free(c.sink.scores); free(c.sink.n); free(c.held);
+        rec_data_free(&c.d);
+        sasrec_free(c.sm);
+        if (rc) return -1;
+    }
+    return 0;
+}
+
 /* Store the run's recommendations and metrics in one write transaction, then commit. */
 static int write_outputs(ev_ctx *c) {
     stage_run *run = &c->run;
@@ -366,6 +416,8 @@ static int eval_method(sqlite3 *db, const ev_opts *o, const ev_method *m, const 
     c.method = m->name;
     int b = stage_begin(&c.run, db, "evaluate", o->dataset, pj, stage_defs[m->stage].name, o->force);
     free(pj);
+    int shared = dist_size() > 1 && method_dist(m);
+    if (shared) dist_bcast_int(b == 0 ? 1 : b == STAGE_UP_TO_DATE ? 0 : -1);
     if (b == STAGE_UP_TO_DATE) {
         if (!o->quiet) fprintf(stderr, "[evaluate] %s on %s: up to date (run %lld)\n", m->name, o->dataset, (long long)c.run.id);
         return 0;
@@ -382,7 +434,7 @@ static int eval_method(sqlite3 *db, const ev_opts *o, const ev_method *m, const 
     int rc = m->load(&c);
     if (!rc) {
         sink_alloc(&c.sink, c.d.n_users);
-        rc = m->score(&c);
+        rc = shared ? score_shared(&c, m) : m->score(&c);
     }
     if (!rc) rc = write_outputs(&c);
     if (!rc && !o->quiet) print_result(&c, m);
@@ -437,7 +489,8 @@ int cmd_evaluate(int argc, char **argv) {
         return tr_error("--split: expected test or both, got '%s'", o.split);
     if (o.batch < 1 || o.topk < 1 || o.topk > 256) return tr_error("--batch must be positive and --topk in 1..256");
     if (o.beam < 1 || o.beam > 1024 || o.latency_users < 0) return tr_error("--beam must be in 1..1024 and --latency-users >= 0");
-    t5_set_threads(o.threads);
+    t5_set_threads(o.threads || dist_size() == 1 ? o.threads : dist_default_threads());
+    if (dist_rank() != 0) return eval_worker(&o);   /* rank 0 alone opens the database */
     stage_cmd c;
     if (stage_cmd_open(&c, o.dbpath, o.dataset) != 0) return -1;
     sqlite3 *db = c.db;
@@ -455,8 +508,10 @@ int cmd_evaluate(int argc, char **argv) {
             want = strstr(o.methods, methods[i].name) != NULL;
         if (!want) continue;
         ran++;
+        if (dist_size() > 1) dist_bcast_int(i);    /* the other ranks join the data-parallel ones */
         rc = eval_method(db, &o, &methods[i], pj);
     }
+    if (!rc) dist_bcast_int(-1);
     if (!rc && !ran) rc = tr_error("--method: nothing to evaluate ('%s'; expected all, tokenrec, lightgcn, popularity, generate, sasrec)", o.methods);
     free(pj);
     return stage_cmd_close(&c, rc);

@@ -3,6 +3,7 @@
 #include "finetune_opts.h"
 #include "cli.h"
 #include "db.h"
+#include "dist_stage.h"
 #include "genrec.h"
 #include "recmodel.h"
 #include "retrieval.h"
@@ -251,6 +252,9 @@ struct ft_trainer {
     double         train_secs;      /* this process's time in training batches (no validation) */
     int64_t        samples_here;    /* trained on in this process */
     ft_epoch_loss  eloss;           /* the current epoch's training loss so far */
+    int            no_step;         /* --shards: the step functions leave the optimizer step */
+    dist_accum     acc;             /* --shards: the shards' gradients over the ranks */
+    float         *shard_loss;      /* --shards: each shard's share of the batch's loss */
 };
 
 static void trainer_free(ft_trainer *t) {
@@ -262,6 +266,8 @@ static void trainer_free(ft_trainer *t) {
     free(t->logits); free(t->dz); free(t->pos); free(t->neg); free(t->gdec); free(t->gcodes);
     t5_gen_ws_free(&t->gws);
     gen_search_free(&t->gs);
+    if (t->acc.lev) dist_accum_free(&t->acc);
+    free(t->shard_loss);
 }
 
 /* The default objective: a softmax over all items of z . v (or cosine / temperature). */
@@ -272,7 +278,7 @@ static int step_softmax(ft_trainer *t, const rec_sample *bs, int nbs, t5_batch *
     *loss = softmax_loss(t5_z(t->m), t->bt.target, nbs, &t->d, t->cosine, (float)t->o->temperature,
                          t->logits, t->dz);
     if (t5_backward_dz(t->m, tb, t->dz) != 0) return -1;
-    t5_adamw_step(t->m, &t->opt, (float)t->o->clip);
+    if (!t->no_step) t5_adamw_step(t->m, &t->opt, (float)t->o->clip);
     return 0;
 }
 
@@ -287,6 +293,7 @@ static int step_cosine(ft_trainer *t, const rec_sample *bs, int nbs, t5_batch *t
     }
     tb->pos = t->pos;
     tb->neg = t->neg;
+    if (t->no_step) return t5_forward(t->m, tb, 1, br, loss) || t5_backward(t->m, tb) ? -1 : 0;
     return t5_train_step(t->m, tb, &t->opt, (float)t->o->clip, br, loss);
 }
 
@@ -301,7 +308,7 @@ static int step_generate(ft_trainer *t, const rec_sample *bs, int nbs, t5_batch 
     tr_error_clear();
     *loss = t5_gen_loss(t->m, tb, t->P, t->d.cpi, t->books, t->gcodes, &t->gws, 1);
     if (isnan(*loss) && tr_errmsg()[0]) return -1;
-    t5_adamw_step(t->m, &t->opt, (float)t->o->clip);
+    if (!t->no_step) t5_adamw_step(t->m, &t->opt, (float)t->o->clip);
     return 0;
 }
 
@@ -323,7 +330,7 @@ static int make_model(ft_trainer *t) {
     if (o->init_from) {
         if (init_pretrained(o, o->tokenizer, &t->d, &init, &t->v, &t->m) != 0) return -1;
         t->cfg = *t5_cfg(t->m);
-        if (!o->quiet && !t->run->resumed)
+        if (!o->quiet && t->run && !t->run->resumed)
             fprintf(stderr, "[finetune] from %s: d_model %d, %d+%d layers; tokenizer %s: %d tokens, ID tokens "
                     "from id %d\n", o->init_from, t->cfg.d_model, t->cfg.n_enc_layers, t->cfg.n_dec_layers,
                     o->tokenizer, t->v.n_words, t->v.base_item);
@@ -367,7 +374,8 @@ static int objective_buffers(ft_trainer *t) {
 /* Data, model, samples and buffers of a run. */
 static int trainer_setup(ft_trainer *t) {
     const ft_opts *o = t->o;
-    if (rec_data_load(t->run->db, t->run->dataset, t->run->upstream_run, o->pool, &t->d) != 0) return -1;
+    if (t->run && rec_data_load(t->run->db, t->run->dataset, t->run->upstream_run, o->pool, &t->d) != 0) return -1;
+    dist_bcast_rec_data(&t->d);         /* under mpirun: rank 0's data on every rank */
     t->have_data = 1;
     if (make_model(t) != 0) return -1;
     t->samples = rec_samples(&t->d, o->hist, o->min_hist, o->max_pos, &t->n);
@@ -382,12 +390,37 @@ static int trainer_setup(ft_trainer *t) {
     rec_batch_init(&t->bt, &t->d, &t->v, o->batch, o->hist, t->cfg.dec_len);
     t->bt.keep_order = !strcmp(o->hist_order, "kept");
     t5_reserve(t->m, o->batch > o->eval_batch ? o->batch : o->eval_batch, t->bt.cap_T);
+    if (o->shards > 1) {
+        dist_accum_init(&t->acc, t->np, (size_t)o->shards, o->shards);
+        t->shard_loss = tr_malloc((size_t)o->shards * sizeof *t->shard_loss);
+    }
     return objective_buffers(t);
 }
 
+static int trainer_resume_one(ft_trainer *t);
 /* A resumed run continues from its checkpoint: the parameters, the moments, the best
- * parameters and the state. A run stopped before its first checkpoint starts over. */
+ * parameters and the state. A run stopped before its first checkpoint starts over. Under
+ * mpirun rank 0 reads it and every rank gets it. */
 static int trainer_resume(ft_trainer *t) {
+    ft_state *st = &t->st;
+    stage_run *run = t->run;
+    size_t fb = t->np * sizeof(float);
+    if (dist_size() > 1) {              /* rank 0 reads, every rank gets its state */
+        int rc = run ? trainer_resume_one(t) : 0;
+        dist_bcast(st, sizeof *st);
+        dist_bcast(&t->eloss, sizeof t->eloss);
+        dist_bcast(t5_params(t->m), fb);
+        dist_bcast(t5_adam_m(t->m), fb);
+        dist_bcast(t5_adam_v(t->m), fb);
+        dist_bcast(t->best, fb);
+        t5_set_step(t->m, (long)st->step);
+        return rc;
+    }
+    return trainer_resume_one(t);
+}
+
+/* trainer_resume in one process (rank 0). */
+static int trainer_resume_one(ft_trainer *t) {
     ft_state *st = &t->st;
     stage_run *run = t->run;
     size_t fb = t->np * sizeof(float);
@@ -421,6 +454,10 @@ static void record_step(ft_trainer *t, float loss, int nbs) {
     st->loss_n++;
     t->eloss.sum += loss;
     t->eloss.n++;
+    if (!t->run) {                      /* a rank other than 0 under mpirun: no output */
+        if (st->step % 50 == 0) st->loss_sum = 0, st->loss_n = 0;
+        return;
+    }
     if (st->step % 50 == 0) {
         stage_metric(t->run, st->step, "train_loss", st->loss_sum / st->loss_n);
         st->loss_sum = 0;
@@ -431,6 +468,38 @@ static void record_step(ft_trainer *t, float loss, int nbs) {
     stage_progress(t->run, frac, "epoch %d/%d batch %d/%lld loss %.4f, %.0f samples/s, best valid HR@10 %.4f",
                    st->epoch + 1, o->epochs, st->batch + 1, (long long)t->nb, loss,
                    t->samples_here / (el > 0 ? el : 1), st->best_hr);
+}
+
+/* --shards: the batch bs[0..nbs) cut into shards of consecutive rows, each filled and run
+ * with its own stream of br (one draw); this rank computes dist_shards' run of them, each
+ * shard's gradient weighted by its share of the rows (the loss is a mean over the batch);
+ * the shards are summed in dist_accum's fixed tree and over the ranks in one all-reduce;
+ * then the optimizer step, the same on every rank. *loss gets the batch's mean loss. */
+static int shard_step(ft_trainer *t, const rec_sample *bs, int nbs, rng_t *br, float *loss) {
+    int G = t->o->shards < nbs ? t->o->shards : nbs, g0, g1;
+    uint64_t seed = rng_u64(br);
+    memset(t->shard_loss, 0, (size_t)t->o->shards * sizeof *t->shard_loss);
+    dist_shards(G, &g0, &g1);
+    t->no_step = 1;
+    for (int g = g0; g < g1; g++) {
+        int r0 = (int)((int64_t)g * nbs / G), r1 = (int)((int64_t)(g + 1) * nbs / G);
+        rng_t sr;
+        rng_seed(&sr, seed + (uint64_t)g);
+        rec_batch_fill(&t->bt, &t->d, &t->v, bs + r0, r1 - r0, 1, 0, &sr);
+        t5_batch tb = rec_batch_t5(&t->bt);
+        float l, w = (float)(r1 - r0) / (float)nbs, *gr = t5_grads(t->m);
+        if (t->step(t, bs + r0, r1 - r0, &tb, &sr, &l) != 0) { t->no_step = 0; return -1; }
+        for (size_t i = 0; i < t->np; i++) gr[i] *= w;
+        t->shard_loss[g] = l * w;
+        dist_accum_push(&t->acc, gr);
+    }
+    t->no_step = 0;
+    dist_accum_reduce(&t->acc, t5_grads(t->m), t->shard_loss);
+    double sum = 0;
+    for (int g = 0; g < G; g++) sum += t->shard_loss[g];
+    *loss = (float)sum;
+    t5_adamw_step(t->m, &t->opt, (float)t->o->clip);
+    return 0;
 }
 
 /* The rest of the current epoch from batch st.batch, in the epoch's seeded order; a
@@ -449,20 +518,24 @@ static int train_epoch(ft_trainer *t) {
         for (int r = 0; r < nbs; r++) bs[r] = t->samples[t->order[first + r]];
         rng_t br;
         rng_seed(&br, (uint64_t)o->seed * 0x9E3779B97F4A7C15ull ^ ((uint64_t)st->epoch << 32) ^ (uint64_t)st->batch);
-        rec_batch_fill(&t->bt, &t->d, &t->v, bs, nbs, 1, 0, &br);
-        t5_batch tb = rec_batch_t5(&t->bt);
         t->opt.lr = (float)(o->lr * (o->warmup > 0 && st->step < o->warmup ? (st->step + 1.0) / o->warmup : 1.0));
         float loss;
-        if (t->step(t, bs, nbs, &tb, &br, &loss) != 0) { rc = -1; break; }
+        if (o->shards > 1) {
+            if (shard_step(t, bs, nbs, &br, &loss) != 0) { rc = -1; break; }
+        } else {
+            rec_batch_fill(&t->bt, &t->d, &t->v, bs, nbs, 1, 0, &br);
+            t5_batch tb = rec_batch_t5(&t->bt);
+            if (t->step(t, bs, nbs, &tb, &br, &loss) != 0) { rc = -1; break; }
+        }
         if (!isfinite(loss)) {
             rc = tr_error("finetune: the loss diverged at step %lld (try a lower --lr)", (long long)st->step);
             break;
         }
         record_step(t, loss, nbs);
-        int stop = stage_should_stop();
+        int stop = dist_any(stage_should_stop());    /* a stop on any rank stops all here */
         if (stop || (o->ckpt_every > 0 && st->step % o->ckpt_every == 0)) {
             st->batch++;                       /* the checkpoint resumes after this batch */
-            int crc = save_ckpt(t->run, t->m, st, t->best, &t->eloss);
+            int crc = t->run ? save_ckpt(t->run, t->m, st, t->best, &t->eloss) : 0;
             st->batch--;
             if (crc != 0) { rc = -1; break; }
         }
@@ -481,12 +554,19 @@ static int end_epoch(ft_trainer *t) {
     retr_metrics met;
     int ks[2] = {10, 20};
     retr_metrics_init(&met, 2, ks);
-    if (evaluate_split(t, 1, &met) != 0) return -1;
-    double hr = retr_hr(&met, 10), nd = retr_ndcg(&met, 10);
-    stage_metric(t->run, st->epoch + 1, "train_loss_epoch", t->eloss.n ? t->eloss.sum / t->eloss.n : NAN);
+    /* under mpirun rank 0 validates and every rank takes its scores */
+    if (t->run && evaluate_split(t, 1, &met) != 0) return -1;
+    double sc[2] = {retr_hr(&met, 10), retr_ndcg(&met, 10)};
+    dist_bcast(sc, sizeof sc);
+    double hr = sc[0], nd = sc[1];
+    if (t->run) {
+        stage_metric(t->run, st->epoch + 1, "train_loss_epoch", t->eloss.n ? t->eloss.sum / t->eloss.n : NAN);
+        stage_metric(t->run, st->epoch + 1, "valid_hr@10", hr);
+        stage_metric(t->run, st->epoch + 1, "valid_ndcg@10", nd);
+    }
     t->eloss = (ft_epoch_loss){0};
-    stage_metric(t->run, st->epoch + 1, "valid_hr@10", hr);
-    stage_metric(t->run, st->epoch + 1, "valid_ndcg@10", nd);
+    if (dist_size() > 1 && !dist_same(t5_params(t->m), t->np * sizeof(float)))
+        dist_abort(1, "finetune: the ranks' parameters differ after epoch %d", st->epoch + 1);
     if (!o->quiet) fprintf(stderr, "\n[finetune] epoch %d: valid HR@10 %.4f NDCG@10 %.4f%s\n", st->epoch + 1,
                            hr, nd, hr + nd > st->best ? " (best)" : "");
     if (hr + nd > st->best) {
@@ -498,7 +578,7 @@ static int end_epoch(ft_trainer *t) {
     ft_state next = *st;
     next.epoch++;
     next.batch = 0;
-    if (save_ckpt(t->run, t->m, &next, t->best, &t->eloss) != 0) return -1;
+    if (t->run && save_ckpt(t->run, t->m, &next, t->best, &t->eloss) != 0) return -1;
     if (st->bad < o->patience) return 0;
     if (!o->quiet) fprintf(stderr, "[finetune] no better valid score for %d epochs: stopping\n", o->patience);
     return 1;
@@ -587,6 +667,11 @@ static int finetune_run(stage_run *run, const ft_opts *o) {
     t.st.best = -1;
     int rc = trainer_setup(&t);
     if (!rc) rc = trainer_resume(&t);
+    if (!run) {                         /* a rank other than 0 under mpirun: train, write nothing */
+        if (!rc) rc = train_epochs(&t);
+        trainer_free(&t);
+        return rc;
+    }
     if (!rc && !o->quiet && !run->resumed)
         fprintf(stderr, "[finetune] %s: %lld samples, %lld batches/epoch, vocab %d, %zu parameters, "
                 "loss %s, pool %s, score %s\n", run->dataset, (long long)t.n, (long long)t.nb, t.v.vocab, t.np,
@@ -732,6 +817,9 @@ int cmd_finetune(int argc, char **argv) {
         {"seed", CLI_INT, &o.seed, "random seed", 1},
         {"ckpt-every", CLI_INT, &o.ckpt_every, "steps between checkpoints", 0},
         {"eval-batch", CLI_INT, &o.eval_batch, "users per batch in evaluation", 0},
+        {"shards", CLI_INT, &o.shards, "cut each batch into N shards (own random streams, gradients summed in a fixed "
+         "tree): what 'mpirun -np P' (P <= N) splits across processes; the model depends on N, not on P "
+         "(0: the whole batch at once; in the run's settings when > 1)", 0},
         CLI_OPTS_RUN(&o.threads, &o.force, &o.quiet),
         /* param 0: added to the params JSON by hand, with the files' sizes and hashes, only
          * when given (params_with_files) */
@@ -762,17 +850,35 @@ int cmd_finetune(int argc, char **argv) {
         return tr_error("--arch causal trains with a softmax and scores by dot product; --faithful, --init-from, "
                         "--objective generate, --loss cosine and --score cos are settings of --arch t5");
     }
-    t5_set_threads(o.threads);
+    if (causal && (o.shards > 1 || dist_size() > 1))
+        return tr_error("--arch causal does not run data-parallel yet (--shards, mpirun): its loop is "
+                        "sasrec_fit's, which needs rank 0's causal inputs broadcast first");
+    if (o.shards < 0 || (!causal && o.shards > o.batch))
+        return tr_error("--shards must be in 0..--batch (%d), got %d", o.batch, o.shards);
+    if (dist_size() > 1 && o.shards < dist_size())
+        return tr_error("finetune under mpirun with %d processes: each batch is cut into --shards pieces, a setting "
+                        "of the run (the model depends on it, not on the process count); give --shards %d or more "
+                        "(a power of two, e.g. 8, keeps every power-of-two process count bitwise the same), and the "
+                        "same value when resuming", dist_size(), dist_size());
+    t5_set_threads(o.threads || dist_size() == 1 ? o.threads : dist_default_threads());
+    if (dist_rank() != 0) {             /* under mpirun: rank 0 opens the database, the rest follow */
+        int go = dist_bcast_int(0);
+        if (go != 1) return go == 0 ? 0 : tr_error("rank 0 stopped (its error above)");
+        o.quiet = 1;
+        return finetune_run(NULL, &o);
+    }
     stage_cmd c;
     if (stage_cmd_open(&c, o.dbpath, o.dataset) != 0) return -1;
     o.dataset = c.dataset;
     if (causal && causal_defaults(&o, c.dataset) != 0) return stage_cmd_close(&c, -1);
     char *pj = make_params(opts, &o);
     if (!pj) return stage_cmd_close(&c, -1);
+    if (o.shards > 1) pj = cli_json_append(pj, "\"shards\":%d", o.shards);
     /* generate runs are their own stage: the current "finetune" run stays the retrieval model
      * that evaluate --method tokenrec and the stage freshness checks see */
     int b = stage_cmd_begin(&c, !strcmp(o.objective, "generate") ? "finetune-gen" : "finetune", pj, NULL,
                             o.force, o.quiet, NULL);
+    dist_bcast_int(b == 0 ? 1 : b == STAGE_UP_TO_DATE ? 0 : -1);
     if (b != 0) return stage_cmd_close(&c, b == STAGE_UP_TO_DATE ? 0 : -1);
     return stage_cmd_close(&c, causal ? finetune_causal_run(&c.run, &o) : finetune_run(&c.run, &o));
 }

@@ -12,6 +12,7 @@ typedef struct {
     int seed, threads, epochs, batch, warmup, hist, min_hist, max_pos, patience, ckpt_every, beam;
     int eval_batch, d_model, n_heads, d_ff, enc_layers, dec_layers, dec_len, faithful, force, quiet;
     int negatives, eval_every;
+    int shards;                 /* > 1: batches cut in shards, what mpirun -np N splits (dist.h) */
     double lr, wd, clip, dropout, temperature;
 } ft_opts;
 

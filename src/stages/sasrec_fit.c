@@ -1,6 +1,7 @@
 /* sasrec_fit.c: SASRec trained and ranked on a dataset's sequences: length-bucketed
  * batches, early stopping on valid HR@10, checkpoints through the stage runner. */
 #include "sasrec_fit.h"
+#include "dist.h"
 #include "nn.h"
 #include "util.h"
 #include <math.h>
@@ -33,6 +34,23 @@ static void put_user(const sasrec_model *m, const int32_t *user_rows, int32_t u,
     memcpy(dst, user_rows + (size_t)u * S, (size_t)S * sizeof *dst);
 }
 
+/* rec_rank_rows one row at a time, each row's metric terms (count, hits, NDCG terms) kept
+ * in du (1 + 2 * RETR_MAX_K doubles per row) instead of added to met, so that they can be
+ * summed across ranks in the order one process adds them. Returns 0. */
+static int rank_rows_terms(const rec_data *d, const int32_t *users, int n, int split, float *scores,
+                           const retr_metrics *met, int topk, rec_topk_fn fn, void *ctx, double *du) {
+    for (int i = 0; i < n; i++) {
+        retr_metrics one;
+        if (met) retr_metrics_init(&one, met->nk, met->ks);
+        rec_rank_rows(d, users + i, 1, split, scores + (size_t)i * d->n_items, met ? &one : NULL, topk, fn, ctx);
+        if (!met) continue;
+        double *o = du + (size_t)i * (1 + 2 * RETR_MAX_K);
+        o[0] = (double)one.n;
+        for (int j = 0; j < one.nk; j++) { o[1 + j] = one.hr[j]; o[1 + RETR_MAX_K + j] = one.ndcg[j]; }
+    }
+    return 0;
+}
+
 int sasrec_rank(sasrec_model *m, const rec_data *d, const int32_t *user_rows, int split, int batch,
                 retr_metrics *met, int topk, rec_topk_fn fn, void *ctx) {
     int pre = user_rows != NULL, L = sasrec_cfg(m)->max_len - pre, V = d->n_items, S = sasrec_cfg(m)->n_feat;
@@ -51,7 +69,12 @@ int sasrec_rank(sasrec_model *m, const rec_data *d, const int32_t *user_rows, in
     sasrec_item_rows(m, 0, pad);
     float *scores = tr_malloc((size_t)batch * V * sizeof *scores);
     int rc = 0;
+    /* under mpirun: rank r ranks batches r, r + N, ... (the same batches as one process),
+     * each user's metric terms go to du, and every rank adds them up in one order */
+    int nr = dist_size(), rk = dist_rank(), W = 1 + 2 * RETR_MAX_K;
+    double *du = nr > 1 && met ? tr_calloc((size_t)(na ? na : 1) * W, sizeof *du) : NULL;
     for (int i0 = 0; i0 < na && !rc; i0 += batch) {
+        if (nr > 1 && (i0 / batch) % nr != rk) continue;
         int n = na - i0 < batch ? na - i0 : batch, T = 1;
         const int32_t *users = all + i0;
         for (int i = 0; i < n; i++) {
@@ -70,8 +93,20 @@ int sasrec_rank(sasrec_model *m, const rec_data *d, const int32_t *user_rows, in
         }
         sasrec_batch b = {.B = n, .T = T, .ids = ids, .len = len};
         rc = sasrec_scores(m, &b, scores);
-        if (!rc) rec_rank_rows(d, users, n, split, scores, met, topk, fn, ctx);
+        if (!rc && nr > 1) rc = rank_rows_terms(d, users, n, split, scores, met, topk, fn, ctx,
+                                                   du ? du + (size_t)i0 * W : NULL);
+        else if (!rc) rec_rank_rows(d, users, n, split, scores, met, topk, fn, ctx);
     }
+    if (nr > 1 && dist_any(rc != 0)) rc = rc ? rc : tr_error("sasrec: another rank failed to rank its users");
+    if (du && !rc) {
+        dist_allreduce_sum(du, (size_t)na * W, DIST_F64);
+        for (int i = 0; i < na; i++) {
+            const double *o = du + (size_t)i * W;
+            met->n += (long)o[0];
+            for (int j = 0; j < met->nk; j++) { met->hr[j] += o[1 + j]; met->ndcg[j] += o[1 + RETR_MAX_K + j]; }
+        }
+    }
+    free(du);
     free(all); free(ids); free(len); free(pad); free(scores);
     return rc;
 }
@@ -197,6 +232,12 @@ typedef struct {
     float   *logq;
     sasrec_sampler smp;
     adamw_cfg opt;
+    /* shards > 1: each shard's padded length, each shard's loss and target count, the
+     * gradient sum over the shards and ranks, the compute seconds of the steps */
+    int32_t *shard_T;
+    float   *shard_stats;
+    dist_accum acc;
+    double   comp_s;
 } fit_work;
 
 /* Restore a resumed run's checkpoint into st, m and best (nothing when it stopped before
@@ -215,10 +256,17 @@ static int fit_resume(stage_run *run, const sasrec_train_cfg *tc, fit_state *st,
     return 0;
 }
 
-/* Allocate w for data d and config tc (the model's config mc): the training windows, the
- * batch buffers, the sampler over train popularity and AdamW. Returns 0 or -1 (w is then
- * still freeable). */
-static int fit_work_init(fit_work *w, const rec_data *d, const sasrec_train_cfg *tc, const sasrec_config *mc) {
+/* Allocate w for data d and config tc (the model's config mc, np parameters): the training
+ * windows, the batch buffers, the sampler over train popularity, AdamW and the shards'
+ * buffers. Returns 0 or -1 (w is then still freeable). */
+static int fit_work_init(fit_work *w, const rec_data *d, const sasrec_train_cfg *tc, const sasrec_config *mc,
+                         size_t np) {
+    memset(w, 0, sizeof *w);
+    if (tc->shards > 1) {
+        w->shard_T = tr_malloc((size_t)tc->shards * sizeof *w->shard_T);
+        w->shard_stats = tr_malloc(2 * (size_t)tc->shards * sizeof *w->shard_stats);
+        dist_accum_init(&w->acc, np, 2 * (size_t)tc->shards, tc->shards);
+    }
     w->nu = units_build(d, tc->user_rows != NULL, tc->windows, mc->max_len, &w->units, &w->n_targets);
     size_t cap = (size_t)tc->batch * mc->max_len;
     w->ids = tr_malloc(cap * (mc->n_feat > 0 ? mc->n_feat : 1) * sizeof *w->ids);
@@ -243,7 +291,56 @@ static int fit_work_init(fit_work *w, const rec_data *d, const sasrec_train_cfg 
 static void fit_work_free(fit_work *w) {
     free(w->units); free(w->ids); free(w->pos); free(w->neg); free(w->len); free(w->order);
     free(w->starts); free(w->negs); free(w->logq);
+    free(w->shard_T); free(w->shard_stats);
+    if (w->acc.lev) dist_accum_free(&w->acc);
     sasrec_sampler_free(&w->smp);
+}
+
+/* The gradient of one batch (windows us[0..B)) cut into tc->shards shards of consecutive
+ * rows: every rank draws the same inputs and negatives for all of them, computes its run of
+ * shards (dist_shards; each with its own dropout stream), dist_accum sums their gradients in
+ * a fixed tree and over the ranks in one in-place all-reduce (gradient, then each shard's
+ * loss and targets). Leaves the gradient in sasrec_grads(m), the loss (summed over norm)
+ * in *loss; returns the targets, or -1. */
+static int fit_shards(const rec_data *d, const sasrec_train_cfg *tc, fit_work *w, sasrec_model *m,
+                      fit_state *st, const int32_t *us, int B, float norm, double *loss) {
+    const sasrec_config *mc = sasrec_cfg(m);
+    size_t L = (size_t)mc->max_len, S = mc->n_feat > 0 ? (size_t)mc->n_feat : 1;
+    int G = tc->shards < B ? tc->shards : B, g0, g1;
+    double t0 = tr_monotonic();
+    for (int g = 0; g < G; g++) {
+        int r0 = g * B / G, r1 = (g + 1) * B / G;
+        fill_train_batch(m, d, tc->user_rows, w->units, us + r0, r1 - r0, mc->loss == SASREC_LOSS_BCE,
+                         w->ids + r0 * L * S, w->pos + r0 * L, w->neg + r0 * L, w->len + r0, &w->shard_T[g],
+                         &st->rng);
+    }
+    if (mc->negatives > 0) sasrec_sampler_draw(&w->smp, &st->rng, mc->negatives, w->negs, w->logq);
+    uint64_t dseed = rng_u64(&st->rng);       /* the dropout streams of the shards */
+    float *stats = w->shard_stats;            /* shard g: loss at 2g, targets at 2g + 1 */
+    memset(stats, 0, 2 * (size_t)tc->shards * sizeof *stats);
+    dist_shards(G, &g0, &g1);
+    for (int g = g0; g < g1; g++) {
+        int r0 = g * B / G, r1 = (g + 1) * B / G;
+        rng_t dr;
+        rng_seed(&dr, dseed + (uint64_t)g);
+        sasrec_batch b = {.B = r1 - r0, .T = w->shard_T[g], .ids = w->ids + r0 * L * S, .len = w->len + r0,
+                          .pos = w->pos + r0 * L, .neg = w->neg + r0 * L, .negs = w->negs, .logq = w->logq,
+                          .norm = norm};
+        float l = 0;
+        int M = sasrec_forward(m, &b, 1, &dr, 1, &l);
+        if (M < 0) return -1;
+        sasrec_backward(m, &b);
+        stats[2 * g] = l;
+        stats[2 * g + 1] = (float)M;
+        dist_accum_push(&w->acc, sasrec_grads(m));
+    }
+    w->comp_s += tr_monotonic() - t0;
+    dist_accum_reduce(&w->acc, sasrec_grads(m), stats);
+    double lsum = 0;
+    int M = 0;
+    for (int g = 0; g < G; g++) { lsum += stats[2 * g]; M += (int)stats[2 * g + 1]; }
+    *loss = lsum;
+    return M;
 }
 
 /* One epoch over the training users in length-bucketed batches; advances st (epoch, step,
@@ -261,20 +358,26 @@ static int fit_epoch(stage_run *run, const rec_data *d, const sasrec_train_cfg *
     double lsum = 0;
     int64_t nb = 0;
     for (int k = 0; k < nbatch; k++) {
-        int i0 = w->starts[k], B = w->nu - i0 < tc->batch ? w->nu - i0 : tc->batch, T;
-        fill_train_batch(m, d, tc->user_rows, w->units, w->order + i0, B, mc->loss == SASREC_LOSS_BCE,
-                         w->ids, w->pos, w->neg, w->len, &T, &st->rng);
-        if (mc->negatives > 0) sasrec_sampler_draw(&w->smp, &st->rng, mc->negatives, w->negs, w->logq);
-        sasrec_batch b = {.B = B, .T = T, .ids = w->ids, .len = w->len, .pos = w->pos, .neg = w->neg,
-                          .negs = w->negs, .logq = w->logq, .norm = norm};
-        float loss = 0;
-        int M = sasrec_forward(m, &b, 1, &st->rng, 1, &loss);
-        if (M < 0) return -1;
-        sasrec_backward(m, &b);
+        int i0 = w->starts[k], B = w->nu - i0 < tc->batch ? w->nu - i0 : tc->batch, T, M;
+        double loss = 0;
+        if (tc->shards > 1) {
+            if ((M = fit_shards(d, tc, w, m, st, w->order + i0, B, norm, &loss)) < 0) return -1;
+        } else {
+            fill_train_batch(m, d, tc->user_rows, w->units, w->order + i0, B, mc->loss == SASREC_LOSS_BCE,
+                             w->ids, w->pos, w->neg, w->len, &T, &st->rng);
+            if (mc->negatives > 0) sasrec_sampler_draw(&w->smp, &st->rng, mc->negatives, w->negs, w->logq);
+            sasrec_batch b = {.B = B, .T = T, .ids = w->ids, .len = w->len, .pos = w->pos, .neg = w->neg,
+                              .negs = w->negs, .logq = w->logq, .norm = norm};
+            float fl = 0;
+            M = sasrec_forward(m, &b, 1, &st->rng, 1, &fl);
+            if (M < 0) return -1;
+            sasrec_backward(m, &b);
+            loss = fl;
+        }
         if (tc->clip > 0) grad_clip(sasrec_grads(m), np, tc->clip);
         st->step++;
         adamw_update(&w->opt, sasrec_params(m), sasrec_grads(m), sasrec_adam_m(m), sasrec_adam_v(m), np, st->step);
-        lsum += (double)loss * norm;       /* the mean is per target */
+        lsum += loss * norm;               /* the mean is per target */
         nb += M;
         if (run && (k & 15) == 15)
             stage_progress(run, (st->epoch + (double)(k + 1) / nbatch) / tc->epochs,
@@ -340,6 +443,14 @@ int sasrec_fit(stage_run *run, const rec_data *d, const sasrec_train_cfg *tc0,
     mc.max_B = tc->batch;
     if (tc->batch < 1 || tc->epochs < 0 || tc->eval_every < 1 || tc->patience < 1)
         return tr_error("sasrec: expected batch, eval-every and patience >= 1 and epochs >= 0");
+    if (tc->shards < 0 || tc->shards > tc->batch)
+        return tr_error("sasrec: --shards must be in 0..--batch (%d), got %d", tc->batch, tc->shards);
+    if (dist_size() > 1 && tc->shards < dist_size())
+        return tr_error("sasrec under mpirun with %d processes: each batch is cut into --shards pieces, a "
+                        "setting of the run (the model depends on it, not on the process count); give "
+                        "--shards %d or more (a power of two such as %d keeps every power-of-two count "
+                        "bitwise the same), and the same value when resuming", dist_size(), dist_size(),
+                        dist_size() <= 8 ? 8 : 64);
     fit_state st;
     memset(&st, 0, sizeof st);
     st.best_hr = -1;
@@ -355,17 +466,35 @@ int sasrec_fit(stage_run *run, const rec_data *d, const sasrec_train_cfg *tc0,
         free(best);
         return -1;
     }
+    if (dist_size() > 1) {            /* rank 0's (resumed) state on every rank */
+        dist_bcast(&st, sizeof st);
+        dist_bcast(sasrec_params(m), np * sizeof(float));
+        dist_bcast(sasrec_adam_m(m), np * sizeof(float));
+        dist_bcast(sasrec_adam_v(m), np * sizeof(float));
+        dist_bcast(best, np * sizeof(float));
+    }
     fit_work w;
-    int rc = fit_work_init(&w, d, tc, &mc);
+    int rc = fit_work_init(&w, d, tc, &mc, np);
+    int64_t step0 = st.step;
     while (!rc && !st.done && st.epoch < tc->epochs) {
         double lmean = 0;
         if (fit_epoch(run, d, tc, &w, m, &st, &lmean) != 0 ||
             fit_validate(run, d, tc, m, &st, best, lmean) != 0) { rc = -1; break; }
-        if (run && stage_should_stop() && !st.done && st.epoch < tc->epochs) {
-            if (save_ckpt(run, &st, m, best) != 0) { rc = -1; break; }
-            stage_stopped(run);
+        if (dist_size() > 1 && !dist_same(sasrec_params(m), np * sizeof(float)))
+            dist_abort(1, "%s: the ranks' parameters differ after epoch %d", tc->label, st.epoch);
+        /* a stop request seen on any rank stops every rank after the same epoch */
+        int stop = dist_any(stage_should_stop());
+        if (stop && (run || dist_size() > 1) && !st.done && st.epoch < tc->epochs) {
+            if (run && save_ckpt(run, &st, m, best) != 0) { rc = -1; break; }
+            if (run) stage_stopped(run);
             rc = 130;
         }
+    }
+    if (tc->shards > 1 && getenv("TOKENREC_DIST_STATS") && dist_rank() == 0 && st.step > step0) {
+        double n = (double)(st.step - step0);    /* bench/mpi reads this line */
+        fprintf(stderr, "[dist] ranks %d shards %d steps %.0f compute_s_per_step %.6f allreduce_bytes_per_step %zu "
+                        "allreduce_s_per_step %.6f params %zu items %d\n", dist_size(), tc->shards, n, w.comp_s / n,
+                (np + 2 * (size_t)tc->shards) * sizeof(float), w.acc.seconds / n, np, d->n_items);
     }
     if (!rc) {
         if (st.best_hr >= 0) memcpy(sasrec_params(m), best, np * sizeof(float));

@@ -16,6 +16,11 @@ typedef struct {
     float lr, weight_decay, clip;
     uint64_t seed;
     int   quiet;
+    int   shards;             /* > 1: each batch is cut into this many shards of consecutive
+                               * rows, each with its own dropout stream, their gradients
+                               * summed in a fixed tree; under mpirun every rank computes a
+                               * contiguous run of them (the results depend on shards, never
+                               * on the process count). 0 or 1: the whole batch at once */
     /* the causal LLM's sequences (NULL / 0: SASRec's) */
     const int32_t *user_rows; /* (n_users, model.n_feat) rows of each user's prefix position
                                  (position 0, whose target is the first train item); NULL: none */
@@ -42,7 +47,9 @@ int sasrec_rank(sasrec_model *m, const rec_data *d, const int32_t *user_rows, in
  * moments, best parameters, rng, counters) is saved after every evaluation and on a stop
  * request, and a resumed run continues from it. Returns 0, 130 when stopped (after
  * stage_stopped), or -1. res (may be NULL) gets the best valid HR@10, its epoch, the
- * epochs trained and their seconds (over every process that worked on the run). */
+ * epochs trained and their seconds (over every process that worked on the run).
+ * Under mpirun (dist_size() > 1, tc->shards >= the process count) every rank calls it with
+ * the same d and tc; rank 0 alone has run != NULL, and every rank ends with the same model. */
 typedef struct {
     double  best_valid; int best_epoch, epochs; double seconds;
     int64_t targets, positions;   /* per epoch: train targets, sequence positions (no padding) */

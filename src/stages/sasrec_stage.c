@@ -5,6 +5,7 @@
 #include "sasrec_stage.h"
 #include "cli.h"
 #include "db.h"
+#include "dist_stage.h"
 #include "sasrec_fit.h"
 #include "util.h"
 #include <stdio.h>
@@ -161,14 +162,22 @@ sasrec_model *sasrec_model_load(sqlite3 *db, int64_t run_id, int max_B) {
     return m;
 }
 
-/* Train on the loaded sequences and write the kept model; 0, 130 (stopped) or -1. */
+/* Train on the loaded sequences and write the kept model; 0, 130 (stopped) or -1. Under
+ * mpirun every rank calls it; the others (run and db NULL) get rank 0's sequences. */
 static int train_and_store(stage_run *run, sqlite3 *db, const char *dataset, const sasrec_train_cfg *tc) {
     rec_data d;
     memset(&d, 0, sizeof d);
     sasrec_model *m = NULL;
     sasrec_fit_result res = {0};
-    int rc = rec_sequences_load(db, dataset, &d);
+    int rc = run ? rec_sequences_load(db, dataset, &d) : 0;
+    if (rc != 0) stage_fail_err(run);   /* the error stops every rank (main) */
+    if (rc == 0) dist_bcast_sequences(&d);
     if (rc == 0) rc = sasrec_fit(run, &d, tc, &m, &res);
+    if (!run) {                         /* a rank other than 0: nothing to write */
+        sasrec_free(m);
+        rec_data_free(&d);
+        return rc;
+    }
     if (rc == 0 && (stage_finish_begin(run) != 0 || save_model(db, run->id, m, &res) != 0 ||
                     stage_metric(run, res.epochs, "sasrec_best_valid_hr10", res.best_valid) != 0 ||
                     stage_metric(run, res.epochs, "sasrec_seconds", res.seconds) != 0 ||
@@ -191,7 +200,7 @@ static const char *usage_sasrec = "tokenrec sasrec [--dataset NAME] [options]";
 
 int cmd_sasrec(int argc, char **argv) {
     const char *dbpath = DB_DEFAULT_PATH, *dataset = NULL;
-    int threads = 0, force = 0, quiet = 0;
+    int threads = 0, force = 0, quiet = 0, shards = 0;
     sasrec_args a = {-1, -1, -1, -1, -1, -1, -1, -1, -1, CLI_SEED_DEFAULT, -1, -1, 0, 0, NULL, "softmax"};
     cli_opt opts[] = {
         {"db", CLI_STR, &dbpath, "database file", 0},
@@ -212,6 +221,9 @@ int cmd_sasrec(int argc, char **argv) {
         {"eval-every", CLI_INT, &a.eval_every, "epochs between valid HR@10 checks (-1: default)", 1},
         {"patience", CLI_INT, &a.patience, "checks without improvement before stopping (-1: default)", 1},
         {"seed", CLI_INT, &a.seed, "random seed (initialisation, order, dropout, negatives)", 1},
+        {"shards", CLI_INT, &shards, "cut each batch into N shards (own dropout streams, gradients summed in a fixed "
+         "tree): what 'mpirun -np P' (P <= N) splits across processes; the model depends on N, not on P "
+         "(0: the whole batch at once; in the run's settings when > 1)", 0},
         {"threads", CLI_INT, &threads, "threads (0: all cores)", 0},
         {"force", CLI_FLAG, &force, "train again even if an up-to-date run exists", 0},
         {"quiet", CLI_FLAG, &quiet, "no progress or summary", 0},
@@ -220,23 +232,54 @@ int cmd_sasrec(int argc, char **argv) {
     summary_text(summary, sizeof summary);
     int rc = cli_parse(argc, argv, opts, usage_sasrec, summary);
     if (rc) return rc > 0 ? 0 : -1;
-    nn_set_threads(threads);
+    nn_set_threads(threads || dist_size() == 1 ? threads : dist_default_threads());
+    if (shards < 0 || shards > 4096) return tr_error("--shards must be in 0..4096, got %d", shards);
+    if (dist_rank() != 0) {           /* under mpirun: rank 0 opens the database, the rest follow */
+        sasrec_train_cfg tc;
+        int go = dist_bcast_int(0);
+        if (go != 1) return go == 0 ? 0 : tr_error("rank 0 stopped (its error above)");
+        dist_bcast(&tc, sizeof tc);
+        /* SASRec's stage sets none of the causal LLM's pointers (NULL on rank 0 too); a
+         * pointer never crosses processes */
+        tc.user_rows = NULL; tc.label = tc.loss_metric = tc.valid_metric = NULL;
+        tc.init = NULL; tc.init_ctx = NULL; tc.model.item_rows = NULL; tc.model.fixed = NULL;
+        tc.quiet = 1;
+        return train_and_store(NULL, NULL, NULL, &tc);
+    }
     stage_cmd c;
-    if (stage_cmd_open(&c, dbpath, dataset) != 0) return -1;
+    if (stage_cmd_open(&c, dbpath, dataset) != 0) return dist_bcast_int(-1), -1;
     fill_defaults(&a, preset_for(c.dataset));
     sasrec_train_cfg tc;
-    if (to_cfg(&a, &tc, quiet) != 0) return stage_cmd_close(&c, -1);
+    if (to_cfg(&a, &tc, quiet) != 0) return dist_bcast_int(-1), stage_cmd_close(&c, -1);
+    tc.shards = shards;
+    if (shards > tc.batch || (dist_size() > 1 && shards < dist_size())) {
+        if (shards > tc.batch) tr_error("--shards %d is more than the batch (%d users)", shards, tc.batch);
+        else tr_error("sasrec under mpirun with %d processes: each batch is cut into --shards pieces, a setting "
+                      "of the run (the model depends on it, not on the process count); give --shards %d or "
+                      "more (a power of two, e.g. 8, keeps every power-of-two process count bitwise the same), "
+                      "and the same value when resuming", dist_size(), dist_size());
+        dist_bcast_int(-1);
+        return stage_cmd_close(&c, -1);
+    }
     /* settings that do not change the model are normalised, so they do not start a new run */
     if (!strcmp(a.loss, "bce")) a.negatives = 0;
     if (a.negatives == 0) a.sampler = "uniform";
-    /* after the defaults: the values used */
-    int b = stage_cmd_begin(&c, "sasrec", cli_params_json(opts), NULL, force, quiet, NULL);
+    /* after the defaults: the values used; --shards only when it cuts the batch, so runs
+     * without it keep their fingerprints (the process count is never a setting) */
+    char *pj = cli_params_json(opts);
+    if (shards > 1) pj = cli_json_append(pj, "\"shards\":%d", shards);
+    int b = stage_cmd_begin(&c, "sasrec", pj, NULL, force, quiet, NULL);
+    dist_bcast_int(b == 0 ? 1 : b == STAGE_UP_TO_DATE ? 0 : -1);
     if (b != 0) return stage_cmd_close(&c, b == STAGE_UP_TO_DATE ? 0 : -1);
+    dist_bcast(&tc, sizeof tc);
     if (!quiet)
         fprintf(stderr, "[sasrec] %s: d %d, %d blocks, maxlen %d, %s%s, dropout %g, lr %g, batch %d, "
                         "up to %d epochs, %d threads\n", c.dataset, a.dim, a.blocks, a.maxlen, a.loss,
                 tc.model.negatives ? (tc.sampler ? " over pop-sampled negatives" : " over uniform negatives")
                                    : tc.model.loss == SASREC_LOSS_SOFTMAX ? " over all items" : "",
                 a.dropout, a.lr, a.batch, a.epochs, nn_threads());
+    if (!quiet && dist_size() > 1)
+        fprintf(stderr, "[sasrec] data-parallel: %d processes, %d shards per batch; rank 0 alone uses the database\n",
+                dist_size(), shards);
     return stage_cmd_close(&c, train_and_store(&c.run, c.db, c.dataset, &tc));
 }

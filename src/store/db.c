@@ -1,5 +1,6 @@
 /* db.c: opening, migrating and small helpers over SQLite. */
 #include "db.h"
+#include "dist.h"
 #include "util.h"
 #include <stdarg.h>
 #include <stdlib.h>
@@ -123,6 +124,11 @@ static int migrate(sqlite3 *db, const char *path) {
 
 sqlite3 *db_open(const char *path, int readonly) {
     sqlite3 *db = NULL;
+    if (dist_rank() != 0) {     /* under mpirun, rank 0 alone touches the database */
+        tr_error("rank %d of %d tried to open the database %s: only rank 0 may", dist_rank(), dist_size(),
+                 path && *path ? path : DB_DEFAULT_PATH);
+        return NULL;
+    }
     int flags = readonly ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
     if (!path || !*path) path = DB_DEFAULT_PATH;
     if (readonly && !tr_file_exists(path)) {
