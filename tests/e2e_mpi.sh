@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # e2e_mpi.sh: tokenrec sasrec, finetune and evaluate under mpirun on real LastFM, small models.
-#   1. mpirun -np 2 against one process (sasrec; finetune's T5 in 1b): the same per-epoch losses and valid HR@10, the same
+#   1. mpirun -np 2 against one process (sasrec; finetune's T5 in 1b, the causal LLM in 1c): the same per-epoch losses and valid HR@10, the same
 #      evaluate metrics and recommendations, parameters within 1e-5 relative (and whether
 #      they are bitwise equal is printed), the same run settings (no process count in them);
 #   2. SIGKILL of rank 1 mid-epoch: mpirun and every rank exit, mpirun non-zero; while both
@@ -91,6 +91,23 @@ worst = max(abs(x - y) / max(abs(x), abs(y), 1e-6) for x, y in zip(a, b))
 print("  finetune: %d weights, max relative difference %.3g, bitwise equal: %s" % (len(a), worst, w[0] == w[1]))
 sys.exit(0 if len(a) == len(b) and worst <= 1e-5 else 1)
 EOF
+
+echo "== 1c. finetune --arch causal (the default): one process against mpirun -np 2, then evaluate"
+cp "$T/ft.db" "$T/fc1.db"; cp "$T/ft.db" "$T/fc2.db"
+FC=(--arch causal --d-model 32 --layers 1 --epochs 4 --eval-every 2 --batch 64 --threads 1 --shards 4 --quiet)
+"$BIN" finetune --db "$T/fc1.db" "${FC[@]}" || fail "causal finetune, one process"
+timeout 300 "$MPIRUN" -np 2 "$BIN" finetune --db "$T/fc2.db" "${FC[@]}" || fail "mpirun -np 2 causal finetune"
+[ -n "$(ftm "$T/fc1.db")" ] && [ "$(ftm "$T/fc1.db")" = "$(ftm "$T/fc2.db")" ] || fail "the causal finetune's losses or valid metrics differ:
+$(ftm "$T/fc1.db")
+$(ftm "$T/fc2.db")"
+w1=$(q "$T/fc1.db" "SELECT hex(params) FROM models" | md5sum); w2=$(q "$T/fc2.db" "SELECT hex(params) FROM models" | md5sum)
+[ "$w1" = "$w2" ] || fail "the causal finetune's weights differ between one process and two"
+echo "  causal finetune: losses, valid HR@10 and weights bitwise equal"
+"$BIN" evaluate --db "$T/fc1.db" --method tokenrec --quiet || fail "evaluate, one process"
+timeout 120 "$MPIRUN" -np 2 "$BIN" evaluate --db "$T/fc2.db" --method tokenrec --quiet || fail "mpirun -np 2 evaluate (causal)"
+tm() { q "$1" "SELECT group_concat(printf('%s/%d:%.10f', metric, k, value), ' ') FROM run_metrics WHERE method='tokenrec' AND split='test'
+               AND run_id = (SELECT max(id) FROM stage_runs WHERE stage='evaluate')"; }
+[ -n "$(tm "$T/fc1.db")" ] && [ "$(tm "$T/fc1.db")" = "$(tm "$T/fc2.db")" ] || fail "evaluate of the causal model differs"
 
 echo "== 2. SIGKILL of rank 1 mid-epoch, resume at one process"
 cp "$T/base.db" "$T/k.db"

@@ -289,7 +289,7 @@ static double train_pattern(int loss, int negatives) {
     int ks[1] = {10};
     retr_metrics met;
     retr_metrics_init(&met, 1, ks);
-    assert_int_equal(sasrec_rank(m, &d, NULL, 2, 16, &met, 0, NULL, NULL), 0);
+    assert_int_equal(sasrec_rank(m, &d, NULL, 2, 16, 0, &met, 0, NULL, NULL), 0);
     assert_int_equal(met.n, 80);
     double hr = retr_hr(&met, 10);
     print_message("pattern loss %d: best valid HR@10 %.3f, test HR@10 %.3f\n", loss, best_valid, hr);

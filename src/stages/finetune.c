@@ -850,9 +850,6 @@ int cmd_finetune(int argc, char **argv) {
         return tr_error("--arch causal trains with a softmax and scores by dot product; --faithful, --init-from, "
                         "--objective generate, --loss cosine and --score cos are settings of --arch t5");
     }
-    if (causal && (o.shards > 1 || dist_size() > 1))
-        return tr_error("--arch causal does not run data-parallel yet (--shards, mpirun): its loop is "
-                        "sasrec_fit's, which needs rank 0's causal inputs broadcast first");
     if (o.shards < 0 || (!causal && o.shards > o.batch))
         return tr_error("--shards must be in 0..--batch (%d), got %d", o.batch, o.shards);
     if (dist_size() > 1 && o.shards < dist_size())
@@ -864,8 +861,9 @@ int cmd_finetune(int argc, char **argv) {
     if (dist_rank() != 0) {             /* under mpirun: rank 0 opens the database, the rest follow */
         int go = dist_bcast_int(0);
         if (go != 1) return go == 0 ? 0 : tr_error("rank 0 stopped (its error above)");
+        if (causal) causal_opts_bcast(&o);
         o.quiet = 1;
-        return finetune_run(NULL, &o);
+        return causal ? finetune_causal_run(NULL, &o) : finetune_run(NULL, &o);
     }
     stage_cmd c;
     if (stage_cmd_open(&c, o.dbpath, o.dataset) != 0) return -1;
@@ -880,5 +878,6 @@ int cmd_finetune(int argc, char **argv) {
                             o.force, o.quiet, NULL);
     dist_bcast_int(b == 0 ? 1 : b == STAGE_UP_TO_DATE ? 0 : -1);
     if (b != 0) return stage_cmd_close(&c, b == STAGE_UP_TO_DATE ? 0 : -1);
+    if (causal) causal_opts_bcast(&o);  /* the dataset's defaults, which only rank 0 could read */
     return stage_cmd_close(&c, causal ? finetune_causal_run(&c.run, &o) : finetune_run(&c.run, &o));
 }

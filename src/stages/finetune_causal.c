@@ -4,6 +4,7 @@
  * `models` (causalrec.h). */
 #include "causalrec.h"
 #include "cli.h"
+#include "dist_stage.h"
 #include "finetune_opts.h"
 #include "sasrec_fit.h"
 #include "util.h"
@@ -73,6 +74,8 @@ int causal_defaults(ft_opts *o, const char *dataset) {
         return tr_error("--pool: expected cf, learned or tokens with --arch causal, got '%s'", o->pool);
     if (causal_input_parse(o->item_input) < 0)
         return tr_error("--item-input: expected tokens or tokens+id, got '%s'", o->item_input);
+    if (o->shards > o->batch)
+        return tr_error("--shards %d is more than the batch (%d sequences)", o->shards, o->batch);
     if (o->d_model > 4096 || o->d_model % o->n_heads || o->enc_layers > 64 || o->hist < 1 || o->hist > 1024 ||
         o->batch < 1 || o->batch > 4096 || o->epochs < 1 || o->eval_every < 1 || o->patience < 1 ||
         o->dropout >= 1 || o->lr <= 0 || o->negatives > 100000 || o->eval_batch < 1)
@@ -82,18 +85,36 @@ int causal_defaults(ft_opts *o, const char *dataset) {
     return 0;
 }
 
+void causal_opts_bcast(ft_opts *o) {
+    if (dist_size() < 2) return;
+    int pool = dist_bcast_int(dist_rank() ? 0 : causal_pool_parse(o->pool));
+    int in = dist_bcast_int(dist_rank() ? 0 : causal_input_parse(o->item_input));
+    ft_opts r = *o;
+    dist_bcast(&r, sizeof r);
+    if (dist_rank() == 0) return;
+    *o = r;                             /* rank 0's pointers mean nothing here */
+    o->dbpath = o->dataset = o->preset = o->loss = o->score = o->init_from = o->tokenizer = NULL;
+    o->objective = o->hist_order = o->arch = NULL;
+    o->pool = causal_pool_name(pool);
+    o->item_input = causal_input_name(in);
+}
+
 /* Pool learned: start the output table from the CF vectors (sasrec_fit's init hook). */
 static void init_learned(sasrec_model *m, void *ctx) { causal_init_learned(m, ctx); }
 
-/* The valid and test metrics of the kept model (and each split's users) into run_metrics. */
-static int write_results(stage_run *run, sasrec_model *m, const rec_data *d, const causal_rows *r,
-                         const ft_opts *o, retr_metrics *vm, retr_metrics *tm) {
+/* The valid and test metrics of the kept model (every rank under mpirun: the ranking is
+ * shared out). */
+static int rank_splits(sasrec_model *m, const rec_data *d, const causal_rows *r, const ft_opts *o,
+                       retr_metrics *vm, retr_metrics *tm) {
     int ks[3] = {10, 20, 30};
     retr_metrics_init(vm, 3, ks);
     retr_metrics_init(tm, 3, ks);
-    if (sasrec_rank(m, d, r->user_rows, 1, o->eval_batch, vm, 0, NULL, NULL) != 0 ||
-        sasrec_rank(m, d, r->user_rows, 2, o->eval_batch, tm, 0, NULL, NULL) != 0)
-        return -1;
+    return sasrec_rank(m, d, r->user_rows, 1, o->eval_batch, 1, vm, 0, NULL, NULL) != 0 ||
+           sasrec_rank(m, d, r->user_rows, 2, o->eval_batch, 1, tm, 0, NULL, NULL) != 0 ? -1 : 0;
+}
+
+/* The valid and test metrics (and each split's users) into run_metrics. */
+static int write_results(stage_run *run, const retr_metrics *vm, const retr_metrics *tm) {
     for (int s = 0; s < 2; s++) {
         const retr_metrics *M = s ? tm : vm;
         const char *split = s ? "test" : "valid";
@@ -126,6 +147,7 @@ static int train_cfg(const ft_opts *o, const causal_spec *s, rec_data *d, const 
     tc->quiet = o->quiet;
     tc->user_rows = r->user_rows;
     tc->windows = 1;
+    tc->shards = o->shards;
     tc->label = "finetune";
     tc->loss_metric = "train_loss_epoch";
     tc->valid_metric = "valid_hr@10";
@@ -144,21 +166,30 @@ int finetune_causal_run(stage_run *run, const ft_opts *o) {
     sasrec_fit_result res = {0};
     sasrec_train_cfg tc;
     retr_metrics vm, tm;
-    int rc = rec_data_load(run->db, run->dataset, run->upstream_run, s.cf_kind, &d);
-    if (!rc) {
+    /* under mpirun rank 0 (run set) reads, every rank gets its data */
+    int rc = run ? rec_data_load(run->db, run->dataset, run->upstream_run, s.cf_kind, &d) : 0;
+    if (!rc) {                          /* (an error on rank 0 stops every rank: main) */
+        dist_bcast_rec_data(&d);
         causal_rows_build(&d, s.item_input, &r);
         rc = train_cfg(o, &s, &d, &r, &tc);
     }
-    if (!rc && !o->quiet && !run->resumed)
+    if (!rc && !o->quiet && run && !run->resumed)
         fprintf(stderr, "[finetune] %s: causal, d %d, %d layers, %d heads, hist %d, pool %s, item input %s, "
                 "%d rows x %d per position, %s, dropout %.2g, lr %.2g, batch %d, up to %d epochs\n", run->dataset,
                 s.d, s.blocks, s.heads, s.hist_cap, o->pool, o->item_input, r.n_rows, r.n_feat,
                 o->negatives ? "sampled softmax" : "full softmax", o->dropout, o->lr, o->batch, o->epochs);
     if (!rc) rc = sasrec_fit(run, &d, &tc, &m, &res);
+    if (!rc) rc = rank_splits(m, &d, &r, o, &vm, &tm);
+    if (!run) {                         /* a rank other than 0: nothing to write */
+        sasrec_free(m);
+        causal_rows_free(&r);
+        rec_data_free(&d);
+        return rc;
+    }
     if (rc == 0) {
         double tps = res.seconds > 0 ? (double)res.targets * res.epochs / res.seconds : 0;
         double kps = res.seconds > 0 ? (double)res.positions * r.n_feat * res.epochs / res.seconds : 0;
-        if (write_results(run, m, &d, &r, o, &vm, &tm) != 0 || stage_finish_begin(run) != 0 ||
+        if (write_results(run, &vm, &tm) != 0 || stage_finish_begin(run) != 0 ||
             causal_save(run->db, run->id, m, &s, &d) != 0 ||
             stage_result(run, "tokenrec", "train", "best_epoch", 0, res.best_epoch) != 0 ||
             (tps > 0 && stage_result(run, "tokenrec", "train", "targets_per_s", 0, tps) != 0) ||

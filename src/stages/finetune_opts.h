@@ -21,7 +21,12 @@ typedef struct {
 int causal_defaults(ft_opts *o, const char *dataset);
 /* The per-dataset defaults table of --arch causal, for --help. */
 void causal_defaults_text(char *buf, size_t n);
-/* The run's work after stage_begin (as finetune's): 0, 130 when stopped, or -1. */
+/* Under mpirun: rank 0's settings of a causal run (after causal_defaults) on every rank;
+ * the other ranks' string settings other than pool and item_input become NULL. */
+void causal_opts_bcast(ft_opts *o);
+/* The run's work after stage_begin (as finetune's): 0, 130 when stopped, or -1. Under
+ * mpirun every rank calls it; the ranks other than 0 with run NULL (they get rank 0's data
+ * and write nothing). */
 int finetune_causal_run(stage_run *run, const ft_opts *o);
 
 #endif

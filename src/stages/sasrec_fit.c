@@ -51,7 +51,7 @@ static int rank_rows_terms(const rec_data *d, const int32_t *users, int n, int s
     return 0;
 }
 
-int sasrec_rank(sasrec_model *m, const rec_data *d, const int32_t *user_rows, int split, int batch,
+int sasrec_rank(sasrec_model *m, const rec_data *d, const int32_t *user_rows, int split, int batch, int shared,
                 retr_metrics *met, int topk, rec_topk_fn fn, void *ctx) {
     int pre = user_rows != NULL, L = sasrec_cfg(m)->max_len - pre, V = d->n_items, S = sasrec_cfg(m)->n_feat;
     if (sasrec_cfg(m)->n_items != V)
@@ -71,7 +71,7 @@ int sasrec_rank(sasrec_model *m, const rec_data *d, const int32_t *user_rows, in
     int rc = 0;
     /* under mpirun: rank r ranks batches r, r + N, ... (the same batches as one process),
      * each user's metric terms go to du, and every rank adds them up in one order */
-    int nr = dist_size(), rk = dist_rank(), W = 1 + 2 * RETR_MAX_K;
+    int nr = shared ? dist_size() : 1, rk = shared ? dist_rank() : 0, W = 1 + 2 * RETR_MAX_K;
     double *du = nr > 1 && met ? tr_calloc((size_t)(na ? na : 1) * W, sizeof *du) : NULL;
     for (int i0 = 0; i0 < na && !rc; i0 += batch) {
         if (nr > 1 && (i0 / batch) % nr != rk) continue;
@@ -401,7 +401,7 @@ static int fit_validate(stage_run *run, const rec_data *d, const sasrec_train_cf
         int ks[1] = {10};
         retr_metrics vm;
         retr_metrics_init(&vm, 1, ks);
-        if (sasrec_rank(m, d, tc->user_rows, 1, tc->batch, &vm, 0, NULL, NULL) != 0) return -1;
+        if (sasrec_rank(m, d, tc->user_rows, 1, tc->batch, 1, &vm, 0, NULL, NULL) != 0) return -1;
         double hr = retr_hr(&vm, 10);
         if (run) stage_metric(run, st->epoch, tc->valid_metric, hr);
         if (hr > st->best_hr) {

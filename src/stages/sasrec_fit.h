@@ -36,8 +36,10 @@ typedef struct {
 /* Rank split 1 (valid: history = train items) or 2 (test: train + valid) for every user
  * with a target (but those with d->skip[u] set) through rec_rank_rows: the model reads the
  * user's prefix position (user_rows, NULL: none) and the last history items that fit in
- * max_len. */
-int sasrec_rank(sasrec_model *m, const rec_data *d, const int32_t *user_rows, int split, int batch,
+ * max_len. shared: under mpirun every rank calls it and ranks its share of the batches,
+ * and every rank gets the metrics (fn only sees this rank's users); 0: this process ranks
+ * every user (e.g. rank 0 alone). */
+int sasrec_rank(sasrec_model *m, const rec_data *d, const int32_t *user_rows, int split, int batch, int shared,
                 retr_metrics *met, int topk, rec_topk_fn fn, void *ctx);
 
 /* Train on the train split (each user's last max_len+1 train items: inputs and next-item
