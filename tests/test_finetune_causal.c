@@ -303,16 +303,7 @@ static void killed_causal_resumes_identically(void **state) {
     assert_int_equal(tu_run("%s finetune --db %s " CAUSAL " --patience 1000 --epochs 150 --eval-every 2", b, pa), 0);
     char cmd[1024];
     snprintf(cmd, sizeof cmd, "%s finetune --db %s " CAUSAL " --patience 1000 --epochs 150 --eval-every 2", b, pb);
-    int mid = 0;
-    for (unsigned delay = 200000; delay < 6000000 && mid < 2; delay += 250000) {
-        tu_run_killed(cmd, delay);
-        sqlite3 *db = db_open(pb, 1);
-        int64_t done = db_query_i64(db, 0, "SELECT count(*) FROM stage_runs WHERE stage='finetune' AND status='done'");
-        int64_t ck = db_query_i64(db, 0, "SELECT count(*) FROM checkpoints");
-        db_close(db);
-        if (done) break;
-        if (ck) mid++;
-    }
+    int mid = tu_kill_midway(cmd, pb, "finetune", 200000, 250000, 6000000);
     print_message("causal finetune killed mid-training %d times\n", mid);
     assert_true(mid >= 1);
     assert_int_equal(tu_run("%s finetune --db %s " CAUSAL " --patience 1000 --epochs 150 --eval-every 2", b, pb), 0);

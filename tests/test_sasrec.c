@@ -452,16 +452,7 @@ static void killed_sasrec_resumes_identically(void **state) {
     assert_int_equal(tu_run("%s sasrec --db %s --quiet --threads 1 " SASK, b, pa), 0);
     char cmd[1024];
     snprintf(cmd, sizeof cmd, "%s sasrec --db %s --quiet --threads 1 " SASK, b, pb);
-    int mid = 0;                        /* kills that left an unfinished run with a checkpoint */
-    for (unsigned delay = 300000; delay < 4000000 && mid < 2; delay += 300000) {
-        tu_run_killed(cmd, delay);
-        sqlite3 *db = db_open(pb, 1);
-        int64_t done = db_query_i64(db, 0, "SELECT count(*) FROM stage_runs WHERE stage='sasrec' AND status='done'");
-        int64_t ck = db_query_i64(db, 0, "SELECT count(*) FROM checkpoints");
-        db_close(db);
-        if (done) break;
-        if (ck) mid++;
-    }
+    int mid = tu_kill_midway(cmd, pb, "sasrec", 300000, 300000, 4000000);
     print_message("sasrec killed mid-training %d times\n", mid);
     assert_true(mid >= 1);
     assert_int_equal(tu_run("%s sasrec --db %s --quiet --threads 1 " SASK, b, pb), 0);

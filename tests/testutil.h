@@ -46,6 +46,11 @@ int tu_synthetic(sqlite3 *db, const char *name, int n_users, int n_items, int n_
 /* The same as a sequence-format text file ("user item item ...") for `tokenrec ingest --file`. */
 int tu_synthetic_file(const char *path, int n_users, int n_items, int n_clusters, int len_min,
                       int len_max, uint64_t seed);
+/* Run cmd and SIGKILL it after delays from start_us up to max_us (step_us apart) until it
+ * has been killed twice with a checkpoint but no done run of `stage` in dbpath, or it
+ * finished. Returns the number of such mid-run kills. */
+int tu_kill_midway(const char *cmd, const char *dbpath, const char *stage, unsigned start_us, unsigned step_us,
+                   unsigned max_us);
 /* The stored parameters (column params of `table`) of the latest done run of `stage` in
  * dbpath, malloc'd, *n bytes; NULL (and *n -1) when there is none. */
 void *tu_stored_blob(const char *dbpath, const char *table, const char *stage, int *n);

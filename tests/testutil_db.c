@@ -107,6 +107,22 @@ double tu_metric(sqlite3 *db, const char *method, const char *split, const char 
     return v;
 }
 
+int tu_kill_midway(const char *cmd, const char *dbpath, const char *stage, unsigned start_us, unsigned step_us,
+                   unsigned max_us) {
+    int mid = 0;
+    for (unsigned delay = start_us; delay < max_us && mid < 2; delay += step_us) {
+        tu_run_killed(cmd, delay);
+        sqlite3 *db = db_open(dbpath, 1);
+        if (!db) return mid;
+        int64_t done = db_query_i64(db, 0, "SELECT count(*) FROM stage_runs WHERE stage=%Q AND status='done'", stage);
+        int64_t ck = db_query_i64(db, 0, "SELECT count(*) FROM checkpoints");
+        db_close(db);
+        if (done) break;
+        if (ck) mid++;
+    }
+    return mid;
+}
+
 void *tu_stored_blob(const char *dbpath, const char *table, const char *stage, int *n) {
     *n = -1;
     sqlite3 *db = db_open(dbpath, 1);
