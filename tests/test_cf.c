@@ -438,7 +438,7 @@ static void test_options(void **state) {
     const char *argv[] = {"cf", "--model", "gcn"};
     assert_int_equal(cmd_cf(3, (char **)argv), -1);
     assert_non_null(strstr(tr_errmsg(), "--model"));
-    const char *argv2[] = {"cf", "--batch", "0"};
+    const char *argv2[] = {"cf", "--batch", "-1"};
     assert_int_equal(cmd_cf(3, (char **)argv2), -1);
     assert_non_null(strstr(tr_errmsg(), "--batch"));
 }
