@@ -443,6 +443,37 @@ static void test_options(void **state) {
     assert_non_null(strstr(tr_errmsg(), "--batch"));
 }
 
+/* The settings a dataset gets when --lr, --batch and --epochs are left at 0: its row of the
+ * preset table (beauty, ml-1m), LightGCN's own for a dataset without one (syn); an option
+ * given wins. Read back from the run's stored parameters. */
+static void test_dataset_defaults(void **state) {
+    (void)state;
+    sqlite3 *db = tu_db("presets.db");
+    assert_non_null(db);
+    char *p = tu_path("presets.db");
+    assert_int_equal(tu_synthetic(db, "syn", 60, 40, 4, 6, 10, 1), 0);
+    assert_int_equal(tu_synthetic(db, "beauty", 60, 40, 4, 6, 10, 2), 0);
+    assert_int_equal(tu_synthetic(db, "ml-1m", 60, 40, 4, 6, 10, 3), 0);
+    const struct { const char *ds, *lr, *want[3]; } cases[] = {
+        {"syn", NULL, {"\"lr\":0.001,", "\"batch\":2048,", "\"epochs\":1000,"}},
+        {"beauty", NULL, {"\"lr\":0.005,", "\"batch\":2048,", "\"epochs\":100,"}},
+        {"ml-1m", NULL, {"\"lr\":0.01,", "\"batch\":8192,", "\"epochs\":80,"}},
+        {"ml-1m", "0.003", {"\"lr\":0.003,", "\"batch\":8192,", "\"epochs\":80,"}},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        const char *argv[16] = {"cf", "--db", p, "--dataset", cases[i].ds, "--quiet", "--threads", "1",
+                                "--stop-after-steps", "1", "--force"};
+        int argc = 11;
+        if (cases[i].lr) { argv[argc++] = "--lr"; argv[argc++] = cases[i].lr; }
+        assert_int_equal(cmd_cf(argc, (char **)argv), 130);      /* stopped after one step */
+        for (int k = 0; k < 3; k++)
+            assert_int_equal(db_query_i64(db, -1, "SELECT instr(params, %Q) > 0 FROM stage_runs WHERE stage='cf' "
+                                          "AND dataset=%Q ORDER BY id DESC LIMIT 1", cases[i].want[k], cases[i].ds), 1);
+    }
+    db_close(db);
+    free(p);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_adjacency_hand),
@@ -452,6 +483,7 @@ int main(void) {
         cmocka_unit_test(test_sampler),
         cmocka_unit_test(test_evaluate_hand),
         cmocka_unit_test(test_options),
+        cmocka_unit_test(test_dataset_defaults),
         cmocka_unit_test(test_e2e_train_resume),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

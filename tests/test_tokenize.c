@@ -203,6 +203,18 @@ static void test_residual_quantizer(void **state) {
     free(pk);
 }
 
+/* --epochs 0 is the dataset's default: 300 (TokenRec's) for a dataset without its own. */
+static void test_default_epochs(void **state) {
+    (void)state;
+    sqlite3 *db;
+    char *path = setup_db("epochs.db", &db);
+    assert_int_equal(run_tok(path, "--epochs 0 --stop-after-epochs 1"), 130);
+    assert_int_equal(count(db, "SELECT instr(params, '\"epochs\":300,') > 0 FROM stage_runs WHERE stage='tokenize' "
+                               "ORDER BY id DESC LIMIT 1"), 1);
+    db_close(db);
+    free(path);
+}
+
 /* Stopped after 3 epochs and after 4 more (both in the user tokenizer, at and off a
  * checkpoint boundary), then resumed:
  * the same tokens and weights as one uninterrupted run. */
@@ -403,6 +415,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_end_to_end),
         cmocka_unit_test(test_resume_equals_uninterrupted),
+        cmocka_unit_test(test_default_epochs),
         cmocka_unit_test(test_residual_quantizer),
         cmocka_unit_test(test_disambiguate),
         cmocka_unit_test(test_holdout_then_new_users),

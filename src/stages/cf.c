@@ -179,11 +179,18 @@ static const cf_preset cf_presets[] = {
     {"ml-1m",     1e-2,  8192,  80},
 };
 
-/* Options left at 0 take the dataset's preset (the first row when it has none). */
-static void fill_defaults(cf_opts *o, const char *dataset) {
-    const cf_preset *p = &cf_presets[0];
+/* The preset of a dataset (the first row when it has none). */
+static const cf_preset *preset_for(const char *dataset) {
     for (size_t i = 1; i < sizeof cf_presets / sizeof *cf_presets; i++)
-        if (!strcmp(cf_presets[i].dataset, dataset)) p = &cf_presets[i];
+        if (!strcmp(cf_presets[i].dataset, dataset)) return &cf_presets[i];
+    return &cf_presets[0];
+}
+
+int cf_default_epochs(const char *dataset) { return preset_for(dataset)->epochs; }
+
+/* Options left at 0 take the dataset's preset. */
+static void fill_defaults(cf_opts *o, const char *dataset) {
+    const cf_preset *p = preset_for(dataset);
     if (o->lr == 0) o->lr = p->lr;
     if (o->batch == 0) o->batch = p->batch;
     if (o->epochs == 0) o->epochs = p->epochs;

@@ -38,6 +38,8 @@ int  cf_data_from_triples(cf_data *d, int32_t n_users, int32_t n_items, int64_t 
 /* Load a dataset's interactions from the database. */
 int  cf_data_load(sqlite3 *db, const char *dataset, cf_data *d);
 void cf_data_free(cf_data *d);
+/* The epoch cap cf gives a dataset by default (its row of cf's preset table). */
+int  cf_default_epochs(const char *dataset);
 /* 1 if item i is one of user u's train items (binary search). */
 int  cf_is_train(const cf_data *d, int32_t u, int32_t i);
 /* A uniform negative for u: an item drawn uniformly from the items that are not u's train
