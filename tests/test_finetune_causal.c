@@ -275,6 +275,43 @@ static void causal_e2e(void **state) {
 
 /* Unseen users: cf holds 10% out, tokenize tokenizes them frozen, the causal model never
  * trains on them, evaluate --unseen scores them beside the seen users. */
+/* ---- the per-dataset defaults: a dataset named like a row of the causal table trains with
+ * that row's settings where no option is given, and records them in the run's parameters ---- */
+static void causal_dataset_presets(void **state) {
+    (void)state;
+    const char *b = tu_bin();
+    static const struct { const char *ds, *want[3]; } cases[] = {
+        {"clothing", {"\"epochs\":70", "\"lr\":0.003", "\"negatives\":2048"}},
+        {"ml-1m", {"\"hist\":200", "\"batch\":16", "\"dropout\":0.2"}},
+        {"other-name", {"\"epochs\":200", "\"lr\":0.002", "\"negatives\":0"}},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
+        char name[64];
+        snprintf(name, sizeof name, "causal_preset_%zu.db", k);
+        sqlite3 *db = tu_db(name);
+        assert_int_equal(tu_synthetic(db, cases[k].ds, 60, 50, 3, 5, 8, 5), 0);
+        db_close(db);
+        char *dbp = tu_path(name);
+        assert_int_equal(tu_run("%s cf --db %s " TU_E2E_CF, b, dbp), 0);
+        assert_int_equal(tu_run("%s tokenize --db %s --L 8 --dc 16 --h1 16 --h2 16 --epochs 3 --quiet", b, dbp), 0);
+        /* a tiny model that stops at its second check; the rest of the settings are the row's */
+        assert_int_equal(tu_run("%s finetune --db %s --arch causal --d-model 8 --layers 1 --heads 1 --patience 1 "
+                                "--eval-every 1 --quiet --threads 1", b, dbp), 0);
+        sqlite3 *rd = db_open(dbp, 1);
+        sqlite3_stmt *st = db_prep(rd, "SELECT params FROM stage_runs WHERE stage='finetune' ORDER BY id DESC LIMIT 1");
+        assert_non_null(st);
+        assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+        const char *p = (const char *)sqlite3_column_text(st, 0);
+        for (int i = 0; i < 3; i++) {
+            if (!strstr(p, cases[k].want[i])) print_message("%s: %s not in %s\n", cases[k].ds, cases[k].want[i], p);
+            assert_non_null(strstr(p, cases[k].want[i]));
+        }
+        sqlite3_finalize(st);
+        db_close(rd);
+        free(dbp);
+    }
+}
+
 static void causal_unseen(void **state) {
     (void)state;
     char *dbp = tu_path("unseen.db");
@@ -321,6 +358,7 @@ int main(void) {
         cmocka_unit_test(one_pass_equals_prefixes),
         cmocka_unit_test(pool_tokens_without_cf),
         cmocka_unit_test(causal_e2e),
+        cmocka_unit_test(causal_dataset_presets),
         cmocka_unit_test(causal_unseen),
         cmocka_unit_test(killed_causal_resumes_identically),
     };
