@@ -297,17 +297,13 @@ static void causal_dataset_presets(void **state) {
         /* a tiny model that stops at its second check; the rest of the settings are the row's */
         assert_int_equal(tu_run("%s finetune --db %s --arch causal --d-model 8 --layers 1 --heads 1 --patience 1 "
                                 "--eval-every 1 --quiet --threads 1", b, dbp), 0);
-        sqlite3 *rd = db_open(dbp, 1);
-        sqlite3_stmt *st = db_prep(rd, "SELECT params FROM stage_runs WHERE stage='finetune' ORDER BY id DESC LIMIT 1");
-        assert_non_null(st);
-        assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-        const char *p = (const char *)sqlite3_column_text(st, 0);
+        char *p = tu_run_params(dbp, "finetune");
+        assert_non_null(p);
         for (int i = 0; i < 3; i++) {
             if (!strstr(p, cases[k].want[i])) print_message("%s: %s not in %s\n", cases[k].ds, cases[k].want[i], p);
             assert_non_null(strstr(p, cases[k].want[i]));
         }
-        sqlite3_finalize(st);
-        db_close(rd);
+        free(p);
         free(dbp);
     }
 }

@@ -398,17 +398,6 @@ static void evaluate_sasrec_e2e(void **state) {
 
 /* ---- the per-dataset defaults: a dataset named like a preset row trains with that row's
  * settings where no option is given, and records them in the run's parameters ---- */
-static char *last_sasrec_params(const char *dbp) {
-    sqlite3 *db = db_open(dbp, 1);
-    sqlite3_stmt *st = db_prep(db, "SELECT params FROM stage_runs WHERE stage='sasrec' ORDER BY id DESC LIMIT 1");
-    assert_non_null(st);
-    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-    char *p = strdup((const char *)sqlite3_column_text(st, 0));
-    sqlite3_finalize(st);
-    db_close(db);
-    return p;
-}
-
 static void dataset_presets(void **state) {
     (void)state;
     const char *b = tu_bin();
@@ -427,7 +416,8 @@ static void dataset_presets(void **state) {
         /* a tiny model that stops early; the rest of the settings come from the preset */
         assert_int_equal(tu_run("%s sasrec --db %s --quiet --threads 1 --dim 8 --maxlen 8 --patience 1 "
                                 "--eval-every 1", b, dbp), 0);
-        char *p = last_sasrec_params(dbp);
+        char *p = tu_run_params(dbp, "sasrec");
+        assert_non_null(p);
         for (int i = 0; i < 3; i++) {
             if (!strstr(p, cases[k].want[i])) print_message("%s: %s not in %s\n", cases[k].ds, cases[k].want[i], p);
             assert_non_null(strstr(p, cases[k].want[i]));

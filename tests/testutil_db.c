@@ -142,6 +142,21 @@ void *tu_stored_blob(const char *dbpath, const char *table, const char *stage, i
     return p;
 }
 
+char *tu_run_params(const char *dbpath, const char *stage) {
+    sqlite3 *db = db_open(dbpath, 1);
+    if (!db) return NULL;
+    sqlite3_stmt *st = db_prep(db, "SELECT params FROM stage_runs WHERE stage = ?1 ORDER BY id DESC LIMIT 1");
+    char *p = NULL;
+    if (st) {
+        sqlite3_bind_text(st, 1, stage, -1, SQLITE_STATIC);
+        if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_text(st, 0))
+            p = strdup((const char *)sqlite3_column_text(st, 0));
+    }
+    sqlite3_finalize(st);
+    db_close(db);
+    return p;
+}
+
 int tu_synthetic_upstream(const char *dbpath, const char *cf_args, const char *tok_args) {
     char *f = tu_path("synth.txt");
     int rc = tu_synthetic_file(f, 300, 120, 6, 10, 20, 7);
