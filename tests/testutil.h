@@ -54,9 +54,10 @@ int tu_kill_midway(const char *cmd, const char *dbpath, const char *stage, unsig
 /* The stored parameters (column params of `table`) of the latest done run of `stage` in
  * dbpath, malloc'd, *n bytes; NULL (and *n -1) when there is none. */
 void *tu_stored_blob(const char *dbpath, const char *table, const char *stage, int *n);
-/* The settings (stage_runs.params, JSON) of the latest run of `stage` in dbpath, malloc'd;
- * NULL when there is none. */
-char *tu_run_params(const char *dbpath, const char *stage);
+/* The first of want[0..n) that is not a substring of the settings (stage_runs.params, JSON)
+ * of the latest run of `stage` in dbpath, printed with those settings; `stage` when there is
+ * no run; NULL when every one is there. */
+const char *tu_params_missing(const char *dbpath, const char *stage, const char *const *want, int n);
 /* The end-to-end tests' upstream: the synthetic file (300 users, 120 items, 6 clusters,
  * seed 7) ingested as dataset synth into dbpath, then cf and tokenize with the given
  * options. Returns 0, or the exit status of the first command that failed. */

@@ -142,19 +142,24 @@ void *tu_stored_blob(const char *dbpath, const char *table, const char *stage, i
     return p;
 }
 
-char *tu_run_params(const char *dbpath, const char *stage) {
+const char *tu_params_missing(const char *dbpath, const char *stage, const char *const *want, int n) {
     sqlite3 *db = db_open(dbpath, 1);
-    if (!db) return NULL;
+    if (!db) return stage;
     sqlite3_stmt *st = db_prep(db, "SELECT params FROM stage_runs WHERE stage = ?1 ORDER BY id DESC LIMIT 1");
-    char *p = NULL;
+    const char *missing = stage;
     if (st) {
         sqlite3_bind_text(st, 1, stage, -1, SQLITE_STATIC);
-        if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_text(st, 0))
-            p = strdup((const char *)sqlite3_column_text(st, 0));
+        const char *p = sqlite3_step(st) == SQLITE_ROW ? (const char *)sqlite3_column_text(st, 0) : NULL;
+        if (p) {
+            missing = NULL;
+            for (int i = 0; i < n && !missing; i++)
+                if (!strstr(p, want[i])) missing = want[i];
+            if (missing) fprintf(stderr, "%s: %s not in %s\n", stage, missing, p);
+        }
     }
     sqlite3_finalize(st);
     db_close(db);
-    return p;
+    return missing;
 }
 
 int tu_synthetic_upstream(const char *dbpath, const char *cf_args, const char *tok_args) {
