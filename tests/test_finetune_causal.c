@@ -196,6 +196,35 @@ static void pool_tokens_without_cf(void **state) {
     causal_rows_free(&r);
 }
 
+/* --id-init cf: each trained item's own row is its CF vector scaled to norm 1 on average (in
+ * the first min(D, d) columns); an item never trained has no own row, token rows stay. */
+static void id_rows_from_cf(void **state) {
+    (void)state;
+    rec_data d;
+    small_data(&d);
+    float pool[6 * 4];
+    double sq = 0;
+    for (int i = 0; i < 6 * 4; i++) { pool[i] = (float)(i % 7) - 2.5f; sq += (double)pool[i] * pool[i]; }
+    float k = (float)(1.0 / sqrt(sq / 6));
+    d.pool = pool;
+    d.D = 4;                                          /* narrower than the model's 8 */
+    causal_rows r;
+    sasrec_model *m = small_model(&d, &r, CAUSAL_POOL_TOKENS, 0.0f);
+    float *E = sasrec_in_table(m), before[24 * 8];
+    memcpy(before, E, sizeof before);
+    causal_init_id_rows(m, &d, &r);
+    for (int32_t i = 0; i < 6; i++) {
+        int32_t row = r.item_rows[i * 4 + 3];
+        if (i == 5) { assert_int_equal(row, -1); continue; }
+        for (int c = 0; c < 8; c++)
+            assert_float_equal(E[row * 8 + c], c < 4 ? pool[i * 4 + c] * k : before[row * 8 + c], 1e-6);
+    }
+    for (int row = 0; row < 18; row++)                /* token and user rows untouched */
+        assert_memory_equal(E + row * 8, before + row * 8, 8 * sizeof(float));
+    sasrec_free(m);
+    causal_rows_free(&r);
+}
+
 /* ---- through the binary ---- */
 
 /* The first column of the first row of sql as a double (def when there is none). */
@@ -347,6 +376,7 @@ int main(void) {
         cmocka_unit_test(causal_over_tokens),
         cmocka_unit_test(one_pass_equals_prefixes),
         cmocka_unit_test(pool_tokens_without_cf),
+        cmocka_unit_test(id_rows_from_cf),
         cmocka_unit_test(causal_e2e),
         cmocka_unit_test(causal_dataset_presets),
         cmocka_unit_test(causal_unseen),

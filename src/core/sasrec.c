@@ -72,6 +72,7 @@ float *sasrec_grads(sasrec_model *m) { return m->grads; }
 float *sasrec_adam_m(sasrec_model *m) { return m->adam_m; }
 float *sasrec_adam_v(sasrec_model *m) { return m->adam_v; }
 const float *sasrec_hidden(const sasrec_model *m) { return m->out; }
+float *sasrec_in_table(sasrec_model *m) { return m->params + m->item; }
 float *sasrec_out_table(sasrec_model *m) { return m->c.out == SASREC_OUT_TABLE ? m->params + m->otab : NULL; }
 
 void sasrec_item_rows(const sasrec_model *m, int32_t item, int32_t *rows) {

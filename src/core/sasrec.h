@@ -89,6 +89,9 @@ void sasrec_backward(sasrec_model *m, const sasrec_batch *b);
 /* The output table (n_items, d) inside the parameters (SASREC_OUT_TABLE; else NULL), for
  * a caller that initialises it (e.g. from CF vectors). */
 float *sasrec_out_table(sasrec_model *m);
+/* The input table (n_rows, d) inside the parameters, for a caller that initialises rows
+ * of it (e.g. the items' own rows from CF vectors). */
+float *sasrec_in_table(sasrec_model *m);
 /* The input rows of item i (n_feat of them, -1 none) as the model sums them. */
 void sasrec_item_rows(const sasrec_model *m, int32_t item, int32_t *rows);
 /* Final hidden states (B,T,d) of the last forward pass. */

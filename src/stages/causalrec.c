@@ -73,14 +73,30 @@ int causal_config(const causal_spec *s, const rec_data *d, const causal_rows *r,
     return 0;
 }
 
-void causal_init_learned(sasrec_model *m, const rec_data *d) {
-    float *T = sasrec_out_table(m);
-    if (!T) return;
+/* The factor that scales the CF item vectors to norm 1 on average (the random rows' scale). */
+static float cf_scale(const rec_data *d) {
     double norm = 0;
     for (size_t i = 0; i < (size_t)d->n_items * d->D; i++) norm += (double)d->pool[i] * d->pool[i];
     norm = sqrt(norm / (d->n_items ? d->n_items : 1));
-    float k = norm > 0 ? (float)(1.0 / norm) : 1.0f;
+    return norm > 0 ? (float)(1.0 / norm) : 1.0f;
+}
+
+void causal_init_learned(sasrec_model *m, const rec_data *d) {
+    float *T = sasrec_out_table(m);
+    if (!T) return;
+    float k = cf_scale(d);
     for (size_t i = 0; i < (size_t)d->n_items * d->D; i++) T[i] = d->pool[i] * k;
+}
+
+void causal_init_id_rows(sasrec_model *m, const rec_data *d, const causal_rows *r) {
+    if (r->n_feat <= d->cpi || !d->pool) return;        /* no own rows (--item-input tokens) */
+    float *E = sasrec_in_table(m), k = cf_scale(d);
+    int D = d->D, w = sasrec_cfg(m)->d, n = D < w ? D : w;
+    for (int32_t i = 0; i < d->n_items; i++) {
+        int32_t row = r->item_rows[(size_t)i * r->n_feat + d->cpi];
+        if (row < 0) continue;
+        for (int c = 0; c < n; c++) E[(size_t)row * w + c] = d->pool[(size_t)i * D + c] * k;
+    }
 }
 
 /* The spec as the config JSON of the models table. */

@@ -44,6 +44,9 @@ int causal_config(const causal_spec *s, const rec_data *d, const causal_rows *r,
 /* Pool learned: the output table starts as the CF item vectors, scaled to norm 1 on
  * average (the random rows' scale). */
 void causal_init_learned(sasrec_model *m, const rec_data *d);
+/* --id-init cf: each trained item's own input row (--item-input tokens+id) starts as its CF
+ * vector, scaled as pool learned's table (the CF vectors' width must equal d). */
+void causal_init_id_rows(sasrec_model *m, const rec_data *d, const causal_rows *r);
 
 /* Store the model of finetune run `run` in `models` (inside the caller's transaction). */
 int causal_save(sqlite3 *db, int64_t run, const sasrec_model *m, const causal_spec *s, const rec_data *d);

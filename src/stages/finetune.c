@@ -725,6 +725,7 @@ static char *make_params(const cli_opt *opts, const ft_opts *o) {
     if (!strcmp(o->arch, "causal")) {
         pj = cli_json_append(pj, "\"arch\":\"causal\",\"item-input\":\"%s\",\"negatives\":%d,\"eval-every\":%d",
                              o->item_input, o->negatives, o->eval_every);
+        if (!strcmp(o->id_init, "cf")) pj = cli_json_append(pj, "\"id-init\":\"cf\"");
     }
     if (!strcmp(o->hist_order, "kept")) pj = cli_json_append(pj, "\"history-order\":\"kept\"");
     if (o->init_from && !(pj = params_with_files(pj, o->init_from, o->tokenizer))) return NULL;
@@ -780,6 +781,8 @@ int cmd_finetune(int argc, char **argv) {
                                  "encoder-decoder; the default with --faithful, --init-from, --objective generate, "
                                  "--loss cosine or --score cos)", 0},
         {"item-input", CLI_STR, &o.item_input, "causal: an item's position sums its tokens, or tokens+id (default: the dataset's)", 0},
+        {"id-init", CLI_STR, &o.id_init, "causal, --item-input tokens+id: each item's own row starts from its CF vector (cf) or "
+         "at random (random) (default: the dataset's)", 0},
         {"negatives", CLI_INT, &o.negatives, "causal: softmax over N shared sampled negatives (0: all items; -1: the dataset's)", 0},
         {"eval-every", CLI_INT, &o.eval_every, "causal: epochs between valid checks (-1: the dataset's)", 0},
         {"preset", CLI_STR, &o.preset, "model size: mini (d128, 2+1 layers), tiny, small, t5-small", 1},
@@ -839,8 +842,8 @@ int cmd_finetune(int argc, char **argv) {
     if (!causal && strcmp(o.arch, "t5")) return tr_error("--arch: expected t5 or causal, got '%s'", o.arch);
     char tokbuf[4096];
     if (!causal) {
-        if (o.item_input || o.negatives >= 0 || o.eval_every >= 0)
-            return tr_error("--item-input, --negatives and --eval-every are settings of --arch causal");
+        if (o.item_input || o.id_init || o.negatives >= 0 || o.eval_every >= 0)
+            return tr_error("--item-input, --id-init, --negatives and --eval-every are settings of --arch causal");
         ft_defaults_t5(&o);
         if (o.patience < 0) o.patience = 3;
         if (o.faithful) { o.loss = "cosine"; o.pool = "ego"; o.score = "cos"; if (o.max_pos < 0) o.max_pos = 49; }

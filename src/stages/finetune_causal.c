@@ -24,16 +24,16 @@ typedef struct {
     const char *dataset;
     int    d, blocks, heads, hist, negatives, batch, epochs, eval_every, patience;
     double dropout, lr;
-    const char *pool, *input;
+    const char *pool, *input, *id_init;
 } causal_preset;
 
 static const causal_preset presets[] = {
-    /* dataset    d   blk hd hist neg   batch ep   eval pat drop lr     pool      input */
-    {"other",     64, 2,  1, 50,  0,    128,  200, 5,   3,  0.5, 2e-3, "tokens", "tokens+id"},
-    {"lastfm",    128, 2, 2, 50,  0,    128,  200, 5,   3,  0.5, 2e-3, "tokens", "tokens+id"},
-    {"beauty",    64, 2,  1, 50,  0,    128,  70,  5,   3,  0.5, 2e-3, "tokens", "tokens+id"},
-    {"clothing",  64, 2,  1, 50,  2048, 128,  70,  5,   3,  0.5, 3e-3, "tokens", "tokens+id"},
-    {"ml-1m",     64, 2,  1, 200, 512,  16,   45,  3,   3,  0.2, 2e-3, "tokens", "tokens+id"},
+    /* dataset    d   blk hd hist neg   batch ep   eval pat drop lr     pool      input        id-init */
+    {"other",     64, 2,  1, 50,  0,    128,  200, 5,   3,  0.5, 2e-3, "tokens", "tokens+id", "random"},
+    {"lastfm",    128, 2, 2, 50,  0,    128,  200, 5,   3,  0.5, 2e-3, "tokens", "tokens+id", "random"},
+    {"beauty",    64, 2,  1, 50,  0,    128,  70,  5,   3,  0.5, 2e-3, "tokens", "tokens+id", "random"},
+    {"clothing",  64, 2,  1, 50,  2048, 128,  70,  5,   3,  0.5, 3e-3, "tokens", "tokens+id", "random"},
+    {"ml-1m",     64, 2,  1, 200, 512,  16,   45,  3,   3,  0.2, 2e-3, "tokens", "tokens+id", "random"},
 };
 
 /* The preset of a dataset (the first row when it has none). */
@@ -46,12 +46,12 @@ static const causal_preset *preset_for(const char *dataset) {
 void causal_defaults_text(char *buf, size_t n) {
     size_t o = (size_t)snprintf(buf, n,
         "--arch causal defaults per dataset (an option given on the command line wins):\n"
-        "  dataset    d-model layers heads hist negatives batch epochs eval-every patience dropout lr      pool    item-input\n");
+        "  dataset    d-model layers heads hist negatives batch epochs eval-every patience dropout lr      pool    item-input id-init\n");
     for (size_t i = 0; i < sizeof presets / sizeof *presets && o < n; i++) {
         const causal_preset *p = &presets[i];
-        o += (size_t)snprintf(buf + o, n - o, "  %-10s %-7d %-6d %-5d %-4d %-9d %-5d %-6d %-10d %-8d %-7.2g %-7.2g %-7s %s\n",
+        o += (size_t)snprintf(buf + o, n - o, "  %-10s %-7d %-6d %-5d %-4d %-9d %-5d %-6d %-10d %-8d %-7.2g %-7.2g %-7s %-10s %s\n",
                               p->dataset, p->d, p->blocks, p->heads, p->hist, p->negatives, p->batch, p->epochs,
-                              p->eval_every, p->patience, p->dropout, p->lr, p->pool, p->input);
+                              p->eval_every, p->patience, p->dropout, p->lr, p->pool, p->input, p->id_init);
     }
     if (o > 0 && o < n && buf[o - 1] == '\n') buf[o - 1] = 0;
 }
@@ -72,11 +72,14 @@ int causal_defaults(ft_opts *o, const char *dataset) {
     if (o->wd < 0) o->wd = 0;
     if (!o->pool) o->pool = p->pool;
     if (!o->item_input) o->item_input = p->input;
+    if (!o->id_init) o->id_init = p->id_init;
     if (!strcmp(o->pool, "mean")) o->pool = "cf";    /* the CF vectors finetune's T5 is scored on */
     if (causal_pool_parse(o->pool) < 0)
         return tr_error("--pool: expected cf, learned or tokens with --arch causal, got '%s'", o->pool);
     if (causal_input_parse(o->item_input) < 0)
         return tr_error("--item-input: expected tokens or tokens+id, got '%s'", o->item_input);
+    if (strcmp(o->id_init, "cf") && strcmp(o->id_init, "random"))
+        return tr_error("--id-init: expected cf or random, got '%s'", o->id_init);
     if (o->shards > o->batch)
         return tr_error("--shards %d is more than the batch (%d sequences)", o->shards, o->batch);
     if (o->d_model > 4096 || o->d_model % o->n_heads || o->enc_layers > 64 || o->hist < 1 || o->hist > 1024 ||
@@ -92,6 +95,7 @@ void causal_opts_bcast(ft_opts *o) {
     if (dist_size() < 2) return;
     int pool = dist_bcast_int(dist_rank() ? 0 : causal_pool_parse(o->pool));
     int in = dist_bcast_int(dist_rank() ? 0 : causal_input_parse(o->item_input));
+    int cf = dist_bcast_int(dist_rank() ? 0 : !strcmp(o->id_init, "cf"));
     ft_opts r = *o;
     dist_bcast(&r, sizeof r);
     if (dist_rank() == 0) return;
@@ -100,10 +104,18 @@ void causal_opts_bcast(ft_opts *o) {
     o->objective = o->hist_order = o->arch = NULL;
     o->pool = causal_pool_name(pool);
     o->item_input = causal_input_name(in);
+    o->id_init = cf ? "cf" : "random";
 }
 
 /* Pool learned: start the output table from the CF vectors (sasrec_fit's init hook). */
 static void init_learned(sasrec_model *m, void *ctx) { causal_init_learned(m, ctx); }
+
+/* --id-init cf: the items' own rows from the CF vectors (sasrec_fit's init hook). */
+typedef struct { const rec_data *d; const causal_rows *r; } id_init_ctx;
+static void init_id_rows(sasrec_model *m, void *ctx) {
+    const id_init_ctx *c = ctx;
+    causal_init_id_rows(m, c->d, c->r);
+}
 
 /* The valid and test metrics of the kept model (every rank under mpirun: the ranking is
  * shared out). */
@@ -155,6 +167,11 @@ static int train_cfg(const ft_opts *o, const causal_spec *s, rec_data *d, const 
     tc->loss_metric = "train_loss_epoch";
     tc->valid_metric = "valid_hr@10";
     if (s->pool == CAUSAL_POOL_LEARNED) { tc->init = init_learned; tc->init_ctx = d; }
+    static id_init_ctx ic;
+    if (s->item_input == CAUSAL_IN_TOKENS_ID && !strcmp(o->id_init, "cf")) {
+        if (!d->pool) return tr_error("--id-init cf needs the CF item vectors");
+        ic.d = d; ic.r = r; tc->init = init_id_rows; tc->init_ctx = &ic;
+    }
     return 0;
 }
 
