@@ -310,7 +310,7 @@ static void causal_dataset_presets(void **state) {
     static const struct { const char *ds, *want[4]; } cases[] = {
         {"clothing", {"\"epochs\":70", "\"lr\":0.003", "\"negatives\":2048", "\"id-init\":\"cf\""}},
         {"beauty", {"\"epochs\":70", "\"lr\":0.0005", "\"negatives\":0", "\"id-init\":\"cf\""}},
-        {"ml-1m", {"\"hist\":200", "\"batch\":16", "\"dropout\":0.2", "\"id-init\":\"cf\""}},
+        {"ml-1m", {"\"hist\":200", "\"batch\":16", "\"dropout\":0.2", "\"negatives\":512"}},
         {"other-name", {"\"epochs\":200", "\"lr\":0.002", "\"negatives\":0", "\"id-init\":\"cf\""}},
     };
     for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
