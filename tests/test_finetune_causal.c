@@ -325,7 +325,7 @@ static void causal_dataset_presets(void **state) {
         /* a tiny model that stops at its second check; the rest of the settings are the row's */
         assert_int_equal(tu_run("%s finetune --db %s --arch causal --d-model 8 --layers 1 --heads 1 --patience 1 "
                                 "--eval-every 1 --quiet --threads 1", b, dbp), 0);
-        assert_null(tu_params_missing(dbp, "finetune", cases[k].want, 3));
+        assert_null(tu_params_missing(dbp, "finetune", cases[k].want, 4));
         free(dbp);
     }
 }

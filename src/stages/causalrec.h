@@ -45,7 +45,8 @@ int causal_config(const causal_spec *s, const rec_data *d, const causal_rows *r,
  * average (the random rows' scale). */
 void causal_init_learned(sasrec_model *m, const rec_data *d);
 /* --id-init cf: each trained item's own input row (--item-input tokens+id) starts as its CF
- * vector, scaled as pool learned's table (the CF vectors' width must equal d). */
+ * vector, scaled as pool learned's table, in its first min(D, d) columns (a wider model keeps
+ * the rest of the row's random start). */
 void causal_init_id_rows(sasrec_model *m, const rec_data *d, const causal_rows *r);
 
 /* Store the model of finetune run `run` in `models` (inside the caller's transaction). */

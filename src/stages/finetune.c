@@ -725,7 +725,8 @@ static char *make_params(const cli_opt *opts, const ft_opts *o) {
     if (!strcmp(o->arch, "causal")) {
         pj = cli_json_append(pj, "\"arch\":\"causal\",\"item-input\":\"%s\",\"negatives\":%d,\"eval-every\":%d",
                              o->item_input, o->negatives, o->eval_every);
-        if (!strcmp(o->id_init, "cf")) pj = cli_json_append(pj, "\"id-init\":\"cf\"");
+        if (!strcmp(o->id_init, "cf") && !strcmp(o->item_input, "tokens+id"))   /* no own rows: no effect */
+            pj = cli_json_append(pj, "\"id-init\":\"cf\"");
     }
     if (!strcmp(o->hist_order, "kept")) pj = cli_json_append(pj, "\"history-order\":\"kept\"");
     if (o->init_from && !(pj = params_with_files(pj, o->init_from, o->tokenizer))) return NULL;

@@ -110,14 +110,13 @@ void causal_opts_bcast(ft_opts *o) {
     o->id_init = cf ? "cf" : "random";
 }
 
-/* Pool learned: start the output table from the CF vectors (sasrec_fit's init hook). */
-static void init_learned(sasrec_model *m, void *ctx) { causal_init_learned(m, ctx); }
-
-/* --id-init cf: the items' own rows from the CF vectors (sasrec_fit's init hook). */
-typedef struct { const rec_data *d; const causal_rows *r; } id_init_ctx;
-static void init_id_rows(sasrec_model *m, void *ctx) {
-    const id_init_ctx *c = ctx;
-    causal_init_id_rows(m, c->d, c->r);
+/* What starts from the CF vectors (sasrec_fit's init hook): pool learned's output table,
+ * and with --id-init cf the items' own input rows. */
+typedef struct { const rec_data *d; const causal_rows *r; int table, own_rows; } cf_start;
+static void init_from_cf(sasrec_model *m, void *ctx) {
+    const cf_start *c = ctx;
+    if (c->table) causal_init_learned(m, c->d);
+    if (c->own_rows) causal_init_id_rows(m, c->d, c->r);
 }
 
 /* The valid and test metrics of the kept model (every rank under mpirun: the ranking is
@@ -147,7 +146,7 @@ static int write_results(stage_run *run, const retr_metrics *vm, const retr_metr
 
 /* The training config of the run's options over d and rows r. */
 static int train_cfg(const ft_opts *o, const causal_spec *s, rec_data *d, const causal_rows *r,
-                     sasrec_train_cfg *tc) {
+                     cf_start *cs, sasrec_train_cfg *tc) {
     memset(tc, 0, sizeof *tc);
     if (causal_config(s, d, r, o->batch > o->eval_batch ? o->batch : o->eval_batch, &tc->model) != 0) return -1;
     tc->model.loss = SASREC_LOSS_SOFTMAX;
@@ -169,12 +168,10 @@ static int train_cfg(const ft_opts *o, const causal_spec *s, rec_data *d, const 
     tc->label = "finetune";
     tc->loss_metric = "train_loss_epoch";
     tc->valid_metric = "valid_hr@10";
-    if (s->pool == CAUSAL_POOL_LEARNED) { tc->init = init_learned; tc->init_ctx = d; }
-    static id_init_ctx ic;
-    if (s->item_input == CAUSAL_IN_TOKENS_ID && !strcmp(o->id_init, "cf")) {
-        if (!d->pool) return tr_error("--id-init cf needs the CF item vectors");
-        ic.d = d; ic.r = r; tc->init = init_id_rows; tc->init_ctx = &ic;
-    }
+    *cs = (cf_start){.d = d, .r = r, .table = s->pool == CAUSAL_POOL_LEARNED,
+                     .own_rows = s->item_input == CAUSAL_IN_TOKENS_ID && !strcmp(o->id_init, "cf")};
+    if (cs->own_rows && !d->pool) return tr_error("--id-init cf needs the CF item vectors");
+    if (cs->table || cs->own_rows) { tc->init = init_from_cf; tc->init_ctx = cs; }
     return 0;
 }
 
@@ -188,13 +185,14 @@ int finetune_causal_run(stage_run *run, const ft_opts *o) {
     sasrec_model *m = NULL;
     sasrec_fit_result res = {0};
     sasrec_train_cfg tc;
+    cf_start cs;
     retr_metrics vm, tm;
     /* under mpirun rank 0 (run set) reads, every rank gets its data */
     int rc = run ? rec_data_load(run->db, run->dataset, run->upstream_run, s.cf_kind, &d) : 0;
     if (!rc) {                          /* (an error on rank 0 stops every rank: main) */
         dist_bcast_rec_data(&d);
         causal_rows_build(&d, s.item_input, &r);
-        rc = train_cfg(o, &s, &d, &r, &tc);
+        rc = train_cfg(o, &s, &d, &r, &cs, &tc);
     }
     if (!rc && !o->quiet && run && !run->resumed)
         fprintf(stderr, "[finetune] %s: causal, d %d, %d layers, %d heads, hist %d, pool %s, item input %s, "
