@@ -225,6 +225,85 @@ static void id_rows_from_cf(void **state) {
     causal_rows_free(&r);
 }
 
+/* --token-init cf: each item token row is the mean of the scaled CF vectors of the trained
+ * items that carry it (item 5, never trained, counts for none); a token no trained item
+ * carries, the user rows and the own rows keep their random start. */
+static void token_rows_from_cf(void **state) {
+    (void)state;
+    rec_data d;
+    small_data(&d);
+    float pool[6 * 4];
+    double sq = 0;
+    for (int i = 0; i < 6 * 4; i++) { pool[i] = (float)((i * 3) % 7) - 3.0f; sq += (double)pool[i] * pool[i]; }
+    float k = (float)(1.0 / sqrt(sq / 6));
+    d.pool = pool;
+    d.D = 4;
+    int32_t codes[18];
+    memcpy(codes, d.item_codes, sizeof codes);
+    codes[3 * 3] = 0;                                 /* item 3 leaves book 0's code 3 to no one */
+    d.item_codes = codes;
+    causal_rows r;
+    sasrec_model *m = small_model(&d, &r, CAUSAL_POOL_TOKENS, 0.0f);
+    float *E = sasrec_in_table(m), before[24 * 8];
+    memcpy(before, E, sizeof before);
+    causal_init_token_rows(m, &d, &r);
+    /* codes: item 0 {0,0,0}, 1 {1,1,0}, 2 {2,2,1}, 3 {0,3,0}, 4 {0,1,1}, 5 {1,2,0} (never
+     * trained); book 0 at row = code, book 1 at 4 + code, the extra book at 8 + code */
+    static const int carriers[10][5] = {{0, 3, 4, -1}, {1, -1}, {2, -1}, {-1}, {0, -1},
+                                        {1, 4, -1}, {2, -1}, {3, -1}, {0, 1, 3, -1}, {2, 4, -1}};
+    for (int row = 0; row < 10; row++) {
+        for (int c = 0; c < 8; c++) {
+            double want = 0;
+            int n = 0;
+            for (; carriers[row][n] >= 0; n++) want += pool[carriers[row][n] * 4 + c];
+            if (n == 0 || c >= 4) assert_float_equal(E[row * 8 + c], before[row * 8 + c], 0);
+            else assert_float_equal(E[row * 8 + c], (float)(want / n) * k, 1e-5);
+        }
+    }
+    assert_memory_equal(E + 10 * 8, before + 10 * 8, 14 * 8 * sizeof(float));   /* users, own rows */
+    sasrec_free(m);
+    causal_rows_free(&r);
+}
+
+/* --token-drop: training with p = 1 never feeds an item position its token rows (only its
+ * own row), so with the fixed CF item side (pool cf) the item token rows get no gradient and
+ * keep their start; with p = 0 they train. The user rows train either way. */
+static void token_drop_keeps_tokens_out(void **state) {
+    (void)state;
+    float pool[6 * 4];
+    for (int i = 0; i < 6 * 4; i++) pool[i] = (float)((i * 5) % 9) * 0.25f - 1.0f;
+    for (int p = 0; p <= 1; p++) {
+        rec_data d;
+        small_data(&d);
+        d.pool = pool;
+        d.D = 4;
+        causal_spec s = {.pool = CAUSAL_POOL_CF, .item_input = CAUSAL_IN_TOKENS_ID, .cf_kind = "mean", .d = 8,
+                         .blocks = 1, .heads = 1, .hist_cap = 6};
+        causal_rows r;
+        causal_rows_build(&d, s.item_input, &r);
+        sasrec_train_cfg tc;
+        memset(&tc, 0, sizeof tc);
+        assert_int_equal(causal_config(&s, &d, &r, 4, &tc.model), 0);
+        tc.model.dropout = 0.1f;
+        tc.epochs = 4; tc.batch = 2; tc.eval_every = 2; tc.patience = 9;
+        tc.lr = 1e-2f; tc.clip = 1; tc.seed = 5; tc.quiet = 1;
+        tc.user_rows = r.user_rows; tc.windows = 1; tc.token_drop = (float)p;
+        rng_t g;                                       /* sasrec_fit's start: the same draws */
+        rng_seed(&g, tc.seed);
+        sasrec_model *m0 = sasrec_new(&tc.model, &g), *m = NULL;
+        assert_non_null(m0);
+        assert_int_equal(sasrec_fit(NULL, &d, &tc, &m, NULL), 0);
+        const float *E0 = sasrec_in_table(m0), *E = sasrec_in_table(m);
+        size_t tok = (size_t)10 * 8, users = (size_t)8 * 8;   /* item token rows 0..9, user rows 10..17 */
+        int tokens_same = !memcmp(E, E0, tok * sizeof *E), users_same = !memcmp(E + tok, E0 + tok, users * sizeof *E);
+        assert_int_equal(tokens_same, p == 1);
+        assert_false(users_same);
+        sasrec_free(m0);
+        sasrec_free(m);
+        causal_rows_free(&r);
+    }
+}
+
 /* ---- through the binary ---- */
 
 /* The first column of the first row of sql as a double (def when there is none). */
@@ -378,6 +457,8 @@ int main(void) {
         cmocka_unit_test(one_pass_equals_prefixes),
         cmocka_unit_test(pool_tokens_without_cf),
         cmocka_unit_test(id_rows_from_cf),
+        cmocka_unit_test(token_rows_from_cf),
+        cmocka_unit_test(token_drop_keeps_tokens_out),
         cmocka_unit_test(causal_e2e),
         cmocka_unit_test(causal_dataset_presets),
         cmocka_unit_test(causal_unseen),

@@ -99,6 +99,30 @@ void causal_init_id_rows(sasrec_model *m, const rec_data *d, const causal_rows *
     }
 }
 
+void causal_init_token_rows(sasrec_model *m, const rec_data *d, const causal_rows *r) {
+    if (!d->pool) return;
+    float *E = sasrec_in_table(m), k = cf_scale(d);
+    int D = d->D, w = sasrec_cfg(m)->d, n = D < w ? D : w, nt = d->K * d->L + d->extra;
+    double *acc = tr_calloc((size_t)nt * n, sizeof *acc);
+    int32_t *cnt = tr_calloc((size_t)nt, sizeof *cnt), *counts = tr_malloc((size_t)(d->n_items ? d->n_items : 1) * sizeof *counts);
+    rec_train_counts(d, counts);
+    for (int32_t i = 0; i < d->n_items; i++) {
+        if (counts[i] <= 0) continue;                  /* an untrained item's CF vector is its start */
+        for (int j = 0; j < d->cpi; j++) {
+            int32_t row = r->item_rows[(size_t)i * r->n_feat + j];
+            if (row < 0 || row >= nt) continue;
+            cnt[row]++;
+            for (int c = 0; c < n; c++) acc[(size_t)row * n + c] += d->pool[(size_t)i * D + c];
+        }
+    }
+    for (int row = 0; row < nt; row++)
+        if (cnt[row] > 0)
+            for (int c = 0; c < n; c++) E[(size_t)row * w + c] = (float)(acc[(size_t)row * n + c] / cnt[row]) * k;
+    free(acc);
+    free(cnt);
+    free(counts);
+}
+
 /* The spec as the config JSON of the models table. */
 static char *spec_json(const causal_spec *s) {
     cJSON *j = cJSON_CreateObject();

@@ -48,6 +48,10 @@ void causal_init_learned(sasrec_model *m, const rec_data *d);
  * vector, scaled as pool learned's table, in its first min(D, d) columns (a wider model keeps
  * the rest of the row's random start). */
 void causal_init_id_rows(sasrec_model *m, const rec_data *d, const causal_rows *r);
+/* --token-init cf: each item token row starts as the mean of the CF vectors (scaled as
+ * above, first min(D, d) columns) of the trained items that carry that token; a token no
+ * trained item carries keeps its random start, and so do the user rows. */
+void causal_init_token_rows(sasrec_model *m, const rec_data *d, const causal_rows *r);
 
 /* Store the model of finetune run `run` in `models` (inside the caller's transaction). */
 int causal_save(sqlite3 *db, int64_t run, const sasrec_model *m, const causal_spec *s, const rec_data *d);

@@ -727,6 +727,9 @@ static char *make_params(const cli_opt *opts, const ft_opts *o) {
                              o->item_input, o->negatives, o->eval_every);
         if (!strcmp(o->id_init, "cf") && !strcmp(o->item_input, "tokens+id"))   /* no own rows: no effect */
             pj = cli_json_append(pj, "\"id-init\":\"cf\"");
+        if (!strcmp(o->token_init, "cf")) pj = cli_json_append(pj, "\"token-init\":\"cf\"");
+        if (o->token_drop > 0 && !strcmp(o->item_input, "tokens+id"))      /* as id-init */
+            pj = cli_json_append(pj, "\"token-drop\":%g", o->token_drop);
     }
     if (!strcmp(o->hist_order, "kept")) pj = cli_json_append(pj, "\"history-order\":\"kept\"");
     if (o->init_from && !(pj = params_with_files(pj, o->init_from, o->tokenizer))) return NULL;
@@ -774,7 +777,7 @@ int cmd_finetune(int argc, char **argv) {
     o.max_pos = -1; o.patience = -1; o.ckpt_every = 200; o.eval_batch = 128; o.dec_layers = -1;
     o.lr = -1; o.wd = -1; o.clip = 1.0; o.dropout = -1; o.temperature = 0.1;
     o.objective = "retrieval"; o.beam = 20; o.hist_order = "shuffled";
-    o.negatives = -1; o.eval_every = -1;
+    o.negatives = -1; o.eval_every = -1; o.token_drop = -1;
     cli_opt opts[] = {
         CLI_OPTS_DB(&o.dbpath, &o.dataset),
         /* not params: added to the params JSON only for causal, so T5 runs keep their fingerprints */
@@ -784,6 +787,10 @@ int cmd_finetune(int argc, char **argv) {
         {"item-input", CLI_STR, &o.item_input, "causal: an item's position sums its tokens, or tokens+id (default: the dataset's)", 0},
         {"id-init", CLI_STR, &o.id_init, "causal, --item-input tokens+id: each item's own row starts from its CF vector (cf) or "
          "at random (random) (default: the dataset's)", 0},
+        {"token-init", CLI_STR, &o.token_init, "causal: each item token row starts from the mean CF vector of the items "
+         "that carry it (cf) or at random (random) (default: the dataset's)", 0},
+        {"token-drop", CLI_FLOAT, &o.token_drop, "causal, --item-input tokens+id: in training an item position drops its "
+         "token rows (keeping its own row) with this probability (-1: the dataset's)", 0},
         {"negatives", CLI_INT, &o.negatives, "causal: softmax over N shared sampled negatives (0: all items; -1: the dataset's)", 0},
         {"eval-every", CLI_INT, &o.eval_every, "causal: epochs between valid checks (-1: the dataset's)", 0},
         {"preset", CLI_STR, &o.preset, "model size: mini (d128, 2+1 layers), tiny, small, t5-small", 1},
@@ -843,8 +850,9 @@ int cmd_finetune(int argc, char **argv) {
     if (!causal && strcmp(o.arch, "t5")) return tr_error("--arch: expected t5 or causal, got '%s'", o.arch);
     char tokbuf[4096];
     if (!causal) {
-        if (o.item_input || o.id_init || o.negatives >= 0 || o.eval_every >= 0)
-            return tr_error("--item-input, --id-init, --negatives and --eval-every are settings of --arch causal");
+        if (o.item_input || o.id_init || o.token_init || o.negatives >= 0 || o.eval_every >= 0 || o.token_drop >= 0)
+            return tr_error("--item-input, --id-init, --token-init, --token-drop, --negatives and --eval-every are "
+                            "settings of --arch causal");
         ft_defaults_t5(&o);
         if (o.patience < 0) o.patience = 3;
         if (o.faithful) { o.loss = "cosine"; o.pool = "ego"; o.score = "cos"; if (o.max_pos < 0) o.max_pos = 49; }

@@ -27,16 +27,17 @@ typedef struct {
     const char *dataset;
     int    d, blocks, heads, hist, negatives, batch, epochs, eval_every, patience;
     double dropout, lr;
-    const char *pool, *input, *id_init;
+    const char *pool, *input, *id_init, *token_init;
+    double token_drop;
 } causal_preset;
 
 static const causal_preset presets[] = {
-    /* dataset    d   blk hd hist neg   batch ep   eval pat drop lr     pool      input        id-init */
-    {"other",     64, 2,  1, 50,  0,    128,  200, 5,   3,  0.5, 2e-3, "tokens", "tokens+id", "cf"},
-    {"lastfm",    128, 2, 2, 50,  0,    128,  200, 5,   3,  0.5, 2e-3, "tokens", "tokens+id", "cf"},
-    {"beauty",    64, 2,  1, 50,  0,    128,  70,  5,   3,  0.5, 5e-4, "tokens", "tokens+id", "cf"},
-    {"clothing",  64, 2,  1, 50,  2048, 128,  70,  5,   3,  0.5, 3e-3, "tokens", "tokens+id", "cf"},
-    {"ml-1m",     64, 2,  1, 200, 512,  16,   45,  3,   3,  0.2, 2e-3, "tokens", "tokens+id", "random"},
+    /* dataset    d   blk hd hist neg   batch ep   eval pat drop lr     pool      input        id-init   token-init token-drop */
+    {"other",     64, 2,  1, 50,  0,    128,  200, 5,   3,  0.5, 2e-3, "tokens", "tokens+id", "cf", "random", 0},
+    {"lastfm",    128, 2, 2, 50,  0,    128,  200, 5,   3,  0.5, 2e-3, "tokens", "tokens+id", "cf", "random", 0},
+    {"beauty",    64, 2,  1, 50,  0,    128,  70,  5,   3,  0.5, 5e-4, "tokens", "tokens+id", "cf", "random", 0},
+    {"clothing",  64, 2,  1, 50,  2048, 128,  70,  5,   3,  0.5, 3e-3, "tokens", "tokens+id", "cf", "random", 0},
+    {"ml-1m",     64, 2,  1, 200, 512,  16,   45,  3,   3,  0.2, 2e-3, "tokens", "tokens+id", "random", "random", 0},
 };
 
 /* The preset of a dataset (the first row when it has none). */
@@ -49,12 +50,12 @@ static const causal_preset *preset_for(const char *dataset) {
 void causal_defaults_text(char *buf, size_t n) {
     size_t o = (size_t)snprintf(buf, n,
         "--arch causal defaults per dataset (an option given on the command line wins):\n"
-        "  dataset    d-model layers heads hist negatives batch epochs eval-every patience dropout lr      pool    item-input id-init\n");
+        "  dataset    d-model layers heads hist negatives batch epochs eval-every patience dropout lr      pool    item-input id-init token-init token-drop\n");
     for (size_t i = 0; i < sizeof presets / sizeof *presets && o < n; i++) {
         const causal_preset *p = &presets[i];
-        o += (size_t)snprintf(buf + o, n - o, "  %-10s %-7d %-6d %-5d %-4d %-9d %-5d %-6d %-10d %-8d %-7.2g %-7.2g %-7s %-10s %s\n",
+        o += (size_t)snprintf(buf + o, n - o, "  %-10s %-7d %-6d %-5d %-4d %-9d %-5d %-6d %-10d %-8d %-7.2g %-7.2g %-7s %-10s %-7s %-10s %g\n",
                               p->dataset, p->d, p->blocks, p->heads, p->hist, p->negatives, p->batch, p->epochs,
-                              p->eval_every, p->patience, p->dropout, p->lr, p->pool, p->input, p->id_init);
+                              p->eval_every, p->patience, p->dropout, p->lr, p->pool, p->input, p->id_init, p->token_init, p->token_drop);
     }
     if (o > 0 && o < n && buf[o - 1] == '\n') buf[o - 1] = 0;
 }
@@ -76,6 +77,8 @@ int causal_defaults(ft_opts *o, const char *dataset) {
     if (!o->pool) o->pool = p->pool;
     if (!o->item_input) o->item_input = p->input;
     if (!o->id_init) o->id_init = p->id_init;
+    if (!o->token_init) o->token_init = p->token_init;
+    if (o->token_drop < 0) o->token_drop = p->token_drop;
     if (!strcmp(o->pool, "mean")) o->pool = "cf";    /* the CF vectors finetune's T5 is scored on */
     if (causal_pool_parse(o->pool) < 0)
         return tr_error("--pool: expected cf, learned or tokens with --arch causal, got '%s'", o->pool);
@@ -83,14 +86,16 @@ int causal_defaults(ft_opts *o, const char *dataset) {
         return tr_error("--item-input: expected tokens or tokens+id, got '%s'", o->item_input);
     if (strcmp(o->id_init, "cf") && strcmp(o->id_init, "random"))
         return tr_error("--id-init: expected cf or random, got '%s'", o->id_init);
+    if (strcmp(o->token_init, "cf") && strcmp(o->token_init, "random"))
+        return tr_error("--token-init: expected cf or random, got '%s'", o->token_init);
     if (o->shards > o->batch)
         return tr_error("--shards %d is more than the batch (%d sequences)", o->shards, o->batch);
     if (o->d_model > 4096 || o->d_model % o->n_heads || o->enc_layers > 64 || o->hist < 1 || o->hist > 1024 ||
         o->batch < 1 || o->batch > 4096 || o->epochs < 1 || o->eval_every < 1 || o->patience < 1 ||
-        o->dropout >= 1 || o->lr <= 0 || o->negatives > 100000 || o->eval_batch < 1)
+        o->dropout >= 1 || o->token_drop > 1 || o->lr <= 0 || o->negatives > 100000 || o->eval_batch < 1)
         return tr_error("--arch causal: expected --d-model up to 4096 divisible by --heads, --layers up to 64, --hist "
                         "in 1..1024, --batch in 1..4096, positive --epochs, --eval-every, --patience, --lr and "
-                        "--eval-batch, --dropout in [0,1), --negatives up to 100000");
+                        "--eval-batch, --dropout in [0,1), --token-drop in [0,1], --negatives up to 100000");
     return 0;
 }
 
@@ -99,6 +104,7 @@ void causal_opts_bcast(ft_opts *o) {
     int pool = dist_bcast_int(dist_rank() ? 0 : causal_pool_parse(o->pool));
     int in = dist_bcast_int(dist_rank() ? 0 : causal_input_parse(o->item_input));
     int cf = dist_bcast_int(dist_rank() ? 0 : !strcmp(o->id_init, "cf"));
+    int tcf = dist_bcast_int(dist_rank() ? 0 : !strcmp(o->token_init, "cf"));
     ft_opts r = *o;
     dist_bcast(&r, sizeof r);
     if (dist_rank() == 0) return;
@@ -108,15 +114,17 @@ void causal_opts_bcast(ft_opts *o) {
     o->pool = causal_pool_name(pool);
     o->item_input = causal_input_name(in);
     o->id_init = cf ? "cf" : "random";
+    o->token_init = tcf ? "cf" : "random";
 }
 
 /* What starts from the CF vectors (sasrec_fit's init hook): pool learned's output table,
- * and with --id-init cf the items' own input rows. */
-typedef struct { const rec_data *d; const causal_rows *r; int table, own_rows; } cf_start;
+ * with --id-init cf the items' own input rows, with --token-init cf the item token rows. */
+typedef struct { const rec_data *d; const causal_rows *r; int table, own_rows, tokens; } cf_start;
 static void init_from_cf(sasrec_model *m, void *ctx) {
     const cf_start *c = ctx;
     if (c->table) causal_init_learned(m, c->d);
     if (c->own_rows) causal_init_id_rows(m, c->d, c->r);
+    if (c->tokens) causal_init_token_rows(m, c->d, c->r);
 }
 
 /* The valid and test metrics of the kept model (every rank under mpirun: the ranking is
@@ -164,14 +172,16 @@ static int train_cfg(const ft_opts *o, const causal_spec *s, rec_data *d, const 
     tc->quiet = o->quiet;
     tc->user_rows = r->user_rows;
     tc->windows = 1;
+    tc->token_drop = s->item_input == CAUSAL_IN_TOKENS_ID ? (float)o->token_drop : 0;
     tc->shards = o->shards;
     tc->label = "finetune";
     tc->loss_metric = "train_loss_epoch";
     tc->valid_metric = "valid_hr@10";
     *cs = (cf_start){.d = d, .r = r, .table = s->pool == CAUSAL_POOL_LEARNED,
-                     .own_rows = s->item_input == CAUSAL_IN_TOKENS_ID && !strcmp(o->id_init, "cf")};
-    if (cs->own_rows && !d->pool) return tr_error("--id-init cf needs the CF item vectors");
-    if (cs->table || cs->own_rows) { tc->init = init_from_cf; tc->init_ctx = cs; }
+                     .own_rows = s->item_input == CAUSAL_IN_TOKENS_ID && !strcmp(o->id_init, "cf"),
+                     .tokens = !strcmp(o->token_init, "cf")};
+    if ((cs->own_rows || cs->tokens) && !d->pool) return tr_error("--id-init cf and --token-init cf need the CF item vectors");
+    if (cs->table || cs->own_rows || cs->tokens) { tc->init = init_from_cf; tc->init_ctx = cs; }
     return 0;
 }
 

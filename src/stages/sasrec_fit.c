@@ -165,9 +165,10 @@ static int epoch_batches(const fit_unit *units, int32_t *order, int nu, int batc
 }
 
 /* Training inputs of windows us[0..B) (units_build) as input rows, the next item of each
- * position as its target (-1: none), BCE negatives from rng. */
+ * position as its target (-1: none), BCE negatives from rng; with token_drop > 0 an item
+ * position with its own row (the last) loses the rest of its rows with that probability. */
 static void fill_train_batch(const sasrec_model *m, const rec_data *d, const int32_t *user_rows,
-                             const fit_unit *units, const int32_t *us, int B, int bce,
+                             float token_drop, const fit_unit *units, const int32_t *us, int B, int bce,
                              int32_t *ids, int32_t *pos, int32_t *neg, int32_t *len, int *Tout,
                              rng_t *rng) {
     int T = 1, S = sasrec_cfg(m)->n_feat, pre = user_rows != NULL;
@@ -190,6 +191,8 @@ static void fill_train_batch(const sasrec_model *m, const rec_data *d, const int
             } else {
                 sasrec_item_rows(m, t < len[i] ? s[t - pre] : 0, f);
                 if (t < len[i]) pos[k] = s[t - pre + 1];
+                if (token_drop > 0 && t < len[i] && S > 1 && f[S - 1] >= 0 && rng_uniform(rng) < token_drop)
+                    for (int j = 0; j < S - 1; j++) f[j] = -1;
             }
             if (pos[k] >= 0 && bce) {
                 int32_t j;
@@ -310,7 +313,7 @@ static int fit_shards(const rec_data *d, const sasrec_train_cfg *tc, fit_work *w
     double t0 = tr_monotonic();
     for (int g = 0; g < G; g++) {
         int r0 = g * B / G, r1 = (g + 1) * B / G;
-        fill_train_batch(m, d, tc->user_rows, w->units, us + r0, r1 - r0, mc->loss == SASREC_LOSS_BCE,
+        fill_train_batch(m, d, tc->user_rows, tc->token_drop, w->units, us + r0, r1 - r0, mc->loss == SASREC_LOSS_BCE,
                          w->ids + r0 * L * S, w->pos + r0 * L, w->neg + r0 * L, w->len + r0, &w->shard_T[g],
                          &st->rng);
     }
@@ -363,7 +366,7 @@ static int fit_epoch(stage_run *run, const rec_data *d, const sasrec_train_cfg *
         if (tc->shards > 1) {
             if ((M = fit_shards(d, tc, w, m, st, w->order + i0, B, norm, &loss)) < 0) return -1;
         } else {
-            fill_train_batch(m, d, tc->user_rows, w->units, w->order + i0, B, mc->loss == SASREC_LOSS_BCE,
+            fill_train_batch(m, d, tc->user_rows, tc->token_drop, w->units, w->order + i0, B, mc->loss == SASREC_LOSS_BCE,
                              w->ids, w->pos, w->neg, w->len, &T, &st->rng);
             if (mc->negatives > 0) sasrec_sampler_draw(&w->smp, &st->rng, mc->negatives, w->negs, w->logq);
             sasrec_batch b = {.B = B, .T = T, .ids = w->ids, .len = w->len, .pos = w->pos, .neg = w->neg,

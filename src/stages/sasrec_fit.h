@@ -24,6 +24,10 @@ typedef struct {
     /* the causal LLM's sequences (NULL / 0: SASRec's) */
     const int32_t *user_rows; /* (n_users, model.n_feat) rows of each user's prefix position
                                  (position 0, whose target is the first train item); NULL: none */
+    float token_drop;         /* training only: an item position whose last input row (its own
+                               * row) is present loses its other rows (its tokens) with this
+                               * probability, one draw per position from the fit's generator
+                               * (0: no draws) */
     int   windows;            /* 0: each user's most recent max_len inputs once per epoch;
                                  1: every train target once per epoch, the history cut into
                                  windows of up to max_len positions */
