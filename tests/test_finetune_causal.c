@@ -298,6 +298,9 @@ static void token_drop_keeps_tokens_out(void **state) {
         int tokens_same = !memcmp(E, E0, tok * sizeof *E), users_same = !memcmp(E + tok, E0 + tok, users * sizeof *E);
         assert_int_equal(tokens_same, p == 1);
         assert_false(users_same);
+        static const int inputs[4] = {0, 1, 3, 4};    /* items that are inputs (2 is only ever a target) */
+        for (int j = 0; j < 4; j++)                   /* their own rows (18 + item) train */
+            assert_memory_not_equal(E + (size_t)(18 + inputs[j]) * 8, E0 + (size_t)(18 + inputs[j]) * 8, 8 * sizeof *E);
         sasrec_free(m0);
         sasrec_free(m);
         causal_rows_free(&r);
@@ -407,6 +410,16 @@ static void causal_dataset_presets(void **state) {
         int nw = 0;
         while (nw < 5 && cases[k].want[nw]) nw++;
         assert_null(tu_params_missing(dbp, "finetune", cases[k].want, nw));
+        if (k == 0) {                                 /* bad values: an error, no new run */
+            static const char *const bad[] = {"--token-init mean", "--token-drop 2", "--token-drop -0.5",
+                                              "--arch t5 --token-init cf", "--arch t5 --token-drop 0.1"};
+            db = db_open(dbp, 1);
+            double runs = db_query_double(db, -1, "SELECT count(*) FROM stage_runs");
+            for (size_t j = 0; j < sizeof bad / sizeof *bad; j++)
+                assert_int_not_equal(tu_run("%s finetune --db %s %s --quiet --threads 1 2>/dev/null", b, dbp, bad[j]), 0);
+            assert_true(db_query_double(db, -1, "SELECT count(*) FROM stage_runs") == runs);
+            db_close(db);
+        }
         free(dbp);
     }
 }

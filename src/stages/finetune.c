@@ -729,7 +729,7 @@ static char *make_params(const cli_opt *opts, const ft_opts *o) {
             pj = cli_json_append(pj, "\"id-init\":\"cf\"");
         if (!strcmp(o->token_init, "cf")) pj = cli_json_append(pj, "\"token-init\":\"cf\"");
         if (o->token_drop > 0 && !strcmp(o->item_input, "tokens+id"))      /* as id-init */
-            pj = cli_json_append(pj, "\"token-drop\":%g", o->token_drop);
+            pj = cli_json_append(pj, "\"token-drop\":%.9g", o->token_drop);
     }
     if (!strcmp(o->hist_order, "kept")) pj = cli_json_append(pj, "\"history-order\":\"kept\"");
     if (o->init_from && !(pj = params_with_files(pj, o->init_from, o->tokenizer))) return NULL;
@@ -850,7 +850,7 @@ int cmd_finetune(int argc, char **argv) {
     if (!causal && strcmp(o.arch, "t5")) return tr_error("--arch: expected t5 or causal, got '%s'", o.arch);
     char tokbuf[4096];
     if (!causal) {
-        if (o.item_input || o.id_init || o.token_init || o.negatives >= 0 || o.eval_every >= 0 || o.token_drop >= 0)
+        if (o.item_input || o.id_init || o.token_init || o.negatives >= 0 || o.eval_every >= 0 || o.token_drop != -1)
             return tr_error("--item-input, --id-init, --token-init, --token-drop, --negatives and --eval-every are "
                             "settings of --arch causal");
         ft_defaults_t5(&o);

@@ -81,6 +81,8 @@ int causal_defaults(ft_opts *o, const char *dataset) {
     if (!o->item_input) o->item_input = p->input;
     if (!o->id_init) o->id_init = p->id_init;
     if (!o->token_init) o->token_init = p->token_init;
+    if (o->token_drop < 0 && o->token_drop != -1)
+        return tr_error("--token-drop: expected a probability in [0,1] (or -1: the dataset's), got %g", o->token_drop);
     if (o->token_drop < 0) o->token_drop = p->token_drop;
     if (!strcmp(o->pool, "mean")) o->pool = "cf";    /* the CF vectors finetune's T5 is scored on */
     if (causal_pool_parse(o->pool) < 0)
