@@ -196,6 +196,16 @@ static void pool_tokens_without_cf(void **state) {
     causal_rows_free(&r);
 }
 
+/* CF item vectors for the small data, 4 wide: pool[i] = (i * mul) % 7 - off; returns the
+ * factor that scales them to norm 1 on average (cf_scale's). */
+static float small_cf(rec_data *d, float *pool, int mul, float off) {
+    double sq = 0;
+    for (int i = 0; i < 6 * 4; i++) { pool[i] = (float)((i * mul) % 7) - off; sq += (double)pool[i] * pool[i]; }
+    d->pool = pool;
+    d->D = 4;
+    return (float)(1.0 / sqrt(sq / 6));
+}
+
 /* --id-init cf: each trained item's own row is its CF vector scaled to norm 1 on average (in
  * the first min(D, d) columns); an item never trained has no own row, token rows stay. */
 static void id_rows_from_cf(void **state) {
@@ -203,11 +213,7 @@ static void id_rows_from_cf(void **state) {
     rec_data d;
     small_data(&d);
     float pool[6 * 4];
-    double sq = 0;
-    for (int i = 0; i < 6 * 4; i++) { pool[i] = (float)(i % 7) - 2.5f; sq += (double)pool[i] * pool[i]; }
-    float k = (float)(1.0 / sqrt(sq / 6));
-    d.pool = pool;
-    d.D = 4;                                          /* narrower than the model's 8 */
+    float k = small_cf(&d, pool, 1, 2.5f);            /* 4 wide: narrower than the model's 8 */
     causal_rows r;
     sasrec_model *m = small_model(&d, &r, CAUSAL_POOL_TOKENS, 0.0f);
     float *E = sasrec_in_table(m), before[24 * 8];
@@ -233,11 +239,7 @@ static void token_rows_from_cf(void **state) {
     rec_data d;
     small_data(&d);
     float pool[6 * 4];
-    double sq = 0;
-    for (int i = 0; i < 6 * 4; i++) { pool[i] = (float)((i * 3) % 7) - 3.0f; sq += (double)pool[i] * pool[i]; }
-    float k = (float)(1.0 / sqrt(sq / 6));
-    d.pool = pool;
-    d.D = 4;
+    float k = small_cf(&d, pool, 3, 3.0f);
     int32_t codes[18];
     memcpy(codes, d.item_codes, sizeof codes);
     codes[3 * 3] = 0;                                 /* item 3 leaves book 0's code 3 to no one */

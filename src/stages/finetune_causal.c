@@ -39,7 +39,7 @@ static const causal_preset presets[] = {
     {"other",     64, 2,  1, 50,  0,    128,  200, 5,   3,  0.5, 2e-3, "tokens", "tokens+id", "cf", "random", 0},
     {"lastfm",    128, 2, 2, 50,  0,    128,  200, 5,   3,  0.5, 2e-3, "tokens", "tokens+id", "cf", "random", 0},
     {"beauty",    64, 2,  1, 50,  0,    128,  70,  5,   3,  0.5, 5e-4, "tokens", "tokens+id", "cf", "cf",     0},
-    {"clothing",  64, 2,  1, 50,  512,  128,  100,  5,   3,  0.5, 2e-3, "tokens", "tokens+id", "cf", "random", 0},
+    {"clothing",  64, 2,  1, 50,  512,  128,  100, 5,   3,  0.5, 2e-3, "tokens", "tokens+id", "cf", "random", 0},
     {"ml-1m",     64, 2,  1, 200, 512,  16,   45,  3,   3,  0.2, 2e-3, "tokens", "tokens+id", "random", "random", 0},
 };
 
@@ -81,9 +81,9 @@ int causal_defaults(ft_opts *o, const char *dataset) {
     if (!o->item_input) o->item_input = p->input;
     if (!o->id_init) o->id_init = p->id_init;
     if (!o->token_init) o->token_init = p->token_init;
-    if (o->token_drop < 0 && o->token_drop != -1)
+    if (o->token_drop == -1) o->token_drop = p->token_drop;
+    else if (o->token_drop < 0 || o->token_drop > 1)
         return tr_error("--token-drop: expected a probability in [0,1] (or -1: the dataset's), got %g", o->token_drop);
-    if (o->token_drop < 0) o->token_drop = p->token_drop;
     if (!strcmp(o->pool, "mean")) o->pool = "cf";    /* the CF vectors finetune's T5 is scored on */
     if (causal_pool_parse(o->pool) < 0)
         return tr_error("--pool: expected cf, learned or tokens with --arch causal, got '%s'", o->pool);
@@ -97,10 +97,10 @@ int causal_defaults(ft_opts *o, const char *dataset) {
         return tr_error("--shards %d is more than the batch (%d sequences)", o->shards, o->batch);
     if (o->d_model > 4096 || o->d_model % o->n_heads || o->enc_layers > 64 || o->hist < 1 || o->hist > 1024 ||
         o->batch < 1 || o->batch > 4096 || o->epochs < 1 || o->eval_every < 1 || o->patience < 1 ||
-        o->dropout >= 1 || o->token_drop > 1 || o->lr <= 0 || o->negatives > 100000 || o->eval_batch < 1)
+        o->dropout >= 1 || o->lr <= 0 || o->negatives > 100000 || o->eval_batch < 1)
         return tr_error("--arch causal: expected --d-model up to 4096 divisible by --heads, --layers up to 64, --hist "
                         "in 1..1024, --batch in 1..4096, positive --epochs, --eval-every, --patience, --lr and "
-                        "--eval-batch, --dropout in [0,1), --token-drop in [0,1], --negatives up to 100000");
+                        "--eval-batch, --dropout in [0,1), --negatives up to 100000");
     return 0;
 }
 
