@@ -27,11 +27,21 @@ wait_re() {
     while ((SECONDS < end)); do cap | grep -qE -- "$1" && return 0; sleep 0.2; done
     fail "the screen never matched /$1/"
 }
+# A session that only sleeps keeps the tmux server alive while the dashboard's session is
+# replaced: killing the last session makes the server exit, and a new-session sent while it
+# is still exiting fails with "server exited unexpectedly".
+tm new-session -d -s keep "sleep 3600" || { echo "FAIL: tmux could not start"; exit 1; }
 # start_ui DB: the dashboard in a fresh 100x30 session; the shell prints its exit status.
 start_ui() {
     tm kill-session -t "$S" >/dev/null 2>&1
-    tm new-session -d -s "$S" -x 100 -y 30 -c "$T" \
-        "LANG=C.UTF-8 TERM=xterm-256color '$BIN' ui --db '$1'; echo UI-EXITED-\$?; sleep 60"
+    local try
+    for try in 1 2 3; do
+        tm new-session -d -s "$S" -x 100 -y 30 -c "$T" \
+            "LANG=C.UTF-8 TERM=xterm-256color '$BIN' ui --db '$1'; echo UI-EXITED-\$?; sleep 60" \
+            && return 0
+        sleep 1
+    done
+    fail "tmux could not start the dashboard's session (3 tries)"
 }
 quit_ui() { keys q; wait_for "UI-EXITED-0" 10; }
 
