@@ -267,6 +267,50 @@ static void token_rows_from_cf(void **state) {
     causal_rows_free(&r);
 }
 
+/* --token-init cf+users: each user token row is the mean of the CF vectors of the users that
+ * carry it, scaled to norm 1 on average over the users counted; a user without a vector (a
+ * zero row) or skipped (unseen) counts for none. Item token rows and own rows stay. */
+static void user_token_rows_from_cf(void **state) {
+    (void)state;
+    rec_data d;
+    small_data(&d);
+    float pool[6 * 4];
+    small_cf(&d, pool, 1, 2.5f);
+    /* users' codes (book 0, book 1): 0 {0,1}, 1 {2,3} without a vector, 2 {1,1} unseen, 3 {0,2} */
+    static int32_t uc[8] = {0, 1, 2, 3, 1, 1, 0, 2};
+    static uint8_t skip[4] = {0, 0, 1, 0};
+    float uv[4 * 4] = {1, 2, 0, -1,  0, 0, 0, 0,  5, 5, 5, 5,  3, -2, 1, 0};
+    d.user_codes = uc;
+    d.skip = skip;
+    d.user_vec = uv;
+    float k = (float)(1.0 / sqrt((6.0 + 14.0) / 2));   /* users 0 and 3: |v|^2 6 and 14 */
+    causal_rows r;
+    sasrec_model *m = small_model(&d, &r, CAUSAL_POOL_TOKENS, 0.0f);
+    float *E = sasrec_in_table(m), before[24 * 8];
+    memcpy(before, E, sizeof before);
+    causal_init_user_token_rows(m, &d, &r);
+    /* user rows: book 0 at 10 + code, book 1 at 14 + code */
+    static const int carriers[8][3] = {{0, 3, -1}, {-1}, {-1}, {-1}, {-1}, {0, -1}, {3, -1}, {-1}};
+    for (int j = 0; j < 8; j++) {
+        int row = 10 + j;
+        for (int c = 0; c < 8; c++) {
+            double want = 0;
+            int n = 0;
+            for (; carriers[j][n] >= 0; n++) want += uv[carriers[j][n] * 4 + c % 4];
+            if (n == 0 || c >= 4) assert_float_equal(E[row * 8 + c], before[row * 8 + c], 0);
+            else assert_float_equal(E[row * 8 + c], (float)(want / n) * k, 1e-5);
+        }
+    }
+    assert_memory_equal(E, before, 10 * 8 * sizeof(float));                     /* item tokens */
+    assert_memory_equal(E + 18 * 8, before + 18 * 8, 6 * 8 * sizeof(float));   /* own rows */
+    d.user_vec = NULL;                                 /* no users' vectors: nothing moves */
+    memcpy(before, E, sizeof before);
+    causal_init_user_token_rows(m, &d, &r);
+    assert_memory_equal(E, before, sizeof before);
+    sasrec_free(m);
+    causal_rows_free(&r);
+}
+
 /* --token-drop: training with p = 1 never feeds an item position its token rows (only its
  * own row), so with the fixed CF item side (pool cf) the item token rows get no gradient and
  * keep their start; with p = 0 they train. The user rows train either way. */
@@ -421,6 +465,11 @@ static void causal_dataset_presets(void **state) {
                 assert_int_not_equal(tu_run("%s finetune --db %s %s --quiet --threads 1 2>/dev/null", b, dbp, bad[j]), 0);
             assert_true(db_query_double(db, -1, "SELECT count(*) FROM stage_runs") == runs);
             db_close(db);
+            /* the user token rows from the users' CF vectors: a run, and in its settings */
+            assert_int_equal(tu_run("%s finetune --db %s --arch causal --d-model 8 --layers 1 --heads 1 --patience 1 "
+                                    "--eval-every 1 --epochs 2 --token-init cf+users --quiet --threads 1", b, dbp), 0);
+            const char *cfu[] = {"\"token-init\":\"cf+users\""};
+            assert_null(tu_params_missing(dbp, "finetune", cfu, 1));
         }
         free(dbp);
     }
@@ -475,6 +524,7 @@ int main(void) {
         cmocka_unit_test(pool_tokens_without_cf),
         cmocka_unit_test(id_rows_from_cf),
         cmocka_unit_test(token_rows_from_cf),
+        cmocka_unit_test(user_token_rows_from_cf),
         cmocka_unit_test(token_drop_keeps_tokens_out),
         cmocka_unit_test(causal_e2e),
         cmocka_unit_test(causal_dataset_presets),

@@ -123,6 +123,34 @@ void causal_init_token_rows(sasrec_model *m, const rec_data *d, const causal_row
     free(counts);
 }
 
+void causal_init_user_token_rows(sasrec_model *m, const rec_data *d, const causal_rows *r) {
+    if (!d->user_vec || d->n_users <= 0) return;
+    float *E = sasrec_in_table(m);
+    int D = d->D, w = sasrec_cfg(m)->d, n = D < w ? D : w, nt = d->K * d->L, uoff = d->K * d->L + d->extra;
+    double *acc = tr_calloc((size_t)nt * n, sizeof *acc), norm = 0;
+    int32_t *cnt = tr_calloc((size_t)nt, sizeof *cnt), users = 0;
+    for (int32_t u = 0; u < d->n_users; u++) {
+        const float *v = d->user_vec + (size_t)u * D;
+        double s = 0;
+        for (int c = 0; c < D; c++) s += (double)v[c] * v[c];
+        if (s == 0 || (d->skip && d->skip[u])) continue;     /* no vector, or an unseen user */
+        norm += s;
+        users++;
+        for (int j = 0; j < d->K; j++) {
+            int32_t row = r->user_rows[(size_t)u * r->n_feat + j] - uoff;
+            if (row < 0 || row >= nt) continue;
+            cnt[row]++;
+            for (int c = 0; c < n; c++) acc[(size_t)row * n + c] += v[c];
+        }
+    }
+    double k = users && norm > 0 ? 1.0 / sqrt(norm / users) : 1.0;
+    for (int row = 0; row < nt; row++)
+        if (cnt[row] > 0)
+            for (int c = 0; c < n; c++) E[(size_t)(uoff + row) * w + c] = (float)(acc[(size_t)row * n + c] / cnt[row] * k);
+    free(acc);
+    free(cnt);
+}
+
 /* The spec as the config JSON of the models table. */
 static char *spec_json(const causal_spec *s) {
     cJSON *j = cJSON_CreateObject();

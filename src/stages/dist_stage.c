@@ -41,6 +41,7 @@ void dist_bcast_rec_data(rec_data *d) {
     bcast_array((void **)&d->pool, (size_t)d->n_items * d->D, sizeof(float));
     bcast_array((void **)&d->pool_inv, (size_t)d->n_items, sizeof(float));
     bcast_array((void **)&d->skip, (size_t)d->n_users, 1);
+    bcast_array((void **)&d->user_vec, (size_t)d->n_users * d->D, sizeof(float));
 }
 
 int dist_bcast_sasrec(sasrec_model **m, int max_B) {

@@ -12,7 +12,7 @@
  * other rank's d, which must be zeroed (it is allocated here; rec_data_free frees it). */
 void dist_bcast_sequences(rec_data *d);
 /* Rank 0's whole rec_data (sequences, tokens, retrieval pool, skipped users: what
- * rec_data_load fills) into every other rank's zeroed d. */
+ * rec_data_load fills; the users' CF vectors when loaded) into every other rank's zeroed d. */
 void dist_bcast_rec_data(rec_data *d);
 /* Rank 0's SASRec model *m (shape and parameters; not the causal LLM's, whose item rows
  * and fixed vectors are not sent) on every rank: the other ranks' *m (NULL on

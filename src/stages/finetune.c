@@ -727,7 +727,7 @@ static char *make_params(const cli_opt *opts, const ft_opts *o) {
                              o->item_input, o->negatives, o->eval_every);
         if (!strcmp(o->id_init, "cf") && !strcmp(o->item_input, "tokens+id"))   /* no own rows: no effect */
             pj = cli_json_append(pj, "\"id-init\":\"cf\"");
-        if (!strcmp(o->token_init, "cf")) pj = cli_json_append(pj, "\"token-init\":\"cf\"");
+        if (strcmp(o->token_init, "random")) pj = cli_json_append(pj, "\"token-init\":\"%s\"", o->token_init);
         if (o->token_drop > 0 && !strcmp(o->item_input, "tokens+id"))      /* as id-init */
             pj = cli_json_append(pj, "\"token-drop\":%.9g", o->token_drop);
     }
@@ -788,7 +788,8 @@ int cmd_finetune(int argc, char **argv) {
         {"id-init", CLI_STR, &o.id_init, "causal, --item-input tokens+id: each item's own row starts from its CF vector (cf) or "
          "at random (random) (default: the dataset's)", 0},
         {"token-init", CLI_STR, &o.token_init, "causal: each item token row starts from the mean CF vector of the items "
-         "that carry it (cf) or at random (random) (default: the dataset's)", 0},
+         "that carry it (cf; cf+users: the user token rows too, from the users' CF vectors) or at random (random) "
+         "(default: the dataset's)", 0},
         {"token-drop", CLI_FLOAT, &o.token_drop, "causal, --item-input tokens+id: in training an item position drops its "
          "token rows (keeping its own row) with this probability (-1: the dataset's)", 0},
         {"negatives", CLI_INT, &o.negatives, "causal: softmax over N shared sampled negatives (0: all items; -1: the dataset's)", 0},

@@ -43,6 +43,14 @@ static const causal_preset presets[] = {
     {"ml-1m",     64, 2,  1, 200, 512,  16,   45,  3,   3,  0.2, 2e-3, "tokens", "tokens+id", "random", "random", 0},
 };
 
+/* --token-init's values: which token rows start from the CF vectors (none, the items', the
+ * items' and the users'). */
+static const char *const token_init_names[] = {"random", "cf", "cf+users"};
+static int token_init_parse(const char *s) {
+    for (int i = 0; i < 3; i++) if (!strcmp(s, token_init_names[i])) return i;
+    return -1;
+}
+
 /* The preset of a dataset (the first row when it has none). */
 static const causal_preset *preset_for(const char *dataset) {
     for (size_t i = 1; i < sizeof presets / sizeof *presets; i++)
@@ -91,8 +99,8 @@ int causal_defaults(ft_opts *o, const char *dataset) {
         return tr_error("--item-input: expected tokens or tokens+id, got '%s'", o->item_input);
     if (strcmp(o->id_init, "cf") && strcmp(o->id_init, "random"))
         return tr_error("--id-init: expected cf or random, got '%s'", o->id_init);
-    if (strcmp(o->token_init, "cf") && strcmp(o->token_init, "random"))
-        return tr_error("--token-init: expected cf or random, got '%s'", o->token_init);
+    if (token_init_parse(o->token_init) < 0)
+        return tr_error("--token-init: expected cf, cf+users or random, got '%s'", o->token_init);
     if (o->shards > o->batch)
         return tr_error("--shards %d is more than the batch (%d sequences)", o->shards, o->batch);
     if (o->d_model > 4096 || o->d_model % o->n_heads || o->enc_layers > 64 || o->hist < 1 || o->hist > 1024 ||
@@ -109,7 +117,7 @@ void causal_opts_bcast(ft_opts *o) {
     int pool = dist_bcast_int(dist_rank() ? 0 : causal_pool_parse(o->pool));
     int in = dist_bcast_int(dist_rank() ? 0 : causal_input_parse(o->item_input));
     int cf = dist_bcast_int(dist_rank() ? 0 : !strcmp(o->id_init, "cf"));
-    int tcf = dist_bcast_int(dist_rank() ? 0 : !strcmp(o->token_init, "cf"));
+    int tcf = dist_bcast_int(dist_rank() ? 0 : token_init_parse(o->token_init));
     ft_opts r = *o;
     dist_bcast(&r, sizeof r);
     if (dist_rank() == 0) return;
@@ -119,17 +127,19 @@ void causal_opts_bcast(ft_opts *o) {
     o->pool = causal_pool_name(pool);
     o->item_input = causal_input_name(in);
     o->id_init = cf ? "cf" : "random";
-    o->token_init = tcf ? "cf" : "random";
+    o->token_init = token_init_names[tcf];
 }
 
 /* What starts from the CF vectors (sasrec_fit's init hook): pool learned's output table,
- * with --id-init cf the items' own input rows, with --token-init cf the item token rows. */
+ * with --id-init cf the items' own input rows, with --token-init cf the item token rows (1),
+ * with cf+users (2) the user token rows too. */
 typedef struct { const rec_data *d; const causal_rows *r; int table, own_rows, tokens; } cf_start;
 static void init_from_cf(sasrec_model *m, void *ctx) {
     const cf_start *c = ctx;
     if (c->table) causal_init_learned(m, c->d);
     if (c->own_rows) causal_init_id_rows(m, c->d, c->r);
     if (c->tokens) causal_init_token_rows(m, c->d, c->r);
+    if (c->tokens > 1) causal_init_user_token_rows(m, c->d, c->r);
 }
 
 /* The valid and test metrics of the kept model (every rank under mpirun: the ranking is
@@ -184,7 +194,7 @@ static int train_cfg(const ft_opts *o, const causal_spec *s, rec_data *d, const 
     tc->valid_metric = "valid_hr@10";
     *cs = (cf_start){.d = d, .r = r, .table = s->pool == CAUSAL_POOL_LEARNED,
                      .own_rows = s->item_input == CAUSAL_IN_TOKENS_ID && !strcmp(o->id_init, "cf"),
-                     .tokens = !strcmp(o->token_init, "cf")};
+                     .tokens = token_init_parse(o->token_init)};
     if ((cs->own_rows || cs->tokens) && !d->pool) return tr_error("--id-init cf and --token-init cf need the CF item vectors");
     if (cs->table || cs->own_rows || cs->tokens) { tc->init = init_from_cf; tc->init_ctx = cs; }
     return 0;
@@ -204,6 +214,11 @@ int finetune_causal_run(stage_run *run, const ft_opts *o) {
     retr_metrics vm, tm;
     /* under mpirun rank 0 (run set) reads, every rank gets its data */
     int rc = run ? rec_data_load(run->db, run->dataset, run->upstream_run, s.cf_kind, &d) : 0;
+    if (!rc && run && token_init_parse(o->token_init) == 2) {    /* the users' CF vectors too */
+        int nu = rec_user_vectors_load(run->db, &d, s.cf_kind);
+        if (nu == 0) tr_error("--token-init cf+users: cf run %lld has no '%s' user vectors", (long long)d.cf_run, s.cf_kind);
+        if (nu <= 0) rc = -1;
+    }
     if (!rc) {                          /* (an error on rank 0 stops every rank: main) */
         dist_bcast_rec_data(&d);
         causal_rows_build(&d, s.item_input, &r);

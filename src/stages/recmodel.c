@@ -109,9 +109,34 @@ fail:
     return -1;
 }
 
+/* The users' CF vectors of d's cf run, as wide as the item pool. */
+int rec_user_vectors_load(sqlite3 *db, rec_data *d, const char *kind) {
+    if (d->D <= 0) return tr_error("the users' CF vectors are read after the item vectors");
+    sqlite3_stmt *st = db_prep(db, "SELECT idx, vec FROM cf_vectors WHERE run_id=? AND entity='user' AND kind=?");
+    if (!st) return -1;
+    sqlite3_bind_int64(st, 1, d->cf_run);
+    sqlite3_bind_text(st, 2, kind, -1, SQLITE_STATIC);
+    free(d->user_vec);
+    d->user_vec = tr_calloc((size_t)(d->n_users ? d->n_users : 1) * d->D, sizeof *d->user_vec);
+    int got = 0, rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        int idx = sqlite3_column_int(st, 0);
+        if (idx < 0 || idx >= d->n_users || sqlite3_column_bytes(st, 1) != d->D * (int)sizeof(float) ||
+            db_column_floats(st, 1, d->user_vec + (size_t)idx * d->D, d->D) != 0) {
+            sqlite3_finalize(st);
+            return tr_error("cf_vectors of run %lld: bad user row %d (expected %d floats)", (long long)d->cf_run,
+                            idx, d->D);
+        }
+        got++;
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) return tr_error("cf_vectors of run %lld: %s", (long long)d->cf_run, sqlite3_errmsg(db));
+    return got;
+}
+
 void rec_data_free(rec_data *d) {
     free(d->off); free(d->seq); free(d->user_codes); free(d->item_codes);
-    free(d->pool); free(d->pool_inv); free(d->skip);
+    free(d->pool); free(d->pool_inv); free(d->skip); free(d->user_vec);
     memset(d, 0, sizeof *d);
 }
 

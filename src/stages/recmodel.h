@@ -27,6 +27,9 @@ typedef struct {
     float   *pool;              /* n_items x D: CF item vectors */
     float   *pool_inv;          /* n_items: inverse norms (cosine) */
     int64_t  tokenize_run, cf_run;
+    /* n_users x D: the users' CF vectors of the pool's kind (rec_user_vectors_load), or NULL;
+     * a user the cf run has no vector for keeps a zero row */
+    float   *user_vec;
     /* n_users, or NULL: 1 = an unseen user of the tokenize run (held out by cf, or without
      * tokens; unseen_tok_load), never in rec_samples nor in rec_evaluate */
     uint8_t *skip;
@@ -41,6 +44,9 @@ int  rec_sequences_load(sqlite3 *db, const char *dataset, rec_data *d);
 int  rec_data_load(sqlite3 *db, const char *dataset, int64_t tokenize_run, const char *pool_kind,
                    rec_data *d);
 void rec_data_free(rec_data *d);
+/* The users' CF vectors (kind "ego" or "mean") of d's cf run into d->user_vec; after
+ * rec_data_load. Returns how many users have one, -1 on error. */
+int  rec_user_vectors_load(sqlite3 *db, rec_data *d, const char *kind);
 /* Number of a user's train items: all but the last two (valid, test). */
 static inline int rec_n_train(const rec_data *d, int32_t u) {
     int n = (int)(d->off[u + 1] - d->off[u]) - 2;
