@@ -458,7 +458,8 @@ static void causal_dataset_presets(void **state) {
         assert_null(tu_params_missing(dbp, "finetune", cases[k].want, nw));
         if (k == 0) {                                 /* bad values: an error, no new run */
             static const char *const bad[] = {"--token-init mean", "--token-drop 2", "--token-drop -0.5",
-                                              "--arch t5 --token-init cf", "--arch t5 --token-drop 0.1"};
+                                              "--arch t5 --token-init cf", "--arch t5 --token-drop 0.1",
+                                              "--lr-schedule linear", "--arch t5 --lr-schedule cosine"};
             db = db_open(dbp, 1);
             double runs = db_query_double(db, -1, "SELECT count(*) FROM stage_runs");
             for (size_t j = 0; j < sizeof bad / sizeof *bad; j++)
@@ -496,19 +497,42 @@ static void causal_unseen(void **state) {
     free(dbp);
 }
 
+/* --lr-schedule: constant keeps --lr; cosine starts at it, is half of it halfway through the
+ * epoch cap, falls at every batch and ends near 0 at the cap's last batch. */
+static void lr_schedule_cosine(void **state) {
+    (void)state;
+    sasrec_train_cfg tc;
+    memset(&tc, 0, sizeof tc);
+    tc.lr = 2e-3f;
+    tc.epochs = 10;
+    assert_float_equal(sasrec_lr_at(&tc, 7, 3, 4), 2e-3f, 0);
+    tc.lr_cosine = 1;
+    assert_float_equal(sasrec_lr_at(&tc, 0, 0, 4), 2e-3f, 1e-9);
+    assert_float_equal(sasrec_lr_at(&tc, 5, 0, 4), 1e-3f, 1e-9);
+    assert_float_equal(sasrec_lr_at(&tc, 2, 2, 4), 1e-3f * (1 + cosf(0.25f * 3.14159265f)), 1e-8);
+    float prev = 1;
+    for (int e = 0; e < 10; e++)
+        for (int k = 0; k < 4; k++) {
+            float lr = sasrec_lr_at(&tc, e, k, 4);
+            assert_true(lr < prev && lr > 0);
+            prev = lr;
+        }
+    assert_true(prev < 2e-3f * 0.002f);                /* the last batch: near 0 */
+}
+
 static void killed_causal_resumes_identically(void **state) {
     (void)state;
     const char *b = tu_bin();
     char *pa = tu_path("kill_a.db"), *pb = tu_path("kill_b.db");
     assert_int_equal(tu_synthetic_upstream(pa, TU_E2E_CF, TU_E2E_TOK), 0);
     assert_int_equal(tu_synthetic_upstream(pb, TU_E2E_CF, TU_E2E_TOK), 0);
-    assert_int_equal(tu_run("%s finetune --db %s " CAUSAL " --patience 1000 --epochs 150 --eval-every 2", b, pa), 0);
+    assert_int_equal(tu_run("%s finetune --db %s " CAUSAL " --patience 1000 --epochs 150 --eval-every 2 --lr-schedule cosine", b, pa), 0);
     char cmd[1024];
-    snprintf(cmd, sizeof cmd, "%s finetune --db %s " CAUSAL " --patience 1000 --epochs 150 --eval-every 2", b, pb);
+    snprintf(cmd, sizeof cmd, "%s finetune --db %s " CAUSAL " --patience 1000 --epochs 150 --eval-every 2 --lr-schedule cosine", b, pb);
     int mid = tu_kill_midway(cmd, pb, "finetune", 200000, 250000, 6000000);
     print_message("causal finetune killed mid-training %d times\n", mid);
     assert_true(mid >= 1);
-    assert_int_equal(tu_run("%s finetune --db %s " CAUSAL " --patience 1000 --epochs 150 --eval-every 2", b, pb), 0);
+    assert_int_equal(tu_run("%s finetune --db %s " CAUSAL " --patience 1000 --epochs 150 --eval-every 2 --lr-schedule cosine", b, pb), 0);
     int na = 0, nb = 0;
     void *ma = stored(pa, &na), *mb = stored(pb, &nb);
     assert_int_equal(na, nb);
@@ -529,6 +553,7 @@ int main(void) {
         cmocka_unit_test(causal_e2e),
         cmocka_unit_test(causal_dataset_presets),
         cmocka_unit_test(causal_unseen),
+        cmocka_unit_test(lr_schedule_cosine),
         cmocka_unit_test(killed_causal_resumes_identically),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

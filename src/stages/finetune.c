@@ -730,6 +730,7 @@ static char *make_params(const cli_opt *opts, const ft_opts *o) {
         if (strcmp(o->token_init, "random")) pj = cli_json_append(pj, "\"token-init\":\"%s\"", o->token_init);
         if (o->token_drop > 0 && !strcmp(o->item_input, "tokens+id"))      /* as id-init */
             pj = cli_json_append(pj, "\"token-drop\":%.9g", o->token_drop);
+        if (!strcmp(o->lr_schedule, "cosine")) pj = cli_json_append(pj, "\"lr-schedule\":\"cosine\"");
     }
     if (!strcmp(o->hist_order, "kept")) pj = cli_json_append(pj, "\"history-order\":\"kept\"");
     if (o->init_from && !(pj = params_with_files(pj, o->init_from, o->tokenizer))) return NULL;
@@ -788,8 +789,10 @@ int cmd_finetune(int argc, char **argv) {
         {"id-init", CLI_STR, &o.id_init, "causal, --item-input tokens+id: each item's own row starts from its CF vector (cf) or "
          "at random (random) (default: the dataset's)", 0},
         {"token-init", CLI_STR, &o.token_init, "causal: each item token row starts from the mean CF vector of the items "
-         "that carry it (cf; cf+users: the user token rows too, from the users' CF vectors) or at random (random) "
-         "(default: the dataset's)", 0},
+         "that carry it (cf), each user token row from the mean CF vector of the users that carry it (users), "
+         "both (cf+users) or none, all at random (random) (default: the dataset's)", 0},
+        {"lr-schedule", CLI_STR, &o.lr_schedule, "causal: the learning rate stays at --lr (constant) or falls along a "
+         "half cosine to 0 at the last of --epochs (cosine) (default: the dataset's)", 0},
         {"token-drop", CLI_FLOAT, &o.token_drop, "causal, --item-input tokens+id: in training an item position drops its "
          "token rows (keeping its own row) with this probability (-1: the dataset's)", 0},
         {"negatives", CLI_INT, &o.negatives, "causal: softmax over N shared sampled negatives (0: all items; -1: the dataset's)", 0},
@@ -851,9 +854,10 @@ int cmd_finetune(int argc, char **argv) {
     if (!causal && strcmp(o.arch, "t5")) return tr_error("--arch: expected t5 or causal, got '%s'", o.arch);
     char tokbuf[4096];
     if (!causal) {
-        if (o.item_input || o.id_init || o.token_init || o.negatives >= 0 || o.eval_every >= 0 || o.token_drop != -1)
-            return tr_error("--item-input, --id-init, --token-init, --token-drop, --negatives and --eval-every are "
-                            "settings of --arch causal");
+        if (o.item_input || o.id_init || o.token_init || o.lr_schedule || o.negatives >= 0 || o.eval_every >= 0 ||
+            o.token_drop != -1)
+            return tr_error("--item-input, --id-init, --token-init, --lr-schedule, --token-drop, --negatives and "
+                            "--eval-every are settings of --arch causal");
         ft_defaults_t5(&o);
         if (o.patience < 0) o.patience = 3;
         if (o.faithful) { o.loss = "cosine"; o.pool = "ego"; o.score = "cos"; if (o.max_pos < 0) o.max_pos = 49; }

@@ -32,22 +32,24 @@ typedef struct {
     double dropout, lr;
     const char *pool, *input, *id_init, *token_init;
     double token_drop;
+    const char *lr_schedule;
 } causal_preset;
 
 static const causal_preset presets[] = {
-    /* dataset    d   blk hd hist neg   batch ep   eval pat drop lr     pool      input        id-init   token-init token-drop */
-    {"other",     64, 2,  1, 50,  0,    128,  200, 5,   3,  0.5, 2e-3, "tokens", "tokens+id", "cf", "random", 0},
-    {"lastfm",    128, 2, 2, 50,  0,    128,  200, 5,   3,  0.5, 2e-3, "tokens", "tokens+id", "cf", "random", 0},
-    {"beauty",    64, 2,  1, 50,  0,    128,  70,  5,   3,  0.5, 5e-4, "tokens", "tokens+id", "cf", "cf",     0},
-    {"clothing",  64, 2,  1, 50,  512,  128,  100, 5,   3,  0.5, 2e-3, "tokens", "tokens+id", "cf", "random", 0},
-    {"ml-1m",     64, 2,  1, 200, 512,  16,   45,  3,   3,  0.2, 2e-3, "tokens", "tokens+id", "random", "random", 0},
+    /* dataset    d   blk hd hist neg   batch ep   eval pat drop lr     pool      input        id-init   token-init token-drop lr-schedule */
+    {"other",     64, 2,  1, 50,  0,    128,  200, 5,   3,  0.5, 2e-3, "tokens", "tokens+id", "cf", "random", 0,          "constant"},
+    {"lastfm",    128, 2, 2, 50,  0,    128,  200, 5,   3,  0.5, 2e-3, "tokens", "tokens+id", "cf", "random", 0,          "constant"},
+    {"beauty",    64, 2,  1, 50,  0,    128,  70,  5,   3,  0.5, 5e-4, "tokens", "tokens+id", "cf", "cf",     0,          "constant"},
+    {"clothing",  64, 2,  1, 50,  512,  128,  100, 5,   3,  0.5, 2e-3, "tokens", "tokens+id", "cf", "random", 0,          "constant"},
+    {"ml-1m",     64, 2,  1, 200, 512,  16,   45,  3,   3,  0.2, 2e-3, "tokens", "tokens+id", "random", "random", 0,          "constant"},
 };
 
-/* --token-init's values: which token rows start from the CF vectors (none, the items', the
- * items' and the users'). */
-static const char *const token_init_names[] = {"random", "cf", "cf+users"};
+/* --token-init's values: which token rows start from the CF vectors, a bit each: 1 the
+ * items', 2 the users' (0: none, all random). */
+enum { TOKEN_INIT_ITEMS = 1, TOKEN_INIT_USERS = 2 };
+static const char *const token_init_names[] = {"random", "cf", "users", "cf+users"};
 static int token_init_parse(const char *s) {
-    for (int i = 0; i < 3; i++) if (!strcmp(s, token_init_names[i])) return i;
+    for (int i = 0; i < 4; i++) if (!strcmp(s, token_init_names[i])) return i;
     return -1;
 }
 
@@ -61,12 +63,13 @@ static const causal_preset *preset_for(const char *dataset) {
 void causal_defaults_text(char *buf, size_t n) {
     size_t o = (size_t)snprintf(buf, n,
         "--arch causal defaults per dataset (an option given on the command line wins):\n"
-        "  dataset    d-model layers heads hist negatives batch epochs eval-every patience dropout lr      pool    item-input id-init token-init token-drop\n");
+        "  dataset    d-model layers heads hist negatives batch epochs eval-every patience dropout lr      pool    item-input id-init token-init token-drop lr-schedule\n");
     for (size_t i = 0; i < sizeof presets / sizeof *presets && o < n; i++) {
         const causal_preset *p = &presets[i];
-        o += (size_t)snprintf(buf + o, n - o, "  %-10s %-7d %-6d %-5d %-4d %-9d %-5d %-6d %-10d %-8d %-7.2g %-7.2g %-7s %-10s %-7s %-10s %g\n",
+        o += (size_t)snprintf(buf + o, n - o, "  %-10s %-7d %-6d %-5d %-4d %-9d %-5d %-6d %-10d %-8d %-7.2g %-7.2g %-7s %-10s %-7s %-10s %-10g %s\n",
                               p->dataset, p->d, p->blocks, p->heads, p->hist, p->negatives, p->batch, p->epochs,
-                              p->eval_every, p->patience, p->dropout, p->lr, p->pool, p->input, p->id_init, p->token_init, p->token_drop);
+                              p->eval_every, p->patience, p->dropout, p->lr, p->pool, p->input, p->id_init, p->token_init, p->token_drop,
+                              p->lr_schedule);
     }
     if (o > 0 && o < n && buf[o - 1] == '\n') buf[o - 1] = 0;
 }
@@ -89,6 +92,7 @@ int causal_defaults(ft_opts *o, const char *dataset) {
     if (!o->item_input) o->item_input = p->input;
     if (!o->id_init) o->id_init = p->id_init;
     if (!o->token_init) o->token_init = p->token_init;
+    if (!o->lr_schedule) o->lr_schedule = p->lr_schedule;
     if (o->token_drop == -1) o->token_drop = p->token_drop;
     else if (o->token_drop < 0 || o->token_drop > 1)
         return tr_error("--token-drop: expected a probability in [0,1] (or -1: the dataset's), got %g", o->token_drop);
@@ -100,7 +104,9 @@ int causal_defaults(ft_opts *o, const char *dataset) {
     if (strcmp(o->id_init, "cf") && strcmp(o->id_init, "random"))
         return tr_error("--id-init: expected cf or random, got '%s'", o->id_init);
     if (token_init_parse(o->token_init) < 0)
-        return tr_error("--token-init: expected cf, cf+users or random, got '%s'", o->token_init);
+        return tr_error("--token-init: expected cf, users, cf+users or random, got '%s'", o->token_init);
+    if (strcmp(o->lr_schedule, "constant") && strcmp(o->lr_schedule, "cosine"))
+        return tr_error("--lr-schedule: expected constant or cosine, got '%s'", o->lr_schedule);
     if (o->shards > o->batch)
         return tr_error("--shards %d is more than the batch (%d sequences)", o->shards, o->batch);
     if (o->d_model > 4096 || o->d_model % o->n_heads || o->enc_layers > 64 || o->hist < 1 || o->hist > 1024 ||
@@ -118,6 +124,7 @@ void causal_opts_bcast(ft_opts *o) {
     int in = dist_bcast_int(dist_rank() ? 0 : causal_input_parse(o->item_input));
     int cf = dist_bcast_int(dist_rank() ? 0 : !strcmp(o->id_init, "cf"));
     int tcf = dist_bcast_int(dist_rank() ? 0 : token_init_parse(o->token_init));
+    int cosine = dist_bcast_int(dist_rank() ? 0 : !strcmp(o->lr_schedule, "cosine"));
     ft_opts r = *o;
     dist_bcast(&r, sizeof r);
     if (dist_rank() == 0) return;
@@ -128,18 +135,19 @@ void causal_opts_bcast(ft_opts *o) {
     o->item_input = causal_input_name(in);
     o->id_init = cf ? "cf" : "random";
     o->token_init = token_init_names[tcf];
+    o->lr_schedule = cosine ? "cosine" : "constant";
 }
 
 /* What starts from the CF vectors (sasrec_fit's init hook): pool learned's output table,
- * with --id-init cf the items' own input rows, with --token-init cf the item token rows (1),
- * with cf+users (2) the user token rows too. */
+ * with --id-init cf the items' own input rows, with --token-init cf the item token rows,
+ * users the user token rows, cf+users both (tokens: TOKEN_INIT_* bits). */
 typedef struct { const rec_data *d; const causal_rows *r; int table, own_rows, tokens; } cf_start;
 static void init_from_cf(sasrec_model *m, void *ctx) {
     const cf_start *c = ctx;
     if (c->table) causal_init_learned(m, c->d);
     if (c->own_rows) causal_init_id_rows(m, c->d, c->r);
-    if (c->tokens) causal_init_token_rows(m, c->d, c->r);
-    if (c->tokens > 1) causal_init_user_token_rows(m, c->d, c->r);
+    if (c->tokens & TOKEN_INIT_ITEMS) causal_init_token_rows(m, c->d, c->r);
+    if (c->tokens & TOKEN_INIT_USERS) causal_init_user_token_rows(m, c->d, c->r);
 }
 
 /* The valid and test metrics of the kept model (every rank under mpirun: the ranking is
@@ -182,6 +190,7 @@ static int train_cfg(const ft_opts *o, const causal_spec *s, rec_data *d, const 
     tc->patience = o->patience;
     tc->lr = (float)o->lr;
     tc->weight_decay = (float)o->wd;
+    tc->lr_cosine = !strcmp(o->lr_schedule, "cosine");
     tc->clip = (float)o->clip;
     tc->seed = (uint64_t)(int64_t)o->seed;
     tc->quiet = o->quiet;
@@ -214,9 +223,10 @@ int finetune_causal_run(stage_run *run, const ft_opts *o) {
     retr_metrics vm, tm;
     /* under mpirun rank 0 (run set) reads, every rank gets its data */
     int rc = run ? rec_data_load(run->db, run->dataset, run->upstream_run, s.cf_kind, &d) : 0;
-    if (!rc && run && token_init_parse(o->token_init) == 2) {    /* the users' CF vectors too */
+    if (!rc && run && (token_init_parse(o->token_init) & TOKEN_INIT_USERS)) {   /* the users' CF vectors too */
         int nu = rec_user_vectors_load(run->db, &d, s.cf_kind);
-        if (nu == 0) tr_error("--token-init cf+users: cf run %lld has no '%s' user vectors", (long long)d.cf_run, s.cf_kind);
+        if (nu == 0) tr_error("--token-init %s: cf run %lld has no '%s' user vectors", o->token_init, (long long)d.cf_run,
+                              s.cf_kind);
         if (nu <= 0) rc = -1;
     }
     if (!rc) {                          /* (an error on rank 0 stops every rank: main) */

@@ -8,7 +8,7 @@
 
 typedef struct {
     const char *dbpath, *dataset, *preset, *loss, *pool, *score, *init_from, *tokenizer, *objective, *hist_order;
-    const char *arch, *item_input, *id_init, *token_init;
+    const char *arch, *item_input, *id_init, *token_init, *lr_schedule;
     int seed, threads, epochs, batch, warmup, hist, min_hist, max_pos, patience, ckpt_every, beam;
     int eval_batch, d_model, n_heads, d_ff, enc_layers, dec_layers, dec_len, faithful, force, quiet;
     int negatives, eval_every;
@@ -23,8 +23,8 @@ int causal_defaults(ft_opts *o, const char *dataset);
 /* The per-dataset defaults table of --arch causal, for --help. */
 void causal_defaults_text(char *buf, size_t n);
 /* Under mpirun: rank 0's settings of a causal run (after causal_defaults) on every rank;
- * the other ranks' string settings other than pool, item_input, id_init and token_init
- * become NULL. */
+ * the other ranks' string settings other than pool, item_input, id_init, token_init and
+ * lr_schedule become NULL. */
 void causal_opts_bcast(ft_opts *o);
 /* The run's work after stage_begin (as finetune's): 0, 130 when stopped, or -1. Under
  * mpirun every rank calls it; the ranks other than 0 with run NULL (they get rank 0's data

@@ -346,6 +346,12 @@ static int fit_shards(const rec_data *d, const sasrec_train_cfg *tc, fit_work *w
     return M;
 }
 
+float sasrec_lr_at(const sasrec_train_cfg *tc, int epoch, int k, int nbatch) {
+    if (!tc->lr_cosine || tc->epochs <= 0 || nbatch <= 0) return tc->lr;
+    double t = (epoch + (double)k / nbatch) / tc->epochs;
+    return (float)(tc->lr * 0.5 * (1.0 + cos(acos(-1.0) * (t < 1 ? t : 1))));
+}
+
 /* One epoch over the training users in length-bucketed batches; advances st (epoch, step,
  * seconds, rng) and sets *lmean to the mean loss per target. Returns 0 or -1. */
 static int fit_epoch(stage_run *run, const rec_data *d, const sasrec_train_cfg *tc, fit_work *w,
@@ -378,6 +384,7 @@ static int fit_epoch(stage_run *run, const rec_data *d, const sasrec_train_cfg *
             loss = fl;
         }
         if (tc->clip > 0) grad_clip(sasrec_grads(m), np, tc->clip);
+        w->opt.lr = sasrec_lr_at(tc, st->epoch, k, nbatch);
         st->step++;
         adamw_update(&w->opt, sasrec_params(m), sasrec_grads(m), sasrec_adam_m(m), sasrec_adam_v(m), np, st->step);
         lsum += loss * norm;               /* the mean is per target */

@@ -14,6 +14,10 @@ typedef struct {
     int   sampler;            /* SASREC_SAMPLER_* (sampled softmax only) */
     int   epochs, batch, eval_every, patience;
     float lr, weight_decay, clip;
+    int   lr_cosine;          /* 1: the lr falls along a half cosine from lr at the first step
+                               * to 0 at the end of epoch `epochs` (the cap, set by the batch's
+                               * place in its epoch, so a resumed run follows it too);
+                               * 0: constant */
     uint64_t seed;
     int   quiet;
     int   shards;             /* > 1: each batch is cut into this many shards of consecutive
@@ -36,6 +40,10 @@ typedef struct {
     void (*init)(sasrec_model *m, void *ctx); /* after the model is made (NULL: none) */
     void *init_ctx;
 } sasrec_train_cfg;
+
+/* The learning rate of batch k (0-based) of nbatch in epoch `epoch` (0-based): tc->lr, or
+ * with lr_cosine lr * (1 + cos(pi t)) / 2 at t = (epoch + k / nbatch) / epochs. */
+float sasrec_lr_at(const sasrec_train_cfg *tc, int epoch, int k, int nbatch);
 
 /* Rank split 1 (valid: history = train items) or 2 (test: train + valid) for every user
  * with a target (but those with d->skip[u] set) through rec_rank_rows: the model reads the
