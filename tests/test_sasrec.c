@@ -417,6 +417,14 @@ static void dataset_presets(void **state) {
         assert_int_equal(tu_run("%s sasrec --db %s --quiet --threads 1 --dim 8 --maxlen 8 --patience 1 "
                                 "--eval-every 1", b, dbp), 0);
         assert_null(tu_params_missing(dbp, "sasrec", cases[k].want, 3));
+        if (k == 0) {             /* --lr-schedule: only cosine enters the settings; a bad name fails */
+            const char *sched[] = {"\"lr-schedule\":\"cosine\""};
+            assert_non_null(tu_params_missing(dbp, "sasrec", sched, 1));
+            assert_int_not_equal(tu_run("%s sasrec --db %s --quiet --threads 1 --lr-schedule linear 2>/dev/null", b, dbp), 0);
+            assert_int_equal(tu_run("%s sasrec --db %s --quiet --threads 1 --dim 8 --maxlen 8 --patience 1 "
+                                    "--eval-every 1 --epochs 3 --lr-schedule cosine", b, dbp), 0);
+            assert_null(tu_params_missing(dbp, "sasrec", sched, 1));
+        }
         free(dbp);
     }
 }

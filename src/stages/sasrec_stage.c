@@ -69,7 +69,7 @@ static void summary_text(char *buf, size_t n) {
 typedef struct {
     int dim, blocks, heads, maxlen, negatives, batch, epochs, eval_every, patience, seed;
     double dropout, lr, wd, clip;
-    const char *sampler, *loss;
+    const char *sampler, *loss, *lr_schedule;
 } sasrec_args;
 
 static void fill_defaults(sasrec_args *a, const sasrec_preset *p) {
@@ -86,6 +86,8 @@ static int to_cfg(const sasrec_args *a, sasrec_train_cfg *tc, int quiet) {
         return tr_error("--loss: expected softmax or bce, got '%s'", a->loss);
     if (strcmp(a->sampler, "uniform") && strcmp(a->sampler, "pop"))
         return tr_error("--sampler: expected uniform or pop, got '%s'", a->sampler);
+    if (strcmp(a->lr_schedule, "constant") && strcmp(a->lr_schedule, "cosine"))
+        return tr_error("--lr-schedule: expected constant or cosine, got '%s'", a->lr_schedule);
     if (a->dim < 1 || a->dim > 4096 || a->blocks < 0 || a->blocks > 64 || a->heads < 1 || a->dim % a->heads ||
         a->maxlen < 1 || a->maxlen > 1024 || a->epochs < 1 || a->batch < 1 || a->batch > 4096 ||
         a->eval_every < 1 || a->patience < 1 || a->dropout < 0 || a->dropout >= 1 || a->lr <= 0 ||
@@ -107,6 +109,7 @@ static int to_cfg(const sasrec_args *a, sasrec_train_cfg *tc, int quiet) {
     tc->eval_every = a->eval_every;
     tc->patience = a->patience;
     tc->lr = (float)a->lr;
+    tc->lr_cosine = !strcmp(a->lr_schedule, "cosine");
     tc->weight_decay = (float)a->wd;
     tc->clip = (float)a->clip;
     tc->seed = (uint64_t)(int64_t)a->seed;
@@ -203,7 +206,7 @@ static const char *usage_sasrec = "tokenrec sasrec [--dataset NAME] [options]";
 int cmd_sasrec(int argc, char **argv) {
     const char *dbpath = DB_DEFAULT_PATH, *dataset = NULL;
     int threads = 0, force = 0, quiet = 0, shards = 0;
-    sasrec_args a = {-1, -1, -1, -1, -1, -1, -1, -1, -1, CLI_SEED_DEFAULT, -1, -1, 0, 0, NULL, "softmax"};
+    sasrec_args a = {-1, -1, -1, -1, -1, -1, -1, -1, -1, CLI_SEED_DEFAULT, -1, -1, 0, 0, NULL, "softmax", "constant"};
     cli_opt opts[] = {
         {"db", CLI_STR, &dbpath, "database file", 0},
         {"dataset", CLI_STR, &dataset, "dataset (default: the last ingested)", 0},
@@ -216,6 +219,8 @@ int cmd_sasrec(int argc, char **argv) {
         {"sampler", CLI_STR, &a.sampler, "negatives: uniform or pop (train popularity), log-Q corrected (default: the dataset's)", 1},
         {"dropout", CLI_FLOAT, &a.dropout, "dropout rate (-1: default)", 1},
         {"lr", CLI_FLOAT, &a.lr, "Adam learning rate (-1: default)", 1},
+        {"lr-schedule", CLI_STR, &a.lr_schedule, "constant (--lr throughout) or cosine (a half cosine from --lr to 0 "
+         "at the last of --epochs; in the run's settings when cosine)", 0},
         {"wd", CLI_FLOAT, &a.wd, "decoupled weight decay", 1},
         {"clip", CLI_FLOAT, &a.clip, "gradient norm clip (0: none)", 1},
         {"batch", CLI_INT, &a.batch, "users per training batch (-1: default)", 1},
@@ -270,6 +275,7 @@ int cmd_sasrec(int argc, char **argv) {
      * without it keep their fingerprints (the process count is never a setting) */
     char *pj = cli_params_json(opts);
     if (shards > 1) pj = cli_json_append(pj, "\"shards\":%d", shards);
+    if (tc.lr_cosine) pj = cli_json_append(pj, "\"lr-schedule\":\"cosine\"");
     int b = stage_cmd_begin(&c, "sasrec", pj, NULL, force, quiet, NULL);
     dist_bcast_int(b == 0 ? 1 : b == STAGE_UP_TO_DATE ? 0 : -1);
     if (b != 0) return stage_cmd_close(&c, b == STAGE_UP_TO_DATE ? 0 : -1);
