@@ -94,7 +94,8 @@ EOF
 
 echo "== 1c. finetune --arch causal (the default): one process against mpirun -np 2, then evaluate"
 cp "$T/ft.db" "$T/fc1.db"; cp "$T/ft.db" "$T/fc2.db"
-FC=(--arch causal --d-model 32 --layers 1 --epochs 4 --eval-every 2 --batch 64 --threads 1 --shards 4 --quiet)
+FC=(--arch causal --d-model 32 --layers 1 --epochs 4 --eval-every 2 --batch 64 --threads 1 --shards 4 --quiet
+    --token-init cf+users --lr-schedule cosine)
 "$BIN" finetune --db "$T/fc1.db" "${FC[@]}" || fail "causal finetune, one process"
 timeout 300 "$MPIRUN" -np 2 "$BIN" finetune --db "$T/fc2.db" "${FC[@]}" || fail "mpirun -np 2 causal finetune"
 [ -n "$(ftm "$T/fc1.db")" ] && [ "$(ftm "$T/fc1.db")" = "$(ftm "$T/fc2.db")" ] || fail "the causal finetune's losses or valid metrics differ:

@@ -33,9 +33,8 @@ wait_re() {
 tm new-session -d -s keep "sleep 3600" || { echo "FAIL: tmux could not start"; exit 1; }
 # start_ui DB: the dashboard in a fresh 100x30 session; the shell prints its exit status.
 start_ui() {
-    tm kill-session -t "$S" >/dev/null 2>&1
-    local try
-    for try in 1 2 3; do
+    for _ in 1 2 3; do
+        tm kill-session -t "$S" >/dev/null 2>&1
         tm new-session -d -s "$S" -x 100 -y 30 -c "$T" \
             "LANG=C.UTF-8 TERM=xterm-256color '$BIN' ui --db '$1'; echo UI-EXITED-\$?; sleep 60" \
             && return 0

@@ -456,6 +456,15 @@ static void causal_dataset_presets(void **state) {
         int nw = 0;
         while (nw < 5 && cases[k].want[nw]) nw++;
         assert_null(tu_params_missing(dbp, "finetune", cases[k].want, nw));
+        if (k == 0) {                                 /* the defaults given by name: up to date */
+            db = db_open(dbp, 1);
+            double runs = db_query_double(db, -1, "SELECT count(*) FROM stage_runs");
+            assert_int_equal(tu_run("%s finetune --db %s --arch causal --d-model 8 --layers 1 --heads 1 --patience 1 "
+                                    "--eval-every 1 --quiet --threads 1 --token-init random --lr-schedule constant",
+                                    b, dbp), 0);
+            assert_true(db_query_double(db, -1, "SELECT count(*) FROM stage_runs") == runs);
+            db_close(db);
+        }
         if (k == 0) {                                 /* bad values: an error, no new run */
             static const char *const bad[] = {"--token-init mean", "--token-drop 2", "--token-drop -0.5",
                                               "--arch t5 --token-init cf", "--arch t5 --token-drop 0.1",
@@ -466,11 +475,25 @@ static void causal_dataset_presets(void **state) {
                 assert_int_not_equal(tu_run("%s finetune --db %s %s --quiet --threads 1 2>/dev/null", b, dbp, bad[j]), 0);
             assert_true(db_query_double(db, -1, "SELECT count(*) FROM stage_runs") == runs);
             db_close(db);
-            /* the user token rows from the users' CF vectors: a run, and in its settings */
-            assert_int_equal(tu_run("%s finetune --db %s --arch causal --d-model 8 --layers 1 --heads 1 --patience 1 "
-                                    "--eval-every 1 --epochs 2 --token-init cf+users --quiet --threads 1", b, dbp), 0);
+            /* the user token rows from the users' CF vectors and the cosine schedule: runs, in
+             * their settings; the schedule changes the model */
+#define TINY "%s finetune --db %s --arch causal --d-model 8 --layers 1 --heads 1 --patience 9 --eval-every 1 " \
+             "--epochs 3 --quiet --threads 1 "
+            assert_int_equal(tu_run(TINY "--token-init users --lr-schedule cosine", b, dbp), 0);
+            const char *ucos[] = {"\"token-init\":\"users\"", "\"lr-schedule\":\"cosine\""};
+            assert_null(tu_params_missing(dbp, "finetune", ucos, 2));
+            int n_cos = 0, n_const = 0;
+            void *m_cos = stored(dbp, &n_cos);
+            assert_int_equal(tu_run(TINY "--token-init users", b, dbp), 0);
+            void *m_const = stored(dbp, &n_const);
+            assert_int_equal(n_cos, n_const);
+            assert_memory_not_equal(m_cos, m_const, (size_t)n_cos);
+            free(m_cos);
+            free(m_const);
+            assert_int_equal(tu_run(TINY "--token-init cf+users", b, dbp), 0);
             const char *cfu[] = {"\"token-init\":\"cf+users\""};
             assert_null(tu_params_missing(dbp, "finetune", cfu, 1));
+#undef TINY
         }
         free(dbp);
     }

@@ -420,7 +420,11 @@ static void dataset_presets(void **state) {
         if (k == 0) {             /* --lr-schedule: only cosine enters the settings; a bad name fails */
             const char *sched[] = {"\"lr-schedule\":\"cosine\""};
             assert_non_null(tu_params_missing(dbp, "sasrec", sched, 1));
+            db = db_open(dbp, 1);
+            int64_t runs = db_query_i64(db, -1, "SELECT count(*) FROM stage_runs");
             assert_int_not_equal(tu_run("%s sasrec --db %s --quiet --threads 1 --lr-schedule linear 2>/dev/null", b, dbp), 0);
+            assert_true(db_query_i64(db, -1, "SELECT count(*) FROM stage_runs") == runs);
+            db_close(db);
             assert_int_equal(tu_run("%s sasrec --db %s --quiet --threads 1 --dim 8 --maxlen 8 --patience 1 "
                                     "--eval-every 1 --epochs 3 --lr-schedule cosine", b, dbp), 0);
             assert_null(tu_params_missing(dbp, "sasrec", sched, 1));

@@ -99,25 +99,37 @@ void causal_init_id_rows(sasrec_model *m, const rec_data *d, const causal_rows *
     }
 }
 
+/* Add v's first n columns to the sums of those of rows[0..nr) that fall in base..base+nt
+ * (a token row carried by the entity of vector v). */
+static void carriers_add(double *acc, int32_t *cnt, int nt, int n, const int32_t *rows, int nr, int base,
+                         const float *v) {
+    for (int j = 0; j < nr; j++) {
+        int32_t row = rows[j] - base;
+        if (row < 0 || row >= nt) continue;
+        cnt[row]++;
+        for (int c = 0; c < n; c++) acc[(size_t)row * n + c] += v[c];
+    }
+}
+
+/* Rows base..base+nt of E (w wide) that have carriers: the mean of their sums scaled by k in
+ * the first n columns; a row without carriers keeps its start. */
+static void carriers_mean(float *E, int w, int n, int base, int nt, const double *acc, const int32_t *cnt, float k) {
+    for (int row = 0; row < nt; row++)
+        if (cnt[row] > 0)
+            for (int c = 0; c < n; c++)
+                E[(size_t)(base + row) * w + c] = (float)(acc[(size_t)row * n + c] / cnt[row]) * k;
+}
+
 void causal_init_token_rows(sasrec_model *m, const rec_data *d, const causal_rows *r) {
     if (!d->pool) return;
-    float *E = sasrec_in_table(m), k = cf_scale(d);
     int D = d->D, w = sasrec_cfg(m)->d, n = D < w ? D : w, nt = d->K * d->L + d->extra;
     double *acc = tr_calloc((size_t)nt * n, sizeof *acc);
     int32_t *cnt = tr_calloc((size_t)nt, sizeof *cnt), *counts = tr_malloc((size_t)(d->n_items ? d->n_items : 1) * sizeof *counts);
     rec_train_counts(d, counts);
-    for (int32_t i = 0; i < d->n_items; i++) {
-        if (counts[i] <= 0) continue;                  /* an untrained item's CF vector is its start */
-        for (int j = 0; j < d->cpi; j++) {
-            int32_t row = r->item_rows[(size_t)i * r->n_feat + j];
-            if (row < 0 || row >= nt) continue;
-            cnt[row]++;
-            for (int c = 0; c < n; c++) acc[(size_t)row * n + c] += d->pool[(size_t)i * D + c];
-        }
-    }
-    for (int row = 0; row < nt; row++)
-        if (cnt[row] > 0)
-            for (int c = 0; c < n; c++) E[(size_t)row * w + c] = (float)(acc[(size_t)row * n + c] / cnt[row]) * k;
+    for (int32_t i = 0; i < d->n_items; i++)         /* an untrained item's CF vector is its start */
+        if (counts[i] > 0)
+            carriers_add(acc, cnt, nt, n, r->item_rows + (size_t)i * r->n_feat, d->cpi, 0, d->pool + (size_t)i * D);
+    carriers_mean(sasrec_in_table(m), w, n, 0, nt, acc, cnt, cf_scale(d));
     free(acc);
     free(cnt);
     free(counts);
@@ -125,7 +137,6 @@ void causal_init_token_rows(sasrec_model *m, const rec_data *d, const causal_row
 
 void causal_init_user_token_rows(sasrec_model *m, const rec_data *d, const causal_rows *r) {
     if (!d->user_vec || d->n_users <= 0) return;
-    float *E = sasrec_in_table(m);
     int D = d->D, w = sasrec_cfg(m)->d, n = D < w ? D : w, nt = d->K * d->L, uoff = d->K * d->L + d->extra;
     double *acc = tr_calloc((size_t)nt * n, sizeof *acc), norm = 0;
     int32_t *cnt = tr_calloc((size_t)nt, sizeof *cnt), users = 0;
@@ -136,17 +147,9 @@ void causal_init_user_token_rows(sasrec_model *m, const rec_data *d, const causa
         if (s == 0 || (d->skip && d->skip[u])) continue;     /* no vector, or an unseen user */
         norm += s;
         users++;
-        for (int j = 0; j < d->K; j++) {
-            int32_t row = r->user_rows[(size_t)u * r->n_feat + j] - uoff;
-            if (row < 0 || row >= nt) continue;
-            cnt[row]++;
-            for (int c = 0; c < n; c++) acc[(size_t)row * n + c] += v[c];
-        }
+        carriers_add(acc, cnt, nt, n, r->user_rows + (size_t)u * r->n_feat, d->K, uoff, v);
     }
-    double k = users && norm > 0 ? 1.0 / sqrt(norm / users) : 1.0;
-    for (int row = 0; row < nt; row++)
-        if (cnt[row] > 0)
-            for (int c = 0; c < n; c++) E[(size_t)(uoff + row) * w + c] = (float)(acc[(size_t)row * n + c] / cnt[row] * k);
+    carriers_mean(sasrec_in_table(m), w, n, uoff, nt, acc, cnt, users && norm > 0 ? (float)(1.0 / sqrt(norm / users)) : 1.0f);
     free(acc);
     free(cnt);
 }

@@ -52,7 +52,7 @@ void causal_init_id_rows(sasrec_model *m, const rec_data *d, const causal_rows *
  * above, first min(D, d) columns) of the trained items that carry that token; a token no
  * trained item carries keeps its random start, and so do the user rows. */
 void causal_init_token_rows(sasrec_model *m, const rec_data *d, const causal_rows *r);
-/* --token-init cf+users, beside the above: each user token row starts as the mean of the
+/* --token-init users (and cf+users, beside the above): each user token row starts as the mean of the
  * users' CF vectors (d->user_vec, scaled to norm 1 on average over those users, first
  * min(D, d) columns) of the users that carry that token, counting only users the cf run has
  * a vector for (a nonzero row) and that are not skipped (unseen); a token no such user

@@ -105,7 +105,7 @@ int causal_defaults(ft_opts *o, const char *dataset) {
         return tr_error("--id-init: expected cf or random, got '%s'", o->id_init);
     if (token_init_parse(o->token_init) < 0)
         return tr_error("--token-init: expected cf, users, cf+users or random, got '%s'", o->token_init);
-    if (strcmp(o->lr_schedule, "constant") && strcmp(o->lr_schedule, "cosine"))
+    if (sasrec_lr_schedule_parse(o->lr_schedule) < 0)
         return tr_error("--lr-schedule: expected constant or cosine, got '%s'", o->lr_schedule);
     if (o->shards > o->batch)
         return tr_error("--shards %d is more than the batch (%d sequences)", o->shards, o->batch);
@@ -124,7 +124,7 @@ void causal_opts_bcast(ft_opts *o) {
     int in = dist_bcast_int(dist_rank() ? 0 : causal_input_parse(o->item_input));
     int cf = dist_bcast_int(dist_rank() ? 0 : !strcmp(o->id_init, "cf"));
     int tcf = dist_bcast_int(dist_rank() ? 0 : token_init_parse(o->token_init));
-    int cosine = dist_bcast_int(dist_rank() ? 0 : !strcmp(o->lr_schedule, "cosine"));
+    int cosine = dist_bcast_int(dist_rank() ? 0 : sasrec_lr_schedule_parse(o->lr_schedule));
     ft_opts r = *o;
     dist_bcast(&r, sizeof r);
     if (dist_rank() == 0) return;
@@ -190,7 +190,7 @@ static int train_cfg(const ft_opts *o, const causal_spec *s, rec_data *d, const 
     tc->patience = o->patience;
     tc->lr = (float)o->lr;
     tc->weight_decay = (float)o->wd;
-    tc->lr_cosine = !strcmp(o->lr_schedule, "cosine");
+    tc->lr_cosine = sasrec_lr_schedule_parse(o->lr_schedule) == 1;
     tc->clip = (float)o->clip;
     tc->seed = (uint64_t)(int64_t)o->seed;
     tc->quiet = o->quiet;
@@ -204,7 +204,7 @@ static int train_cfg(const ft_opts *o, const causal_spec *s, rec_data *d, const 
     *cs = (cf_start){.d = d, .r = r, .table = s->pool == CAUSAL_POOL_LEARNED,
                      .own_rows = s->item_input == CAUSAL_IN_TOKENS_ID && !strcmp(o->id_init, "cf"),
                      .tokens = token_init_parse(o->token_init)};
-    if ((cs->own_rows || cs->tokens) && !d->pool) return tr_error("--id-init cf and --token-init cf need the CF item vectors");
+    if ((cs->own_rows || cs->tokens) && !d->pool) return tr_error("--id-init cf and --token-init %s need the CF item vectors", o->token_init);
     if (cs->table || cs->own_rows || cs->tokens) { tc->init = init_from_cf; tc->init_ctx = cs; }
     return 0;
 }

@@ -39,6 +39,35 @@ int rec_sequences_load(sqlite3 *db, const char *dataset, rec_data *d) {
     return 0;
 }
 
+/* The `entity` ('item' or 'user') vectors of kind `kind` of cf run `run` into *out, n rows
+ * (allocated here at the first row; a missing row stays zero): *D from the first row when
+ * it is 0, else every row must be *D floats. Returns the rows read, or -1 with tr_error. */
+static int cf_vectors_read(sqlite3 *db, int64_t run, const char *entity, const char *kind, int n, int *D,
+                           float **out) {
+    sqlite3_stmt *st = db_prep(db, "SELECT idx, vec FROM cf_vectors WHERE run_id=? AND entity=? AND kind=?");
+    if (!st) return -1;
+    sqlite3_bind_int64(st, 1, run);
+    sqlite3_bind_text(st, 2, entity, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, kind, -1, SQLITE_STATIC);
+    int got = 0, rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        int idx = sqlite3_column_int(st, 0);
+        if (!*out) {
+            if (*D <= 0) *D = sqlite3_column_bytes(st, 1) / (int)sizeof(float);
+            *out = tr_calloc((size_t)(n > 0 ? n : 1) * (*D > 0 ? *D : 1), sizeof **out);
+        }
+        if (idx < 0 || idx >= n || db_column_floats(st, 1, *out + (size_t)idx * *D, *D) != 0) {
+            sqlite3_finalize(st);
+            return tr_error("cf_vectors of run %lld: bad %s row %d (expected an index in 0..%d and %d floats)",
+                            (long long)run, entity, idx, n - 1, *D);
+        }
+        got++;
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) return tr_error("cf_vectors of run %lld: %s", (long long)run, sqlite3_errmsg(db));
+    return got;
+}
+
 /* Everything the prompts and the pool need, from the tables of ingest, tokenize and cf. */
 int rec_data_load(sqlite3 *db, const char *dataset, int64_t tokenize_run, const char *pool_kind,
                   rec_data *d) {
@@ -71,25 +100,9 @@ int rec_data_load(sqlite3 *db, const char *dataset, int64_t tokenize_run, const 
 
     /* pool: item vectors of the cf run under the tokenize run */
     d->cf_run = stage_upstream_run(db, tokenize_run);
-    st = db_prep(db, "SELECT idx, vec FROM cf_vectors WHERE run_id=? AND entity='item' AND kind=?");
-    if (!st) goto fail;
-    sqlite3_bind_int64(st, 1, d->cf_run);
-    sqlite3_bind_text(st, 2, pool_kind, -1, SQLITE_STATIC);
-    int got = 0;
-    while (sqlite3_step(st) == SQLITE_ROW) {
-        int idx = sqlite3_column_int(st, 0);
-        if (!d->pool) {
-            d->D = sqlite3_column_bytes(st, 1) / (int)sizeof(float);
-            d->pool = tr_calloc((size_t)d->n_items * d->D, sizeof *d->pool);
-        }
-        if (idx < 0 || idx >= d->n_items || db_column_floats(st, 1, d->pool + (size_t)idx * d->D, d->D) != 0) {
-            sqlite3_finalize(st);
-            tr_error("cf_vectors of run %lld: bad item row %d", (long long)d->cf_run, idx);
-            goto fail;
-        }
-        got++;
-    }
-    sqlite3_finalize(st);
+    d->D = 0;
+    int got = cf_vectors_read(db, d->cf_run, "item", pool_kind, d->n_items, &d->D, &d->pool);
+    if (got < 0) goto fail;
     if (got != d->n_items) {
         tr_error("cf run %lld has %d '%s' item vectors for %d items (pool kind: ego or mean)",
                  (long long)d->cf_run, got, pool_kind, d->n_items);
@@ -112,26 +125,10 @@ fail:
 /* The users' CF vectors of d's cf run, as wide as the item pool. */
 int rec_user_vectors_load(sqlite3 *db, rec_data *d, const char *kind) {
     if (d->D <= 0) return tr_error("the users' CF vectors are read after the item vectors");
-    sqlite3_stmt *st = db_prep(db, "SELECT idx, vec FROM cf_vectors WHERE run_id=? AND entity='user' AND kind=?");
-    if (!st) return -1;
-    sqlite3_bind_int64(st, 1, d->cf_run);
-    sqlite3_bind_text(st, 2, kind, -1, SQLITE_STATIC);
     free(d->user_vec);
-    d->user_vec = tr_calloc((size_t)(d->n_users ? d->n_users : 1) * d->D, sizeof *d->user_vec);
-    int got = 0, rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        int idx = sqlite3_column_int(st, 0);
-        if (idx < 0 || idx >= d->n_users || sqlite3_column_bytes(st, 1) != d->D * (int)sizeof(float) ||
-            db_column_floats(st, 1, d->user_vec + (size_t)idx * d->D, d->D) != 0) {
-            sqlite3_finalize(st);
-            return tr_error("cf_vectors of run %lld: bad user row %d (expected %d floats)", (long long)d->cf_run,
-                            idx, d->D);
-        }
-        got++;
-    }
-    sqlite3_finalize(st);
-    if (rc != SQLITE_DONE) return tr_error("cf_vectors of run %lld: %s", (long long)d->cf_run, sqlite3_errmsg(db));
-    return got;
+    d->user_vec = NULL;
+    int D = d->D;
+    return cf_vectors_read(db, d->cf_run, "user", kind, d->n_users, &D, &d->user_vec);
 }
 
 void rec_data_free(rec_data *d) {

@@ -346,6 +346,10 @@ static int fit_shards(const rec_data *d, const sasrec_train_cfg *tc, fit_work *w
     return M;
 }
 
+int sasrec_lr_schedule_parse(const char *s) {
+    return !strcmp(s, "constant") ? 0 : !strcmp(s, "cosine") ? 1 : -1;
+}
+
 float sasrec_lr_at(const sasrec_train_cfg *tc, int epoch, int k, int nbatch) {
     if (!tc->lr_cosine || tc->epochs <= 0 || nbatch <= 0) return tc->lr;
     double t = (epoch + (double)k / nbatch) / tc->epochs;

@@ -44,6 +44,8 @@ typedef struct {
 /* The learning rate of batch k (0-based) of nbatch in epoch `epoch` (0-based): tc->lr, or
  * with lr_cosine lr * (1 + cos(pi t)) / 2 at t = (epoch + k / nbatch) / epochs. */
 float sasrec_lr_at(const sasrec_train_cfg *tc, int epoch, int k, int nbatch);
+/* --lr-schedule's names: "constant" 0, "cosine" 1 (lr_cosine), anything else -1. */
+int sasrec_lr_schedule_parse(const char *s);
 
 /* Rank split 1 (valid: history = train items) or 2 (test: train + valid) for every user
  * with a target (but those with d->skip[u] set) through rec_rank_rows: the model reads the

@@ -86,7 +86,7 @@ static int to_cfg(const sasrec_args *a, sasrec_train_cfg *tc, int quiet) {
         return tr_error("--loss: expected softmax or bce, got '%s'", a->loss);
     if (strcmp(a->sampler, "uniform") && strcmp(a->sampler, "pop"))
         return tr_error("--sampler: expected uniform or pop, got '%s'", a->sampler);
-    if (strcmp(a->lr_schedule, "constant") && strcmp(a->lr_schedule, "cosine"))
+    if (sasrec_lr_schedule_parse(a->lr_schedule) < 0)
         return tr_error("--lr-schedule: expected constant or cosine, got '%s'", a->lr_schedule);
     if (a->dim < 1 || a->dim > 4096 || a->blocks < 0 || a->blocks > 64 || a->heads < 1 || a->dim % a->heads ||
         a->maxlen < 1 || a->maxlen > 1024 || a->epochs < 1 || a->batch < 1 || a->batch > 4096 ||
@@ -109,7 +109,7 @@ static int to_cfg(const sasrec_args *a, sasrec_train_cfg *tc, int quiet) {
     tc->eval_every = a->eval_every;
     tc->patience = a->patience;
     tc->lr = (float)a->lr;
-    tc->lr_cosine = !strcmp(a->lr_schedule, "cosine");
+    tc->lr_cosine = sasrec_lr_schedule_parse(a->lr_schedule) == 1;
     tc->weight_decay = (float)a->wd;
     tc->clip = (float)a->clip;
     tc->seed = (uint64_t)(int64_t)a->seed;
