@@ -436,8 +436,10 @@ static void causal_dataset_presets(void **state) {
     (void)state;
     const char *b = tu_bin();
     static const struct { const char *ds, *want[5]; } cases[] = {
-        {"clothing", {"\"epochs\":100", "\"lr\":0.002", "\"negatives\":512", "\"id-init\":\"cf\""}},
-        {"beauty", {"\"epochs\":70", "\"lr\":0.0005", "\"negatives\":0", "\"id-init\":\"cf\"", "\"token-init\":\"cf\""}},
+        {"clothing", {"\"epochs\":100", "\"lr\":0.002", "\"negatives\":512", "\"id-init\":\"cf\"",
+                      "\"lr-schedule\":\"cosine\""}},
+        {"beauty", {"\"epochs\":70", "\"lr\":0.001", "\"lr-schedule\":\"cosine\"", "\"id-init\":\"cf\"",
+                    "\"token-init\":\"cf\""}},
         {"ml-1m", {"\"hist\":200", "\"batch\":16", "\"dropout\":0.2", "\"negatives\":512"}},
         {"other-name", {"\"epochs\":200", "\"lr\":0.002", "\"negatives\":0", "\"id-init\":\"cf\""}},
     };
@@ -460,7 +462,7 @@ static void causal_dataset_presets(void **state) {
             db = db_open(dbp, 1);
             double runs = db_query_double(db, -1, "SELECT count(*) FROM stage_runs");
             assert_int_equal(tu_run("%s finetune --db %s --arch causal --d-model 8 --layers 1 --heads 1 --patience 1 "
-                                    "--eval-every 1 --quiet --threads 1 --token-init random --lr-schedule constant",
+                                    "--eval-every 1 --quiet --threads 1 --token-init random --lr-schedule cosine",
                                     b, dbp), 0);
             assert_true(db_query_double(db, -1, "SELECT count(*) FROM stage_runs") == runs);
             db_close(db);
@@ -484,7 +486,7 @@ static void causal_dataset_presets(void **state) {
             assert_null(tu_params_missing(dbp, "finetune", ucos, 2));
             int n_cos = 0, n_const = 0;
             void *m_cos = stored(dbp, &n_cos);
-            assert_int_equal(tu_run(TINY "--token-init users", b, dbp), 0);
+            assert_int_equal(tu_run(TINY "--token-init users --lr-schedule constant", b, dbp), 0);
             void *m_const = stored(dbp, &n_const);
             assert_int_equal(n_cos, n_const);
             assert_memory_not_equal(m_cos, m_const, (size_t)n_cos);
