@@ -101,7 +101,8 @@ int rq_latency_rows(sqlite3 *db, const char *dataset, rq_latency **rows) {
     return n;
 }
 
-/* (Wall times are clamped at 0: ended_at is stored to the millisecond, started_at is not.) */
+/* (Wall times are clamped at 0: databases written before ended_at was stored at full
+ * precision hold it rounded to the millisecond, so a very short run could end before it began.) */
 int rq_runs(sqlite3 *db, const char *dataset, rq_run **rows) {
     *rows = NULL;
     sqlite3_stmt *st = prep_dataset(db,

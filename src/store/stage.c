@@ -475,13 +475,21 @@ int stage_ckpt_read(stage_run *r, const char *name, void *dst, size_t n) {
 int stage_finish_begin(stage_run *r) { return db_begin(r->db); }
 
 int stage_finish_commit(stage_run *r) {
-    char *sql = sqlite3_mprintf(
-        "DELETE FROM checkpoints WHERE run_id=%lld;"
-        "UPDATE stage_runs SET status='done', progress=1, message='done', pid=NULL, "
-        "updated_at=%.3f, ended_at=%.3f WHERE id=%lld;",
-        (long long)r->id, tr_now(), tr_now(), (long long)r->id);
+    /* the times bound as doubles, as started_at is: text rounded to the millisecond could
+     * put ended_at before started_at on a run shorter than that */
+    char *sql = sqlite3_mprintf("DELETE FROM checkpoints WHERE run_id=%lld", (long long)r->id);
     int rc = db_exec(r->db, sql);
     sqlite3_free(sql);
+    sqlite3_stmt *st = rc ? NULL : db_prep(r->db, "UPDATE stage_runs SET status='done', progress=1, message='done', "
+                                                  "pid=NULL, updated_at=?1, ended_at=?1 WHERE id=?2");
+    if (st) {
+        sqlite3_bind_double(st, 1, tr_now());
+        sqlite3_bind_int64(st, 2, r->id);
+        rc = db_step_done(r->db, st);
+        sqlite3_finalize(st);
+    } else {
+        rc = -1;
+    }
     if (rc != 0 || db_commit(r->db) != 0) {
         db_rollback(r->db);
         return -1;
