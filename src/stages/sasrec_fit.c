@@ -353,7 +353,7 @@ int sasrec_lr_schedule_parse(const char *s) {
 float sasrec_lr_at(const sasrec_train_cfg *tc, int epoch, int k, int nbatch) {
     if (!tc->lr_cosine || tc->epochs <= 0 || nbatch <= 0) return tc->lr;
     double t = (epoch + (double)k / nbatch) / tc->epochs;
-    return (float)(tc->lr * 0.5 * (1.0 + cos(acos(-1.0) * (t < 1 ? t : 1))));
+    return (float)(tc->lr * 0.5 * (1.0 + cos(M_PI * (t < 1 ? t : 1))));
 }
 
 /* One epoch over the training users in length-bucketed batches; advances st (epoch, step,
