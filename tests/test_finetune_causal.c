@@ -466,7 +466,8 @@ static void causal_dataset_presets(void **state) {
             assert_int_equal(tu_run(TINY1 " --token-init random --lr-schedule cosine", b, dbp), 0);
             static const char *const bad[] = {"--token-init mean", "--token-drop 2", "--token-drop -0.5",
                                               "--arch t5 --token-init cf", "--arch t5 --token-drop 0.1",
-                                              "--lr-schedule linear", "--arch t5 --lr-schedule cosine"};
+                                              "--lr-schedule linear", "--arch t5 --lr-schedule cosine",
+                                              "--item-input tokens --token-drop 0.5"};
             for (size_t j = 0; j < sizeof bad / sizeof *bad; j++)
                 assert_int_not_equal(tu_run("%s finetune --db %s %s --quiet --threads 1 2>/dev/null", b, dbp, bad[j]), 0);
             assert_true(db_query_double(db, -1, "SELECT count(*) FROM stage_runs") == runs);

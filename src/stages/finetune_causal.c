@@ -105,6 +105,9 @@ int causal_defaults(ft_opts *o, const char *dataset) {
         return tr_error("--pool: expected cf, learned or tokens with --arch causal, got '%s'", o->pool);
     if (causal_input_parse(o->item_input) < 0)
         return tr_error("--item-input: expected tokens or tokens+id, got '%s'", o->item_input);
+    if (o->token_drop > 0 && causal_input_parse(o->item_input) != CAUSAL_IN_TOKENS_ID)
+        return tr_error("--token-drop %g drops an item's token rows and keeps its own row: it needs --item-input "
+                        "tokens+id (got --item-input %s)", o->token_drop, o->item_input);
     if (strcmp(o->id_init, "cf") && strcmp(o->id_init, "random"))
         return tr_error("--id-init: expected cf or random, got '%s'", o->id_init);
     if (token_init_parse(o->token_init) < 0)
