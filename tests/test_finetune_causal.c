@@ -129,7 +129,7 @@ static void one_pass_equals_prefixes(void **state) {
     for (int k = 0; k < 18; k++) pool[k] = (float)((k * 7) % 5) - 2.0f;
     d.pool = pool;
     d.D = 3;
-    for (int side = CAUSAL_POOL_CF; side <= CAUSAL_POOL_TOKENS; side++) {
+    for (int side = CAUSAL_POOL_CF; side <= CAUSAL_POOL_ID; side++) {
         if (side == CAUSAL_POOL_LEARNED) continue;       /* needs D == d; the same code as tokens' table */
         causal_rows r;
         sasrec_model *m = small_model(&d, &r, side, 0.0f);
@@ -193,6 +193,47 @@ static void pool_tokens_without_cf(void **state) {
     d.D = 3;
     s.pool = CAUSAL_POOL_LEARNED;
     assert_int_equal(causal_config(&s, &d, &r, 2, &c), -1);   /* 3-wide vectors, d 8 */
+    causal_rows_free(&r);
+}
+
+/* Pool id: an item's score is the query against its own input row alone, and an item never
+ * trained (no own row) scores against the sum of its token rows; it needs the own rows. */
+static void pool_id_scores_own_rows(void **state) {
+    (void)state;
+    rec_data d;
+    small_data(&d);
+    d.pool = NULL;                                      /* pool id needs no CF vectors */
+    causal_rows r;
+    sasrec_model *m = small_model(&d, &r, CAUSAL_POOL_ID, 0.0f);
+    int S = sasrec_cfg(m)->n_feat, dm = sasrec_cfg(m)->d;
+    int32_t items[3] = {1, 2, 3}, ids[4 * 4], len[1] = {4};
+    put_seq(m, &r, 1, items, 3, 4, ids);
+    sasrec_batch b = {.B = 1, .T = 4, .ids = ids, .len = len};
+    float scores[6];
+    assert_int_equal(sasrec_scores(m, &b, scores), 0);
+    assert_int_equal(sasrec_forward(m, &b, 0, NULL, 0, NULL), 0);
+    const float *h = sasrec_hidden(m) + 3 * dm, *E = sasrec_in_table(m);
+    int untrained = 0;
+    for (int32_t i = 0; i < 6; i++) {
+        const int32_t *row = r.item_rows + (size_t)i * S;
+        double want = 0;
+        for (int s = 0; s < S; s++) {
+            if (row[s] < 0 || (s < S - 1 && row[S - 1] >= 0)) continue;
+            for (int k = 0; k < dm; k++) want += (double)h[k] * E[(size_t)row[s] * dm + k];
+        }
+        untrained += row[S - 1] < 0;
+        assert_true(isfinite(scores[i]));
+        assert_true(fabs(scores[i] - want) <= 1e-4 * (1 + fabs(want)));
+    }
+    assert_int_equal(untrained, 1);                     /* item 5: scored by its tokens */
+    sasrec_free(m);
+    causal_rows_free(&r);
+    /* without own rows (--item-input tokens) it is refused */
+    causal_spec s = {.pool = CAUSAL_POOL_ID, .item_input = CAUSAL_IN_TOKENS, .d = 8, .blocks = 1, .heads = 1,
+                     .hist_cap = 4};
+    causal_rows_build(&d, s.item_input, &r);
+    sasrec_config c;
+    assert_int_equal(causal_config(&s, &d, &r, 2, &c), -1);
     causal_rows_free(&r);
 }
 
@@ -440,7 +481,8 @@ static void causal_dataset_presets(void **state) {
                       "\"lr-schedule\":\"cosine\""}},
         {"beauty", {"\"epochs\":70", "\"lr\":0.001", "\"lr-schedule\":\"cosine\"", "\"id-init\":\"cf\"",
                     "\"token-init\":\"cf\""}},
-        {"ml-1m", {"\"hist\":200", "\"batch\":16", "\"dropout\":0.2", "\"negatives\":512"}},
+        {"ml-1m", {"\"hist\":200", "\"batch\":16", "\"dropout\":0.2", "\"negatives\":512",
+                   "\"lr-schedule\":\"cosine\""}},
         {"other-name", {"\"epochs\":200", "\"lr\":0.002", "\"negatives\":0", "\"id-init\":\"cf\""}},
     };
     for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
@@ -567,6 +609,7 @@ int main(void) {
         cmocka_unit_test(causal_over_tokens),
         cmocka_unit_test(one_pass_equals_prefixes),
         cmocka_unit_test(pool_tokens_without_cf),
+        cmocka_unit_test(pool_id_scores_own_rows),
         cmocka_unit_test(id_rows_from_cf),
         cmocka_unit_test(token_rows_from_cf),
         cmocka_unit_test(user_token_rows_from_cf),

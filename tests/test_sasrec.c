@@ -73,7 +73,7 @@ static double gloss(void) {
 /* The item sides of the causal LLM (finetune --arch causal) on the tiny config: 11 items
  * and 6 token rows (11..16); item i sums tokens 11 + i%3, 14 + i%3 and its own row i, but
  * item 5 has no own row (an item never trained: tokens alone). */
-enum { SIDE_SASREC, SIDE_TOKENS, SIDE_TABLE, SIDE_FIXED };
+enum { SIDE_SASREC, SIDE_TOKENS, SIDE_TABLE, SIDE_FIXED, SIDE_OWN };
 static int32_t side_rows[11 * 3];
 static float side_fixed[11 * 5];
 static void side_config(sasrec_config *c, int side, rng_t *r) {
@@ -87,7 +87,8 @@ static void side_config(sasrec_config *c, int side, rng_t *r) {
     c->n_rows = 17;
     c->n_feat = 3;
     c->item_rows = side_rows;
-    c->out = side == SIDE_TOKENS ? SASREC_OUT_TIED : side == SIDE_TABLE ? SASREC_OUT_TABLE : SASREC_OUT_FIXED;
+    c->out = side == SIDE_TOKENS ? SASREC_OUT_TIED : side == SIDE_TABLE ? SASREC_OUT_TABLE
+           : side == SIDE_OWN    ? SASREC_OUT_OWN : SASREC_OUT_FIXED;
     c->out_dim = 5;
     c->fixed = side_fixed;
 }
@@ -163,6 +164,8 @@ static void grads_tokens(void **state) { (void)state; check_grads_side(SASREC_LO
 static void grads_tokens_sampled(void **state) { (void)state; check_grads_side(SASREC_LOSS_SOFTMAX, 0.0f, 5, SIDE_TOKENS); }
 static void grads_table(void **state) { (void)state; check_grads_side(SASREC_LOSS_SOFTMAX, 0.3f, 0, SIDE_TABLE); }
 static void grads_table_sampled(void **state) { (void)state; check_grads_side(SASREC_LOSS_SOFTMAX, 0.0f, 5, SIDE_TABLE); }
+static void grads_own(void **state) { (void)state; check_grads_side(SASREC_LOSS_SOFTMAX, 0.3f, 0, SIDE_OWN); }
+static void grads_own_sampled(void **state) { (void)state; check_grads_side(SASREC_LOSS_SOFTMAX, 0.0f, 5, SIDE_OWN); }
 static void grads_fixed(void **state) { (void)state; check_grads_side(SASREC_LOSS_SOFTMAX, 0.3f, 0, SIDE_FIXED); }
 static void grads_fixed_sampled(void **state) { (void)state; check_grads_side(SASREC_LOSS_SOFTMAX, 0.0f, 5, SIDE_FIXED); }
 static void grads_softmax(void **state) { (void)state; check_grads(SASREC_LOSS_SOFTMAX, 0.0f, 0); }
@@ -508,6 +511,8 @@ int main(void) {
         cmocka_unit_test(grads_tokens_sampled),
         cmocka_unit_test(grads_table),
         cmocka_unit_test(grads_table_sampled),
+        cmocka_unit_test(grads_own),
+        cmocka_unit_test(grads_own_sampled),
         cmocka_unit_test(grads_fixed),
         cmocka_unit_test(grads_fixed_sampled),
         cmocka_unit_test(sampled_loss_by_hand),

@@ -183,7 +183,7 @@ static int check_sides(const sasrec_config *c) {
     for (size_t i = 0; c->item_rows && i < (size_t)c->n_items * c->n_feat; i++)
         if (c->item_rows[i] < -1 || c->item_rows[i] >= c->n_rows)
             return tr_error("sasrec: item row %d outside -1..%d", c->item_rows[i], c->n_rows - 1);
-    if (c->out < SASREC_OUT_TIED || c->out > SASREC_OUT_FIXED)
+    if (c->out < SASREC_OUT_TIED || c->out > SASREC_OUT_OWN)
         return tr_error("sasrec: unknown item side %d", c->out);
     if (c->out == SASREC_OUT_FIXED && (!c->fixed || c->out_dim < 1))
         return tr_error("sasrec: a fixed item side needs its vectors and their width");
@@ -346,6 +346,14 @@ static float loss_fwd(sasrec_model *m, int M, int grad) {
     return M ? (float)(sum / m->norm) : 0.0f;
 }
 
+/* Input row s of item i as a term of its item-side vector, -1 when none or not a term
+ * (SASREC_OUT_OWN: only the own, last, row of an item that has one). */
+static int32_t side_row(const sasrec_model *m, int32_t i, int s) {
+    int S = m->c.n_feat;
+    const int32_t *r = m->rows + (size_t)i * S;
+    return m->c.out == SASREC_OUT_OWN && s < S - 1 && r[S - 1] >= 0 ? -1 : r[s];
+}
+
 /* The item side of this forward into m->W, m->gW, m->Do (see sasrec.h): composed from the
  * input rows (their gradient gcomp zeroed when grad), the input or output table, or the
  * fixed vectors. */
@@ -364,7 +372,7 @@ static void item_side(sasrec_model *m, int grad) {
             float *v = m->comp + (size_t)i * d;
             memset(v, 0, (size_t)d * sizeof(float));
             for (int s = 0; s < S; s++) {
-                int32_t r = m->rows[(size_t)i * S + s];
+                int32_t r = side_row(m, i, s);
                 if (r < 0) continue;
                 const float *e = E + (size_t)r * d;
                 for (int k = 0; k < d; k++) v[k] += e[k];
@@ -375,14 +383,15 @@ static void item_side(sasrec_model *m, int grad) {
     }
 }
 
-/* Add the composed item vectors' gradient to the input rows they sum (OUT_TIED with rows). */
+/* Add the composed item vectors' gradient to the input rows they sum (OUT_TIED or OUT_OWN
+ * with rows). */
 static void item_side_backward(sasrec_model *m) {
     if (m->gW != m->gcomp || !m->gcomp) return;
     int d = m->c.d, V = m->c.n_items, S = m->c.n_feat;
     float *gE = m->grads + m->item;
     for (int i = 0; i < V; i++)
         for (int s = 0; s < S; s++) {
-            int32_t r = m->rows[(size_t)i * S + s];
+            int32_t r = side_row(m, i, s);
             if (r < 0) continue;
             const float *gv = m->gcomp + (size_t)i * d;
             float *ge = gE + (size_t)r * d;

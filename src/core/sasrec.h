@@ -14,6 +14,8 @@
  * side `out`:
  *   SASREC_OUT_TIED:  q = h, v_i = the sum of item i's input rows (item_rows; without them
  *                     row i): the input table serves the output, as in SASRec;
+ *   SASREC_OUT_OWN:   q = h, v_i = item i's last input row (its own row) when it has one,
+ *                     else the sum of its other rows (tokens alone for an item never trained);
  *   SASREC_OUT_TABLE: q = h, v_i = row i of an output table (n_items, d) of its own;
  *   SASREC_OUT_FIXED: q = W h + b (a linear head, out_dim x d), v_i = fixed vectors
  *                     (n_items, out_dim) that are not trained (e.g. CF item vectors).
@@ -36,7 +38,7 @@
 #include "rng.h"
 
 enum { SASREC_LOSS_SOFTMAX = 0, SASREC_LOSS_BCE = 1 };
-enum { SASREC_OUT_TIED = 0, SASREC_OUT_TABLE = 1, SASREC_OUT_FIXED = 2 };
+enum { SASREC_OUT_TIED = 0, SASREC_OUT_TABLE = 1, SASREC_OUT_FIXED = 2, SASREC_OUT_OWN = 3 };
 
 typedef struct {
     int   n_items, d, n_blocks, n_heads, max_len;

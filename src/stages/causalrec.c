@@ -9,14 +9,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const pool_names[] = {"cf", "learned", "tokens"};
+static const char *const pool_names[] = {"cf", "learned", "tokens", "id"};
 static const char *const input_names[] = {"tokens", "tokens+id"};
 
 int causal_pool_parse(const char *s) {
-    for (int i = 0; i < 3; i++) if (!strcmp(s, pool_names[i])) return i;
+    for (int i = 0; i < 4; i++) if (!strcmp(s, pool_names[i])) return i;
     return -1;
 }
-const char *causal_pool_name(int pool) { return pool >= 0 && pool < 3 ? pool_names[pool] : "?"; }
+const char *causal_pool_name(int pool) { return pool >= 0 && pool < 4 ? pool_names[pool] : "?"; }
 int causal_input_parse(const char *s) {
     for (int i = 0; i < 2; i++) if (!strcmp(s, input_names[i])) return i;
     return -1;
@@ -62,13 +62,15 @@ int causal_config(const causal_spec *s, const rec_data *d, const causal_rows *r,
     c->n_rows = r->n_rows;
     c->n_feat = r->n_feat;
     c->item_rows = r->item_rows;
-    c->out = s->pool == CAUSAL_POOL_CF ? SASREC_OUT_FIXED : s->pool == CAUSAL_POOL_LEARNED ? SASREC_OUT_TABLE
-                                                                                         : SASREC_OUT_TIED;
+    static const int out_of_pool[] = {SASREC_OUT_FIXED, SASREC_OUT_TABLE, SASREC_OUT_TIED, SASREC_OUT_OWN};
+    c->out = out_of_pool[s->pool];
     c->out_dim = d->D;
     c->fixed = d->pool;
     if (s->pool == CAUSAL_POOL_LEARNED && d->D != s->d)
         return tr_error("--pool learned starts from the CF item vectors (%d wide): give --d-model %d", d->D, d->D);
-    if (s->pool != CAUSAL_POOL_TOKENS && !d->pool)
+    if (s->pool == CAUSAL_POOL_ID && s->item_input != CAUSAL_IN_TOKENS_ID)
+        return tr_error("--pool id scores each item by its own input row: it needs --item-input tokens+id");
+    if ((s->pool == CAUSAL_POOL_CF || s->pool == CAUSAL_POOL_LEARNED) && !d->pool)
         return tr_error("--pool %s needs the CF item vectors", causal_pool_name(s->pool));
     return 0;
 }

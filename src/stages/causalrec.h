@@ -15,7 +15,7 @@
 #include "recmodel.h"
 #include "sasrec.h"
 
-enum { CAUSAL_POOL_CF = 0, CAUSAL_POOL_LEARNED = 1, CAUSAL_POOL_TOKENS = 2 };
+enum { CAUSAL_POOL_CF = 0, CAUSAL_POOL_LEARNED = 1, CAUSAL_POOL_TOKENS = 2, CAUSAL_POOL_ID = 3 };
 enum { CAUSAL_IN_TOKENS = 0, CAUSAL_IN_TOKENS_ID = 1 };
 
 /* The settings that fix the model's shape (and what evaluate needs to rebuild it). */
@@ -26,7 +26,7 @@ typedef struct {
     int  d, blocks, heads, hist_cap;
 } causal_spec;
 
-/* Names <-> values: "cf" "learned" "tokens"; "tokens" "tokens+id". -1 for an unknown name. */
+/* Names <-> values: "cf" "learned" "tokens" "id"; "tokens" "tokens+id". -1 for an unknown name. */
 int         causal_pool_parse(const char *s);
 const char *causal_pool_name(int pool);
 int         causal_input_parse(const char *s);

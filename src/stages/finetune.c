@@ -751,7 +751,8 @@ static const char *summary_ft =
     "sequence per user (its K tokens, then each train item as the sum of its token rows, plus\n"
     "its own row with --item-input tokens+id), every train target trained in one pass, scored\n"
     "with a softmax against --pool cf (the CF vectors through a linear head), learned (an item\n"
-    "table started from them) or tokens (an item's vector from its token rows).\n"
+    "table started from them), tokens (an item's vector from its token rows) or id (its own\n"
+    "row alone, its tokens where it has none).\n"
     "--arch t5: TokenRec's encoder-decoder on prompts of the tokens, one prompt per history\n"
     "prefix; a softmax over all items against the propagated CF item vectors, or --faithful:\n"
     "TokenRec's cosine-embedding loss with one negative against the ego vectors. --init-from\n"
@@ -807,7 +808,7 @@ int cmd_finetune(int argc, char **argv) {
         {"dropout", CLI_FLOAT, &o.dropout, "T5 dropout (-1: preset, 0.1)", 1},
         {"loss", CLI_STR, &o.loss, "softmax (all items) or cosine (TokenRec's, one negative)", 1},
         {"pool", CLI_STR, &o.pool, "t5: the CF item vectors z is trained against and scored on, mean or ego; causal: "
-                                   "cf (the mean CF vectors), learned or tokens (default: the dataset's)", 1},
+                                   "cf (the mean CF vectors), learned, tokens or id (default: the dataset's)", 1},
         {"score", CLI_STR, &o.score, "dot or cos", 1},
         {"temperature", CLI_FLOAT, &o.temperature, "softmax temperature with --score cos", 1},
         /* not params: added to the params JSON only for generate, so retrieval runs keep their fingerprints */
