@@ -374,7 +374,7 @@ static void token_drop_keeps_tokens_out(void **state) {
         tc.model.dropout = 0.1f;
         tc.epochs = 4; tc.batch = 2; tc.eval_every = 2; tc.patience = 9;
         tc.lr = 1e-2f; tc.clip = 1; tc.seed = 5; tc.quiet = 1;
-        tc.user_rows = r.user_rows; tc.windows = 1; tc.token_drop = (float)p;
+        tc.user_rows = r.user_rows; tc.user_target = 1; tc.windows = 1; tc.token_drop = (float)p;
         rng_t g;                                       /* sasrec_fit's start: the same draws */
         rng_seed(&g, tc.seed);
         sasrec_model *m0 = sasrec_new(&tc.model, &g), *m = NULL;
@@ -392,6 +392,51 @@ static void token_drop_keeps_tokens_out(void **state) {
         sasrec_free(m);
         causal_rows_free(&r);
     }
+}
+
+/* --user-target 0: the user position trains no target, so an epoch trains the first train
+ * item of no user (one target fewer per user; a user with one train item has none left) and
+ * the model differs; 1: every train item is a target once. */
+static void user_target_off(void **state) {
+    (void)state;
+    rec_data d;
+    small_data(&d);
+    int64_t want_t[2] = {0, 0}, want_p[2] = {0, 0};
+    for (int32_t u = 0; u < d.n_users; u++) {
+        int nt = rec_n_train(&d, u);
+        want_t[1] += nt;                               /* the prefix and nt - 1 items: nt positions */
+        want_p[1] += nt;
+        want_t[0] += nt > 1 ? nt - 1 : 0;
+        want_p[0] += nt > 1 ? nt : 0;
+    }
+    float *par[2];
+    size_t np = 0;
+    for (int ut = 0; ut <= 1; ut++) {
+        causal_spec s = {.pool = CAUSAL_POOL_TOKENS, .item_input = CAUSAL_IN_TOKENS_ID, .cf_kind = "mean", .d = 8,
+                         .blocks = 1, .heads = 1, .hist_cap = 6};
+        causal_rows r;
+        causal_rows_build(&d, s.item_input, &r);
+        sasrec_train_cfg tc;
+        memset(&tc, 0, sizeof tc);
+        assert_int_equal(causal_config(&s, &d, &r, 4, &tc.model), 0);
+        tc.epochs = 2; tc.batch = 2; tc.eval_every = 1; tc.patience = 9;
+        tc.lr = 1e-2f; tc.clip = 1; tc.seed = 5; tc.quiet = 1;
+        tc.user_rows = r.user_rows; tc.user_target = ut; tc.windows = 1;
+        sasrec_model *m = NULL;
+        sasrec_fit_result res;
+        assert_int_equal(sasrec_fit(NULL, &d, &tc, &m, &res), 0);
+        assert_int_equal(res.targets, want_t[ut]);
+        assert_int_equal(res.positions, want_p[ut]);
+        np = sasrec_n_params(m);
+        par[ut] = malloc(np * sizeof(float));
+        memcpy(par[ut], sasrec_params(m), np * sizeof(float));
+        sasrec_free(m);
+        causal_rows_free(&r);
+    }
+    assert_true(want_t[0] < want_t[1] && want_p[0] < want_p[1]);   /* small_data has a one-item user */
+    assert_memory_not_equal(par[0], par[1], np * sizeof(float));
+    free(par[0]);
+    free(par[1]);
 }
 
 /* ---- through the binary ---- */
@@ -479,7 +524,7 @@ static void causal_dataset_presets(void **state) {
     static const struct { const char *ds, *want[5]; } cases[] = {
         {"clothing", {"\"epochs\":100", "\"lr\":0.002", "\"negatives\":512", "\"id-init\":\"cf\"",
                       "\"lr-schedule\":\"cosine\""}},
-        {"beauty", {"\"epochs\":70", "\"lr\":0.001", "\"lr-schedule\":\"cosine\"", "\"id-init\":\"cf\"",
+        {"beauty", {"\"epochs\":70", "\"lr\":0.001", "\"lr-schedule\":\"cosine\"", "\"user-target\":0",
                     "\"token-init\":\"cf\""}},
         {"ml-1m", {"\"hist\":200", "\"batch\":16", "\"dropout\":0.2", "\"negatives\":512",
                    "\"lr-schedule\":\"cosine\""}},
@@ -505,11 +550,12 @@ static void causal_dataset_presets(void **state) {
             db = db_open(dbp, 1);
             double runs = db_query_double(db, -1, "SELECT count(*) FROM stage_runs");
             /* the defaults given by name: up to date; bad values: an error; no new run either way */
-            assert_int_equal(tu_run(TINY1 " --token-init random --lr-schedule cosine", b, dbp), 0);
+            assert_int_equal(tu_run(TINY1 " --token-init random --lr-schedule cosine --user-target 1", b, dbp), 0);
             static const char *const bad[] = {"--token-init mean", "--token-drop 2", "--token-drop -0.5",
                                               "--arch t5 --token-init cf", "--arch t5 --token-drop 0.1",
                                               "--lr-schedule linear", "--arch t5 --lr-schedule cosine",
-                                              "--item-input tokens --token-drop 0.5"};
+                                              "--item-input tokens --token-drop 0.5", "--user-target 2",
+                                              "--arch t5 --user-target 0"};
             for (size_t j = 0; j < sizeof bad / sizeof *bad; j++)
                 assert_int_not_equal(tu_run("%s finetune --db %s %s --quiet --threads 1 2>/dev/null", b, dbp, bad[j]), 0);
             assert_true(db_query_double(db, -1, "SELECT count(*) FROM stage_runs") == runs);
@@ -614,6 +660,7 @@ int main(void) {
         cmocka_unit_test(token_rows_from_cf),
         cmocka_unit_test(user_token_rows_from_cf),
         cmocka_unit_test(token_drop_keeps_tokens_out),
+        cmocka_unit_test(user_target_off),
         cmocka_unit_test(causal_e2e),
         cmocka_unit_test(causal_dataset_presets),
         cmocka_unit_test(causal_unseen),

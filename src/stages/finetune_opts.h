@@ -15,6 +15,7 @@ typedef struct {
     int shards;                 /* > 1: batches cut in shards, what mpirun -np N splits (dist.h) */
     double lr, wd, clip, dropout, temperature;
     double token_drop;          /* causal, tokens+id: training drops an item's token rows */
+    int user_target;            /* causal: 1 the user position predicts the first train item, 0 not */
 } ft_opts;
 
 /* --arch causal: the dataset's defaults for the options left unset, then their checks;
