@@ -352,6 +352,19 @@ static void user_token_rows_from_cf(void **state) {
     causal_rows_free(&r);
 }
 
+/* A training of the small data (rows into *r) on a one-block d 8 model with item side
+ * `pool`: batches of 2, lr 1e-2, seed 5, the user rows, every target once; no dropout, no
+ * user target, epochs and checks left to the caller. */
+static void small_fit_cfg(rec_data *d, int pool, causal_rows *r, sasrec_train_cfg *tc) {
+    causal_spec s = {.pool = pool, .item_input = CAUSAL_IN_TOKENS_ID, .cf_kind = "mean", .d = 8, .blocks = 1,
+                     .heads = 1, .hist_cap = 6};
+    causal_rows_build(d, s.item_input, r);
+    memset(tc, 0, sizeof *tc);
+    assert_int_equal(causal_config(&s, d, r, 4, &tc->model), 0);
+    tc->batch = 2; tc->patience = 9; tc->lr = 1e-2f; tc->clip = 1; tc->seed = 5; tc->quiet = 1;
+    tc->user_rows = r->user_rows; tc->windows = 1;
+}
+
 /* --token-drop: training with p = 1 never feeds an item position its token rows (only its
  * own row), so with the fixed CF item side (pool cf) the item token rows get no gradient and
  * keep their start; with p = 0 they train. The user rows train either way. */
@@ -364,17 +377,12 @@ static void token_drop_keeps_tokens_out(void **state) {
         small_data(&d);
         d.pool = pool;
         d.D = 4;
-        causal_spec s = {.pool = CAUSAL_POOL_CF, .item_input = CAUSAL_IN_TOKENS_ID, .cf_kind = "mean", .d = 8,
-                         .blocks = 1, .heads = 1, .hist_cap = 6};
         causal_rows r;
-        causal_rows_build(&d, s.item_input, &r);
         sasrec_train_cfg tc;
-        memset(&tc, 0, sizeof tc);
-        assert_int_equal(causal_config(&s, &d, &r, 4, &tc.model), 0);
+        small_fit_cfg(&d, CAUSAL_POOL_CF, &r, &tc);
         tc.model.dropout = 0.1f;
-        tc.epochs = 4; tc.batch = 2; tc.eval_every = 2; tc.patience = 9;
-        tc.lr = 1e-2f; tc.clip = 1; tc.seed = 5; tc.quiet = 1;
-        tc.user_rows = r.user_rows; tc.user_target = 1; tc.windows = 1; tc.token_drop = (float)p;
+        tc.epochs = 4; tc.eval_every = 2;
+        tc.user_target = 1; tc.token_drop = (float)p;
         rng_t g;                                       /* sasrec_fit's start: the same draws */
         rng_seed(&g, tc.seed);
         sasrec_model *m0 = sasrec_new(&tc.model, &g), *m = NULL;
@@ -412,16 +420,11 @@ static void user_target_off(void **state) {
     float *par[2];
     size_t np = 0;
     for (int ut = 0; ut <= 1; ut++) {
-        causal_spec s = {.pool = CAUSAL_POOL_TOKENS, .item_input = CAUSAL_IN_TOKENS_ID, .cf_kind = "mean", .d = 8,
-                         .blocks = 1, .heads = 1, .hist_cap = 6};
         causal_rows r;
-        causal_rows_build(&d, s.item_input, &r);
         sasrec_train_cfg tc;
-        memset(&tc, 0, sizeof tc);
-        assert_int_equal(causal_config(&s, &d, &r, 4, &tc.model), 0);
-        tc.epochs = 2; tc.batch = 2; tc.eval_every = 1; tc.patience = 9;
-        tc.lr = 1e-2f; tc.clip = 1; tc.seed = 5; tc.quiet = 1;
-        tc.user_rows = r.user_rows; tc.user_target = ut; tc.windows = 1;
+        small_fit_cfg(&d, CAUSAL_POOL_TOKENS, &r, &tc);
+        tc.epochs = 2; tc.eval_every = 1;
+        tc.user_target = ut;
         sasrec_model *m = NULL;
         sasrec_fit_result res;
         assert_int_equal(sasrec_fit(NULL, &d, &tc, &m, &res), 0);
