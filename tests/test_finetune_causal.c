@@ -353,8 +353,8 @@ static void user_token_rows_from_cf(void **state) {
 }
 
 /* A training of the small data (rows into *r) on a one-block d 8 model with item side
- * `pool`: batches of 2, lr 1e-2, seed 5, the user rows, every target once; no dropout, no
- * user target, epochs and checks left to the caller. */
+ * `pool`: batches of 2, lr 1e-2, seed 5, the user rows and their target, every target once;
+ * no dropout, epochs and checks left to the caller. */
 static void small_fit_cfg(rec_data *d, int pool, causal_rows *r, sasrec_train_cfg *tc) {
     causal_spec s = {.pool = pool, .item_input = CAUSAL_IN_TOKENS_ID, .cf_kind = "mean", .d = 8, .blocks = 1,
                      .heads = 1, .hist_cap = 6};
@@ -382,7 +382,7 @@ static void token_drop_keeps_tokens_out(void **state) {
         small_fit_cfg(&d, CAUSAL_POOL_CF, &r, &tc);
         tc.model.dropout = 0.1f;
         tc.epochs = 4; tc.eval_every = 2;
-        tc.user_target = 1; tc.token_drop = (float)p;
+        tc.token_drop = (float)p;
         rng_t g;                                       /* sasrec_fit's start: the same draws */
         rng_seed(&g, tc.seed);
         sasrec_model *m0 = sasrec_new(&tc.model, &g), *m = NULL;
@@ -424,7 +424,7 @@ static void user_target_off(void **state) {
         sasrec_train_cfg tc;
         small_fit_cfg(&d, CAUSAL_POOL_TOKENS, &r, &tc);
         tc.epochs = 2; tc.eval_every = 1;
-        tc.user_target = ut;
+        tc.no_user_target = !ut;
         sasrec_model *m = NULL;
         sasrec_fit_result res;
         assert_int_equal(sasrec_fit(NULL, &d, &tc, &m, &res), 0);
@@ -558,7 +558,7 @@ static void causal_dataset_presets(void **state) {
                                               "--arch t5 --token-init cf", "--arch t5 --token-drop 0.1",
                                               "--lr-schedule linear", "--arch t5 --lr-schedule cosine",
                                               "--item-input tokens --token-drop 0.5", "--user-target 2",
-                                              "--arch t5 --user-target 0"};
+                                              "--arch t5 --user-target 0", "--pool id --item-input tokens"};
             for (size_t j = 0; j < sizeof bad / sizeof *bad; j++)
                 assert_int_not_equal(tu_run("%s finetune --db %s %s --quiet --threads 1 2>/dev/null", b, dbp, bad[j]), 0);
             assert_true(db_query_double(db, -1, "SELECT count(*) FROM stage_runs") == runs);
@@ -581,6 +581,18 @@ static void causal_dataset_presets(void **state) {
             assert_int_equal(tu_run(TINY "--token-init cf+users", b, dbp), 0);
             const char *cfu[] = {"\"token-init\":\"cf+users\""};
             assert_null(tu_params_missing(dbp, "finetune", cfu, 1));
+            /* the own-row item side and no user target: in the settings, and evaluate rebuilds
+             * the stored model and scores every test user */
+            assert_int_equal(tu_run(TINY "--pool id --user-target 0", b, dbp), 0);
+            const char *pid[] = {"\"pool\":\"id\"", "\"user-target\":0"};
+            assert_null(tu_params_missing(dbp, "finetune", pid, 2));
+            assert_int_equal(tu_run("%s evaluate --db %s --method tokenrec --quiet --threads 1", b, dbp), 0);
+            db = db_open(dbp, 1);
+            double hr = db_query_double(db, -1, "SELECT value FROM run_metrics WHERE method='tokenrec' AND split='test' "
+                                                "AND metric='hr' AND k=10 AND run_id=(SELECT max(id) FROM stage_runs "
+                                                "WHERE stage='evaluate' AND status='done')");
+            assert_true(hr >= 0 && hr <= 1);
+            db_close(db);
 #undef TINY
         }
 #undef TINY1

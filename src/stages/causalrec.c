@@ -63,6 +63,7 @@ int causal_config(const causal_spec *s, const rec_data *d, const causal_rows *r,
     c->n_feat = r->n_feat;
     c->item_rows = r->item_rows;
     static const int out_of_pool[] = {SASREC_OUT_FIXED, SASREC_OUT_TABLE, SASREC_OUT_TIED, SASREC_OUT_OWN};
+    if (s->pool < 0 || s->pool > CAUSAL_POOL_ID) return tr_error("unknown causal item side %d", s->pool);
     c->out = out_of_pool[s->pool];
     c->out_dim = d->D;
     c->fixed = d->pool;

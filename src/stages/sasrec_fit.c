@@ -121,13 +121,13 @@ static int in_train(const rec_data *d, int32_t u, int32_t i) {
 /* The training windows of every user (but skipped ones) into *out, their count returned
  * and their targets added to *n_targets. A window [a, b) trains targets a..b-1 of the
  * user's train items; its positions are the user's prefix (pre = 1; its target is item 0
- * when a = 0, which only user_target allows) and items max(a-1, 0)..b-2, each with the next
+ * when a = 0, which no_user_target forbids) and items max(a-1, 0)..b-2, each with the next
  * item as its target, at most max_len of them. SASRec (pre = 0, windows = 0): one window per user, its last max_len
  * targets. windows = 1: windows from the end of the history back to its start, so every
  * train target is trained once. */
-static int units_build(const rec_data *d, int pre, int user_target, int windows, int max_len, fit_unit **out,
+static int units_build(const rec_data *d, int pre, int no_user_target, int windows, int max_len, fit_unit **out,
                        int64_t *n_targets) {
-    int C = max_len - pre, start = pre && user_target ? 0 : 1, n = 0, cap = d->n_users + 16;
+    int C = max_len - pre, start = pre && !no_user_target ? 0 : 1, n = 0, cap = d->n_users + 16;
     fit_unit *u = tr_malloc((size_t)cap * sizeof *u);
     *n_targets = 0;
     for (int32_t us = 0; us < d->n_users; us++) {
@@ -270,7 +270,7 @@ static int fit_work_init(fit_work *w, const rec_data *d, const sasrec_train_cfg 
         w->shard_stats = tr_malloc(2 * (size_t)tc->shards * sizeof *w->shard_stats);
         dist_accum_init(&w->acc, np, 2 * (size_t)tc->shards, tc->shards);
     }
-    w->nu = units_build(d, tc->user_rows != NULL, tc->user_target, tc->windows, mc->max_len, &w->units,
+    w->nu = units_build(d, tc->user_rows != NULL, tc->no_user_target, tc->windows, mc->max_len, &w->units,
                         &w->n_targets);
     size_t cap = (size_t)tc->batch * mc->max_len;
     w->ids = tr_malloc(cap * (mc->n_feat > 0 ? mc->n_feat : 1) * sizeof *w->ids);

@@ -28,8 +28,8 @@ typedef struct {
     /* the causal LLM's sequences (NULL / 0: SASRec's) */
     const int32_t *user_rows; /* (n_users, model.n_feat) rows of each user's prefix position
                                  (position 0); NULL: none */
-    int   user_target;        /* with user_rows: 1 the prefix position's target is the first
-                               * train item, 0 it has none (context for the items only) */
+    int   no_user_target;     /* with user_rows: 0 the prefix position's target is the first
+                               * train item, 1 it has none (context for the items only) */
     float token_drop;         /* training only: an item position whose last input row (its own
                                * row) is present loses its other rows (its tokens) with this
                                * probability, one draw per position from the fit's generator
