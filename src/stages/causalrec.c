@@ -51,6 +51,15 @@ void causal_rows_free(causal_rows *r) {
     memset(r, 0, sizeof *r);
 }
 
+int causal_sides_check(int pool, int item_input) {
+    if (pool < 0 || pool > CAUSAL_POOL_ID || item_input < 0 || item_input > CAUSAL_IN_TOKENS_ID)
+        return tr_error("unknown causal item side %d or item input %d", pool, item_input);
+    if (pool == CAUSAL_POOL_ID && item_input != CAUSAL_IN_TOKENS_ID)
+        return tr_error("--pool id scores each item by its own input row: it needs --item-input tokens+id (got "
+                        "--item-input %s)", causal_input_name(item_input));
+    return 0;
+}
+
 int causal_config(const causal_spec *s, const rec_data *d, const causal_rows *r, int max_B, sasrec_config *c) {
     memset(c, 0, sizeof *c);
     c->n_items = d->n_items;
@@ -63,14 +72,12 @@ int causal_config(const causal_spec *s, const rec_data *d, const causal_rows *r,
     c->n_feat = r->n_feat;
     c->item_rows = r->item_rows;
     static const int out_of_pool[] = {SASREC_OUT_FIXED, SASREC_OUT_TABLE, SASREC_OUT_TIED, SASREC_OUT_OWN};
-    if (s->pool < 0 || s->pool > CAUSAL_POOL_ID) return tr_error("unknown causal item side %d", s->pool);
+    if (causal_sides_check(s->pool, s->item_input) != 0) return -1;
     c->out = out_of_pool[s->pool];
     c->out_dim = d->D;
     c->fixed = d->pool;
     if (s->pool == CAUSAL_POOL_LEARNED && d->D != s->d)
         return tr_error("--pool learned starts from the CF item vectors (%d wide): give --d-model %d", d->D, d->D);
-    if (s->pool == CAUSAL_POOL_ID && s->item_input != CAUSAL_IN_TOKENS_ID)
-        return tr_error("--pool id scores each item by its own input row: it needs --item-input tokens+id");
     if ((s->pool == CAUSAL_POOL_CF || s->pool == CAUSAL_POOL_LEARNED) && !d->pool)
         return tr_error("--pool %s needs the CF item vectors", causal_pool_name(s->pool));
     return 0;

@@ -37,9 +37,12 @@ typedef struct { int32_t *item_rows, *user_rows; int n_rows, n_feat; } causal_ro
 void causal_rows_build(const rec_data *d, int item_input, causal_rows *r);
 void causal_rows_free(causal_rows *r);
 
+/* The item side `pool` goes with the item input (pool id needs the own rows of tokens+id):
+ * 0, or -1 with tr_error. */
+int causal_sides_check(int pool, int item_input);
 /* The model config of spec s over d (items, CF vectors) and rows r; training options
  * (loss, negatives, dropout) are the caller's. -1 with tr_error when pool learned's start
- * does not fit (the CF vectors' width must equal d). */
+ * does not fit (the CF vectors' width must equal d) or the sides do not go together. */
 int causal_config(const causal_spec *s, const rec_data *d, const causal_rows *r, int max_B, sasrec_config *c);
 /* Pool learned: the output table starts as the CF item vectors, scaled to norm 1 on
  * average (the random rows' scale). */

@@ -728,8 +728,7 @@ static char *make_params(const cli_opt *opts, const ft_opts *o) {
         if (!strcmp(o->id_init, "cf") && !strcmp(o->item_input, "tokens+id"))   /* no own rows: no effect */
             pj = cli_json_append(pj, "\"id-init\":\"cf\"");
         if (strcmp(o->token_init, "random")) pj = cli_json_append(pj, "\"token-init\":\"%s\"", o->token_init);
-        if (o->token_drop > 0 && !strcmp(o->item_input, "tokens+id"))      /* as id-init */
-            pj = cli_json_append(pj, "\"token-drop\":%.9g", o->token_drop);
+        if (o->token_drop > 0) pj = cli_json_append(pj, "\"token-drop\":%.9g", o->token_drop);  /* tokens+id only */
         if (!strcmp(o->lr_schedule, "cosine")) pj = cli_json_append(pj, "\"lr-schedule\":\"cosine\"");
         if (o->user_target == 0) pj = cli_json_append(pj, "\"user-target\":0");
     }

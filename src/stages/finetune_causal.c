@@ -115,9 +115,7 @@ int causal_defaults(ft_opts *o, const char *dataset) {
     if (o->token_drop > 0 && causal_input_parse(o->item_input) != CAUSAL_IN_TOKENS_ID)
         return tr_error("--token-drop %g drops an item's token rows and keeps its own row: it needs --item-input "
                         "tokens+id (got --item-input %s)", o->token_drop, o->item_input);
-    if (causal_pool_parse(o->pool) == CAUSAL_POOL_ID && causal_input_parse(o->item_input) != CAUSAL_IN_TOKENS_ID)
-        return tr_error("--pool id scores each item by its own input row: it needs --item-input tokens+id (got "
-                        "--item-input %s)", o->item_input);
+    if (causal_sides_check(causal_pool_parse(o->pool), causal_input_parse(o->item_input)) != 0) return -1;
     if (strcmp(o->id_init, "cf") && strcmp(o->id_init, "random"))
         return tr_error("--id-init: expected cf or random, got '%s'", o->id_init);
     if (token_init_parse(o->token_init) < 0)
@@ -213,7 +211,7 @@ static int train_cfg(const ft_opts *o, const causal_spec *s, rec_data *d, const 
     tc->quiet = o->quiet;
     tc->user_rows = r->user_rows;
     tc->windows = 1;
-    tc->token_drop = s->item_input == CAUSAL_IN_TOKENS_ID ? (float)o->token_drop : 0;
+    tc->token_drop = (float)o->token_drop;            /* > 0 only with tokens+id (causal_defaults) */
     tc->no_user_target = !o->user_target;
     tc->shards = o->shards;
     tc->label = "finetune";
