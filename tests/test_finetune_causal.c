@@ -38,7 +38,7 @@ static void rows_layout(void **state) {
     rec_data d;
     small_data(&d);
     causal_rows r;
-    causal_rows_build(&d, CAUSAL_IN_TOKENS_ID, &r);
+    causal_rows_build(&d, CAUSAL_IN_TOKENS_ID, 1, &r);
     /* items: book k at k*4 + code, the extra book at 8 + code; users from 10; ids from 18 */
     assert_int_equal(r.n_feat, 4);
     assert_int_equal(r.n_rows, 18 + 6);
@@ -48,7 +48,7 @@ static void rows_layout(void **state) {
     assert_int_equal(r.item_rows[5 * 4 + 3], -1);      /* item 5 is only ever valid/test */
     assert_int_equal(r.item_rows[4 * 4 + 3], 18 + 4);  /* item 4 is trained (user 2) */
     causal_rows_free(&r);
-    causal_rows_build(&d, CAUSAL_IN_TOKENS, &r);
+    causal_rows_build(&d, CAUSAL_IN_TOKENS, 1, &r);
     assert_int_equal(r.n_feat, 3);
     assert_int_equal(r.n_rows, 18);
     causal_rows_free(&r);
@@ -58,7 +58,7 @@ static void rows_layout(void **state) {
 static sasrec_model *small_model(rec_data *d, causal_rows *r, int pool, float dropout) {
     causal_spec s = {.pool = pool, .item_input = CAUSAL_IN_TOKENS_ID, .cf_kind = "mean", .d = 8, .blocks = 2,
                      .heads = 2, .hist_cap = 6};
-    causal_rows_build(d, s.item_input, r);
+    causal_rows_build(d, s.item_input, 1, r);
     sasrec_config c;
     assert_int_equal(causal_config(&s, d, r, 3, &c), 0);
     c.dropout = dropout;
@@ -231,7 +231,7 @@ static void pool_id_scores_own_rows(void **state) {
     /* without own rows (--item-input tokens) it is refused */
     causal_spec s = {.pool = CAUSAL_POOL_ID, .item_input = CAUSAL_IN_TOKENS, .d = 8, .blocks = 1, .heads = 1,
                      .hist_cap = 4};
-    causal_rows_build(&d, s.item_input, &r);
+    causal_rows_build(&d, s.item_input, 1, &r);
     sasrec_config c;
     assert_int_equal(causal_config(&s, &d, &r, 2, &c), -1);
     causal_rows_free(&r);
@@ -358,7 +358,7 @@ static void user_token_rows_from_cf(void **state) {
 static void small_fit_cfg(rec_data *d, int pool, causal_rows *r, sasrec_train_cfg *tc) {
     causal_spec s = {.pool = pool, .item_input = CAUSAL_IN_TOKENS_ID, .cf_kind = "mean", .d = 8, .blocks = 1,
                      .heads = 1, .hist_cap = 6};
-    causal_rows_build(d, s.item_input, r);
+    causal_rows_build(d, s.item_input, 1, r);
     memset(tc, 0, sizeof *tc);
     assert_int_equal(causal_config(&s, d, r, 4, &tc->model), 0);
     tc->batch = 2; tc->patience = 9; tc->lr = 1e-2f; tc->clip = 1; tc->seed = 5; tc->quiet = 1;
@@ -440,6 +440,56 @@ static void user_target_off(void **state) {
     assert_memory_not_equal(par[0], par[1], np * sizeof(float));
     free(par[0]);
     free(par[1]);
+}
+
+/* --user-prefix 0: no user position, so an epoch trains nt - 1 targets per user over nt - 1
+ * item positions, the window holds hist-cap items, and the users' tokens change nothing (with
+ * the prefix, the control, they change the model). */
+static void user_prefix_off(void **state) {
+    (void)state;
+    rec_data d;
+    small_data(&d);
+    int32_t uc[8];                               /* the users' codes, ours to change */
+    memcpy(uc, d.user_codes, sizeof uc);
+    d.user_codes = uc;
+    int64_t want = 0;
+    for (int32_t u = 0; u < d.n_users; u++) want += rec_n_train(&d, u) - 1;
+    for (int pre = 0; pre <= 1; pre++) {
+        float *par[2];
+        size_t np = 0;
+        for (int v = 0; v < 2; v++) {
+            if (v)                               /* other codes for every user */
+                for (int32_t u = 0; u < d.n_users; u++)
+                    d.user_codes[(size_t)u * d.K] = (d.user_codes[(size_t)u * d.K] + 1) % d.L;
+            causal_spec s = {.pool = CAUSAL_POOL_TOKENS, .item_input = CAUSAL_IN_TOKENS_ID, .cf_kind = "mean", .d = 8,
+                             .blocks = 1, .heads = 1, .hist_cap = 6, .no_prefix = !pre};
+            causal_rows r;
+            causal_rows_build(&d, s.item_input, pre, &r);
+            assert_true(pre ? r.user_rows != NULL : r.user_rows == NULL);
+            sasrec_train_cfg tc;
+            memset(&tc, 0, sizeof tc);
+            assert_int_equal(causal_config(&s, &d, &r, 4, &tc.model), 0);
+            assert_int_equal(tc.model.max_len, 6 + pre);
+            tc.batch = 2; tc.patience = 9; tc.lr = 1e-2f; tc.clip = 1; tc.seed = 5; tc.quiet = 1;
+            tc.user_rows = r.user_rows; tc.windows = 1; tc.epochs = 2; tc.eval_every = 1;
+            sasrec_model *m = NULL;
+            sasrec_fit_result res;
+            assert_int_equal(sasrec_fit(NULL, &d, &tc, &m, &res), 0);
+            if (!pre) {
+                assert_int_equal(res.targets, want);
+                assert_int_equal(res.positions, want);
+            }
+            np = sasrec_n_params(m);
+            par[v] = malloc(np * sizeof(float));
+            memcpy(par[v], sasrec_params(m), np * sizeof(float));
+            sasrec_free(m);
+            causal_rows_free(&r);
+        }
+        if (pre) assert_memory_not_equal(par[0], par[1], np * sizeof(float));
+        else assert_memory_equal(par[0], par[1], np * sizeof(float));
+        free(par[0]);
+        free(par[1]);
+    }
 }
 
 /* ---- through the binary ---- */
@@ -558,7 +608,9 @@ static void causal_dataset_presets(void **state) {
                                               "--arch t5 --token-init cf", "--arch t5 --token-drop 0.1",
                                               "--lr-schedule linear", "--arch t5 --lr-schedule cosine",
                                               "--item-input tokens --token-drop 0.5", "--user-target 2",
-                                              "--arch t5 --user-target 0", "--pool id --item-input tokens"};
+                                              "--arch t5 --user-target 0", "--pool id --item-input tokens",
+                                              "--user-prefix 2", "--user-prefix 0 --user-target 1",
+                                              "--user-prefix 0 --token-init users", "--arch t5 --user-prefix 0"};
             for (size_t j = 0; j < sizeof bad / sizeof *bad; j++)
                 assert_int_not_equal(tu_run("%s finetune --db %s %s --quiet --threads 1 2>/dev/null", b, dbp, bad[j]), 0);
             assert_true(db_query_double(db, -1, "SELECT count(*) FROM stage_runs") == runs);
@@ -592,6 +644,23 @@ static void causal_dataset_presets(void **state) {
                                                 "AND metric='hr' AND k=10 AND run_id=(SELECT max(id) FROM stage_runs "
                                                 "WHERE stage='evaluate' AND status='done')");
             assert_true(hr >= 0 && hr <= 1);
+            db_close(db);
+            /* no user position: in the settings and the stored config, and evaluate rebuilds
+             * the model without it (finetune's own test HR@10, to the last digit) */
+            assert_int_equal(tu_run(TINY "--user-prefix 0 --patience 1", b, dbp), 0);
+            const char *nup[] = {"\"user-prefix\":0"};
+            assert_null(tu_params_missing(dbp, "finetune", nup, 1));
+            assert_int_equal(tu_run("%s evaluate --db %s --method tokenrec --quiet --threads 1", b, dbp), 0);
+            db = db_open(dbp, 1);
+            assert_true(db_query_double(db, 0, "SELECT count(*) FROM models WHERE config LIKE '%\"user_prefix\":0%' AND "
+                                               "run_id=(SELECT max(id) FROM stage_runs WHERE stage='finetune')") == 1);
+            const char *q = "SELECT value FROM run_metrics WHERE method='tokenrec' AND split='test' AND metric='hr' AND k=10 "
+                            "AND run_id=(SELECT max(id) FROM stage_runs WHERE stage='%s' AND status='done')";
+            char qf[512], qe[512];
+            snprintf(qf, sizeof qf, q, "finetune");
+            snprintf(qe, sizeof qe, q, "evaluate");
+            double hf = db_query_double(db, -1, qf), he = db_query_double(db, -2, qe);
+            assert_true(hf >= 0 && hf == he);
             db_close(db);
 #undef TINY
         }
@@ -676,6 +745,7 @@ int main(void) {
         cmocka_unit_test(user_token_rows_from_cf),
         cmocka_unit_test(token_drop_keeps_tokens_out),
         cmocka_unit_test(user_target_off),
+        cmocka_unit_test(user_prefix_off),
         cmocka_unit_test(causal_e2e),
         cmocka_unit_test(causal_dataset_presets),
         cmocka_unit_test(causal_unseen),

@@ -23,13 +23,14 @@ int causal_input_parse(const char *s) {
 }
 const char *causal_input_name(int in) { return in >= 0 && in < 2 ? input_names[in] : "?"; }
 
-void causal_rows_build(const rec_data *d, int item_input, causal_rows *r) {
+void causal_rows_build(const rec_data *d, int item_input, int user_prefix, causal_rows *r) {
     int K = d->K, L = d->L, cpi = d->cpi, id = item_input == CAUSAL_IN_TOKENS_ID;
     int uoff = K * L + d->extra, ioff = uoff + K * L;
     r->n_feat = cpi + id;
     r->n_rows = ioff + (id ? d->n_items : 0);
     r->item_rows = tr_malloc((size_t)d->n_items * r->n_feat * sizeof *r->item_rows);
-    r->user_rows = tr_malloc((size_t)(d->n_users ? d->n_users : 1) * r->n_feat * sizeof *r->user_rows);
+    r->user_rows = user_prefix ? tr_malloc((size_t)(d->n_users ? d->n_users : 1) * r->n_feat * sizeof *r->user_rows)
+                               : NULL;
     int32_t *counts = tr_malloc((size_t)(d->n_items ? d->n_items : 1) * sizeof *counts);
     rec_train_counts(d, counts);
     for (int32_t i = 0; i < d->n_items; i++) {
@@ -38,7 +39,7 @@ void causal_rows_build(const rec_data *d, int item_input, causal_rows *r) {
         for (int j = 0; j < cpi; j++) row[j] = j < K ? j * L + c[j] : K * L + c[j];
         if (id) row[cpi] = counts[i] > 0 ? ioff + i : -1;   /* never trained: tokens alone */
     }
-    for (int32_t u = 0; u < d->n_users; u++) {
+    for (int32_t u = 0; u < d->n_users && r->user_rows; u++) {
         int32_t *row = r->user_rows + (size_t)u * r->n_feat;
         for (int j = 0; j < r->n_feat; j++) row[j] = j < K ? uoff + j * L + d->user_codes[(size_t)u * K + j] : -1;
     }
@@ -66,7 +67,7 @@ int causal_config(const causal_spec *s, const rec_data *d, const causal_rows *r,
     c->d = s->d;
     c->n_blocks = s->blocks;
     c->n_heads = s->heads;
-    c->max_len = s->hist_cap + 1;
+    c->max_len = s->hist_cap + !s->no_prefix;        /* the user position, then hist-cap items */
     c->max_B = max_B;
     c->n_rows = r->n_rows;
     c->n_feat = r->n_feat;
@@ -146,7 +147,7 @@ void causal_init_token_rows(sasrec_model *m, const rec_data *d, const causal_row
 }
 
 void causal_init_user_token_rows(sasrec_model *m, const rec_data *d, const causal_rows *r) {
-    if (!d->user_vec || d->n_users <= 0) return;
+    if (!d->user_vec || d->n_users <= 0 || !r->user_rows) return;
     int D = d->D, w = sasrec_cfg(m)->d, n = D < w ? D : w, nt = d->K * d->L, uoff = d->K * d->L + d->extra;
     double *acc = tr_calloc((size_t)nt * n, sizeof *acc), norm = 0;
     int32_t *cnt = tr_calloc((size_t)nt, sizeof *cnt), users = 0;
@@ -173,6 +174,7 @@ static char *spec_json(const causal_spec *s) {
     cJSON_AddNumberToObject(j, "d", s->d);
     cJSON_AddNumberToObject(j, "blocks", s->blocks);
     cJSON_AddNumberToObject(j, "heads", s->heads);
+    if (s->no_prefix) cJSON_AddNumberToObject(j, "user_prefix", 0);      /* absent: 1 */
     char *out = cJSON_PrintUnformatted(j);
     cJSON_Delete(j);
     return out;
@@ -229,13 +231,15 @@ static int spec_parse(const char *json, causal_spec *s) {
     cJSON *j = cJSON_Parse(json);
     const cJSON *p = cJSON_GetObjectItemCaseSensitive(j, "pool"), *in = cJSON_GetObjectItemCaseSensitive(j, "item_input");
     const cJSON *d = cJSON_GetObjectItemCaseSensitive(j, "d"), *b = cJSON_GetObjectItemCaseSensitive(j, "blocks");
-    const cJSON *h = cJSON_GetObjectItemCaseSensitive(j, "heads");
+    const cJSON *h = cJSON_GetObjectItemCaseSensitive(j, "heads"), *up = cJSON_GetObjectItemCaseSensitive(j, "user_prefix");
     int rc = -1;
-    if (cJSON_IsString(p) && cJSON_IsString(in) && cJSON_IsNumber(d) && cJSON_IsNumber(b) && cJSON_IsNumber(h)) {
+    if (cJSON_IsString(p) && cJSON_IsString(in) && cJSON_IsNumber(d) && cJSON_IsNumber(b) && cJSON_IsNumber(h) &&
+        (!up || cJSON_IsNumber(up))) {
         s->pool = causal_pool_parse(p->valuestring);
         s->item_input = causal_input_parse(in->valuestring);
         s->d = d->valueint; s->blocks = b->valueint; s->heads = h->valueint;
-        rc = s->pool < 0 || s->item_input < 0 ? -1 : 0;
+        s->no_prefix = up && up->valueint == 0;
+        rc = s->pool < 0 || s->item_input < 0 || (up && up->valueint != 0 && up->valueint != 1) ? -1 : 0;
     }
     cJSON_Delete(j);
     return rc ? tr_error("the stored causal model's config is malformed: %s", json) : 0;
@@ -256,7 +260,7 @@ int causal_load(sqlite3 *db, const char *dataset, int64_t run, int max_B, rec_da
     out->s.hist_cap = sqlite3_column_int(st, 2);
     out->tokenize_run = stage_upstream_run(db, run);
     if (rec_data_load(db, dataset, out->tokenize_run, out->s.cf_kind, d) != 0) goto done;
-    causal_rows_build(d, out->s.item_input, &out->rows);
+    causal_rows_build(d, out->s.item_input, !out->s.no_prefix, &out->rows);
     sasrec_config c;
     if (causal_config(&out->s, d, &out->rows, max_B, &c) != 0) goto done;
     rng_t r;

@@ -24,6 +24,7 @@ typedef struct {
     int  item_input;      /* CAUSAL_IN_*: what an item's position sums */
     char cf_kind[8];      /* the CF item vectors of pool cf, and learned's start: mean or ego */
     int  d, blocks, heads, hist_cap;
+    int  no_prefix;       /* 1: no user position, the items alone (--user-prefix 0) */
 } causal_spec;
 
 /* Names <-> values: "cf" "learned" "tokens" "id"; "tokens" "tokens+id". -1 for an unknown name. */
@@ -32,9 +33,11 @@ const char *causal_pool_name(int pool);
 int         causal_input_parse(const char *s);
 const char *causal_input_name(int in);
 
-/* The rows of every item and user (see above), from d's tokens and train counts. */
+/* The rows of every item and user (see above), from d's tokens and train counts; with
+ * user_prefix 0 (--user-prefix 0) user_rows is NULL: no sequence has a user position (the
+ * user token rows stay in the table, untrained, so the layout does not change). */
 typedef struct { int32_t *item_rows, *user_rows; int n_rows, n_feat; } causal_rows;
-void causal_rows_build(const rec_data *d, int item_input, causal_rows *r);
+void causal_rows_build(const rec_data *d, int item_input, int user_prefix, causal_rows *r);
 void causal_rows_free(causal_rows *r);
 
 /* The item side `pool` goes with the item input (pool id needs the own rows of tokens+id):
@@ -59,7 +62,7 @@ void causal_init_token_rows(sasrec_model *m, const rec_data *d, const causal_row
  * users' CF vectors (d->user_vec, scaled to norm 1 on average over those users, first
  * min(D, d) columns) of the users that carry that token, counting only users the cf run has
  * a vector for (a nonzero row) and that are not skipped (unseen); a token no such user
- * carries keeps its random start. Nothing without d->user_vec. */
+ * carries keeps its random start. Nothing without d->user_vec or user rows. */
 void causal_init_user_token_rows(sasrec_model *m, const rec_data *d, const causal_rows *r);
 
 /* Store the model of finetune run `run` in `models` (inside the caller's transaction). */

@@ -730,7 +730,8 @@ static char *make_params(const cli_opt *opts, const ft_opts *o) {
         if (strcmp(o->token_init, "random")) pj = cli_json_append(pj, "\"token-init\":\"%s\"", o->token_init);
         if (o->token_drop > 0) pj = cli_json_append(pj, "\"token-drop\":%.9g", o->token_drop);  /* tokens+id only */
         if (!strcmp(o->lr_schedule, "cosine")) pj = cli_json_append(pj, "\"lr-schedule\":\"cosine\"");
-        if (o->user_target == 0) pj = cli_json_append(pj, "\"user-target\":0");
+        if (o->user_target == 0 && o->user_prefix) pj = cli_json_append(pj, "\"user-target\":0");
+        if (!o->user_prefix) pj = cli_json_append(pj, "\"user-prefix\":0");
     }
     if (!strcmp(o->hist_order, "kept")) pj = cli_json_append(pj, "\"history-order\":\"kept\"");
     if (o->init_from && !(pj = params_with_files(pj, o->init_from, o->tokenizer))) return NULL;
@@ -779,7 +780,7 @@ int cmd_finetune(int argc, char **argv) {
     o.max_pos = -1; o.patience = -1; o.ckpt_every = 200; o.eval_batch = 128; o.dec_layers = -1;
     o.lr = -1; o.wd = -1; o.clip = 1.0; o.dropout = -1; o.temperature = 0.1;
     o.objective = "retrieval"; o.beam = 20; o.hist_order = "shuffled";
-    o.negatives = -1; o.eval_every = -1; o.token_drop = -1; o.user_target = -1;
+    o.negatives = -1; o.eval_every = -1; o.token_drop = -1; o.user_target = -1; o.user_prefix = -1;
     cli_opt opts[] = {
         CLI_OPTS_DB(&o.dbpath, &o.dataset),
         /* not params: added to the params JSON only for causal, so T5 runs keep their fingerprints */
@@ -798,6 +799,8 @@ int cmd_finetune(int argc, char **argv) {
          "token rows (keeping its own row) with this probability (-1: the dataset's)", 0},
         {"user-target", CLI_INT, &o.user_target, "causal: 1 trains the user position (the user's tokens) to predict the "
          "first train item, 0 keeps it as context for the items after it only (-1: the dataset's)", 0},
+        {"user-prefix", CLI_INT, &o.user_prefix, "causal: 1 opens each sequence with the user's K tokens (TokenRec's "
+         "prompt), 0 leaves the user out: the items alone (-1: the dataset's)", 0},
         {"negatives", CLI_INT, &o.negatives, "causal: softmax over N shared sampled negatives (0: all items; -1: the dataset's)", 0},
         {"eval-every", CLI_INT, &o.eval_every, "causal: epochs between valid checks (-1: the dataset's)", 0},
         {"preset", CLI_STR, &o.preset, "model size: mini (d128, 2+1 layers), tiny, small, t5-small", 1},
@@ -858,8 +861,8 @@ int cmd_finetune(int argc, char **argv) {
     char tokbuf[4096];
     if (!causal) {
         if (o.item_input || o.id_init || o.token_init || o.lr_schedule || o.negatives >= 0 || o.eval_every >= 0 ||
-            o.token_drop != -1 || o.user_target != -1)
-            return tr_error("--item-input, --id-init, --token-init, --lr-schedule, --token-drop, --user-target, "
+            o.token_drop != -1 || o.user_target != -1 || o.user_prefix != -1)
+            return tr_error("--item-input, --id-init, --token-init, --lr-schedule, --token-drop, --user-target, --user-prefix, "
                             "--negatives and --eval-every are settings of --arch causal");
         ft_defaults_t5(&o);
         if (o.patience < 0) o.patience = 3;

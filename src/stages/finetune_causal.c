@@ -39,16 +39,16 @@ typedef struct {
     const char *pool, *input, *id_init, *token_init;
     double token_drop;
     const char *lr_schedule;
-    int user_target;
+    int user_target, user_prefix;
 } causal_preset;
 
 static const causal_preset presets[] = {
-    /* dataset    d   blk hd hist neg   batch ep   eval pat drop lr     pool      input        id-init   token-init token-drop lr-schedule user-target */
-    {"other",     64, 2,  1, 50,  0,    128,  200, 5,   3,  0.5, 2e-3, "tokens", "tokens+id", "cf", "random", 0,          "constant", 1},
-    {"lastfm",    128, 2, 2, 50,  0,    128,  200, 5,   3,  0.5, 2e-3, "tokens", "tokens+id", "cf", "random", 0,          "constant", 1},
-    {"beauty",    64, 2,  1, 50,  0,    128,  70,  5,   3,  0.5, 1e-3, "tokens", "tokens+id", "cf", "cf",     0,          "cosine",   0},
-    {"clothing",  64, 2,  1, 50,  512,  128,  100, 5,   3,  0.5, 2e-3, "tokens", "tokens+id", "cf", "random", 0,          "cosine",   1},
-    {"ml-1m",     64, 2,  1, 200, 512,  16,   45,  3,   3,  0.2, 2e-3, "tokens", "tokens+id", "random", "random", 0,        "cosine",   1},
+    /* dataset    d   blk hd hist neg   batch ep   eval pat drop lr     pool      input        id-init   token-init token-drop lr-schedule user-target user-prefix */
+    {"other",     64, 2,  1, 50,  0,    128,  200, 5,   3,  0.5, 2e-3, "tokens", "tokens+id", "cf", "random", 0,          "constant", 1, 1},
+    {"lastfm",    128, 2, 2, 50,  0,    128,  200, 5,   3,  0.5, 2e-3, "tokens", "tokens+id", "cf", "random", 0,          "constant", 1, 1},
+    {"beauty",    64, 2,  1, 50,  0,    128,  70,  5,   3,  0.5, 1e-3, "tokens", "tokens+id", "cf", "cf",     0,          "cosine",   0, 1},
+    {"clothing",  64, 2,  1, 50,  512,  128,  100, 5,   3,  0.5, 2e-3, "tokens", "tokens+id", "cf", "random", 0,          "cosine",   1, 1},
+    {"ml-1m",     64, 2,  1, 200, 512,  16,   45,  3,   3,  0.2, 2e-3, "tokens", "tokens+id", "random", "random", 0,        "cosine",   1, 1},
 };
 
 /* --token-init's values: which token rows start from the CF vectors, a bit each: 1 the
@@ -70,13 +70,13 @@ static const causal_preset *preset_for(const char *dataset) {
 void causal_defaults_text(char *buf, size_t n) {
     size_t o = (size_t)snprintf(buf, n,
         "--arch causal defaults per dataset (an option given on the command line wins):\n"
-        "  dataset    d-model layers heads hist negatives batch epochs eval-every patience dropout lr      pool    item-input id-init token-init token-drop lr-schedule user-target\n");
+        "  dataset    d-model layers heads hist negatives batch epochs eval-every patience dropout lr      pool    item-input id-init token-init token-drop lr-schedule user-target user-prefix\n");
     for (size_t i = 0; i < sizeof presets / sizeof *presets && o < n; i++) {
         const causal_preset *p = &presets[i];
-        o += (size_t)snprintf(buf + o, n - o, "  %-10s %-7d %-6d %-5d %-4d %-9d %-5d %-6d %-10d %-8d %-7.2g %-7.2g %-7s %-10s %-7s %-10s %-10g %-11s %d\n",
+        o += (size_t)snprintf(buf + o, n - o, "  %-10s %-7d %-6d %-5d %-4d %-9d %-5d %-6d %-10d %-8d %-7.2g %-7.2g %-7s %-10s %-7s %-10s %-10g %-11s %-11d %d\n",
                               p->dataset, p->d, p->blocks, p->heads, p->hist, p->negatives, p->batch, p->epochs,
                               p->eval_every, p->patience, p->dropout, p->lr, p->pool, p->input, p->id_init, p->token_init, p->token_drop,
-                              p->lr_schedule, p->user_target);
+                              p->lr_schedule, p->user_target, p->user_prefix);
     }
     if (o > 0 && o < n && buf[o - 1] == '\n') buf[o - 1] = 0;
 }
@@ -100,7 +100,13 @@ int causal_defaults(ft_opts *o, const char *dataset) {
     if (!o->id_init) o->id_init = p->id_init;
     if (!o->token_init) o->token_init = p->token_init;
     if (!o->lr_schedule) o->lr_schedule = p->lr_schedule;
-    if (o->user_target == -1) o->user_target = p->user_target;
+    if (o->user_prefix == -1) o->user_prefix = p->user_prefix;
+    else if (o->user_prefix != 0 && o->user_prefix != 1)
+        return tr_error("--user-prefix: expected 1 (each sequence opens with the user's tokens), 0 (the items alone) "
+                        "or -1 (the dataset's), got %d", o->user_prefix);
+    if (!o->user_prefix && o->user_target != -1)
+        return tr_error("--user-target %d: with --user-prefix 0 there is no user position to train", o->user_target);
+    if (o->user_target == -1) o->user_target = o->user_prefix ? p->user_target : 1;   /* 1: no effect */
     else if (o->user_target != 0 && o->user_target != 1)
         return tr_error("--user-target: expected 1 (the user position predicts the first train item), 0 (it does not) "
                         "or -1 (the dataset's), got %d", o->user_target);
@@ -120,6 +126,8 @@ int causal_defaults(ft_opts *o, const char *dataset) {
         return tr_error("--id-init: expected cf or random, got '%s'", o->id_init);
     if (token_init_parse(o->token_init) < 0)
         return tr_error("--token-init: expected cf, users, cf+users or random, got '%s'", o->token_init);
+    if (!o->user_prefix && (token_init_parse(o->token_init) & TOKEN_INIT_USERS))
+        return tr_error("--token-init %s starts the user token rows, which --user-prefix 0 leaves out", o->token_init);
     if (sasrec_lr_schedule_parse(o->lr_schedule) < 0)
         return tr_error("--lr-schedule: expected constant or cosine, got '%s'", o->lr_schedule);
     if (o->shards > o->batch)
@@ -228,7 +236,7 @@ static int train_cfg(const ft_opts *o, const causal_spec *s, rec_data *d, const 
 int finetune_causal_run(stage_run *run, const ft_opts *o) {
     causal_spec s = {.pool = causal_pool_parse(o->pool), .item_input = causal_input_parse(o->item_input),
                      .cf_kind = "mean", .d = o->d_model, .blocks = o->enc_layers, .heads = o->n_heads,
-                     .hist_cap = o->hist};
+                     .hist_cap = o->hist, .no_prefix = !o->user_prefix};
     rec_data d;
     memset(&d, 0, sizeof d);
     causal_rows r = {0};
@@ -247,13 +255,15 @@ int finetune_causal_run(stage_run *run, const ft_opts *o) {
     }
     if (!rc) {                          /* (an error on rank 0 stops every rank: main) */
         dist_bcast_rec_data(&d);
-        causal_rows_build(&d, s.item_input, &r);
+        causal_rows_build(&d, s.item_input, o->user_prefix, &r);
         rc = train_cfg(o, &s, &d, &r, &cs, &tc);
     }
     if (!rc && !o->quiet && run && !run->resumed)
-        fprintf(stderr, "[finetune] %s: causal, d %d, %d layers, %d heads, hist %d, pool %s, item input %s, "
+        fprintf(stderr, "[finetune] %s: causal, d %d, %d layers, %d heads, hist %d, pool %s, item input %s, %s, "
                 "%d rows x %d per position, %s, dropout %.2g, lr %.2g, batch %d, up to %d epochs\n", run->dataset,
-                s.d, s.blocks, s.heads, s.hist_cap, o->pool, o->item_input, r.n_rows, r.n_feat,
+                s.d, s.blocks, s.heads, s.hist_cap, o->pool, o->item_input,
+                !o->user_prefix ? "no user position" : o->user_target ? "user position with a target" : "user position as context",
+                r.n_rows, r.n_feat,
                 o->negatives ? "sampled softmax" : "full softmax", o->dropout, o->lr, o->batch, o->epochs);
     if (!rc) rc = sasrec_fit(run, &d, &tc, &m, &res);
     if (!rc) rc = rank_splits(m, &d, &r, o, &vm, &tm);

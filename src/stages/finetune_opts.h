@@ -16,6 +16,7 @@ typedef struct {
     double lr, wd, clip, dropout, temperature;
     double token_drop;          /* causal, tokens+id: training drops an item's token rows */
     int user_target;            /* causal: 1 the user position predicts the first train item, 0 not */
+    int user_prefix;            /* causal: 1 the sequence opens with the user's tokens, 0 the items alone */
 } ft_opts;
 
 /* --arch causal: the dataset's defaults for the options left unset, then their checks;
