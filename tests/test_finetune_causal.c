@@ -575,12 +575,12 @@ static void causal_dataset_presets(void **state) {
     (void)state;
     const char *b = tu_bin();
     static const struct { const char *ds, *want[5]; } cases[] = {
-        {"clothing", {"\"epochs\":100", "\"lr\":0.002", "\"negatives\":512", "\"id-init\":\"cf\"",
-                      "\"lr-schedule\":\"cosine\""}},
-        {"beauty", {"\"epochs\":70", "\"lr\":0.001", "\"lr-schedule\":\"cosine\"", "\"user-target\":0",
+        {"clothing", {"\"epochs\":30", "\"lr\":0.002", "\"negatives\":512", "\"id-init\":\"cf\"",
+                      "\"user-prefix\":0"}},
+        {"beauty", {"\"epochs\":50", "\"lr\":0.001", "\"lr-schedule\":\"cosine\"", "\"user-prefix\":0",
                     "\"token-init\":\"cf\""}},
         {"ml-1m", {"\"hist\":200", "\"batch\":16", "\"dropout\":0.2", "\"negatives\":512",
-                   "\"lr-schedule\":\"cosine\""}},
+                   "\"user-prefix\":0"}},
         {"other-name", {"\"epochs\":200", "\"lr\":0.002", "\"negatives\":0", "\"id-init\":\"cf\""}},
     };
     for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
@@ -599,11 +599,17 @@ static void causal_dataset_presets(void **state) {
         int nw = 0;
         while (nw < 5 && cases[k].want[nw]) nw++;
         assert_null(tu_params_missing(dbp, "finetune", cases[k].want, nw));
+        if (!strcmp(cases[k].ds, "other-name")) {   /* the first row keeps the user position */
+            db = db_open(dbp, 1);
+            assert_true(db_query_double(db, -1, "SELECT count(*) FROM stage_runs WHERE stage='finetune' AND "
+                                                "params LIKE '%user-prefix%'") == 0);
+            db_close(db);
+        }
         if (k == 0) {
             db = db_open(dbp, 1);
             double runs = db_query_double(db, -1, "SELECT count(*) FROM stage_runs");
             /* the defaults given by name: up to date; bad values: an error; no new run either way */
-            assert_int_equal(tu_run(TINY1 " --token-init random --lr-schedule cosine --user-target 1", b, dbp), 0);
+            assert_int_equal(tu_run(TINY1 " --token-init random --lr-schedule cosine --user-prefix 0", b, dbp), 0);
             static const char *const bad[] = {"--token-init mean", "--token-drop 2", "--token-drop -0.5",
                                               "--arch t5 --token-init cf", "--arch t5 --token-drop 0.1",
                                               "--lr-schedule linear", "--arch t5 --lr-schedule cosine",
@@ -619,23 +625,23 @@ static void causal_dataset_presets(void **state) {
              * their settings; the schedule changes the model */
 #define TINY "%s finetune --db %s --arch causal --d-model 8 --layers 1 --heads 1 --patience 9 --eval-every 1 " \
              "--epochs 3 --quiet --threads 1 "
-            assert_int_equal(tu_run(TINY "--token-init users --lr-schedule cosine", b, dbp), 0);
+            assert_int_equal(tu_run(TINY "--user-prefix 1 --token-init users --lr-schedule cosine", b, dbp), 0);
             const char *ucos[] = {"\"token-init\":\"users\"", "\"lr-schedule\":\"cosine\""};
             assert_null(tu_params_missing(dbp, "finetune", ucos, 2));
             int n_cos = 0, n_const = 0;
             void *m_cos = stored(dbp, &n_cos);
-            assert_int_equal(tu_run(TINY "--token-init users --lr-schedule constant", b, dbp), 0);
+            assert_int_equal(tu_run(TINY "--user-prefix 1 --token-init users --lr-schedule constant", b, dbp), 0);
             void *m_const = stored(dbp, &n_const);
             assert_int_equal(n_cos, n_const);
             assert_memory_not_equal(m_cos, m_const, (size_t)n_cos);
             free(m_cos);
             free(m_const);
-            assert_int_equal(tu_run(TINY "--token-init cf+users", b, dbp), 0);
+            assert_int_equal(tu_run(TINY "--user-prefix 1 --token-init cf+users", b, dbp), 0);
             const char *cfu[] = {"\"token-init\":\"cf+users\""};
             assert_null(tu_params_missing(dbp, "finetune", cfu, 1));
             /* the own-row item side and no user target: in the settings, and evaluate rebuilds
              * the stored model and scores every test user */
-            assert_int_equal(tu_run(TINY "--pool id --user-target 0", b, dbp), 0);
+            assert_int_equal(tu_run(TINY "--user-prefix 1 --pool id --user-target 0", b, dbp), 0);
             const char *pid[] = {"\"pool\":\"id\"", "\"user-target\":0"};
             assert_null(tu_params_missing(dbp, "finetune", pid, 2));
             assert_int_equal(tu_run("%s evaluate --db %s --method tokenrec --quiet --threads 1", b, dbp), 0);
