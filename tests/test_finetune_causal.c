@@ -38,7 +38,7 @@ static void rows_layout(void **state) {
     rec_data d;
     small_data(&d);
     causal_rows r;
-    causal_rows_build(&d, CAUSAL_IN_TOKENS_ID, 1, &r);
+    causal_rows_build(&d, &(causal_spec){.item_input = CAUSAL_IN_TOKENS_ID}, &r);
     /* items: book k at k*4 + code, the extra book at 8 + code; users from 10; ids from 18 */
     assert_int_equal(r.n_feat, 4);
     assert_int_equal(r.n_rows, 18 + 6);
@@ -48,9 +48,32 @@ static void rows_layout(void **state) {
     assert_int_equal(r.item_rows[5 * 4 + 3], -1);      /* item 5 is only ever valid/test */
     assert_int_equal(r.item_rows[4 * 4 + 3], 18 + 4);  /* item 4 is trained (user 2) */
     causal_rows_free(&r);
-    causal_rows_build(&d, CAUSAL_IN_TOKENS, 1, &r);
+    causal_rows_build(&d, &(causal_spec){.item_input = CAUSAL_IN_TOKENS}, &r);
     assert_int_equal(r.n_feat, 3);
     assert_int_equal(r.n_rows, 18);
+    causal_rows_free(&r);
+    /* --user-input tokens+id: a row per user after the items' own rows (from 24); user 1,
+     * unseen, by its tokens alone; without the items' own rows the users' start at 18 */
+    static uint8_t skip[4] = {0, 1, 0, 0};
+    d.skip = skip;
+    causal_rows_build(&d, &(causal_spec){.item_input = CAUSAL_IN_TOKENS_ID, .user_input = CAUSAL_IN_TOKENS_ID}, &r);
+    assert_int_equal(r.n_feat, 4);
+    assert_int_equal(r.n_rows, 24 + 4);
+    int32_t want_u2[4] = {10 + 1, 10 + 4 + 1, 24 + 2, -1}, want_u1[4] = {10 + 2, 10 + 4 + 3, -1, -1};
+    assert_memory_equal(r.user_rows + 8, want_u2, sizeof want_u2);
+    assert_memory_equal(r.user_rows + 4, want_u1, sizeof want_u1);
+    assert_memory_equal(r.item_rows + 4, want_item1, sizeof want_item1);   /* items unchanged */
+    causal_rows_free(&r);
+    causal_rows_build(&d, &(causal_spec){.item_input = CAUSAL_IN_TOKENS, .user_input = CAUSAL_IN_TOKENS_ID}, &r);
+    assert_int_equal(r.n_feat, 3);
+    assert_int_equal(r.n_rows, 18 + 4);
+    assert_int_equal(r.user_rows[3 * 3 + 2], 18 + 3);
+    causal_rows_free(&r);
+    /* without the user position there is no user row of any kind */
+    causal_rows_build(&d, &(causal_spec){.item_input = CAUSAL_IN_TOKENS_ID, .user_input = CAUSAL_IN_TOKENS_ID,
+                                         .no_prefix = 1}, &r);
+    assert_null(r.user_rows);
+    assert_int_equal(r.n_rows, 24);
     causal_rows_free(&r);
 }
 
@@ -58,7 +81,7 @@ static void rows_layout(void **state) {
 static sasrec_model *small_model(rec_data *d, causal_rows *r, int pool, float dropout) {
     causal_spec s = {.pool = pool, .item_input = CAUSAL_IN_TOKENS_ID, .cf_kind = "mean", .d = 8, .blocks = 2,
                      .heads = 2, .hist_cap = 6};
-    causal_rows_build(d, s.item_input, 1, r);
+    causal_rows_build(d, &s, r);
     sasrec_config c;
     assert_int_equal(causal_config(&s, d, r, 3, &c), 0);
     c.dropout = dropout;
@@ -231,7 +254,7 @@ static void pool_id_scores_own_rows(void **state) {
     /* without own rows (--item-input tokens) it is refused */
     causal_spec s = {.pool = CAUSAL_POOL_ID, .item_input = CAUSAL_IN_TOKENS, .d = 8, .blocks = 1, .heads = 1,
                      .hist_cap = 4};
-    causal_rows_build(&d, s.item_input, 1, &r);
+    causal_rows_build(&d, &s, &r);
     sasrec_config c;
     assert_int_equal(causal_config(&s, &d, &r, 2, &c), -1);
     causal_rows_free(&r);
@@ -352,13 +375,55 @@ static void user_token_rows_from_cf(void **state) {
     causal_rows_free(&r);
 }
 
+/* --user-input tokens+id, --id-init cf: each seen user's own row is its CF vector scaled to
+ * norm 1 on average over the users with an own row and a vector (first min(D, d) columns);
+ * a user without a vector keeps its random start, an unseen user has no own row; every
+ * other row stays. */
+static void user_id_rows_from_cf(void **state) {
+    (void)state;
+    rec_data d;
+    small_data(&d);
+    float pool[6 * 4];
+    small_cf(&d, pool, 1, 2.5f);
+    static uint8_t skip[4] = {0, 0, 1, 0};
+    float uv[4 * 4] = {1, 2, 0, -1,  0, 0, 0, 0,  5, 5, 5, 5,  3, -2, 1, 0};
+    d.skip = skip;
+    d.user_vec = uv;
+    float k = (float)(1.0 / sqrt((6.0 + 14.0) / 2));   /* users 0 and 3: |v|^2 6 and 14 */
+    causal_spec s = {.pool = CAUSAL_POOL_TOKENS, .item_input = CAUSAL_IN_TOKENS_ID, .user_input = CAUSAL_IN_TOKENS_ID,
+                     .cf_kind = "mean", .d = 8, .blocks = 1, .heads = 1, .hist_cap = 6};
+    causal_rows r;
+    causal_rows_build(&d, &s, &r);
+    sasrec_config c;
+    assert_int_equal(causal_config(&s, &d, &r, 3, &c), 0);
+    rng_t g;
+    rng_seed(&g, 11);
+    sasrec_model *m = sasrec_new(&c, &g);
+    assert_non_null(m);
+    float *E = sasrec_in_table(m), before[28 * 8];
+    memcpy(before, E, sizeof before);
+    causal_init_user_id_rows(m, &d, &r);
+    assert_int_equal(r.user_rows[2 * 4 + 2], -1);      /* user 2, unseen: no own row */
+    for (int32_t u = 0; u < 4; u++) {
+        if (u == 2) continue;
+        int row = 24 + u;
+        assert_int_equal(r.user_rows[u * 4 + 2], row);
+        for (int col = 0; col < 8; col++)
+            assert_float_equal(E[row * 8 + col], u == 1 || col >= 4 ? before[row * 8 + col] : uv[u * 4 + col] * k, 1e-6);
+    }
+    assert_memory_equal(E, before, 24 * 8 * sizeof(float));                     /* tokens, items' rows */
+    assert_memory_equal(E + 26 * 8, before + 26 * 8, 8 * sizeof(float));       /* user 2's unused row */
+    sasrec_free(m);
+    causal_rows_free(&r);
+}
+
 /* A training of the small data (rows into *r) on a one-block d 8 model with item side
  * `pool`: batches of 2, lr 1e-2, seed 5, the user rows and their target, every target once;
  * no dropout, epochs and checks left to the caller. */
 static void small_fit_cfg(rec_data *d, int pool, causal_rows *r, sasrec_train_cfg *tc) {
     causal_spec s = {.pool = pool, .item_input = CAUSAL_IN_TOKENS_ID, .cf_kind = "mean", .d = 8, .blocks = 1,
                      .heads = 1, .hist_cap = 6};
-    causal_rows_build(d, s.item_input, 1, r);
+    causal_rows_build(d, &s, r);
     memset(tc, 0, sizeof *tc);
     assert_int_equal(causal_config(&s, d, r, 4, &tc->model), 0);
     tc->batch = 2; tc->patience = 9; tc->lr = 1e-2f; tc->clip = 1; tc->seed = 5; tc->quiet = 1;
@@ -443,8 +508,8 @@ static void user_target_off(void **state) {
 }
 
 /* --user-prefix 0: no user position, so an epoch trains nt - 1 targets per user over nt - 1
- * item positions, the window holds hist-cap items, and the users' tokens change nothing (with
- * the prefix, the control, they change the model). */
+ * item positions, the model's window (max_len) is hist-cap items alone, and the users'
+ * tokens change nothing (with the prefix, the control, they change the model). */
 static void user_prefix_off(void **state) {
     (void)state;
     rec_data d;
@@ -464,7 +529,7 @@ static void user_prefix_off(void **state) {
             causal_spec s = {.pool = CAUSAL_POOL_TOKENS, .item_input = CAUSAL_IN_TOKENS_ID, .cf_kind = "mean", .d = 8,
                              .blocks = 1, .heads = 1, .hist_cap = 6, .no_prefix = !pre};
             causal_rows r;
-            causal_rows_build(&d, s.item_input, pre, &r);
+            causal_rows_build(&d, &s, &r);
             assert_true(pre ? r.user_rows != NULL : r.user_rows == NULL);
             sasrec_train_cfg tc;
             memset(&tc, 0, sizeof tc);
@@ -515,6 +580,17 @@ static char *fingerprint(sqlite3 *db, int64_t run) {
 
 #define CAUSAL "--arch causal --d-model 32 --layers 1 --heads 1 --hist 12 --epochs 12 --eval-every 3 --batch 32 " \
                "--lr 5e-3 --dropout 0.2 --quiet --threads 1"
+
+/* Is the last finetune run's test HR@10 the last evaluate run's (the stored model rebuilt)? */
+static int finetune_hr_is_evaluates(sqlite3 *db) {
+    const char *q = "SELECT value FROM run_metrics WHERE method='tokenrec' AND split='test' AND metric='hr' AND k=10 "
+                    "AND run_id=(SELECT max(id) FROM stage_runs WHERE stage='%s' AND status='done')";
+    char qf[512], qe[512];
+    snprintf(qf, sizeof qf, q, "finetune");
+    snprintf(qe, sizeof qe, q, "evaluate");
+    double hf = db_query_double(db, -1, qf), he = db_query_double(db, -2, qe);
+    return hf >= 0 && hf == he;
+}
 
 /* The stored model of the last done finetune run (malloc'd, *n bytes). */
 static void *stored(const char *dbp, int *n) {
@@ -613,10 +689,12 @@ static void causal_dataset_presets(void **state) {
             static const char *const bad[] = {"--token-init mean", "--token-drop 2", "--token-drop -0.5",
                                               "--arch t5 --token-init cf", "--arch t5 --token-drop 0.1",
                                               "--lr-schedule linear", "--arch t5 --lr-schedule cosine",
-                                              "--item-input tokens --token-drop 0.5", "--user-target 2",
+                                              "--item-input tokens --token-drop 0.5", "--user-prefix 1 --user-target 2",
                                               "--arch t5 --user-target 0", "--pool id --item-input tokens",
                                               "--user-prefix 2", "--user-prefix 0 --user-target 1",
-                                              "--user-prefix 0 --token-init users", "--arch t5 --user-prefix 0"};
+                                              "--user-prefix 0 --token-init users", "--arch t5 --user-prefix 0",
+                                              "--user-prefix 1 --user-input ids", "--user-input tokens+id",
+                                              "--arch t5 --user-input tokens"};
             for (size_t j = 0; j < sizeof bad / sizeof *bad; j++)
                 assert_int_not_equal(tu_run("%s finetune --db %s %s --quiet --threads 1 2>/dev/null", b, dbp, bad[j]), 0);
             assert_true(db_query_double(db, -1, "SELECT count(*) FROM stage_runs") == runs);
@@ -651,23 +729,24 @@ static void causal_dataset_presets(void **state) {
                                                 "WHERE stage='evaluate' AND status='done')");
             assert_true(hr >= 0 && hr <= 1);
             db_close(db);
-            /* no user position: in the settings and the stored config, and evaluate rebuilds
-             * the model without it (finetune's own test HR@10, to the last digit) */
-            assert_int_equal(tu_run(TINY "--user-prefix 0 --patience 1", b, dbp), 0);
-            const char *nup[] = {"\"user-prefix\":0"};
-            assert_null(tu_params_missing(dbp, "finetune", nup, 1));
-            assert_int_equal(tu_run("%s evaluate --db %s --method tokenrec --quiet --threads 1", b, dbp), 0);
-            db = db_open(dbp, 1);
-            assert_true(db_query_double(db, 0, "SELECT count(*) FROM models WHERE config LIKE '%\"user_prefix\":0%' AND "
-                                               "run_id=(SELECT max(id) FROM stage_runs WHERE stage='finetune')") == 1);
-            const char *q = "SELECT value FROM run_metrics WHERE method='tokenrec' AND split='test' AND metric='hr' AND k=10 "
-                            "AND run_id=(SELECT max(id) FROM stage_runs WHERE stage='%s' AND status='done')";
-            char qf[512], qe[512];
-            snprintf(qf, sizeof qf, q, "finetune");
-            snprintf(qe, sizeof qe, q, "evaluate");
-            double hf = db_query_double(db, -1, qf), he = db_query_double(db, -2, qe);
-            assert_true(hf >= 0 && hf == he);
-            db_close(db);
+            /* the users' own rows, and no user position: in the settings and the stored config,
+             * and evaluate rebuilds the model (finetune's own test HR@10, to the last digit) */
+            static const struct { const char *opts, *want[2], *config; } shapes[] = {
+                {"--user-prefix 1 --user-input tokens+id", {"\"user-input\":\"tokens+id\"", "\"id-init\":\"cf\""},
+                 "%\"user_input\":\"tokens+id\"%"},
+                {"--user-prefix 0", {"\"user-prefix\":0", NULL}, "%\"user_prefix\":0%"}};
+            for (int v = 0; v < 2; v++) {
+                assert_int_equal(tu_run(TINY "%s --patience 1", b, dbp, shapes[v].opts), 0);
+                assert_null(tu_params_missing(dbp, "finetune", shapes[v].want, shapes[v].want[1] ? 2 : 1));
+                assert_int_equal(tu_run("%s evaluate --db %s --method tokenrec --quiet --threads 1", b, dbp), 0);
+                db = db_open(dbp, 1);
+                char q[256];
+                snprintf(q, sizeof q, "SELECT count(*) FROM models WHERE config LIKE '%s' AND run_id=(SELECT max(id) "
+                                      "FROM stage_runs WHERE stage='finetune')", shapes[v].config);
+                assert_true(db_query_double(db, 0, q) == 1);
+                assert_true(finetune_hr_is_evaluates(db));
+                db_close(db);
+            }
 #undef TINY
         }
 #undef TINY1
@@ -693,6 +772,25 @@ static void causal_unseen(void **state) {
     assert_int_equal((int)n_u, 30);
     assert_true(hr_u > 0.2);
     db_close(db);
+    /* without the user position (their history alone) and with the users' own rows (unseen
+     * users by their tokens alone): every unseen user is still scored */
+    static const char *const variants[] = {"--user-prefix 0", "--user-input tokens+id"};
+    for (int v = 0; v < 2; v++) {
+        assert_int_equal(tu_run("%s finetune --db %s " CAUSAL " %s", b, dbp, variants[v]), 0);
+        assert_int_equal(tu_run("%s evaluate --db %s --method tokenrec --unseen --quiet", b, dbp), 0);
+        db = db_open(dbp, 1);
+        const char *last = "AND run_id=(SELECT max(id) FROM stage_runs WHERE stage='evaluate')";
+        char q[512];
+        snprintf(q, sizeof q, "SELECT value FROM run_metrics WHERE method='tokenrec' AND split='test_unseen' AND "
+                              "metric='users' %s", last);
+        assert_int_equal((int)db_query_double(db, -1, q), 30);
+        snprintf(q, sizeof q, "SELECT value FROM run_metrics WHERE method='tokenrec' AND split='test_unseen' AND "
+                              "metric='hr' AND k=10 %s", last);
+        double hr = db_query_double(db, -1, q);
+        print_message("%s: unseen HR@10 %.3f\n", variants[v], hr);
+        assert_true(hr >= 0 && hr <= 1);
+        db_close(db);
+    }
     free(dbp);
 }
 
@@ -749,6 +847,7 @@ int main(void) {
         cmocka_unit_test(id_rows_from_cf),
         cmocka_unit_test(token_rows_from_cf),
         cmocka_unit_test(user_token_rows_from_cf),
+        cmocka_unit_test(user_id_rows_from_cf),
         cmocka_unit_test(token_drop_keeps_tokens_out),
         cmocka_unit_test(user_target_off),
         cmocka_unit_test(user_prefix_off),

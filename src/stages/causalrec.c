@@ -23,11 +23,12 @@ int causal_input_parse(const char *s) {
 }
 const char *causal_input_name(int in) { return in >= 0 && in < 2 ? input_names[in] : "?"; }
 
-void causal_rows_build(const rec_data *d, int item_input, int user_prefix, causal_rows *r) {
-    int K = d->K, L = d->L, cpi = d->cpi, id = item_input == CAUSAL_IN_TOKENS_ID;
-    int uoff = K * L + d->extra, ioff = uoff + K * L;
-    r->n_feat = cpi + id;
-    r->n_rows = ioff + (id ? d->n_items : 0);
+void causal_rows_build(const rec_data *d, const causal_spec *s, causal_rows *r) {
+    int K = d->K, L = d->L, cpi = d->cpi, id = s->item_input == CAUSAL_IN_TOKENS_ID, user_prefix = !s->no_prefix;
+    int uid = user_prefix && s->user_input == CAUSAL_IN_TOKENS_ID;
+    int uoff = K * L + d->extra, ioff = uoff + K * L, uidoff = ioff + (id ? d->n_items : 0);
+    r->n_feat = cpi + id > K + uid ? cpi + id : K + uid;
+    r->n_rows = uidoff + (uid ? d->n_users : 0);
     r->item_rows = tr_malloc((size_t)d->n_items * r->n_feat * sizeof *r->item_rows);
     r->user_rows = user_prefix ? tr_malloc((size_t)(d->n_users ? d->n_users : 1) * r->n_feat * sizeof *r->user_rows)
                                : NULL;
@@ -36,12 +37,13 @@ void causal_rows_build(const rec_data *d, int item_input, int user_prefix, causa
     for (int32_t i = 0; i < d->n_items; i++) {
         int32_t *row = r->item_rows + (size_t)i * r->n_feat;
         const int32_t *c = d->item_codes + (size_t)i * cpi;
-        for (int j = 0; j < cpi; j++) row[j] = j < K ? j * L + c[j] : K * L + c[j];
+        for (int j = 0; j < r->n_feat; j++) row[j] = j < cpi ? (j < K ? j * L + c[j] : K * L + c[j]) : -1;
         if (id) row[cpi] = counts[i] > 0 ? ioff + i : -1;   /* never trained: tokens alone */
     }
     for (int32_t u = 0; u < d->n_users && r->user_rows; u++) {
         int32_t *row = r->user_rows + (size_t)u * r->n_feat;
         for (int j = 0; j < r->n_feat; j++) row[j] = j < K ? uoff + j * L + d->user_codes[(size_t)u * K + j] : -1;
+        if (uid && !(d->skip && d->skip[u])) row[K] = uidoff + u;   /* unseen: tokens alone */
     }
     free(counts);
 }
@@ -110,6 +112,28 @@ void causal_init_id_rows(sasrec_model *m, const rec_data *d, const causal_rows *
     }
 }
 
+void causal_init_user_id_rows(sasrec_model *m, const rec_data *d, const causal_rows *r) {
+    if (!r->user_rows || r->n_feat <= d->K || !d->user_vec) return;
+    int D = d->D, w = sasrec_cfg(m)->d, n = D < w ? D : w, users = 0;
+    double norm = 0;
+    for (int32_t u = 0; u < d->n_users; u++) {   /* the scale: norm 1 on average over those users */
+        int32_t row = r->user_rows[(size_t)u * r->n_feat + d->K];
+        if (row < 0) continue;
+        double s = 0;
+        for (int c = 0; c < D; c++) s += (double)d->user_vec[(size_t)u * D + c] * d->user_vec[(size_t)u * D + c];
+        if (s > 0) { norm += s; users++; }
+    }
+    float k = users && norm > 0 ? (float)(1.0 / sqrt(norm / users)) : 1.0f, *E = sasrec_in_table(m);
+    for (int32_t u = 0; u < d->n_users; u++) {
+        int32_t row = r->user_rows[(size_t)u * r->n_feat + d->K];
+        const float *v = d->user_vec + (size_t)u * D;
+        double s = 0;
+        for (int c = 0; c < D; c++) s += (double)v[c] * v[c];
+        if (row < 0 || s == 0) continue;              /* no own row, or no CF vector: random start */
+        for (int c = 0; c < n; c++) E[(size_t)row * w + c] = v[c] * k;
+    }
+}
+
 /* Add v's first n columns to the sums of those of rows[0..nr) that fall in base..base+nt
  * (a token row carried by the entity of vector v). */
 static void carriers_add(double *acc, int32_t *cnt, int nt, int n, const int32_t *rows, int nr, int base,
@@ -175,6 +199,7 @@ static char *spec_json(const causal_spec *s) {
     cJSON_AddNumberToObject(j, "blocks", s->blocks);
     cJSON_AddNumberToObject(j, "heads", s->heads);
     if (s->no_prefix) cJSON_AddNumberToObject(j, "user_prefix", 0);      /* absent: 1 */
+    if (s->user_input) cJSON_AddStringToObject(j, "user_input", causal_input_name(s->user_input));  /* absent: tokens */
     char *out = cJSON_PrintUnformatted(j);
     cJSON_Delete(j);
     return out;
@@ -232,14 +257,17 @@ static int spec_parse(const char *json, causal_spec *s) {
     const cJSON *p = cJSON_GetObjectItemCaseSensitive(j, "pool"), *in = cJSON_GetObjectItemCaseSensitive(j, "item_input");
     const cJSON *d = cJSON_GetObjectItemCaseSensitive(j, "d"), *b = cJSON_GetObjectItemCaseSensitive(j, "blocks");
     const cJSON *h = cJSON_GetObjectItemCaseSensitive(j, "heads"), *up = cJSON_GetObjectItemCaseSensitive(j, "user_prefix");
+    const cJSON *ui = cJSON_GetObjectItemCaseSensitive(j, "user_input");
     int rc = -1;
     if (cJSON_IsString(p) && cJSON_IsString(in) && cJSON_IsNumber(d) && cJSON_IsNumber(b) && cJSON_IsNumber(h) &&
-        (!up || cJSON_IsNumber(up))) {
+        (!up || cJSON_IsNumber(up)) && (!ui || cJSON_IsString(ui))) {
         s->pool = causal_pool_parse(p->valuestring);
         s->item_input = causal_input_parse(in->valuestring);
         s->d = d->valueint; s->blocks = b->valueint; s->heads = h->valueint;
         s->no_prefix = up && up->valueint == 0;
-        rc = s->pool < 0 || s->item_input < 0 || (up && up->valueint != 0 && up->valueint != 1) ? -1 : 0;
+        s->user_input = ui ? causal_input_parse(ui->valuestring) : CAUSAL_IN_TOKENS;
+        rc = s->pool < 0 || s->item_input < 0 || s->user_input < 0 || (up && up->valueint != 0 && up->valueint != 1)
+                 ? -1 : 0;
     }
     cJSON_Delete(j);
     return rc ? tr_error("the stored causal model's config is malformed: %s", json) : 0;
@@ -260,7 +288,7 @@ int causal_load(sqlite3 *db, const char *dataset, int64_t run, int max_B, rec_da
     out->s.hist_cap = sqlite3_column_int(st, 2);
     out->tokenize_run = stage_upstream_run(db, run);
     if (rec_data_load(db, dataset, out->tokenize_run, out->s.cf_kind, d) != 0) goto done;
-    causal_rows_build(d, out->s.item_input, !out->s.no_prefix, &out->rows);
+    causal_rows_build(d, &out->s, &out->rows);
     sasrec_config c;
     if (causal_config(&out->s, d, &out->rows, max_B, &c) != 0) goto done;
     rng_t r;

@@ -1,11 +1,13 @@
 /* causalrec: the causal ID-token LLM (`tokenrec finetune --arch causal`) as the finetune and
  * evaluate stages share it: the input rows its positions sum (an item's K token rows, plus
- * its own row with --item-input tokens+id; a user's K token rows at the prefix position),
+ * its own row with --item-input tokens+id; a user's K token rows at the prefix position,
+ * where the model has one: --user-prefix),
  * the model's shape from its settings, and the model stored in `models` (config JSON with
  * "arch":"causal"). The network itself is the causal stack of sasrec.h.
  *
  * Input table rows: item tokens (book k < K: k*L + code; the disambiguation book: K*L +
- * code), then user tokens (K*L + extra + k*L + code), then one row per item (tokens+id).
+ * code), then user tokens (K*L + extra + k*L + code), then one row per item (tokens+id),
+ * then one row per user (--user-input tokens+id).
  * An item with no train occurrence gets no own row (tokens alone), at training and at
  * evaluation, so an item never trained still has a vector from its tokens. */
 #ifndef TOKENREC_CAUSALREC_H
@@ -25,6 +27,7 @@ typedef struct {
     char cf_kind[8];      /* the CF item vectors of pool cf, and learned's start: mean or ego */
     int  d, blocks, heads, hist_cap;
     int  no_prefix;       /* 1: no user position, the items alone (--user-prefix 0) */
+    int  user_input;      /* CAUSAL_IN_*: what the user position sums (tokens+id: plus its own row) */
 } causal_spec;
 
 /* Names <-> values: "cf" "learned" "tokens" "id"; "tokens" "tokens+id". -1 for an unknown name. */
@@ -33,17 +36,21 @@ const char *causal_pool_name(int pool);
 int         causal_input_parse(const char *s);
 const char *causal_input_name(int in);
 
-/* The rows of every item and user (see above), from d's tokens and train counts; with
- * user_prefix 0 (--user-prefix 0) user_rows is NULL: no sequence has a user position (the
- * user token rows stay in the table, untrained, so the layout does not change). */
+/* The rows of every item and user (see above) of spec s, from d's tokens and train counts;
+ * with s->no_prefix (--user-prefix 0) user_rows is NULL: no sequence has a user position
+ * (the user token rows stay in the table, untrained, so the layout does not change). With
+ * s->user_input tokens+id each seen user also has a row of its own, after the items' (an
+ * unseen user, d->skip, enters by its tokens alone). n_feat is the wider of an item's and a
+ * user's row count; the narrower is padded with -1 (no row). */
 typedef struct { int32_t *item_rows, *user_rows; int n_rows, n_feat; } causal_rows;
-void causal_rows_build(const rec_data *d, int item_input, int user_prefix, causal_rows *r);
+void causal_rows_build(const rec_data *d, const causal_spec *s, causal_rows *r);
 void causal_rows_free(causal_rows *r);
 
 /* The item side `pool` goes with the item input (pool id needs the own rows of tokens+id):
  * 0, or -1 with tr_error. */
 int causal_sides_check(int pool, int item_input);
-/* The model config of spec s over d (items, CF vectors) and rows r; training options
+/* The model config of spec s over d (items, CF vectors) and rows r (max_len: hist_cap, plus
+ * the user position unless s->no_prefix; r's user_rows must agree); training options
  * (loss, negatives, dropout) are the caller's. -1 with tr_error when pool learned's start
  * does not fit (the CF vectors' width must equal d) or the sides do not go together. */
 int causal_config(const causal_spec *s, const rec_data *d, const causal_rows *r, int max_B, sasrec_config *c);
@@ -54,6 +61,10 @@ void causal_init_learned(sasrec_model *m, const rec_data *d);
  * vector, scaled as pool learned's table, in its first min(D, d) columns (a wider model keeps
  * the rest of the row's random start). */
 void causal_init_id_rows(sasrec_model *m, const rec_data *d, const causal_rows *r);
+/* --user-input tokens+id with --id-init cf: each seen user's own row starts as its CF vector
+ * (d->user_vec, scaled to norm 1 on average over those users, first min(D, d) columns); a
+ * user without a vector (a zero row) keeps its random start. Nothing without d->user_vec. */
+void causal_init_user_id_rows(sasrec_model *m, const rec_data *d, const causal_rows *r);
 /* --token-init cf: each item token row starts as the mean of the CF vectors (scaled as
  * above, first min(D, d) columns) of the trained items that carry that token; a token no
  * trained item carries keeps its random start, and so do the user rows. */

@@ -178,9 +178,10 @@ static int rank_tokenrec(ev_ctx *c, int split, int tmpl, retr_metrics *met, int 
                         met, topk, fn, ctx);
 }
 
-/* tokenrec: one forward pass per user (T5: its prompt; causal: its tokens and last hist-cap
- * items), top-K by the score against the item side; with --unseen, the users the frozen
- * tokenizer tokenized alone (T5: with the template never seen in training). */
+/* tokenrec: one forward pass per user (T5: its prompt; causal: its tokens, where the model
+ * has a user position, and last hist-cap items), top-K by the score against the item side;
+ * with --unseen, the users the frozen tokenizer tokenized alone (T5: with the template never
+ * seen in training; a causal model without the user position reads their history alone). */
 static int score_tokenrec(ev_ctx *c) {
     const ev_opts *o = c->o;
     rec_data *d = &c->d;
@@ -399,8 +400,10 @@ static void print_result(const ev_ctx *c, const ev_method *m) {
     printf("  %.3f ms/user, %.0f users/s\n", 1000 * secs / n_users, n_users / (secs > 0 ? secs : 1e-9));
     if (o->unseen && (c->test_u.n == 0 || !m->unseen_how))
         printf("%s has no unseen-user test (its 'test' above is the seen users)\n", m->name);
-    else if (o->unseen)
-        print_unseen(m->name, o->dataset, test, (int)test->n, &c->test_u, (int)c->test_u.n, m->unseen_how);
+    else if (o->unseen)   /* a causal model without the user position reads the history alone */
+        print_unseen(m->name, o->dataset, test, (int)test->n, &c->test_u, (int)c->test_u.n,
+                     m->score == score_tokenrec && c->cl.m && !c->cl.rows.user_rows ? "their history alone, no user position"
+                                                                                    : m->unseen_how);
 }
 
 /* Evaluate one method as its own evaluate run; prints and stores its metrics. */

@@ -725,13 +725,15 @@ static char *make_params(const cli_opt *opts, const ft_opts *o) {
     if (!strcmp(o->arch, "causal")) {
         pj = cli_json_append(pj, "\"arch\":\"causal\",\"item-input\":\"%s\",\"negatives\":%d,\"eval-every\":%d",
                              o->item_input, o->negatives, o->eval_every);
-        if (!strcmp(o->id_init, "cf") && !strcmp(o->item_input, "tokens+id"))   /* no own rows: no effect */
+        int own = !strcmp(o->item_input, "tokens+id") || (o->user_prefix && !strcmp(o->user_input, "tokens+id"));
+        if (!strcmp(o->id_init, "cf") && own)              /* no own rows: no effect */
             pj = cli_json_append(pj, "\"id-init\":\"cf\"");
         if (strcmp(o->token_init, "random")) pj = cli_json_append(pj, "\"token-init\":\"%s\"", o->token_init);
         if (o->token_drop > 0) pj = cli_json_append(pj, "\"token-drop\":%.9g", o->token_drop);  /* tokens+id only */
         if (!strcmp(o->lr_schedule, "cosine")) pj = cli_json_append(pj, "\"lr-schedule\":\"cosine\"");
         if (o->user_target == 0 && o->user_prefix) pj = cli_json_append(pj, "\"user-target\":0");
         if (!o->user_prefix) pj = cli_json_append(pj, "\"user-prefix\":0");
+        if (o->user_prefix && !strcmp(o->user_input, "tokens+id")) pj = cli_json_append(pj, "\"user-input\":\"tokens+id\"");
     }
     if (!strcmp(o->hist_order, "kept")) pj = cli_json_append(pj, "\"history-order\":\"kept\"");
     if (o->init_from && !(pj = params_with_files(pj, o->init_from, o->tokenizer))) return NULL;
@@ -749,11 +751,11 @@ static const char *summary_ft =
     "Train TokenRec's recommender on the user and item tokens of a finished tokenize run, kept at\n"
     "its best valid epoch; resumable (run the same command again after a kill or Ctrl-C).\n"
     "--arch causal (the default): a decoder-only causal transformer (docs/METHOD.md): one\n"
-    "sequence per user (its K tokens, then each train item as the sum of its token rows, plus\n"
-    "its own row with --item-input tokens+id), every train target trained in one pass, scored\n"
-    "with a softmax against --pool cf (the CF vectors through a linear head), learned (an item\n"
-    "table started from them), tokens (an item's vector from its token rows) or id (its own\n"
-    "row alone, its tokens where it has none).\n"
+    "sequence per user (its K tokens unless --user-prefix 0, then each train item as the sum\n"
+    "of its token rows, plus its own row with --item-input tokens+id), every train target\n"
+    "trained in one pass, scored with a softmax against --pool cf (the CF vectors through a\n"
+    "linear head), learned (an item table started from them), tokens (an item's vector from\n"
+    "its token rows) or id (its own row alone, its tokens where it has none).\n"
     "--arch t5: TokenRec's encoder-decoder on prompts of the tokens, one prompt per history\n"
     "prefix; a softmax over all items against the propagated CF item vectors, or --faithful:\n"
     "TokenRec's cosine-embedding loss with one negative against the ego vectors. --init-from\n"
@@ -797,10 +799,13 @@ int cmd_finetune(int argc, char **argv) {
          "half cosine to 0 at the last of --epochs (cosine) (default: the dataset's)", 0},
         {"token-drop", CLI_FLOAT, &o.token_drop, "causal, --item-input tokens+id: in training an item position drops its "
          "token rows (keeping its own row) with this probability (-1: the dataset's)", 0},
-        {"user-target", CLI_INT, &o.user_target, "causal: 1 trains the user position (the user's tokens) to predict the "
-         "first train item, 0 keeps it as context for the items after it only (-1: the dataset's)", 0},
+        {"user-target", CLI_INT, &o.user_target, "causal, --user-prefix 1: 1 trains the user position (the user's tokens) "
+         "to predict the first train item, 0 keeps it as context for the items after it only (-1: the dataset's)", 0},
         {"user-prefix", CLI_INT, &o.user_prefix, "causal: 1 opens each sequence with the user's K tokens (TokenRec's "
          "prompt), 0 leaves the user out: the items alone (-1: the dataset's)", 0},
+        {"user-input", CLI_STR, &o.user_input, "causal, --user-prefix 1: the user position sums the user's K token rows "
+         "(tokens) or those plus a row of its own (tokens+id; from its CF vector with --id-init cf; an unseen user "
+         "by its tokens alone) (default: the dataset's)", 0},
         {"negatives", CLI_INT, &o.negatives, "causal: softmax over N shared sampled negatives (0: all items; -1: the dataset's)", 0},
         {"eval-every", CLI_INT, &o.eval_every, "causal: epochs between valid checks (-1: the dataset's)", 0},
         {"preset", CLI_STR, &o.preset, "model size: mini (d128, 2+1 layers), tiny, small, t5-small", 1},
@@ -861,9 +866,9 @@ int cmd_finetune(int argc, char **argv) {
     char tokbuf[4096];
     if (!causal) {
         if (o.item_input || o.id_init || o.token_init || o.lr_schedule || o.negatives >= 0 || o.eval_every >= 0 ||
-            o.token_drop != -1 || o.user_target != -1 || o.user_prefix != -1)
-            return tr_error("--item-input, --id-init, --token-init, --lr-schedule, --token-drop, --user-target, --user-prefix, "
-                            "--negatives and --eval-every are settings of --arch causal");
+            o.token_drop != -1 || o.user_target != -1 || o.user_prefix != -1 || o.user_input)
+            return tr_error("--item-input, --id-init, --token-init, --lr-schedule, --token-drop, --user-target, "
+                            "--user-prefix, --user-input, --negatives and --eval-every are settings of --arch causal");
         ft_defaults_t5(&o);
         if (o.patience < 0) o.patience = 3;
         if (o.faithful) { o.loss = "cosine"; o.pool = "ego"; o.score = "cos"; if (o.max_pos < 0) o.max_pos = 49; }

@@ -10,4 +10,6 @@
 #ifndef TOKENREC_FINETUNE_H
 #define TOKENREC_FINETUNE_H
 int cmd_finetune(int argc, char **argv);
+/* The epoch cap of `finetune --arch causal` on this dataset (its row of the causal defaults). */
+int finetune_causal_epochs(const char *dataset);
 #endif

@@ -1,10 +1,11 @@
 /* finetune_causal.c: `tokenrec finetune --arch causal`, the causal ID-token LLM: a decoder
- * over one sequence per user (the user's tokens, then each train item's tokens), every train
- * target trained in one pass (sasrec_fit's windows), kept by valid HR@10, stored in
- * `models` (causalrec.h). */
+ * over one sequence per user (the user's tokens unless --user-prefix 0, then each train
+ * item's tokens), every train target trained in one pass (sasrec_fit's windows), kept by
+ * valid HR@10, stored in `models` (causalrec.h). */
 #include "causalrec.h"
 #include "cli.h"
 #include "dist_stage.h"
+#include "finetune.h"
 #include "finetune_opts.h"
 #include "sasrec_fit.h"
 #include "util.h"
@@ -18,8 +19,8 @@
  * dropout 0.2, the epoch caps as the time budget). Clothing's 512
  * negatives and lr 2e-3: the best valid HR@10 of 256, 512, 1,024 and 2,048 negatives and a
  * full softmax, lr 2e-3 and 3e-3, d 64 and 128 (fewer negatives train faster and, down to
- * 512, better); 100 epochs its cap. The items' own rows start from the CF vectors
- * (id-init cf) where valid HR@10 chose them over random rows: LastFM, Beauty and Clothing
+ * 512, better); 100 epochs its cap then (30 without the user position, below). The items'
+ * own rows start from the CF vectors (id-init cf) where valid HR@10 chose them over random rows: LastFM, Beauty and Clothing
  * (and so a dataset not listed); on ML-1M a tie at the default 2 threads (0.2919 against
  * 0.2921), so it keeps random rows. With them Beauty's best lr of 2e-3, 1e-3 and 5e-4 is
  * 5e-4 (still rising slowly at 70 epochs, the time budget, 13 s an epoch alone), and its item
@@ -45,15 +46,16 @@ typedef struct {
     double token_drop;
     const char *lr_schedule;
     int user_target, user_prefix;
+    const char *user_input;
 } causal_preset;
 
 static const causal_preset presets[] = {
-    /* dataset    d   blk hd hist neg   batch ep   eval pat drop lr     pool      input        id-init   token-init token-drop lr-schedule user-target user-prefix */
-    {"other",     64, 2,  1, 50,  0,    128,  200, 5,   3,  0.5, 2e-3, "tokens", "tokens+id", "cf", "random", 0,          "constant", 1, 1},
-    {"lastfm",    128, 2, 2, 50,  0,    128,  200, 5,   3,  0.5, 2e-3, "tokens", "tokens+id", "cf", "random", 0,          "constant", 1, 1},
-    {"beauty",    64, 2,  1, 50,  0,    128,  50,  5,   3,  0.5, 1e-3, "tokens", "tokens+id", "cf", "cf",     0,          "cosine",   0, 0},
-    {"clothing",  64, 2,  1, 50,  512,  128,  30,  5,   3,  0.5, 2e-3, "tokens", "tokens+id", "cf", "random", 0,          "cosine",   1, 0},
-    {"ml-1m",     64, 2,  1, 200, 512,  16,   45,  3,   3,  0.2, 2e-3, "tokens", "tokens+id", "random", "random", 0,        "cosine",   1, 0},
+    /* dataset    d   blk hd hist neg   batch ep   eval pat drop lr     pool      input        id-init   token-init token-drop lr-schedule user-target user-prefix user-input */
+    {"other",     64, 2,  1, 50,  0,    128,  200, 5,   3,  0.5, 2e-3, "tokens", "tokens+id", "cf", "random", 0,          "constant", 1, 1, "tokens"},
+    {"lastfm",    128, 2, 2, 50,  0,    128,  200, 5,   3,  0.5, 2e-3, "tokens", "tokens+id", "cf", "random", 0,          "constant", 1, 1, "tokens"},
+    {"beauty",    64, 2,  1, 50,  0,    128,  50,  5,   3,  0.5, 1e-3, "tokens", "tokens+id", "cf", "cf",     0,          "cosine",   0, 0, "tokens"},
+    {"clothing",  64, 2,  1, 50,  512,  128,  30,  5,   3,  0.5, 2e-3, "tokens", "tokens+id", "cf", "random", 0,          "cosine",   1, 0, "tokens"},
+    {"ml-1m",     64, 2,  1, 200, 512,  16,   45,  3,   3,  0.2, 2e-3, "tokens", "tokens+id", "random", "random", 0,        "cosine",   1, 0, "tokens"},
 };
 
 /* --token-init's values: which token rows start from the CF vectors, a bit each: 1 the
@@ -72,16 +74,19 @@ static const causal_preset *preset_for(const char *dataset) {
     return &presets[0];
 }
 
+int finetune_causal_epochs(const char *dataset) { return preset_for(dataset)->epochs; }
+
 void causal_defaults_text(char *buf, size_t n) {
     size_t o = (size_t)snprintf(buf, n,
         "--arch causal defaults per dataset (an option given on the command line wins):\n"
-        "  dataset    d-model layers heads hist negatives batch epochs eval-every patience dropout lr      pool    item-input id-init token-init token-drop lr-schedule user-target user-prefix\n");
+        "  dataset    d-model layers heads hist negatives batch epochs eval-every patience dropout lr      pool    item-input id-init token-init token-drop lr-schedule user-target user-prefix user-input\n");
     for (size_t i = 0; i < sizeof presets / sizeof *presets && o < n; i++) {
         const causal_preset *p = &presets[i];
-        o += (size_t)snprintf(buf + o, n - o, "  %-10s %-7d %-6d %-5d %-4d %-9d %-5d %-6d %-10d %-8d %-7.2g %-7.2g %-7s %-10s %-7s %-10s %-10g %-11s %-11d %d\n",
+        o += (size_t)snprintf(buf + o, n - o, "  %-10s %-7d %-6d %-5d %-4d %-9d %-5d %-6d %-10d %-8d %-7.2g %-7.2g %-7s %-10s %-7s %-10s %-10g %-11s %-11s %-11d %s\n",
                               p->dataset, p->d, p->blocks, p->heads, p->hist, p->negatives, p->batch, p->epochs,
                               p->eval_every, p->patience, p->dropout, p->lr, p->pool, p->input, p->id_init, p->token_init, p->token_drop,
-                              p->lr_schedule, p->user_target, p->user_prefix);
+                              p->lr_schedule, !p->user_prefix ? "-" : p->user_target ? "1" : "0", p->user_prefix,
+                              p->user_input);
     }
     if (o > 0 && o < n && buf[o - 1] == '\n') buf[o - 1] = 0;
 }
@@ -105,13 +110,22 @@ int causal_defaults(ft_opts *o, const char *dataset) {
     if (!o->id_init) o->id_init = p->id_init;
     if (!o->token_init) o->token_init = p->token_init;
     if (!o->lr_schedule) o->lr_schedule = p->lr_schedule;
+    int given_prefix = o->user_prefix != -1;
     if (o->user_prefix == -1) o->user_prefix = p->user_prefix;
     else if (o->user_prefix != 0 && o->user_prefix != 1)
         return tr_error("--user-prefix: expected 1 (each sequence opens with the user's tokens), 0 (the items alone) "
                         "or -1 (the dataset's), got %d", o->user_prefix);
     if (!o->user_prefix && o->user_target != -1)
-        return tr_error("--user-target %d: with --user-prefix 0 there is no user position to train", o->user_target);
+        return tr_error("--user-target %d: with --user-prefix 0 (%s) there is no user position to train; give "
+                        "--user-prefix 1 to keep it", o->user_target, given_prefix ? "given" : "the dataset's default");
     if (o->user_target == -1) o->user_target = o->user_prefix ? p->user_target : 1;   /* 1: no effect */
+    int given_uin = o->user_input != NULL;
+    if (!o->user_input) o->user_input = o->user_prefix ? p->user_input : "tokens";
+    if (causal_input_parse(o->user_input) < 0)
+        return tr_error("--user-input: expected tokens or tokens+id, got '%s'", o->user_input);
+    if (!o->user_prefix && given_uin)
+        return tr_error("--user-input %s: with --user-prefix 0 (%s) there is no user position; give --user-prefix 1 "
+                        "to keep it", o->user_input, given_prefix ? "given" : "the dataset's default");
     else if (o->user_target != 0 && o->user_target != 1)
         return tr_error("--user-target: expected 1 (the user position predicts the first train item), 0 (it does not) "
                         "or -1 (the dataset's), got %d", o->user_target);
@@ -132,7 +146,8 @@ int causal_defaults(ft_opts *o, const char *dataset) {
     if (token_init_parse(o->token_init) < 0)
         return tr_error("--token-init: expected cf, users, cf+users or random, got '%s'", o->token_init);
     if (!o->user_prefix && (token_init_parse(o->token_init) & TOKEN_INIT_USERS))
-        return tr_error("--token-init %s starts the user token rows, which --user-prefix 0 leaves out", o->token_init);
+        return tr_error("--token-init %s starts the user token rows, which --user-prefix 0 (%s) leaves out; give "
+                        "--user-prefix 1 to keep them", o->token_init, given_prefix ? "given" : "the dataset's default");
     if (sasrec_lr_schedule_parse(o->lr_schedule) < 0)
         return tr_error("--lr-schedule: expected constant or cosine, got '%s'", o->lr_schedule);
     if (o->shards > o->batch)
@@ -150,6 +165,7 @@ void causal_opts_bcast(ft_opts *o) {
     if (dist_size() < 2) return;
     int pool = dist_bcast_int(dist_rank() ? 0 : causal_pool_parse(o->pool));
     int in = dist_bcast_int(dist_rank() ? 0 : causal_input_parse(o->item_input));
+    int uin = dist_bcast_int(dist_rank() ? 0 : causal_input_parse(o->user_input));
     int cf = dist_bcast_int(dist_rank() ? 0 : !strcmp(o->id_init, "cf"));
     int tcf = dist_bcast_int(dist_rank() ? 0 : token_init_parse(o->token_init));
     int cosine = dist_bcast_int(dist_rank() ? 0 : sasrec_lr_schedule_parse(o->lr_schedule));
@@ -161,19 +177,21 @@ void causal_opts_bcast(ft_opts *o) {
     o->objective = o->hist_order = o->arch = NULL;
     o->pool = causal_pool_name(pool);
     o->item_input = causal_input_name(in);
+    o->user_input = causal_input_name(uin);
     o->id_init = cf ? "cf" : "random";
     o->token_init = token_init_names[tcf];
     o->lr_schedule = cosine ? "cosine" : "constant";
 }
 
 /* What starts from the CF vectors (sasrec_fit's init hook): pool learned's output table,
- * with --id-init cf the items' own input rows, with --token-init cf the item token rows,
+ * with --id-init cf the items' own input rows (and the users', --user-input tokens+id), with --token-init cf the item token rows,
  * users the user token rows, cf+users both (tokens: TOKEN_INIT_* bits). */
-typedef struct { const rec_data *d; const causal_rows *r; int table, own_rows, tokens; } cf_start;
+typedef struct { const rec_data *d; const causal_rows *r; int table, own_rows, user_rows, tokens; } cf_start;
 static void init_from_cf(sasrec_model *m, void *ctx) {
     const cf_start *c = ctx;
     if (c->table) causal_init_learned(m, c->d);
     if (c->own_rows) causal_init_id_rows(m, c->d, c->r);
+    if (c->user_rows) causal_init_user_id_rows(m, c->d, c->r);
     if (c->tokens & TOKEN_INIT_ITEMS) causal_init_token_rows(m, c->d, c->r);
     if (c->tokens & TOKEN_INIT_USERS) causal_init_user_token_rows(m, c->d, c->r);
 }
@@ -201,6 +219,11 @@ static int write_results(stage_run *run, const retr_metrics *vm, const retr_metr
                 return -1;
     }
     return 0;
+}
+
+/* Do the users' own rows start from their CF vectors (--user-input tokens+id, --id-init cf)? */
+static int user_cf_rows(const ft_opts *o) {
+    return o->user_prefix && causal_input_parse(o->user_input) == CAUSAL_IN_TOKENS_ID && !strcmp(o->id_init, "cf");
 }
 
 /* The training config of the run's options over d and rows r. */
@@ -232,16 +255,17 @@ static int train_cfg(const ft_opts *o, const causal_spec *s, rec_data *d, const 
     tc->valid_metric = "valid_hr@10";
     *cs = (cf_start){.d = d, .r = r, .table = s->pool == CAUSAL_POOL_LEARNED,
                      .own_rows = s->item_input == CAUSAL_IN_TOKENS_ID && !strcmp(o->id_init, "cf"),
-                     .tokens = token_init_parse(o->token_init)};
+                     .user_rows = user_cf_rows(o), .tokens = token_init_parse(o->token_init)};
     if ((cs->own_rows || cs->tokens) && !d->pool) return tr_error("--id-init cf and --token-init %s need the CF item vectors", o->token_init);
-    if (cs->table || cs->own_rows || cs->tokens) { tc->init = init_from_cf; tc->init_ctx = cs; }
+    if (cs->table || cs->own_rows || cs->user_rows || cs->tokens) { tc->init = init_from_cf; tc->init_ctx = cs; }
     return 0;
 }
 
 int finetune_causal_run(stage_run *run, const ft_opts *o) {
     causal_spec s = {.pool = causal_pool_parse(o->pool), .item_input = causal_input_parse(o->item_input),
                      .cf_kind = "mean", .d = o->d_model, .blocks = o->enc_layers, .heads = o->n_heads,
-                     .hist_cap = o->hist, .no_prefix = !o->user_prefix};
+                     .hist_cap = o->hist, .no_prefix = !o->user_prefix,
+                     .user_input = causal_input_parse(o->user_input)};
     rec_data d;
     memset(&d, 0, sizeof d);
     causal_rows r = {0};
@@ -252,22 +276,23 @@ int finetune_causal_run(stage_run *run, const ft_opts *o) {
     retr_metrics vm, tm;
     /* under mpirun rank 0 (run set) reads, every rank gets its data */
     int rc = run ? rec_data_load(run->db, run->dataset, run->upstream_run, s.cf_kind, &d) : 0;
-    if (!rc && run && (token_init_parse(o->token_init) & TOKEN_INIT_USERS)) {   /* the users' CF vectors too */
+    if (!rc && run && ((token_init_parse(o->token_init) & TOKEN_INIT_USERS) || user_cf_rows(o))) {  /* users' CF vectors */
         int nu = rec_user_vectors_load(run->db, &d, s.cf_kind);
-        if (nu == 0) tr_error("--token-init %s: cf run %lld has no '%s' user vectors", o->token_init, (long long)d.cf_run,
-                              s.cf_kind);
+        if (nu == 0) tr_error("--token-init %s / --user-input %s --id-init %s: cf run %lld has no '%s' user vectors",
+                              o->token_init, o->user_input, o->id_init, (long long)d.cf_run, s.cf_kind);
         if (nu <= 0) rc = -1;
     }
     if (!rc) {                          /* (an error on rank 0 stops every rank: main) */
         dist_bcast_rec_data(&d);
-        causal_rows_build(&d, s.item_input, o->user_prefix, &r);
+        causal_rows_build(&d, &s, &r);
         rc = train_cfg(o, &s, &d, &r, &cs, &tc);
     }
     if (!rc && !o->quiet && run && !run->resumed)
-        fprintf(stderr, "[finetune] %s: causal, d %d, %d layers, %d heads, hist %d, pool %s, item input %s, %s, "
+        fprintf(stderr, "[finetune] %s: causal, d %d, %d layers, %d heads, hist %d, pool %s, item input %s, %s%s, "
                 "%d rows x %d per position, %s, dropout %.2g, lr %.2g, batch %d, up to %d epochs\n", run->dataset,
                 s.d, s.blocks, s.heads, s.hist_cap, o->pool, o->item_input,
                 !o->user_prefix ? "no user position" : o->user_target ? "user position with a target" : "user position as context",
+                o->user_prefix && causal_input_parse(o->user_input) == CAUSAL_IN_TOKENS_ID ? " (tokens+id)" : "",
                 r.n_rows, r.n_feat,
                 o->negatives ? "sampled softmax" : "full softmax", o->dropout, o->lr, o->batch, o->epochs);
     if (!rc) rc = sasrec_fit(run, &d, &tc, &m, &res);

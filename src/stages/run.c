@@ -21,7 +21,8 @@ typedef int (*stage_fn)(int, char **);
 /* The options each preset gives each stage (besides --db, --dataset and --seed). "full" is
  * every stage's own defaults, the setting that reaches the accuracy targets; "quick" is the
  * README's first command: the whole pipeline on LastFM in well under 15 minutes on 2 cores.
- * quick_cf only where cf's own epoch cap is longer (LastFM's 1,000). */
+ * quick_cf and quick_ft only where the stage's own epoch cap is longer (cf: LastFM's 1,000;
+ * finetune: all but Clothing's 30). */
 static const char *const quick_cf[] = {"--epochs", "150", "--eval-every", "10", NULL};
 static const char *const quick_tok[] = {"--epochs", "20", NULL};
 static const char *const quick_ft[] = {"--epochs", "40", NULL};   /* the causal LLM, --eval-every 5 */
@@ -98,6 +99,7 @@ int cmd_run(int argc, char **argv) {
     for (size_t i = 0; i < sizeof steps / sizeof *steps; i++) {
         const char *const *q = quick ? steps[i].q : none;
         if (steps[i].fn == cmd_cf && cf_default_epochs(dataset) <= 150) q = none;   /* full is short already */
+        if (steps[i].fn == cmd_finetune && finetune_causal_epochs(dataset) <= 40) q = none;  /* (Clothing's 30) */
         const char *with[16];
         if (unseen && steps[i].fn == cmd_cf) {      /* the preset's cf options + the holdout */
             size_t n = 0;
