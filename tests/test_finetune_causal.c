@@ -69,6 +69,19 @@ static void rows_layout(void **state) {
     assert_int_equal(r.n_rows, 18 + 4);
     assert_int_equal(r.user_rows[3 * 3 + 2], 18 + 3);
     causal_rows_free(&r);
+    /* no disambiguation book and no items' own rows: an item's 2 tokens are padded to the
+     * user's 3 rows with -1; the users' own rows start after the user tokens (from 16) */
+    rec_data d2 = d;
+    d2.extra = 0;
+    d2.cpi = 2;
+    causal_rows_build(&d2, &(causal_spec){.item_input = CAUSAL_IN_TOKENS, .user_input = CAUSAL_IN_TOKENS_ID}, &r);
+    assert_int_equal(r.n_feat, 3);
+    assert_int_equal(r.n_rows, 16 + 4);
+    int32_t want_pad1[3] = {0, 4 + 1, -1}, want_u0[3] = {8 + 0, 8 + 4 + 1, 16 + 0};   /* item 1: codes {0, 1} */
+    assert_memory_equal(r.item_rows + 3, want_pad1, sizeof want_pad1);
+    assert_memory_equal(r.user_rows, want_u0, sizeof want_u0);
+    assert_int_equal(r.user_rows[3 + 2], -1);          /* user 1, unseen */
+    causal_rows_free(&r);
     /* without the user position there is no user row of any kind */
     causal_rows_build(&d, &(causal_spec){.item_input = CAUSAL_IN_TOKENS_ID, .user_input = CAUSAL_IN_TOKENS_ID,
                                          .no_prefix = 1}, &r);
@@ -734,8 +747,11 @@ static void causal_dataset_presets(void **state) {
             static const struct { const char *opts, *want[2], *config; } shapes[] = {
                 {"--user-prefix 1 --user-input tokens+id", {"\"user-input\":\"tokens+id\"", "\"id-init\":\"cf\""},
                  "%\"user_input\":\"tokens+id\"%"},
-                {"--user-prefix 0", {"\"user-prefix\":0", NULL}, "%\"user_prefix\":0%"}};
-            for (int v = 0; v < 2; v++) {
+                {"--user-prefix 0", {"\"user-prefix\":0", NULL}, "%\"user_prefix\":0%"},
+                /* the users' own rows alone: --id-init cf is in the settings for them */
+                {"--user-prefix 1 --item-input tokens --user-input tokens+id",
+                 {"\"user-input\":\"tokens+id\"", "\"id-init\":\"cf\""}, "%\"item_input\":\"tokens\"%"}};
+            for (int v = 0; v < 3; v++) {
                 assert_int_equal(tu_run(TINY "%s --patience 1", b, dbp, shapes[v].opts), 0);
                 assert_null(tu_params_missing(dbp, "finetune", shapes[v].want, shapes[v].want[1] ? 2 : 1));
                 assert_int_equal(tu_run("%s evaluate --db %s --method tokenrec --quiet --threads 1", b, dbp), 0);
@@ -789,6 +805,25 @@ static void causal_unseen(void **state) {
         double hr = db_query_double(db, -1, q);
         print_message("%s: unseen HR@10 %.3f\n", variants[v], hr);
         assert_true(hr >= 0 && hr <= 1);
+        /* the stored model as evaluate rebuilt it: no user rows at all, or an own row for
+         * every seen user and none for an unseen one */
+        rec_data d;
+        causal_loaded cl;
+        int64_t run = db_query_i64(db, -1, "SELECT max(id) FROM stage_runs WHERE stage='finetune' AND status='done'");
+        assert_int_equal(causal_load(db, "synth", run, 4, &d, &cl), 0);
+        assert_non_null(d.skip);
+        if (v == 0) assert_null(cl.rows.user_rows);
+        else {
+            int unseen = 0;
+            for (int32_t u = 0; u < d.n_users; u++) {
+                int32_t own = cl.rows.user_rows[(size_t)u * cl.rows.n_feat + d.K];
+                if (d.skip[u]) { assert_int_equal(own, -1); unseen++; }
+                else assert_true(own >= 0);
+            }
+            assert_true(unseen >= 30);
+        }
+        causal_loaded_free(&cl);
+        rec_data_free(&d);
         db_close(db);
     }
     free(dbp);

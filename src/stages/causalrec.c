@@ -102,7 +102,7 @@ void causal_init_learned(sasrec_model *m, const rec_data *d) {
 }
 
 void causal_init_id_rows(sasrec_model *m, const rec_data *d, const causal_rows *r) {
-    if (r->n_feat <= d->cpi || !d->pool) return;        /* no own rows (--item-input tokens) */
+    if (r->n_feat <= d->cpi || !d->pool) return;        /* no own rows (--item-input tokens; row cpi, if any, is -1) */
     float *E = sasrec_in_table(m), k = cf_scale(d);
     int D = d->D, w = sasrec_cfg(m)->d, n = D < w ? D : w;
     for (int32_t i = 0; i < d->n_items; i++) {

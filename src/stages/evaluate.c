@@ -402,8 +402,9 @@ static void print_result(const ev_ctx *c, const ev_method *m) {
         printf("%s has no unseen-user test (its 'test' above is the seen users)\n", m->name);
     else if (o->unseen)   /* a causal model without the user position reads the history alone */
         print_unseen(m->name, o->dataset, test, (int)test->n, &c->test_u, (int)c->test_u.n,
-                     m->score == score_tokenrec && c->cl.m && !c->cl.rows.user_rows ? "their history alone, no user position"
-                                                                                    : m->unseen_how);
+                     m->score != score_tokenrec || !c->cl.m ? m->unseen_how
+                     : c->cl.rows.user_rows                 ? "frozen-tokenizer tokens at the user position"
+                                                            : "their history alone, no user position");
 }
 
 /* Evaluate one method as its own evaluate run; prints and stores its metrics. */

@@ -85,9 +85,11 @@ void causal_defaults_text(char *buf, size_t n) {
         o += (size_t)snprintf(buf + o, n - o, "  %-10s %-7d %-6d %-5d %-4d %-9d %-5d %-6d %-10d %-8d %-7.2g %-7.2g %-7s %-10s %-7s %-10s %-10g %-11s %-11s %-11d %s\n",
                               p->dataset, p->d, p->blocks, p->heads, p->hist, p->negatives, p->batch, p->epochs,
                               p->eval_every, p->patience, p->dropout, p->lr, p->pool, p->input, p->id_init, p->token_init, p->token_drop,
-                              p->lr_schedule, !p->user_prefix ? "-" : p->user_target ? "1" : "0", p->user_prefix,
-                              p->user_input);
+                              p->lr_schedule, p->user_prefix ? (p->user_target ? "1" : "0") : (p->user_target ? "(1)" : "(0)"),
+                              p->user_prefix, p->user_input);
     }
+    o += (size_t)snprintf(buf + o, n > o ? n - o : 0, "  (user-target in brackets: the value with --user-prefix 1 where the "
+                                                      "default has no user position; --user-input likewise)\n");
     if (o > 0 && o < n && buf[o - 1] == '\n') buf[o - 1] = 0;
 }
 
@@ -126,7 +128,7 @@ int causal_defaults(ft_opts *o, const char *dataset) {
     if (!o->user_prefix && given_uin)
         return tr_error("--user-input %s: with --user-prefix 0 (%s) there is no user position; give --user-prefix 1 "
                         "to keep it", o->user_input, given_prefix ? "given" : "the dataset's default");
-    else if (o->user_target != 0 && o->user_target != 1)
+    if (o->user_target != 0 && o->user_target != 1)
         return tr_error("--user-target: expected 1 (the user position predicts the first train item), 0 (it does not) "
                         "or -1 (the dataset's), got %d", o->user_target);
     if (o->token_drop == -1) o->token_drop = p->token_drop;
@@ -305,7 +307,10 @@ int finetune_causal_run(stage_run *run, const ft_opts *o) {
     }
     if (rc == 0) {
         double tps = res.seconds > 0 ? (double)res.targets * res.epochs / res.seconds : 0;
-        double kps = res.seconds > 0 ? (double)res.positions * r.n_feat * res.epochs / res.seconds : 0;
+        /* ID tokens: the rows an item position sums (its K tokens, the disambiguation code, its
+         * own row), counted for every position; n_feat may hold -1 padding */
+        double kps = res.seconds > 0 ? (double)res.positions * (d.cpi + (s.item_input == CAUSAL_IN_TOKENS_ID)) *
+                                           res.epochs / res.seconds : 0;
         if (write_results(run, &vm, &tm) != 0 || stage_finish_begin(run) != 0 ||
             causal_save(run->db, run->id, m, &s, &d) != 0 ||
             stage_result(run, "tokenrec", "train", "best_epoch", 0, res.best_epoch) != 0 ||

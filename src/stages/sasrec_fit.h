@@ -1,7 +1,8 @@
 /* sasrec_fit: the causal model of sasrec.h trained on a dataset's train split and ranked on
  * valid or test: the SASRec baseline (the stage `tokenrec sasrec`, evaluate's method sasrec)
  * and the causal ID-token LLM (`tokenrec finetune --arch causal`, whose positions sum an
- * item's token rows and which opens each sequence with the user's tokens). */
+ * item's token rows and which opens each sequence with the user's tokens unless
+ * --user-prefix 0). */
 #ifndef TOKENREC_SASREC_FIT_H
 #define TOKENREC_SASREC_FIT_H
 #include "recmodel.h"
