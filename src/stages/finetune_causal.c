@@ -82,14 +82,16 @@ void causal_defaults_text(char *buf, size_t n) {
         "  dataset    d-model layers heads hist negatives batch epochs eval-every patience dropout lr      pool    item-input id-init token-init token-drop lr-schedule user-target user-prefix user-input\n");
     for (size_t i = 0; i < sizeof presets / sizeof *presets && o < n; i++) {
         const causal_preset *p = &presets[i];
+        char uin[16];
+        snprintf(uin, sizeof uin, p->user_prefix ? "%s" : "(%s)", p->user_input);
         o += (size_t)snprintf(buf + o, n - o, "  %-10s %-7d %-6d %-5d %-4d %-9d %-5d %-6d %-10d %-8d %-7.2g %-7.2g %-7s %-10s %-7s %-10s %-10g %-11s %-11s %-11d %s\n",
                               p->dataset, p->d, p->blocks, p->heads, p->hist, p->negatives, p->batch, p->epochs,
                               p->eval_every, p->patience, p->dropout, p->lr, p->pool, p->input, p->id_init, p->token_init, p->token_drop,
                               p->lr_schedule, p->user_prefix ? (p->user_target ? "1" : "0") : (p->user_target ? "(1)" : "(0)"),
-                              p->user_prefix, p->user_input);
+                              p->user_prefix, uin);
     }
-    o += (size_t)snprintf(buf + o, n > o ? n - o : 0, "  (user-target in brackets: the value with --user-prefix 1 where the "
-                                                      "default has no user position; --user-input likewise)\n");
+    o += (size_t)snprintf(buf + o, n > o ? n - o : 0, "  (user-target and user-input in brackets: the values with "
+                                                      "--user-prefix 1 where the default has no user position)\n");
     if (o > 0 && o < n && buf[o - 1] == '\n') buf[o - 1] = 0;
 }
 
