@@ -23,9 +23,11 @@ int causal_input_parse(const char *s) {
 }
 const char *causal_input_name(int in) { return in >= 0 && in < 2 ? input_names[in] : "?"; }
 
+int causal_user_own_rows(const causal_spec *s) { return !s->no_prefix && s->user_input == CAUSAL_IN_TOKENS_ID; }
+
 void causal_rows_build(const rec_data *d, const causal_spec *s, causal_rows *r) {
     int K = d->K, L = d->L, cpi = d->cpi, id = s->item_input == CAUSAL_IN_TOKENS_ID, user_prefix = !s->no_prefix;
-    int uid = user_prefix && s->user_input == CAUSAL_IN_TOKENS_ID;
+    int uid = causal_user_own_rows(s);
     int uoff = K * L + d->extra, ioff = uoff + K * L, uidoff = ioff + (id ? d->n_items : 0);
     r->n_feat = cpi + id > K + uid ? cpi + id : K + uid;
     r->n_rows = uidoff + (uid ? d->n_users : 0);
@@ -112,25 +114,35 @@ void causal_init_id_rows(sasrec_model *m, const rec_data *d, const causal_rows *
     }
 }
 
+/* Does user u count for a CF start: seen (not skipped) and with a vector (a nonzero row)? */
+static int user_has_vec(const rec_data *d, int32_t u) {
+    if (d->skip && d->skip[u]) return 0;
+    const float *v = d->user_vec + (size_t)u * d->D;
+    for (int c = 0; c < d->D; c++) if (v[c] != 0) return 1;
+    return 0;
+}
+
+/* The factor that scales the users' CF vectors to norm 1 on average over the users that
+ * count (user_has_vec); 1 when none does. */
+static float user_cf_scale(const rec_data *d) {
+    double norm = 0;
+    int users = 0;
+    for (int32_t u = 0; u < d->n_users; u++) {
+        if (!user_has_vec(d, u)) continue;
+        for (int c = 0; c < d->D; c++) norm += (double)d->user_vec[(size_t)u * d->D + c] * d->user_vec[(size_t)u * d->D + c];
+        users++;
+    }
+    return users && norm > 0 ? (float)(1.0 / sqrt(norm / users)) : 1.0f;
+}
+
 void causal_init_user_id_rows(sasrec_model *m, const rec_data *d, const causal_rows *r) {
     if (!r->user_rows || r->n_feat <= d->K || !d->user_vec) return;
-    int D = d->D, w = sasrec_cfg(m)->d, n = D < w ? D : w, users = 0;
-    double norm = 0;
-    for (int32_t u = 0; u < d->n_users; u++) {   /* the scale: norm 1 on average over those users */
-        int32_t row = r->user_rows[(size_t)u * r->n_feat + d->K];
-        if (row < 0) continue;
-        double s = 0;
-        for (int c = 0; c < D; c++) s += (double)d->user_vec[(size_t)u * D + c] * d->user_vec[(size_t)u * D + c];
-        if (s > 0) { norm += s; users++; }
-    }
-    float k = users && norm > 0 ? (float)(1.0 / sqrt(norm / users)) : 1.0f, *E = sasrec_in_table(m);
+    int D = d->D, w = sasrec_cfg(m)->d, n = D < w ? D : w;
+    float k = user_cf_scale(d), *E = sasrec_in_table(m);
     for (int32_t u = 0; u < d->n_users; u++) {
         int32_t row = r->user_rows[(size_t)u * r->n_feat + d->K];
-        const float *v = d->user_vec + (size_t)u * D;
-        double s = 0;
-        for (int c = 0; c < D; c++) s += (double)v[c] * v[c];
-        if (row < 0 || s == 0) continue;              /* no own row, or no CF vector: random start */
-        for (int c = 0; c < n; c++) E[(size_t)row * w + c] = v[c] * k;
+        if (row < 0 || !user_has_vec(d, u)) continue;   /* no own row, or no CF vector: random start */
+        for (int c = 0; c < n; c++) E[(size_t)row * w + c] = d->user_vec[(size_t)u * D + c] * k;
     }
 }
 
@@ -173,18 +185,12 @@ void causal_init_token_rows(sasrec_model *m, const rec_data *d, const causal_row
 void causal_init_user_token_rows(sasrec_model *m, const rec_data *d, const causal_rows *r) {
     if (!d->user_vec || d->n_users <= 0 || !r->user_rows) return;
     int D = d->D, w = sasrec_cfg(m)->d, n = D < w ? D : w, nt = d->K * d->L, uoff = d->K * d->L + d->extra;
-    double *acc = tr_calloc((size_t)nt * n, sizeof *acc), norm = 0;
-    int32_t *cnt = tr_calloc((size_t)nt, sizeof *cnt), users = 0;
-    for (int32_t u = 0; u < d->n_users; u++) {
-        const float *v = d->user_vec + (size_t)u * D;
-        double s = 0;
-        for (int c = 0; c < D; c++) s += (double)v[c] * v[c];
-        if (s == 0 || (d->skip && d->skip[u])) continue;     /* no vector, or an unseen user */
-        norm += s;
-        users++;
-        carriers_add(acc, cnt, nt, n, r->user_rows + (size_t)u * r->n_feat, d->K, uoff, v);
-    }
-    carriers_mean(sasrec_in_table(m), w, n, uoff, nt, acc, cnt, users && norm > 0 ? (float)(1.0 / sqrt(norm / users)) : 1.0f);
+    double *acc = tr_calloc((size_t)nt * n, sizeof *acc);
+    int32_t *cnt = tr_calloc((size_t)nt, sizeof *cnt);
+    for (int32_t u = 0; u < d->n_users; u++)
+        if (user_has_vec(d, u))                       /* not an unseen user, nor one without a vector */
+            carriers_add(acc, cnt, nt, n, r->user_rows + (size_t)u * r->n_feat, d->K, uoff, d->user_vec + (size_t)u * D);
+    carriers_mean(sasrec_in_table(m), w, n, uoff, nt, acc, cnt, user_cf_scale(d));
     free(acc);
     free(cnt);
 }

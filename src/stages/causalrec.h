@@ -44,6 +44,8 @@ const char *causal_input_name(int in);
  * user's row count; the narrower is padded with -1 (no row). */
 typedef struct { int32_t *item_rows, *user_rows; int n_rows, n_feat; } causal_rows;
 void causal_rows_build(const rec_data *d, const causal_spec *s, causal_rows *r);
+/* Do the users have rows of their own under spec s (a user position, --user-input tokens+id)? */
+int  causal_user_own_rows(const causal_spec *s);
 void causal_rows_free(causal_rows *r);
 
 /* The item side `pool` goes with the item input (pool id needs the own rows of tokens+id):

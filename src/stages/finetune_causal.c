@@ -20,7 +20,8 @@
  * negatives and lr 2e-3: the best valid HR@10 of 256, 512, 1,024 and 2,048 negatives and a
  * full softmax, lr 2e-3 and 3e-3, d 64 and 128 (fewer negatives train faster and, down to
  * 512, better); 100 epochs its cap then (30 without the user position, below). The items'
- * own rows start from the CF vectors (id-init cf) where valid HR@10 chose them over random rows: LastFM, Beauty and Clothing
+ * own rows start from the CF vectors (id-init cf) where valid HR@10 chose them over random
+ * rows: LastFM, Beauty and Clothing
  * (and so a dataset not listed); on ML-1M a tie at the default 2 threads (0.2919 against
  * 0.2921), so it keeps random rows. With them Beauty's best lr of 2e-3, 1e-3 and 5e-4 is
  * 5e-4 (still rising slowly at 70 epochs, the time budget, 13 s an epoch alone), and its item
@@ -189,14 +190,15 @@ void causal_opts_bcast(ft_opts *o) {
 }
 
 /* What starts from the CF vectors (sasrec_fit's init hook): pool learned's output table,
- * with --id-init cf the items' own input rows (and the users', --user-input tokens+id), with --token-init cf the item token rows,
- * users the user token rows, cf+users both (tokens: TOKEN_INIT_* bits). */
-typedef struct { const rec_data *d; const causal_rows *r; int table, own_rows, user_rows, tokens; } cf_start;
+ * with --id-init cf the items' own input rows (and the users', --user-input tokens+id:
+ * user_own), with --token-init cf the item token rows, users the user token rows, cf+users
+ * both (tokens: TOKEN_INIT_* bits). */
+typedef struct { const rec_data *d; const causal_rows *r; int table, own_rows, user_own, tokens; } cf_start;
 static void init_from_cf(sasrec_model *m, void *ctx) {
     const cf_start *c = ctx;
     if (c->table) causal_init_learned(m, c->d);
     if (c->own_rows) causal_init_id_rows(m, c->d, c->r);
-    if (c->user_rows) causal_init_user_id_rows(m, c->d, c->r);
+    if (c->user_own) causal_init_user_id_rows(m, c->d, c->r);
     if (c->tokens & TOKEN_INIT_ITEMS) causal_init_token_rows(m, c->d, c->r);
     if (c->tokens & TOKEN_INIT_USERS) causal_init_user_token_rows(m, c->d, c->r);
 }
@@ -226,9 +228,9 @@ static int write_results(stage_run *run, const retr_metrics *vm, const retr_metr
     return 0;
 }
 
-/* Do the users' own rows start from their CF vectors (--user-input tokens+id, --id-init cf)? */
-static int user_cf_rows(const ft_opts *o) {
-    return o->user_prefix && causal_input_parse(o->user_input) == CAUSAL_IN_TOKENS_ID && !strcmp(o->id_init, "cf");
+/* Do the users' own rows of spec s start from their CF vectors (--id-init cf)? */
+static int user_cf_rows(const causal_spec *s, const ft_opts *o) {
+    return causal_user_own_rows(s) && !strcmp(o->id_init, "cf");
 }
 
 /* The training config of the run's options over d and rows r. */
@@ -260,9 +262,9 @@ static int train_cfg(const ft_opts *o, const causal_spec *s, rec_data *d, const 
     tc->valid_metric = "valid_hr@10";
     *cs = (cf_start){.d = d, .r = r, .table = s->pool == CAUSAL_POOL_LEARNED,
                      .own_rows = s->item_input == CAUSAL_IN_TOKENS_ID && !strcmp(o->id_init, "cf"),
-                     .user_rows = user_cf_rows(o), .tokens = token_init_parse(o->token_init)};
+                     .user_own = user_cf_rows(s, o), .tokens = token_init_parse(o->token_init)};
     if ((cs->own_rows || cs->tokens) && !d->pool) return tr_error("--id-init cf and --token-init %s need the CF item vectors", o->token_init);
-    if (cs->table || cs->own_rows || cs->user_rows || cs->tokens) { tc->init = init_from_cf; tc->init_ctx = cs; }
+    if (cs->table || cs->own_rows || cs->user_own || cs->tokens) { tc->init = init_from_cf; tc->init_ctx = cs; }
     return 0;
 }
 
@@ -281,7 +283,7 @@ int finetune_causal_run(stage_run *run, const ft_opts *o) {
     retr_metrics vm, tm;
     /* under mpirun rank 0 (run set) reads, every rank gets its data */
     int rc = run ? rec_data_load(run->db, run->dataset, run->upstream_run, s.cf_kind, &d) : 0;
-    if (!rc && run && ((token_init_parse(o->token_init) & TOKEN_INIT_USERS) || user_cf_rows(o))) {  /* users' CF vectors */
+    if (!rc && run && ((token_init_parse(o->token_init) & TOKEN_INIT_USERS) || user_cf_rows(&s, o))) {  /* users' CF vectors */
         int nu = rec_user_vectors_load(run->db, &d, s.cf_kind);
         if (nu == 0) tr_error("--token-init %s / --user-input %s --id-init %s: cf run %lld has no '%s' user vectors",
                               o->token_init, o->user_input, o->id_init, (long long)d.cf_run, s.cf_kind);
@@ -297,7 +299,7 @@ int finetune_causal_run(stage_run *run, const ft_opts *o) {
                 "%d rows x %d per position, %s, dropout %.2g, lr %.2g, batch %d, up to %d epochs\n", run->dataset,
                 s.d, s.blocks, s.heads, s.hist_cap, o->pool, o->item_input,
                 !o->user_prefix ? "no user position" : o->user_target ? "user position with a target" : "user position as context",
-                o->user_prefix && causal_input_parse(o->user_input) == CAUSAL_IN_TOKENS_ID ? " (tokens+id)" : "",
+                causal_user_own_rows(&s) ? " (tokens+id)" : "",
                 r.n_rows, r.n_feat,
                 o->negatives ? "sampled softmax" : "full softmax", o->dropout, o->lr, o->batch, o->epochs);
     if (!rc) rc = sasrec_fit(run, &d, &tc, &m, &res);
