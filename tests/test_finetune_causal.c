@@ -480,6 +480,38 @@ static void token_drop_keeps_tokens_out(void **state) {
     }
 }
 
+/* --ties shuffle: with runs of tied timestamps the training sees other orders of them, so
+ * the model differs from file-order training; where no two train items tie, shuffling draws
+ * nothing and the model is the same to the bit. */
+static void ties_shuffle_trains_other_orders(void **state) {
+    (void)state;
+    /* user 0: 1 2 3 tied; user 2: 3 2 1 tied (the valid and test items never move) */
+    static uint8_t runs[17] = {0, 0, 1, 1, 0,  0, 0, 0, 0,  0, 0, 1, 1, 0,  0, 0, 0};
+    static uint8_t none[17];
+    float *par[3];
+    size_t np = 0;
+    for (int k = 0; k < 3; k++) {       /* file order, shuffled runs, shuffled without runs */
+        rec_data d;
+        small_data(&d);
+        d.tied = k == 2 ? none : runs;
+        causal_rows r;
+        sasrec_train_cfg tc;
+        small_fit_cfg(&d, CAUSAL_POOL_TOKENS, &r, &tc);
+        tc.epochs = 3; tc.eval_every = 3;
+        tc.tie_shuffle = k > 0;
+        sasrec_model *m = NULL;
+        assert_int_equal(sasrec_fit(NULL, &d, &tc, &m, NULL), 0);
+        np = sasrec_n_params(m);
+        par[k] = malloc(np * sizeof(float));
+        memcpy(par[k], sasrec_params(m), np * sizeof(float));
+        sasrec_free(m);
+        causal_rows_free(&r);
+    }
+    assert_memory_not_equal(par[0], par[1], np * sizeof(float));
+    assert_memory_equal(par[0], par[2], np * sizeof(float));
+    for (int k = 0; k < 3; k++) free(par[k]);
+}
+
 /* --user-target 0: the user position trains no target, so an epoch trains the first train
  * item of no user (one target fewer per user; a user with one train item has none left) and
  * the model differs; 1: every train item is a target once. */
@@ -663,9 +695,9 @@ static void causal_e2e(void **state) {
 static void causal_dataset_presets(void **state) {
     (void)state;
     const char *b = tu_bin();
-    static const struct { const char *ds, *want[5]; } cases[] = {
+    static const struct { const char *ds, *want[6]; } cases[] = {
         {"clothing", {"\"epochs\":30", "\"lr\":0.002", "\"negatives\":512", "\"id-init\":\"cf\"",
-                      "\"user-prefix\":0"}},
+                      "\"user-prefix\":0", "\"cf-blend\":\"auto\""}},
         {"beauty", {"\"epochs\":50", "\"lr\":0.001", "\"lr-schedule\":\"cosine\"", "\"user-prefix\":0",
                     "\"token-init\":\"cf\""}},
         {"ml-1m", {"\"hist\":200", "\"batch\":16", "\"dropout\":0.2", "\"negatives\":512",
@@ -686,7 +718,7 @@ static void causal_dataset_presets(void **state) {
               "--quiet --threads 1"
         assert_int_equal(tu_run(TINY1, b, dbp), 0);
         int nw = 0;
-        while (nw < 5 && cases[k].want[nw]) nw++;
+        while (nw < 6 && cases[k].want[nw]) nw++;
         assert_null(tu_params_missing(dbp, "finetune", cases[k].want, nw));
         if (!strcmp(cases[k].ds, "other-name") || !strcmp(cases[k].ds, "ml-1m")) {   /* they keep the user position */
             db = db_open(dbp, 1);
@@ -707,7 +739,9 @@ static void causal_dataset_presets(void **state) {
                                               "--user-prefix 2", "--user-prefix 0 --user-target 1",
                                               "--user-prefix 0 --token-init users", "--arch t5 --user-prefix 0",
                                               "--user-prefix 1 --user-input ids", "--user-input tokens+id",
-                                              "--arch t5 --user-input tokens"};
+                                              "--arch t5 --user-input tokens", "--cf-blend 1", "--cf-blend x",
+                                              "--cf-blend -0.1", "--ties random", "--arch t5 --cf-blend auto",
+                                              "--arch t5 --ties shuffle"};
             for (size_t j = 0; j < sizeof bad / sizeof *bad; j++)
                 assert_int_not_equal(tu_run("%s finetune --db %s %s --quiet --threads 1 2>/dev/null", b, dbp, bad[j]), 0);
             assert_true(db_query_double(db, -1, "SELECT count(*) FROM stage_runs") == runs);
@@ -750,8 +784,11 @@ static void causal_dataset_presets(void **state) {
                 {"--user-prefix 0", {"\"user-prefix\":0", NULL}, "%\"user_prefix\":0%"},
                 /* the users' own rows alone: --id-init cf is in the settings for them */
                 {"--user-prefix 1 --item-input tokens --user-input tokens+id",
-                 {"\"user-input\":\"tokens+id\"", "\"id-init\":\"cf\""}, "%\"item_input\":\"tokens\"%"}};
-            for (int v = 0; v < 3; v++) {
+                 {"\"user-input\":\"tokens+id\"", "\"id-init\":\"cf\""}, "%\"item_input\":\"tokens\"%"},
+                /* the CF blend's weight goes with the model (the users' CF vectors loaded) */
+                {"--cf-blend 0.5", {"\"cf-blend\":0.5", NULL}, "%\"cf_blend\":0.5%"},
+                {"--ties shuffle", {"\"ties\":\"shuffle\"", NULL}, "%"}};
+            for (size_t v = 0; v < sizeof shapes / sizeof *shapes; v++) {
                 assert_int_equal(tu_run(TINY "%s --patience 1", b, dbp, shapes[v].opts), 0);
                 assert_null(tu_params_missing(dbp, "finetune", shapes[v].want, shapes[v].want[1] ? 2 : 1));
                 assert_int_equal(tu_run("%s evaluate --db %s --method tokenrec --quiet --threads 1", b, dbp), 0);
@@ -763,6 +800,32 @@ static void causal_dataset_presets(void **state) {
                 assert_true(finetune_hr_is_evaluates(db));
                 db_close(db);
             }
+            /* --cf-blend auto: ten weights checked on valid, the best kept (the smallest on a
+             * tie), the run's valid HR@10 is that weight's, and evaluate scores with it */
+            assert_int_equal(tu_run(TINY "--cf-blend auto --patience 1", b, dbp), 0);
+            const char *aut[] = {"\"cf-blend\":\"auto\""};
+            assert_null(tu_params_missing(dbp, "finetune", aut, 1));
+            db = db_open(dbp, 1);
+            const char *last = "(SELECT max(id) FROM stage_runs WHERE stage='finetune')";
+            char q[512];
+            snprintf(q, sizeof q, "SELECT count(*) FROM metrics_log WHERE name='cf_blend_valid_hr@10' AND run_id=%s", last);
+            assert_true(db_query_double(db, 0, q) == 10);
+            snprintf(q, sizeof q, "SELECT step / 10.0 FROM metrics_log WHERE name='cf_blend_valid_hr@10' AND run_id=%s "
+                                  "ORDER BY value DESC, step LIMIT 1", last);
+            double want_w = db_query_double(db, -1, q);
+            snprintf(q, sizeof q, "SELECT max(value) FROM metrics_log WHERE name='cf_blend_valid_hr@10' AND run_id=%s", last);
+            double want_hr = db_query_double(db, -1, q);
+            snprintf(q, sizeof q, "SELECT value FROM run_metrics WHERE method='tokenrec' AND split='train' AND "
+                                  "metric='cf_blend' AND run_id=%s", last);
+            assert_true(fabs(db_query_double(db, -1, q) - want_w) < 1e-6);
+            snprintf(q, sizeof q, "SELECT value FROM run_metrics WHERE method='tokenrec' AND split='valid' AND "
+                                  "metric='hr' AND k=10 AND run_id=%s", last);
+            assert_true(db_query_double(db, -1, q) == want_hr);
+            db_close(db);
+            assert_int_equal(tu_run("%s evaluate --db %s --method tokenrec --quiet --threads 1", b, dbp), 0);
+            db = db_open(dbp, 1);
+            assert_true(finetune_hr_is_evaluates(db));
+            db_close(db);
 #undef TINY
         }
 #undef TINY1
@@ -884,6 +947,7 @@ int main(void) {
         cmocka_unit_test(user_token_rows_from_cf),
         cmocka_unit_test(user_id_rows_from_cf),
         cmocka_unit_test(token_drop_keeps_tokens_out),
+        cmocka_unit_test(ties_shuffle_trains_other_orders),
         cmocka_unit_test(user_target_off),
         cmocka_unit_test(user_prefix_off),
         cmocka_unit_test(causal_e2e),

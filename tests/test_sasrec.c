@@ -292,7 +292,7 @@ static double train_pattern(int loss, int negatives) {
     int ks[1] = {10};
     retr_metrics met;
     retr_metrics_init(&met, 1, ks);
-    assert_int_equal(sasrec_rank(m, &d, NULL, 2, 16, 0, &met, 0, NULL, NULL), 0);
+    assert_int_equal(sasrec_rank(m, &d, NULL, NULL, 2, 16, 0, &met, 0, NULL, NULL), 0);
     assert_int_equal(met.n, 80);
     double hr = retr_hr(&met, 10);
     print_message("pattern loss %d: best valid HR@10 %.3f, test HR@10 %.3f\n", loss, best_valid, hr);
@@ -304,6 +304,185 @@ static double train_pattern(int loss, int negatives) {
 static void learns_pattern_softmax(void **state) { (void)state; assert_true(train_pattern(SASREC_LOSS_SOFTMAX, 0) > 0.9); }
 static void learns_pattern_bce(void **state) { (void)state; assert_true(train_pattern(SASREC_LOSS_BCE, 0) > 0.6); }
 static void learns_pattern_sampled(void **state) { (void)state; assert_true(train_pattern(SASREC_LOSS_SOFTMAX, 8) > 0.9); }
+
+/* ---- ties (--ties shuffle) and the CF blend (--cf-blend) ---- */
+
+/* rec_sequences_load marks each item whose timestamp equals the one before it in the same
+ * user's sequence; one NULL timestamp and the dataset has none (tied NULL). */
+static void sequences_mark_ties(void **state) {
+    (void)state;
+    sqlite3 *db = tu_db("ties.db");
+    assert_int_equal(tu_synthetic(db, "synth", 20, 30, 2, 6, 9, 1), 0);
+    assert_int_equal(db_exec(db, "UPDATE interactions SET ts = 1000 + pos / 3"), 0);   /* runs of 3 per user */
+    rec_data d;
+    assert_int_equal(rec_sequences_load(db, "synth", &d), 0);
+    assert_non_null(d.tied);
+    long n_tied = 0;
+    for (int32_t u = 0; u < d.n_users; u++)
+        for (int64_t k = d.off[u]; k < d.off[u + 1]; k++) {
+            assert_int_equal(d.tied[k], (k - d.off[u]) % 3 != 0);
+            n_tied += d.tied[k];
+        }
+    assert_true(n_tied > 0);
+    rec_data_free(&d);
+    assert_int_equal(db_exec(db, "UPDATE interactions SET ts = NULL WHERE uid = 3 AND pos = 2"), 0);
+    assert_int_equal(rec_sequences_load(db, "synth", &d), 0);
+    assert_null(d.tied);
+    rec_data_free(&d);
+    db_close(db);
+}
+
+/* sasrec_ties_shuffle permutes a user's train items within their runs of ties only: every
+ * other position, the valid and test items (one of them tied to the last train run) and a
+ * skipped user stay; each run keeps its items and, over 30 draws, takes more than one order. */
+static void ties_shuffle_within_runs(void **state) {
+    (void)state;
+    /* user 0: 10 11 | 12 13 14 (tied) | 15 | 16 17 (tied) + valid 18 (tied to 17) + test 19;
+     * user 1: no ties; user 2 (skipped): 30 31 tied, valid, test */
+    int32_t seq[] = {10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 30, 31, 32, 33};
+    uint8_t tied[] = {0, 0, 1, 1, 1, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 1, 0, 0};
+    int64_t off[] = {0, 10, 14, 18};
+    uint8_t skip[] = {0, 0, 1};
+    tied[2] = 0;                        /* 12 opens its run: 12 13 14 */
+    rec_data d = {.n_users = 3, .n_items = 40, .off = off, .seq = seq, .tied = tied, .skip = skip};
+    int32_t out[18];
+    rng_t r;
+    rng_seed(&r, 9);
+    int orders_a = 0, orders_b = 0;
+    int32_t first_a[3], first_b[2];
+    for (int draw = 0; draw < 30; draw++) {
+        sasrec_ties_shuffle(&d, out, &r);
+        static const int fixed[] = {0, 1, 5, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17};
+        for (size_t j = 0; j < sizeof fixed / sizeof *fixed; j++) assert_int_equal(out[fixed[j]], seq[fixed[j]]);
+        int32_t a[3] = {out[2], out[3], out[4]}, b[2] = {out[6], out[7]};
+        assert_int_equal(a[0] + a[1] + a[2], 12 + 13 + 14);
+        assert_true(a[0] != a[1] && a[1] != a[2] && a[0] != a[2] && a[0] >= 12 && a[0] <= 14 && a[1] >= 12 &&
+                    a[1] <= 14 && a[2] >= 12 && a[2] <= 14);
+        assert_true((b[0] == 16 && b[1] == 17) || (b[0] == 17 && b[1] == 16));
+        if (!draw) { memcpy(first_a, a, sizeof a); memcpy(first_b, b, sizeof b); }
+        orders_a += memcmp(a, first_a, sizeof a) != 0;
+        orders_b += memcmp(b, first_b, sizeof b) != 0;
+    }
+    assert_true(orders_a > 0 && orders_b > 0);
+}
+
+/* Scores of a random model over 30 items for 24 users with 6 items each; user vectors
+ * (zero ones when zero_users) and item vectors for the blend. */
+typedef struct { rec_data d; sasrec_model *m; float uv[24 * 4], iv[30 * 4]; } blend_fx;
+static void blend_fixture(blend_fx *f, int zero_users) {
+    memset(f, 0, sizeof *f);
+    pattern_data(&f->d, 24, 30, 11);
+    rng_t r;
+    rng_seed(&r, 4);
+    for (int i = 0; i < 24 * 4; i++) f->uv[i] = zero_users ? 0 : rng_uniform(&r) * 2 - 1;
+    for (int i = 0; i < 30 * 4; i++) f->iv[i] = rng_uniform(&r) * 2 - 1;
+    sasrec_config c = {.n_items = 30, .d = 8, .n_blocks = 1, .n_heads = 1, .max_len = 6, .max_B = 8};
+    f->m = sasrec_new(&c, &r);
+    assert_non_null(f->m);
+}
+static void blend_free(blend_fx *f) { sasrec_free(f->m); free(f->d.off); free(f->d.seq); }
+
+/* HR@10 and NDCG@10 sums of split 2 ranked by the model with blend bl (NULL: none) over
+ * the users f->d.skip leaves in (*n of them). */
+static void blend_sums(blend_fx *f, const sasrec_blend *bl, double out[2], long *n) {
+    int ks[1] = {10};
+    retr_metrics met;
+    retr_metrics_init(&met, 1, ks);
+    assert_int_equal(sasrec_rank(f->m, &f->d, NULL, bl, 2, 8, 0, &met, 0, NULL, NULL), 0);
+    out[0] = met.hr[0];
+    out[1] = met.ndcg[0];
+    *n = met.n;
+}
+
+/* The same over every user, as means. */
+static void blend_metrics(blend_fx *f, const sasrec_blend *bl, double out[2]) {
+    long n;
+    blend_sums(f, bl, out, &n);
+    assert_int_equal(n, 24);
+    out[0] /= n;
+    out[1] /= n;
+}
+
+/* The CF blend: weight 0 is the model's ranking, a weight near 1 the CF vectors' own
+ * ranking (retr_scores, as evaluate's lightgcn), and users without a vector keep the
+ * model's ranking at any weight. */
+static void cf_blend_ranks(void **state) {
+    (void)state;
+    blend_fx f;
+    blend_fixture(&f, 0);
+    double none[2], zero[2], near1[2], half[2], cf[2];
+    blend_metrics(&f, NULL, none);
+    blend_metrics(&f, &(sasrec_blend){.user_vec = f.uv, .item_vec = f.iv, .D = 4, .alpha = 0}, zero);
+    blend_metrics(&f, &(sasrec_blend){.user_vec = f.uv, .item_vec = f.iv, .D = 4, .alpha = 0.99999f}, near1);
+    blend_metrics(&f, &(sasrec_blend){.user_vec = f.uv, .item_vec = f.iv, .D = 4, .alpha = 0.5f}, half);
+    int ks[1] = {10};
+    retr_metrics met;                   /* the CF ranking alone */
+    retr_metrics_init(&met, 1, ks);
+    float *sc = malloc(24 * 30 * sizeof *sc);
+    int32_t users[24];
+    for (int u = 0; u < 24; u++) users[u] = u;
+    retr_scores(sc, f.uv, 24, f.iv, NULL, 30, 4, 0);
+    rec_rank_rows(&f.d, users, 24, 2, sc, &met, 0, NULL, NULL);
+    cf[0] = retr_hr(&met, 10);
+    cf[1] = retr_ndcg(&met, 10);
+    print_message("blend: model HR@10 %.3f, 0.5 %.3f, CF %.3f\n", none[0], half[0], cf[0]);
+    assert_true(zero[0] == none[0] && zero[1] == none[1]);
+    assert_true(near1[0] == cf[0] && fabs(near1[1] - cf[1]) < 1e-12);
+    assert_true(cf[1] != none[1]);      /* the two rankings differ, so the checks above can fail */
+    assert_true(half[1] != none[1] && half[1] != cf[1]);
+    free(sc);
+    blend_free(&f);
+    blend_fixture(&f, 1);               /* no user has a vector */
+    blend_metrics(&f, NULL, none);
+    blend_metrics(&f, &(sasrec_blend){.user_vec = f.uv, .item_vec = f.iv, .D = 4, .alpha = 0.5f}, half);
+    assert_true(half[0] == none[0] && half[1] == none[1]);
+    blend_free(&f);
+}
+
+/* With ties, a user whose last history item (split 2: the valid item) is tied to the one
+ * before it gets alpha_tied, the rest alpha: weights 0.99999 and 0 rank the tied users as
+ * the CF vectors do and the others as the model does, user group by user group. */
+static void cf_blend_by_ties(void **state) {
+    (void)state;
+    blend_fx f;
+    blend_fixture(&f, 0);
+    int64_t total = f.d.off[f.d.n_users];
+    uint8_t *tied = calloc((size_t)total, 1), skip[2][24];
+    int n_tied = 0;
+    for (int32_t u = 0; u < 24; u++) {
+        if (u % 3 == 0) {                   /* the valid item tied to the last train item */
+            tied[f.d.off[u + 1] - 2] = 1;
+            n_tied++;
+        }
+        if (u % 4 == 0) tied[f.d.off[u] + 1] = 1;   /* an early tie, which decides nothing */
+    }
+    f.d.tied = tied;
+    for (int32_t u = 0; u < 24; u++) {
+        assert_int_equal(sasrec_last_tied(&f.d, u, 2), u % 3 == 0);
+        skip[0][u] = u % 3 == 0;            /* group 0: the untied users */
+        skip[1][u] = u % 3 != 0;
+    }
+    const sasrec_blend cf_only = {.user_vec = f.uv, .item_vec = f.iv, .D = 4, .alpha = 0.99999f},
+                       by_ties = {.user_vec = f.uv, .item_vec = f.iv, .D = 4, .alpha = 0, .alpha_tied = 0.99999f,
+                                  .tied = tied};
+    double all[2], model_new[2], cf_tied[2], swapped[2];
+    long n_all, n_new, n_t;
+    blend_sums(&f, &by_ties, all, &n_all);
+    f.d.skip = skip[0];
+    blend_sums(&f, NULL, model_new, &n_new);
+    f.d.skip = skip[1];
+    blend_sums(&f, &cf_only, cf_tied, &n_t);
+    f.d.skip = NULL;
+    assert_int_equal(n_t, n_tied);
+    assert_int_equal(n_all, n_new + n_t);
+    assert_true(fabs(all[0] - (model_new[0] + cf_tied[0])) < 1e-9 && fabs(all[1] - (model_new[1] + cf_tied[1])) < 1e-9);
+    /* the weights swapped rank differently, so the check above can fail */
+    const sasrec_blend swap = {.user_vec = f.uv, .item_vec = f.iv, .D = 4, .alpha = 0.99999f, .alpha_tied = 0, .tied = tied};
+    blend_sums(&f, &swap, swapped, &n_all);
+    assert_true(swapped[1] != all[1]);
+    free(tied);
+    blend_free(&f);
+}
 
 /* ---- end to end through the binary ---- */
 
@@ -520,6 +699,10 @@ int main(void) {
         cmocka_unit_test(learns_pattern_softmax),
         cmocka_unit_test(learns_pattern_bce),
         cmocka_unit_test(learns_pattern_sampled),
+        cmocka_unit_test(sequences_mark_ties),
+        cmocka_unit_test(ties_shuffle_within_runs),
+        cmocka_unit_test(cf_blend_ranks),
+        cmocka_unit_test(cf_blend_by_ties),
         cmocka_unit_test(evaluate_sasrec_e2e),
         cmocka_unit_test(dataset_presets),
         cmocka_unit_test(killed_sasrec_resumes_identically),

@@ -206,6 +206,10 @@ static char *spec_json(const causal_spec *s) {
     cJSON_AddNumberToObject(j, "heads", s->heads);
     if (s->no_prefix) cJSON_AddNumberToObject(j, "user_prefix", 0);      /* absent: 1 */
     if (s->user_input) cJSON_AddStringToObject(j, "user_input", causal_input_name(s->user_input));  /* absent: tokens */
+    if (s->cf_blend > 0 || s->cf_blend_tied > 0) {                                    /* absent: 0 */
+        cJSON_AddNumberToObject(j, "cf_blend", s->cf_blend);
+        cJSON_AddNumberToObject(j, "cf_blend_tied", s->cf_blend_tied);
+    }
     char *out = cJSON_PrintUnformatted(j);
     cJSON_Delete(j);
     return out;
@@ -263,17 +267,20 @@ static int spec_parse(const char *json, causal_spec *s) {
     const cJSON *p = cJSON_GetObjectItemCaseSensitive(j, "pool"), *in = cJSON_GetObjectItemCaseSensitive(j, "item_input");
     const cJSON *d = cJSON_GetObjectItemCaseSensitive(j, "d"), *b = cJSON_GetObjectItemCaseSensitive(j, "blocks");
     const cJSON *h = cJSON_GetObjectItemCaseSensitive(j, "heads"), *up = cJSON_GetObjectItemCaseSensitive(j, "user_prefix");
-    const cJSON *ui = cJSON_GetObjectItemCaseSensitive(j, "user_input");
+    const cJSON *ui = cJSON_GetObjectItemCaseSensitive(j, "user_input"), *cb = cJSON_GetObjectItemCaseSensitive(j, "cf_blend");
+    const cJSON *cbt = cJSON_GetObjectItemCaseSensitive(j, "cf_blend_tied");
     int rc = -1;
     if (cJSON_IsString(p) && cJSON_IsString(in) && cJSON_IsNumber(d) && cJSON_IsNumber(b) && cJSON_IsNumber(h) &&
-        (!up || cJSON_IsNumber(up)) && (!ui || cJSON_IsString(ui))) {
+        (!up || cJSON_IsNumber(up)) && (!ui || cJSON_IsString(ui)) && (!cb || cJSON_IsNumber(cb)) && (!cbt || cJSON_IsNumber(cbt))) {
         s->pool = causal_pool_parse(p->valuestring);
         s->item_input = causal_input_parse(in->valuestring);
         s->d = d->valueint; s->blocks = b->valueint; s->heads = h->valueint;
         s->no_prefix = up && up->valueint == 0;
         s->user_input = ui ? causal_input_parse(ui->valuestring) : CAUSAL_IN_TOKENS;
-        rc = s->pool < 0 || s->item_input < 0 || s->user_input < 0 || (up && up->valueint != 0 && up->valueint != 1)
-                 ? -1 : 0;
+        s->cf_blend = cb ? cb->valuedouble : 0;
+        s->cf_blend_tied = cbt ? cbt->valuedouble : s->cf_blend;
+        rc = s->pool < 0 || s->item_input < 0 || s->user_input < 0 || (up && up->valueint != 0 && up->valueint != 1) ||
+             !(s->cf_blend >= 0 && s->cf_blend < 1) || !(s->cf_blend_tied >= 0 && s->cf_blend_tied < 1) ? -1 : 0;
     }
     cJSON_Delete(j);
     return rc ? tr_error("the stored causal model's config is malformed: %s", json) : 0;
@@ -294,6 +301,15 @@ int causal_load(sqlite3 *db, const char *dataset, int64_t run, int max_B, rec_da
     out->s.hist_cap = sqlite3_column_int(st, 2);
     out->tokenize_run = stage_upstream_run(db, run);
     if (rec_data_load(db, dataset, out->tokenize_run, out->s.cf_kind, d) != 0) goto done;
+    if (out->s.cf_blend > 0 || out->s.cf_blend_tied > 0) {
+        if (rec_user_vectors_load(db, d, out->s.cf_kind) <= 0) {
+            tr_error("finetune run %lld blends CF scores in, but cf run %lld has no '%s' user vectors", (long long)run,
+                     (long long)d->cf_run, out->s.cf_kind);
+            goto done;
+        }
+        out->blend = (sasrec_blend){d->user_vec, d->pool, d->D, (float)out->s.cf_blend, (float)out->s.cf_blend_tied,
+                                    d->tied};
+    }
     causal_rows_build(d, &out->s, &out->rows);
     sasrec_config c;
     if (causal_config(&out->s, d, &out->rows, max_B, &c) != 0) goto done;

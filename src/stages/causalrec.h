@@ -16,6 +16,7 @@
 #include <stdint.h>
 #include "recmodel.h"
 #include "sasrec.h"
+#include "sasrec_fit.h"
 
 enum { CAUSAL_POOL_CF = 0, CAUSAL_POOL_LEARNED = 1, CAUSAL_POOL_TOKENS = 2, CAUSAL_POOL_ID = 3 };
 enum { CAUSAL_IN_TOKENS = 0, CAUSAL_IN_TOKENS_ID = 1 };
@@ -28,6 +29,9 @@ typedef struct {
     int  d, blocks, heads, hist_cap;
     int  no_prefix;       /* 1: no user position, the items alone (--user-prefix 0) */
     int  user_input;      /* CAUSAL_IN_*: what the user position sums (tokens+id: plus its own row) */
+    double cf_blend;      /* the CF prior's weight in the ranking scores (--cf-blend; 0: none) */
+    double cf_blend_tied; /* the weight for a user whose last history item is tied to the one
+                           * before it (sasrec_blend.alpha_tied) */
 } causal_spec;
 
 /* Names <-> values: "cf" "learned" "tokens" "id"; "tokens" "tokens+id". -1 for an unknown name. */
@@ -89,9 +93,11 @@ typedef struct {
     causal_spec   s;
     causal_rows   rows;
     int64_t       tokenize_run;
+    sasrec_blend  blend;          /* the ranking's CF prior (alpha 0: none) */
 } causal_loaded;
 /* Load finetune run `run`'s model and, into d, the data of its tokenize run (sequences,
- * tokens, CF vectors of the spec's kind, unseen users). */
+ * tokens, CF vectors of the spec's kind, unseen users; with a CF blend the users' vectors
+ * too). */
 int  causal_load(sqlite3 *db, const char *dataset, int64_t run, int max_B, rec_data *d, causal_loaded *out);
 void causal_loaded_free(causal_loaded *l);
 

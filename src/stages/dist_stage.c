@@ -4,6 +4,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Rank 0's n elements of size sz at *p into every rank (allocated on the others; a NULL
+ * array on rank 0 stays NULL everywhere). */
+static void bcast_array(void **p, size_t n, size_t sz) {
+    int has = dist_bcast_int(*p != NULL);
+    if (has) dist_bcast_alloc(p, n * sz);
+}
+
 void dist_bcast_sequences(rec_data *d) {
     if (dist_size() <= 1) return;
     int32_t nn[2] = {d->n_users, d->n_items};
@@ -18,13 +25,7 @@ void dist_bcast_sequences(rec_data *d) {
     }
     dist_bcast(d->off, (size_t)(nn[0] + 1) * sizeof *d->off);
     dist_bcast(d->seq, (size_t)total * sizeof *d->seq);
-}
-
-/* Rank 0's n elements of size sz at *p into every rank (allocated on the others; a NULL
- * array on rank 0 stays NULL everywhere). */
-static void bcast_array(void **p, size_t n, size_t sz) {
-    int has = dist_bcast_int(*p != NULL);
-    if (has) dist_bcast_alloc(p, n * sz);
+    bcast_array((void **)&d->tied, (size_t)total, 1);
 }
 
 void dist_bcast_rec_data(rec_data *d) {

@@ -173,7 +173,8 @@ static int rank_tokenrec(ev_ctx *c, int split, int tmpl, retr_metrics *met, int 
     rec_topk_fn fn = keep ? sink_topk : NULL;
     void *ctx = keep ? &c->sink : NULL;
     if (c->cl.m)        /* rank 0 alone (tokenrec is not shared out under mpirun) */
-        return sasrec_rank(c->cl.m, &c->d, c->cl.rows.user_rows, split, o->batch, 0, met, topk, fn, ctx);
+        return sasrec_rank(c->cl.m, &c->d, c->cl.rows.user_rows, &c->cl.blend, split, o->batch, 0, met, topk, fn,
+                           ctx);
     return rec_evaluate(c->lm.model, &c->lm.vocab, &c->d, split, c->lm.hist_cap, tmpl, c->lm.cosine, o->batch,
                         met, topk, fn, ctx);
 }
@@ -232,8 +233,8 @@ static int load_sasrec(ev_ctx *c) {
 static int score_sasrec(ev_ctx *c) {
     if (c->n_unseen > 0) c->d.skip = c->held;
     double t0 = tr_monotonic();
-    int erc = (c->do_valid && sasrec_rank(c->sm, &c->d, NULL, 1, c->o->batch, 1, &c->valid, 0, NULL, NULL) != 0) ||
-              sasrec_rank(c->sm, &c->d, NULL, 2, c->o->batch, 1, &c->test, c->o->topk, sink_topk, &c->sink) != 0;
+    int erc = (c->do_valid && sasrec_rank(c->sm, &c->d, NULL, NULL, 1, c->o->batch, 1, &c->valid, 0, NULL, NULL) != 0) ||
+              sasrec_rank(c->sm, &c->d, NULL, NULL, 2, c->o->batch, 1, &c->test, c->o->topk, sink_topk, &c->sink) != 0;
     c->d.skip = NULL;                  /* held is freed on its own */
     if (erc) return -1;
     c->secs = tr_monotonic() - t0;

@@ -734,6 +734,10 @@ static char *make_params(const cli_opt *opts, const ft_opts *o) {
         if (o->user_target == 0 && o->user_prefix) pj = cli_json_append(pj, "\"user-target\":0");
         if (!o->user_prefix) pj = cli_json_append(pj, "\"user-prefix\":0");
         if (o->user_prefix && !strcmp(o->user_input, "tokens+id")) pj = cli_json_append(pj, "\"user-input\":\"tokens+id\"");
+        if (!strcmp(o->ties, "shuffle")) pj = cli_json_append(pj, "\"ties\":\"shuffle\"");
+        double blend = causal_cf_blend_parse(o->cf_blend);
+        if (blend < 0) pj = cli_json_append(pj, "\"cf-blend\":\"auto\"");
+        else if (blend > 0) pj = cli_json_append(pj, "\"cf-blend\":%.9g", blend);
     }
     if (!strcmp(o->hist_order, "kept")) pj = cli_json_append(pj, "\"history-order\":\"kept\"");
     if (o->init_from && !(pj = params_with_files(pj, o->init_from, o->tokenizer))) return NULL;
@@ -806,6 +810,12 @@ int cmd_finetune(int argc, char **argv) {
         {"user-input", CLI_STR, &o.user_input, "causal, --user-prefix 1: the user position sums the user's K token rows "
          "(tokens) or those plus a row of its own (tokens+id; from its CF vector with --id-init cf; an unseen user "
          "by its tokens alone) (default: the dataset's)", 0},
+        {"ties", CLI_STR, &o.ties, "causal: training keeps each run of a user's train items with the same timestamp "
+         "in its stored (file) order (keep) or permutes it every epoch (shuffle), so that order is no signal; a "
+         "dataset without timestamps has no ties (default: the dataset's)", 0},
+        {"cf-blend", CLI_STR, &o.cf_blend, "causal: rank by (1 - X) the model's scores + X the user's LightGCN scores "
+         "(each standardised over the items), a CF prior; auto: X from 0, 0.1, ..., 0.9 by valid HR@10 after training "
+         "(default: the dataset's)", 0},
         {"negatives", CLI_INT, &o.negatives, "causal: softmax over N shared sampled negatives (0: all items; -1: the dataset's)", 0},
         {"eval-every", CLI_INT, &o.eval_every, "causal: epochs between valid checks (-1: the dataset's)", 0},
         {"preset", CLI_STR, &o.preset, "model size: mini (d128, 2+1 layers), tiny, small, t5-small", 1},
@@ -866,9 +876,9 @@ int cmd_finetune(int argc, char **argv) {
     char tokbuf[4096];
     if (!causal) {
         if (o.item_input || o.id_init || o.token_init || o.lr_schedule || o.negatives >= 0 || o.eval_every >= 0 ||
-            o.token_drop != -1 || o.user_target != -1 || o.user_prefix != -1 || o.user_input)
+            o.token_drop != -1 || o.user_target != -1 || o.user_prefix != -1 || o.user_input || o.ties || o.cf_blend)
             return tr_error("--item-input, --id-init, --token-init, --lr-schedule, --token-drop, --user-target, "
-                            "--user-prefix, --user-input, --negatives and --eval-every are settings of --arch causal");
+                            "--user-prefix, --user-input, --ties, --cf-blend, --negatives and --eval-every are settings of --arch causal");
         ft_defaults_t5(&o);
         if (o.patience < 0) o.patience = 3;
         if (o.faithful) { o.loss = "cosine"; o.pool = "ego"; o.score = "cos"; if (o.max_pos < 0) o.max_pos = 49; }

@@ -9,6 +9,7 @@
 #include "finetune_opts.h"
 #include "sasrec_fit.h"
 #include "util.h"
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,8 +39,12 @@
  * without, 0.2945 and 0.2974 with); LastFM lost without it (0.1257 against 0.1431) and
  * keeps the user's tokens, as the first row does.
  * Without the user position Beauty and Clothing peak sooner: their epoch caps (the cosine's
- * length) 50 (0.1191 against 0.1188 at 70) and 30 (0.0381, 40 0.0381, 100 0.0368). A
- * dataset not listed gets the first row's. */
+ * length) 50 (0.1191 against 0.1188 at 70) and 30 (0.0381, 40 0.0381, 100 0.0368).
+ * Shuffling the runs of tied timestamps (--ties shuffle, LastFM the one dataset with ties)
+ * lost on valid over three seeds (mean 0.1003 against 0.1257). Ranking with a CF prior
+ * chosen on valid after training (--cf-blend auto) won on LastFM (three seeds, per tie
+ * group: mean valid 0.1330 against 0.1257 for the model alone) and Clothing (0.0388 against
+ * 0.0381). A dataset not listed gets the first row's. */
 typedef struct {
     const char *dataset;
     int    d, blocks, heads, hist, negatives, batch, epochs, eval_every, patience;
@@ -49,15 +54,16 @@ typedef struct {
     const char *lr_schedule;
     int user_target, user_prefix;
     const char *user_input;
+    const char *ties, *cf_blend;
 } causal_preset;
 
 static const causal_preset presets[] = {
-    /* dataset    d   blk hd hist neg   batch ep   eval pat drop lr     pool      input        id-init   token-init token-drop lr-schedule user-target user-prefix user-input */
-    {"other",     64, 2,  1, 50,  0,    128,  200, 5,   3,  0.5, 2e-3, "tokens", "tokens+id", "cf", "random", 0,          "constant", 1, 1, "tokens"},
-    {"lastfm",    128, 2, 2, 50,  0,    128,  200, 5,   3,  0.5, 2e-3, "tokens", "tokens+id", "cf", "random", 0,          "constant", 1, 1, "tokens"},
-    {"beauty",    64, 2,  1, 50,  0,    128,  50,  5,   3,  0.5, 1e-3, "tokens", "tokens+id", "cf", "cf",     0,          "cosine",   0, 0, "tokens"},
-    {"clothing",  64, 2,  1, 50,  512,  128,  30,  5,   3,  0.5, 2e-3, "tokens", "tokens+id", "cf", "random", 0,          "cosine",   1, 0, "tokens"},
-    {"ml-1m",     64, 2,  1, 200, 512,  16,   45,  3,   3,  0.2, 2e-3, "tokens", "tokens+id", "random", "random", 0,        "cosine",   1, 1, "tokens"},
+    /* dataset    d   blk hd hist neg   batch ep   eval pat drop lr     pool      input        id-init   token-init token-drop lr-schedule user-target user-prefix user-input ties cf-blend */
+    {"other",     64, 2,  1, 50,  0,    128,  200, 5,   3,  0.5, 2e-3, "tokens", "tokens+id", "cf", "random", 0,          "constant", 1, 1, "tokens", "keep", "0"},
+    {"lastfm",    128, 2, 2, 50,  0,    128,  200, 5,   3,  0.5, 2e-3, "tokens", "tokens+id", "cf", "random", 0,          "constant", 1, 1, "tokens", "keep", "auto"},
+    {"beauty",    64, 2,  1, 50,  0,    128,  50,  5,   3,  0.5, 1e-3, "tokens", "tokens+id", "cf", "cf",     0,          "cosine",   0, 0, "tokens", "keep", "0"},
+    {"clothing",  64, 2,  1, 50,  512,  128,  30,  5,   3,  0.5, 2e-3, "tokens", "tokens+id", "cf", "random", 0,          "cosine",   1, 0, "tokens", "keep", "auto"},
+    {"ml-1m",     64, 2,  1, 200, 512,  16,   45,  3,   3,  0.2, 2e-3, "tokens", "tokens+id", "random", "random", 0,        "cosine",   1, 1, "tokens", "keep", "0"},
 };
 
 /* --token-init's values: which token rows start from the CF vectors, a bit each: 1 the
@@ -81,16 +87,16 @@ int finetune_causal_epochs(const char *dataset) { return preset_for(dataset)->ep
 void causal_defaults_text(char *buf, size_t n) {
     size_t o = (size_t)snprintf(buf, n,
         "--arch causal defaults per dataset (an option given on the command line wins):\n"
-        "  dataset    d-model layers heads hist negatives batch epochs eval-every patience dropout lr      pool    item-input id-init token-init token-drop lr-schedule user-target user-prefix user-input\n");
+        "  dataset    d-model layers heads hist negatives batch epochs eval-every patience dropout lr      pool    item-input id-init token-init token-drop lr-schedule user-target user-prefix user-input ties cf-blend\n");
     for (size_t i = 0; i < sizeof presets / sizeof *presets && o < n; i++) {
         const causal_preset *p = &presets[i];
         char uin[16];
         snprintf(uin, sizeof uin, p->user_prefix ? "%s" : "(%s)", p->user_input);
-        o += (size_t)snprintf(buf + o, n - o, "  %-10s %-7d %-6d %-5d %-4d %-9d %-5d %-6d %-10d %-8d %-7.2g %-7.2g %-7s %-10s %-7s %-10s %-10g %-11s %-11s %-11d %s\n",
+        o += (size_t)snprintf(buf + o, n - o, "  %-10s %-7d %-6d %-5d %-4d %-9d %-5d %-6d %-10d %-8d %-7.2g %-7.2g %-7s %-10s %-7s %-10s %-10g %-11s %-11s %-11d %-10s %-7s %s\n",
                               p->dataset, p->d, p->blocks, p->heads, p->hist, p->negatives, p->batch, p->epochs,
                               p->eval_every, p->patience, p->dropout, p->lr, p->pool, p->input, p->id_init, p->token_init, p->token_drop,
                               p->lr_schedule, p->user_prefix ? (p->user_target ? "1" : "0") : (p->user_target ? "(1)" : "(0)"),
-                              p->user_prefix, uin);
+                              p->user_prefix, uin, p->ties, p->cf_blend);
     }
     o += (size_t)snprintf(buf + o, n > o ? n - o : 0, "  (user-target and user-input in brackets: the values with "
                                                       "--user-prefix 1 where the default has no user position)\n");
@@ -116,6 +122,14 @@ int causal_defaults(ft_opts *o, const char *dataset) {
     if (!o->id_init) o->id_init = p->id_init;
     if (!o->token_init) o->token_init = p->token_init;
     if (!o->lr_schedule) o->lr_schedule = p->lr_schedule;
+    if (!o->ties) o->ties = p->ties;
+    if (!o->cf_blend) o->cf_blend = p->cf_blend;
+    if (causal_cf_blend_parse(o->cf_blend) < -1)
+        return tr_error("--cf-blend: expected auto (the weight valid HR@10 picks) or a weight in [0,1), got '%s'",
+                        o->cf_blend);
+    if (strcmp(o->ties, "keep") && strcmp(o->ties, "shuffle"))
+        return tr_error("--ties: expected keep (runs of equal timestamps in their stored order) or shuffle (permuted "
+                        "every epoch), got '%s'", o->ties);
     int given_prefix = o->user_prefix != -1;
     if (o->user_prefix == -1) o->user_prefix = p->user_prefix;
     else if (o->user_prefix != 0 && o->user_prefix != 1)
@@ -175,6 +189,9 @@ void causal_opts_bcast(ft_opts *o) {
     int cf = dist_bcast_int(dist_rank() ? 0 : !strcmp(o->id_init, "cf"));
     int tcf = dist_bcast_int(dist_rank() ? 0 : token_init_parse(o->token_init));
     int cosine = dist_bcast_int(dist_rank() ? 0 : sasrec_lr_schedule_parse(o->lr_schedule));
+    int shuffle = dist_bcast_int(dist_rank() ? 0 : !strcmp(o->ties, "shuffle"));
+    double blend = dist_rank() ? 0 : causal_cf_blend_parse(o->cf_blend);
+    dist_bcast(&blend, sizeof blend);
     ft_opts r = *o;
     dist_bcast(&r, sizeof r);
     if (dist_rank() == 0) return;
@@ -187,6 +204,17 @@ void causal_opts_bcast(ft_opts *o) {
     o->id_init = cf ? "cf" : "random";
     o->token_init = token_init_names[tcf];
     o->lr_schedule = cosine ? "cosine" : "constant";
+    o->ties = shuffle ? "shuffle" : "keep";
+    static char blend_s[32];            /* one finetune per process */
+    snprintf(blend_s, sizeof blend_s, "%.9g", blend);
+    o->cf_blend = blend < 0 ? "auto" : blend_s;
+}
+
+double causal_cf_blend_parse(const char *s) {
+    if (!strcmp(s, "auto")) return -1;
+    char *end;
+    double v = strtod(s, &end);
+    return end != s && !*end && v >= 0 && v < 1 ? v : -2;
 }
 
 /* What starts from the CF vectors (sasrec_fit's init hook): pool learned's output table,
@@ -205,13 +233,76 @@ static void init_from_cf(sasrec_model *m, void *ctx) {
 
 /* The valid and test metrics of the kept model (every rank under mpirun: the ranking is
  * shared out). */
-static int rank_splits(sasrec_model *m, const rec_data *d, const causal_rows *r, const ft_opts *o,
-                       retr_metrics *vm, retr_metrics *tm) {
+static int rank_splits(sasrec_model *m, const rec_data *d, const causal_rows *r, const sasrec_blend *bl,
+                       const ft_opts *o, retr_metrics *vm, retr_metrics *tm) {
     int ks[3] = {10, 20, 30};
     retr_metrics_init(vm, 3, ks);
     retr_metrics_init(tm, 3, ks);
-    return sasrec_rank(m, d, r->user_rows, 1, o->eval_batch, 1, vm, 0, NULL, NULL) != 0 ||
-           sasrec_rank(m, d, r->user_rows, 2, o->eval_batch, 1, tm, 0, NULL, NULL) != 0 ? -1 : 0;
+    return sasrec_rank(m, d, r->user_rows, bl, 1, o->eval_batch, 1, vm, 0, NULL, NULL) != 0 ||
+           sasrec_rank(m, d, r->user_rows, bl, 2, o->eval_batch, 1, tm, 0, NULL, NULL) != 0 ? -1 : 0;
+}
+
+/* --cf-blend auto: for each group of users (with d->tied two: those whose last train item
+ * is tied to the one before it, and the rest; without, one) the weight of 0, 0.1, ..., 0.9
+ * with the best valid HR@10 (the smallest on a tie) into bl (alpha, alpha_tied). Logged per
+ * weight (step 10 x weight): "cf_blend_valid_hr@10" over every user (one weight for all),
+ * and with ties "cf_blend_valid_hr@10_tied" / "_new" per group. A given weight is kept for
+ * both groups. Returns 0 or -1. */
+static int pick_blend(stage_run *run, sasrec_model *m, const rec_data *d, const causal_rows *r, const ft_opts *o,
+                      sasrec_blend *bl) {
+    double given = causal_cf_blend_parse(o->cf_blend);
+    if (given >= 0) { bl->alpha = bl->alpha_tied = (float)given; return 0; }
+    int G = d->tied ? 2 : 1;
+    double hits[2][10] = {{0}}, best[2] = {-1, -1};
+    long n[2] = {0, 0};
+    float pick[2] = {0, 0};
+    rec_data dg = *d;                   /* d with the other group skipped */
+    dg.skip = tr_malloc((size_t)d->n_users);
+    for (int g = 0; g < G; g++) {
+        for (int32_t u = 0; u < d->n_users; u++)
+            dg.skip[u] = (d->skip && d->skip[u]) || (G == 2 && sasrec_last_tied(d, u, 1) != g);
+        for (int k = 0; k < 10; k++) {
+            int ks[1] = {10};
+            retr_metrics vm;
+            retr_metrics_init(&vm, 1, ks);
+            sasrec_blend b = *bl;
+            b.alpha = b.alpha_tied = (float)(k / 10.0);
+            if (sasrec_rank(m, &dg, r->user_rows, &b, 1, o->eval_batch, 1, &vm, 0, NULL, NULL) != 0) {
+                free(dg.skip);
+                return -1;
+            }
+            hits[g][k] = vm.hr[0];
+            n[g] = vm.n;
+            if (vm.hr[0] > best[g]) { best[g] = vm.hr[0]; pick[g] = b.alpha; }
+        }
+    }
+    free(dg.skip);
+    bl->alpha = pick[0];
+    bl->alpha_tied = pick[G - 1];
+    bl->tied = d->tied;
+    char line[3][512];
+    static const char *const names[3] = {"cf_blend_valid_hr@10", "cf_blend_valid_hr@10_new", "cf_blend_valid_hr@10_tied"};
+    for (int s = 0; s < (G == 2 ? 3 : 1); s++) {
+        size_t w = 0;
+        line[s][0] = 0;
+        for (int k = 0; k < 10; k++) {
+            double h = s ? hits[s - 1][k] : hits[0][k] + (G == 2 ? hits[1][k] : 0);
+            long nn = s ? n[s - 1] : n[0] + (G == 2 ? n[1] : 0);
+            double hr = nn ? h / nn : 0;
+            if (run) stage_metric(run, k, names[s], hr);
+            w += (size_t)snprintf(line[s] + w, sizeof line[s] - w, " %.1f:%.4f", k / 10.0, hr);
+        }
+    }
+    if (run && !o->quiet) {
+        fprintf(stderr, "[finetune] %s: CF blend, valid HR@10 by weight:%s\n", run->dataset, line[0]);
+        if (G == 2)
+            fprintf(stderr, "[finetune] %s:   users whose last item starts a timestamp (%ld):%s\n"
+                            "[finetune] %s:   users whose last item is tied (%ld):%s\n", run->dataset, n[0], line[1],
+                    run->dataset, n[1], line[2]);
+        fprintf(stderr, "[finetune] %s: CF blend kept: %.1f%s\n", run->dataset, bl->alpha, G == 2 ? "" : " (no ties)");
+        if (G == 2) fprintf(stderr, "[finetune] %s: CF blend kept for tied users: %.1f\n", run->dataset, bl->alpha_tied);
+    }
+    return 0;
 }
 
 /* The valid and test metrics (and each split's users) into run_metrics. */
@@ -254,6 +345,7 @@ static int train_cfg(const ft_opts *o, const causal_spec *s, rec_data *d, const 
     tc->quiet = o->quiet;
     tc->user_rows = r->user_rows;
     tc->windows = 1;
+    tc->tie_shuffle = !strcmp(o->ties, "shuffle");
     tc->token_drop = (float)o->token_drop;            /* > 0 only with tokens+id (causal_defaults) */
     tc->no_user_target = !o->user_target;
     tc->shards = o->shards;
@@ -283,10 +375,12 @@ int finetune_causal_run(stage_run *run, const ft_opts *o) {
     retr_metrics vm, tm;
     /* under mpirun rank 0 (run set) reads, every rank gets its data */
     int rc = run ? rec_data_load(run->db, run->dataset, run->upstream_run, s.cf_kind, &d) : 0;
-    if (!rc && run && ((token_init_parse(o->token_init) & TOKEN_INIT_USERS) || user_cf_rows(&s, o))) {  /* users' CF vectors */
-        int nu = rec_user_vectors_load(run->db, &d, s.cf_kind);
-        if (nu == 0) tr_error("--token-init %s / --user-input %s --id-init %s: cf run %lld has no '%s' user vectors",
-                              o->token_init, o->user_input, o->id_init, (long long)d.cf_run, s.cf_kind);
+    int blend = causal_cf_blend_parse(o->cf_blend) != 0;
+    if (!rc && run && ((token_init_parse(o->token_init) & TOKEN_INIT_USERS) || user_cf_rows(&s, o) || blend)) {
+        int nu = rec_user_vectors_load(run->db, &d, s.cf_kind);        /* the users' CF vectors */
+        if (nu == 0) tr_error("--token-init %s / --user-input %s --id-init %s / --cf-blend %s: cf run %lld has no '%s' "
+                              "user vectors", o->token_init, o->user_input, o->id_init, o->cf_blend, (long long)d.cf_run,
+                              s.cf_kind);
         if (nu <= 0) rc = -1;
     }
     if (!rc) {                          /* (an error on rank 0 stops every rank: main) */
@@ -303,7 +397,11 @@ int finetune_causal_run(stage_run *run, const ft_opts *o) {
                 r.n_rows, r.n_feat,
                 o->negatives ? "sampled softmax" : "full softmax", o->dropout, o->lr, o->batch, o->epochs);
     if (!rc) rc = sasrec_fit(run, &d, &tc, &m, &res);
-    if (!rc) rc = rank_splits(m, &d, &r, o, &vm, &tm);
+    sasrec_blend bl = {d.user_vec, d.pool, d.D, 0, 0, d.tied};
+    if (!rc && blend) rc = pick_blend(run, m, &d, &r, o, &bl);
+    s.cf_blend = round(bl.alpha * 1e6) / 1e6;        /* the weights as given or picked (0.1 steps) */
+    s.cf_blend_tied = round(bl.alpha_tied * 1e6) / 1e6;
+    if (!rc) rc = rank_splits(m, &d, &r, &bl, o, &vm, &tm);
     if (!run) {                         /* a rank other than 0: nothing to write */
         sasrec_free(m);
         causal_rows_free(&r);
@@ -319,6 +417,8 @@ int finetune_causal_run(stage_run *run, const ft_opts *o) {
         if (write_results(run, &vm, &tm) != 0 || stage_finish_begin(run) != 0 ||
             causal_save(run->db, run->id, m, &s, &d) != 0 ||
             stage_result(run, "tokenrec", "train", "best_epoch", 0, res.best_epoch) != 0 ||
+            (blend && stage_result(run, "tokenrec", "train", "cf_blend", 0, s.cf_blend) != 0) ||
+            (blend && d.tied && stage_result(run, "tokenrec", "train", "cf_blend_tied", 0, s.cf_blend_tied) != 0) ||
             (tps > 0 && stage_result(run, "tokenrec", "train", "targets_per_s", 0, tps) != 0) ||
             (kps > 0 && stage_result(run, "tokenrec", "train", "tokens_per_s", 0, kps) != 0) ||
             stage_finish_commit(run) != 0)

@@ -20,12 +20,20 @@ int rec_sequences_load(sqlite3 *db, const char *dataset, rec_data *d) {
     int64_t n = db_query_i64(db, 0, "SELECT n_interactions FROM datasets WHERE id=%lld", (long long)ds);
     d->off = tr_calloc((size_t)d->n_users + 1, sizeof *d->off);
     d->seq = tr_malloc((size_t)(n ? n : 1) * sizeof *d->seq);
-    sqlite3_stmt *st = db_prep(db, "SELECT uid, iid FROM interactions WHERE dataset_id=? ORDER BY uid, pos");
+    d->tied = tr_calloc((size_t)(n ? n : 1), sizeof *d->tied);
+    sqlite3_stmt *st = db_prep(db, "SELECT uid, iid, ts FROM interactions WHERE dataset_id=? ORDER BY uid, pos");
     if (!st) { rec_data_free(d); return -1; }
     sqlite3_bind_int64(st, 1, ds);
-    int64_t k = 0;
+    int64_t k = 0, prev_ts = 0;
+    int32_t prev_u = -1;
+    int timed = 1;                      /* every row has a timestamp */
     while (sqlite3_step(st) == SQLITE_ROW && k < n) {
         int32_t u = sqlite3_column_int(st, 0), it = sqlite3_column_int(st, 1);
+        if (sqlite3_column_type(st, 2) == SQLITE_NULL) timed = 0;
+        int64_t ts = sqlite3_column_int64(st, 2);
+        d->tied[k] = timed && u == prev_u && ts == prev_ts;
+        prev_u = u;
+        prev_ts = ts;
         if (u < 0 || u >= d->n_users || it < 0 || it >= d->n_items) {
             sqlite3_finalize(st);
             rec_data_free(d);
@@ -36,6 +44,7 @@ int rec_sequences_load(sqlite3 *db, const char *dataset, rec_data *d) {
     }
     sqlite3_finalize(st);
     for (int32_t u = 0; u < d->n_users; u++) d->off[u + 1] += d->off[u];
+    if (!timed) { free(d->tied); d->tied = NULL; }
     return 0;
 }
 
@@ -132,7 +141,7 @@ int rec_user_vectors_load(sqlite3 *db, rec_data *d, const char *kind) {
 }
 
 void rec_data_free(rec_data *d) {
-    free(d->off); free(d->seq); free(d->user_codes); free(d->item_codes);
+    free(d->off); free(d->seq); free(d->tied); free(d->user_codes); free(d->item_codes);
     free(d->pool); free(d->pool_inv); free(d->skip); free(d->user_vec);
     memset(d, 0, sizeof *d);
 }

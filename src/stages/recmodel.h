@@ -18,6 +18,9 @@ typedef struct {
     int32_t  n_users, n_items;
     int64_t *off;               /* n_users + 1; user u's sequence is seq[off[u] .. off[u+1]) */
     int32_t *seq;               /* chronological, all splits: ..., valid, test */
+    /* parallel to seq, or NULL when the dataset has no timestamps: 1 where the item's
+     * timestamp equals the one before it in the user's sequence (a tie, kept in file order) */
+    uint8_t *tied;
     /* tokens of the tokenize run */
     int      K, L, extra, cpi;  /* codebooks, codewords, disambiguation book size, codes/item */
     int32_t *user_codes;        /* n_users x K */

@@ -51,8 +51,50 @@ static int rank_rows_terms(const rec_data *d, const int32_t *users, int n, int s
     return 0;
 }
 
-int sasrec_rank(sasrec_model *m, const rec_data *d, const int32_t *user_rows, int split, int batch, int shared,
-                retr_metrics *met, int topk, rec_topk_fn fn, void *ctx) {
+/* Mean and standard deviation of n values (population). */
+static void row_moments(const float *x, int n, double *mean, double *sd) {
+    double s = 0, s2 = 0;
+    for (int j = 0; j < n; j++) s += x[j];
+    double mu = s / n;
+    for (int j = 0; j < n; j++) s2 += ((double)x[j] - mu) * ((double)x[j] - mu);
+    *mean = mu;
+    *sd = sqrt(s2 / n);
+}
+
+/* One user's scores row s (n items) mixed with its CF scores row c, each standardised over
+ * the items: (1 - alpha) s' + alpha c'. A constant c (no CF vector) leaves s as it is. */
+static void blend_row(float *s, const float *c, int n, float alpha) {
+    double ms, ss, mc, sc;
+    row_moments(c, n, &mc, &sc);
+    if (!(sc > 0)) return;
+    row_moments(s, n, &ms, &ss);
+    double a = ss > 0 ? (1 - alpha) / ss : 0, b = alpha / sc;
+    for (int j = 0; j < n; j++) s[j] = (float)(a * (s[j] - ms) + b * (c[j] - mc));
+}
+
+/* sasrec_last_tied with the ties of `tied` (NULL: none). */
+static int last_tied_in(const uint8_t *tied, const rec_data *d, int32_t u, int split) {
+    int lp = rec_target_pos(d, u, split) - 1;
+    return tied && lp >= 1 && tied[d->off[u] + lp];
+}
+
+int sasrec_last_tied(const rec_data *d, int32_t u, int split) { return last_tied_in(d->tied, d, u, split); }
+
+/* blend's CF scores of users[0..n) into cf (n, n_items), using urows (n, D), then mixed
+ * into scores for split `split` (sasrec_rank's comment). */
+static void blend_batch(const sasrec_blend *bl, const rec_data *d, int split, const int32_t *users, int n, int V,
+                        float *urows, float *cf, float *scores) {
+    for (int i = 0; i < n; i++)
+        memcpy(urows + (size_t)i * bl->D, bl->user_vec + (size_t)users[i] * bl->D, (size_t)bl->D * sizeof *urows);
+    retr_scores(cf, urows, n, bl->item_vec, NULL, V, bl->D, 0);
+    for (int i = 0; i < n; i++) {
+        float a = last_tied_in(bl->tied, d, users[i], split) ? bl->alpha_tied : bl->alpha;
+        if (a > 0) blend_row(scores + (size_t)i * V, cf + (size_t)i * V, V, a);
+    }
+}
+
+int sasrec_rank(sasrec_model *m, const rec_data *d, const int32_t *user_rows, const sasrec_blend *blend, int split,
+                int batch, int shared, retr_metrics *met, int topk, rec_topk_fn fn, void *ctx) {
     int pre = user_rows != NULL, L = sasrec_cfg(m)->max_len - pre, V = d->n_items, S = sasrec_cfg(m)->n_feat;
     if (sasrec_cfg(m)->n_items != V)
         return tr_error("the sasrec model scores %d items but the dataset has %d; run 'tokenrec sasrec' again",
@@ -68,6 +110,9 @@ int sasrec_rank(sasrec_model *m, const rec_data *d, const int32_t *user_rows, in
     int32_t *pad = tr_malloc((size_t)S * sizeof *pad);
     sasrec_item_rows(m, 0, pad);
     float *scores = tr_malloc((size_t)batch * V * sizeof *scores);
+    if (blend && !(blend->alpha > 0) && !(blend->tied && blend->alpha_tied > 0)) blend = NULL;
+    float *cf = blend ? tr_malloc((size_t)batch * V * sizeof *cf) : NULL;
+    float *urows = blend ? tr_malloc((size_t)batch * blend->D * sizeof *urows) : NULL;
     int rc = 0;
     /* under mpirun: rank r ranks batches r, r + N, ... (the same batches as one process),
      * each user's metric terms go to du, and every rank adds them up in one order */
@@ -93,6 +138,7 @@ int sasrec_rank(sasrec_model *m, const rec_data *d, const int32_t *user_rows, in
         }
         sasrec_batch b = {.B = n, .T = T, .ids = ids, .len = len};
         rc = sasrec_scores(m, &b, scores);
+        if (!rc && blend) blend_batch(blend, d, split, users, n, V, urows, cf, scores);
         if (!rc && nr > 1) rc = rank_rows_terms(d, users, n, split, scores, met, topk, fn, ctx,
                                                    du ? du + (size_t)i0 * W : NULL);
         else if (!rc) rec_rank_rows(d, users, n, split, scores, met, topk, fn, ctx);
@@ -107,7 +153,7 @@ int sasrec_rank(sasrec_model *m, const rec_data *d, const int32_t *user_rows, in
         }
     }
     free(du);
-    free(all); free(ids); free(len); free(pad); free(scores);
+    free(all); free(ids); free(len); free(pad); free(scores); free(cf); free(urows);
     return rc;
 }
 
@@ -229,6 +275,7 @@ static int save_ckpt(stage_run *run, const fit_state *st, sasrec_model *m, const
 typedef struct {
     fit_unit *units;          /* the training windows (units_build) */
     int32_t *order, *starts;
+    int32_t *eseq;            /* tie_shuffle: the epoch's copy of d->seq (NULL: d->seq itself) */
     int      nu;
     int64_t  n_targets;       /* per epoch */
     int32_t *ids, *pos, *neg, *len, *negs;
@@ -277,6 +324,7 @@ static int fit_work_init(fit_work *w, const rec_data *d, const sasrec_train_cfg 
     w->pos = tr_malloc(cap * sizeof *w->pos);
     w->neg = tr_malloc(cap * sizeof *w->neg);
     w->len = tr_malloc((size_t)tc->batch * sizeof *w->len);
+    if (tc->tie_shuffle && d->tied) w->eseq = tr_malloc((size_t)(d->off[d->n_users] ? d->off[d->n_users] : 1) * sizeof *w->eseq);
     w->order = tr_malloc((size_t)(w->nu ? w->nu : 1) * sizeof *w->order);
     w->starts = tr_malloc((size_t)(w->nu ? w->nu : 1) * sizeof *w->starts);
     w->negs = tr_malloc((size_t)(mc->negatives + 1) * sizeof *w->negs);
@@ -294,7 +342,7 @@ static int fit_work_init(fit_work *w, const rec_data *d, const sasrec_train_cfg 
 /* Free what fit_work_init allocated. */
 static void fit_work_free(fit_work *w) {
     free(w->units); free(w->ids); free(w->pos); free(w->neg); free(w->len); free(w->order);
-    free(w->starts); free(w->negs); free(w->logq);
+    free(w->starts); free(w->eseq); free(w->negs); free(w->logq);
     free(w->shard_T); free(w->shard_stats);
     if (w->acc.lev) dist_accum_free(&w->acc);
     sasrec_sampler_free(&w->smp);
@@ -357,6 +405,18 @@ float sasrec_lr_at(const sasrec_train_cfg *tc, int epoch, int k, int nbatch) {
     return (float)(tc->lr * 0.5 * (1.0 + cos(M_PI * (t < 1 ? t : 1))));
 }
 
+void sasrec_ties_shuffle(const rec_data *d, int32_t *seq, rng_t *rng) {
+    memcpy(seq, d->seq, (size_t)d->off[d->n_users] * sizeof *seq);
+    for (int32_t u = 0; u < d->n_users; u++) {
+        if (d->skip && d->skip[u]) continue;
+        int64_t b = d->off[u];
+        for (int p = 0, q, nt = rec_n_train(d, u); p < nt; p = q) {
+            for (q = p + 1; q < nt && d->tied[b + q]; q++) {}
+            if (q - p > 1) rng_shuffle_i32(rng, seq + b + p, (size_t)(q - p));
+        }
+    }
+}
+
 /* One epoch over the training users in length-bucketed batches; advances st (epoch, step,
  * seconds, rng) and sets *lmean to the mean loss per target. Returns 0 or -1. */
 static int fit_epoch(stage_run *run, const rec_data *d, const sasrec_train_cfg *tc, fit_work *w,
@@ -364,6 +424,13 @@ static int fit_epoch(stage_run *run, const rec_data *d, const sasrec_train_cfg *
     const sasrec_config *mc = sasrec_cfg(m);
     size_t np = sasrec_n_params(m);
     double te = tr_monotonic();
+    rec_data de;                        /* tie_shuffle: d with this epoch's order of the ties */
+    if (w->eseq) {
+        sasrec_ties_shuffle(d, w->eseq, &st->rng);
+        de = *d;
+        de.seq = w->eseq;
+        d = &de;
+    }
     for (int i = 0; i < w->nu; i++) w->order[i] = i;
     int nbatch = epoch_batches(w->units, w->order, w->nu, tc->batch, w->starts, &st->rng);
     /* every target weighs the same whatever its batch: a batch's loss is its summed
@@ -416,7 +483,7 @@ static int fit_validate(stage_run *run, const rec_data *d, const sasrec_train_cf
         int ks[1] = {10};
         retr_metrics vm;
         retr_metrics_init(&vm, 1, ks);
-        if (sasrec_rank(m, d, tc->user_rows, 1, tc->batch, 1, &vm, 0, NULL, NULL) != 0) return -1;
+        if (sasrec_rank(m, d, tc->user_rows, NULL, 1, tc->batch, 1, &vm, 0, NULL, NULL) != 0) return -1;
         double hr = retr_hr(&vm, 10);
         if (run) stage_metric(run, st->epoch, tc->valid_metric, hr);
         if (hr > st->best_hr) {

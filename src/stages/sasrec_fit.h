@@ -35,6 +35,10 @@ typedef struct {
                                * row) is present loses its other rows (its tokens) with this
                                * probability, one draw per position from the fit's generator
                                * (0: no draws) */
+    int   tie_shuffle;        /* 1: every epoch permutes each user's train items within each
+                               * run of equal timestamps (d->tied; nothing without one), one
+                               * draw sequence from the fit's generator, so the order a tie
+                               * was stored in (the file's) is never a training signal */
     int   windows;            /* 0: each user's most recent max_len inputs once per epoch;
                                  1: every train target once per epoch, the history cut into
                                  windows of up to max_len positions */
@@ -43,6 +47,14 @@ typedef struct {
     void (*init)(sasrec_model *m, void *ctx); /* after the model is made (NULL: none) */
     void *init_ctx;
 } sasrec_train_cfg;
+
+/* d's sequences into seq (as long as d->seq) with each trained user's (not d->skip) train
+ * items permuted, from rng, within every run of tied timestamps (d->tied, which must be
+ * set); the valid and test items stay where they are, even when tied to a train item. */
+void sasrec_ties_shuffle(const rec_data *d, int32_t *seq, rng_t *rng);
+/* Does user u's last history item of split 1 (valid: the last train item) or 2 (test: the
+ * valid item) share its timestamp with the item before it? 0 without d->tied. */
+int sasrec_last_tied(const rec_data *d, int32_t u, int split);
 
 /* The learning rate of batch k (0-based) of nbatch in epoch `epoch` (0-based): tc->lr, or
  * with lr_cosine lr * (1 + cos(pi t)) / 2 at t = (epoch + k / nbatch) / epochs. */
@@ -53,11 +65,24 @@ int sasrec_lr_schedule_parse(const char *s);
 /* Rank split 1 (valid: history = train items) or 2 (test: train + valid) for every user
  * with a target (but those with d->skip[u] set) through rec_rank_rows: the model reads the
  * user's prefix position (user_rows, NULL: none) and the last history items that fit in
- * max_len. shared: under mpirun every rank calls it and ranks its share of the batches,
+ * max_len. blend (NULL, or alpha 0: the model's scores alone) adds a CF prior: each user's
+ * row of model scores and of CF scores (user vector . item vectors) are standardised over
+ * the items (mean 0, standard deviation 1) and mixed as (1 - alpha) model + alpha CF (alpha_tied
+ * for a user whose last history item is tied to the one before it); a user whose CF scores
+ * are all equal (no vector) keeps the model's ranking. shared: under mpirun every rank calls it and ranks its share of the batches,
  * and every rank gets the metrics (fn only sees this rank's users); 0: this process ranks
  * every user (e.g. rank 0 alone). */
-int sasrec_rank(sasrec_model *m, const rec_data *d, const int32_t *user_rows, int split, int batch, int shared,
-                retr_metrics *met, int topk, rec_topk_fn fn, void *ctx);
+typedef struct {
+    const float *user_vec, *item_vec;   /* (n_users, D), (n_items, D): the CF vectors */
+    int   D;
+    float alpha;                        /* the CF scores' weight, in [0, 1) */
+    /* with tied (d->tied, or NULL: alpha for everyone): the weight for a user whose last
+     * history item shares its timestamp with the item before it (a run of ties still open) */
+    float alpha_tied;
+    const uint8_t *tied;
+} sasrec_blend;
+int sasrec_rank(sasrec_model *m, const rec_data *d, const int32_t *user_rows, const sasrec_blend *blend, int split,
+                int batch, int shared, retr_metrics *met, int topk, rec_topk_fn fn, void *ctx);
 
 /* Train on the train split (each user's last max_len+1 train items: inputs and next-item
  * targets), HR@10 on the valid items every eval_every epochs, early stopping after
