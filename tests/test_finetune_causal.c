@@ -701,8 +701,9 @@ static void causal_dataset_presets(void **state) {
         {"beauty", {"\"epochs\":50", "\"lr\":0.001", "\"lr-schedule\":\"cosine\"", "\"user-prefix\":0",
                     "\"token-init\":\"cf\""}},
         {"ml-1m", {"\"hist\":200", "\"batch\":16", "\"dropout\":0.2", "\"negatives\":512",
-                   "\"lr-schedule\":\"cosine\""}},
-        {"other-name", {"\"epochs\":200", "\"lr\":0.002", "\"negatives\":0", "\"id-init\":\"cf\""}},
+                   "\"lr-schedule\":\"cosine\"", "\"cf-blend\":\"auto\""}},
+        {"other-name", {"\"epochs\":200", "\"lr\":0.002", "\"negatives\":0", "\"id-init\":\"cf\"",
+                        "\"cf-blend\":\"auto\""}},
     };
     for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
         char name[64];
@@ -720,6 +721,12 @@ static void causal_dataset_presets(void **state) {
         int nw = 0;
         while (nw < 6 && cases[k].want[nw]) nw++;
         assert_null(tu_params_missing(dbp, "finetune", cases[k].want, nw));
+        if (!strcmp(cases[k].ds, "beauty")) {        /* valid picked weight 0 there: no blend, not in the settings */
+            db = db_open(dbp, 1);
+            assert_true(db_query_double(db, -1, "SELECT count(*) FROM stage_runs WHERE stage='finetune' AND "
+                                                "params LIKE '%cf-blend%'") == 0);
+            db_close(db);
+        }
         if (!strcmp(cases[k].ds, "other-name") || !strcmp(cases[k].ds, "ml-1m")) {   /* they keep the user position */
             db = db_open(dbp, 1);
             assert_true(db_query_double(db, -1, "SELECT count(*) FROM stage_runs WHERE stage='finetune' AND "
