@@ -626,15 +626,21 @@ static char *fingerprint(sqlite3 *db, int64_t run) {
 #define CAUSAL "--arch causal --d-model 32 --layers 1 --heads 1 --hist 12 --epochs 12 --eval-every 3 --batch 32 " \
                "--lr 5e-3 --dropout 0.2 --quiet --threads 1"
 
-/* Is the last finetune run's test HR@10 the last evaluate run's (the stored model rebuilt)? */
+/* Are the last finetune run's test HR@10 and NDCG@10 the last evaluate run's (the stored
+ * model rebuilt, ranking as finetune did)? */
 static int finetune_hr_is_evaluates(sqlite3 *db) {
-    const char *q = "SELECT value FROM run_metrics WHERE method='tokenrec' AND split='test' AND metric='hr' AND k=10 "
+    const char *q = "SELECT value FROM run_metrics WHERE method='tokenrec' AND split='test' AND metric='%s' AND k=10 "
                     "AND run_id=(SELECT max(id) FROM stage_runs WHERE stage='%s' AND status='done')";
-    char qf[512], qe[512];
-    snprintf(qf, sizeof qf, q, "finetune");
-    snprintf(qe, sizeof qe, q, "evaluate");
-    double hf = db_query_double(db, -1, qf), he = db_query_double(db, -2, qe);
-    return hf >= 0 && hf == he;
+    int same = 1;
+    for (int k = 0; k < 2; k++) {
+        const char *metric = k ? "ndcg" : "hr";
+        char qf[512], qe[512];
+        snprintf(qf, sizeof qf, q, metric, "finetune");
+        snprintf(qe, sizeof qe, q, metric, "evaluate");
+        double hf = db_query_double(db, -1, qf), he = db_query_double(db, -2, qe);
+        same = same && hf >= 0 && hf == he;
+    }
+    return same;
 }
 
 /* The stored model of the last done finetune run (malloc'd, *n bytes). */
@@ -690,6 +696,28 @@ static void causal_e2e(void **state) {
     free(fp1); free(fp2); free(dbp);
 }
 
+/* The config JSON of the last finetune run's stored model (malloc'd). */
+static char *stored_config(const char *dbp) {
+    sqlite3 *db = db_open(dbp, 1);
+    assert_non_null(db);
+    sqlite3_stmt *st = db_prep(db, "SELECT config FROM models WHERE run_id=(SELECT max(id) FROM stage_runs "
+                                   "WHERE stage='finetune')");
+    assert_non_null(st);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    char *out = strdup((const char *)sqlite3_column_text(st, 0));
+    sqlite3_finalize(st);
+    db_close(db);
+    return out;
+}
+
+/* Runs of tied timestamps in dbp's interactions: 3 items a moment. */
+static void timestamps_in_threes(const char *dbp) {
+    sqlite3 *db = db_open(dbp, 0);
+    assert_non_null(db);
+    assert_int_equal(db_exec(db, "UPDATE interactions SET ts = 1000 + pos / 3"), 0);
+    db_close(db);
+}
+
 /* ---- the per-dataset defaults: a dataset named like a row of the causal table trains with
  * that row's settings where no option is given, and records them in the run's parameters ---- */
 static void causal_dataset_presets(void **state) {
@@ -712,6 +740,7 @@ static void causal_dataset_presets(void **state) {
         assert_int_equal(tu_synthetic(db, cases[k].ds, 60, 50, 3, 5, 8, 5), 0);
         db_close(db);
         char *dbp = tu_path(name);
+        if (!strcmp(cases[k].ds, "other-name")) timestamps_in_threes(dbp);
         assert_int_equal(tu_run("%s cf --db %s " TU_E2E_CF, b, dbp), 0);
         assert_int_equal(tu_run("%s tokenize --db %s --L 8 --dc 16 --h1 16 --h2 16 --epochs 3 --quiet", b, dbp), 0);
         /* a tiny model that stops at its second check; the rest of the settings are the row's */
@@ -726,6 +755,43 @@ static void causal_dataset_presets(void **state) {
             assert_true(db_query_double(db, -1, "SELECT count(*) FROM stage_runs WHERE stage='finetune' AND "
                                                 "params LIKE '%cf-blend%'") == 0);
             db_close(db);
+        }
+        if (!strcmp(cases[k].ds, "other-name")) {    /* timestamps: the blend picked per tie group, stored, reused */
+            db = db_open(dbp, 1);
+            const char *last = "(SELECT max(id) FROM stage_runs WHERE stage='finetune')";
+            char q[512];
+            static const char *const curves[3] = {"", "_new", "_tied"};
+            for (int c = 0; c < 3; c++) {
+                snprintf(q, sizeof q, "SELECT count(*) FROM metrics_log WHERE name='cf_blend_valid_hr@10%s' AND run_id=%s",
+                         curves[c], last);
+                assert_true(db_query_double(db, 0, q) == 10);
+            }
+            /* each group's kept weight has its group's best valid HR@10 (the smallest weight on a tie) */
+            static const char *const kept[2] = {"cf_blend", "cf_blend_tied"};
+            for (int g = 0; g < 2; g++) {
+                snprintf(q, sizeof q, "SELECT step / 10.0 FROM metrics_log WHERE name='cf_blend_valid_hr@10%s' AND "
+                                      "run_id=%s ORDER BY value DESC, step LIMIT 1", curves[g + 1], last);
+                double want = db_query_double(db, -1, q);
+                snprintf(q, sizeof q, "SELECT value FROM run_metrics WHERE method='tokenrec' AND split='train' AND "
+                                      "metric='%s' AND run_id=%s", kept[g], last);
+                assert_true(fabs(db_query_double(db, -2, q) - want) < 1e-9);
+            }
+            db_close(db);
+            assert_int_equal(tu_run("%s evaluate --db %s --method tokenrec --quiet --threads 1", b, dbp), 0);
+            db = db_open(dbp, 1);
+            assert_true(finetune_hr_is_evaluates(db));
+            db_close(db);
+            /* --ties shuffle trains other orders: another model than the file order's */
+            int n_keep = 0, n_shuf = 0;
+            void *m_keep = stored(dbp, &n_keep);
+            assert_int_equal(tu_run(TINY1 " --ties shuffle", b, dbp), 0);
+            const char *shuf[] = {"\"ties\":\"shuffle\""};
+            assert_null(tu_params_missing(dbp, "finetune", shuf, 1));
+            void *m_shuf = stored(dbp, &n_shuf);
+            assert_int_equal(n_keep, n_shuf);
+            assert_memory_not_equal(m_keep, m_shuf, (size_t)n_keep);
+            free(m_keep);
+            free(m_shuf);
         }
         if (!strcmp(cases[k].ds, "other-name") || !strcmp(cases[k].ds, "ml-1m")) {   /* they keep the user position */
             db = db_open(dbp, 1);
@@ -793,8 +859,7 @@ static void causal_dataset_presets(void **state) {
                 {"--user-prefix 1 --item-input tokens --user-input tokens+id",
                  {"\"user-input\":\"tokens+id\"", "\"id-init\":\"cf\""}, "%\"item_input\":\"tokens\"%"},
                 /* the CF blend's weight goes with the model (the users' CF vectors loaded) */
-                {"--cf-blend 0.5", {"\"cf-blend\":0.5", NULL}, "%\"cf_blend\":0.5%"},
-                {"--ties shuffle", {"\"ties\":\"shuffle\"", NULL}, "%"}};
+                {"--cf-blend 0.5", {"\"cf-blend\":0.5", NULL}, "%\"cf_blend\":0.5%"}};
             for (size_t v = 0; v < sizeof shapes / sizeof *shapes; v++) {
                 assert_int_equal(tu_run(TINY "%s --patience 1", b, dbp, shapes[v].opts), 0);
                 assert_null(tu_params_missing(dbp, "finetune", shapes[v].want, shapes[v].want[1] ? 2 : 1));
@@ -922,23 +987,40 @@ static void lr_schedule_cosine(void **state) {
     assert_true(prev < 2e-3f * 0.002f);                /* the last batch: near 0 */
 }
 
+/* Killed mid-training and resumed: the same model to the byte, with the ties shuffled every
+ * epoch (the shuffles' draws come from the checkpointed generator) and the CF blend picked
+ * per tie group after training. */
 static void killed_causal_resumes_identically(void **state) {
     (void)state;
     const char *b = tu_bin();
     char *pa = tu_path("kill_a.db"), *pb = tu_path("kill_b.db");
     assert_int_equal(tu_synthetic_upstream(pa, TU_E2E_CF, TU_E2E_TOK), 0);
     assert_int_equal(tu_synthetic_upstream(pb, TU_E2E_CF, TU_E2E_TOK), 0);
-    assert_int_equal(tu_run("%s finetune --db %s " CAUSAL " --patience 1000 --epochs 150 --eval-every 2 --lr-schedule cosine", b, pa), 0);
+    timestamps_in_threes(pa);
+    timestamps_in_threes(pb);
+#define KILLED CAUSAL " --patience 1000 --epochs 150 --eval-every 2 --lr-schedule cosine --ties shuffle --cf-blend auto"
+    assert_int_equal(tu_run("%s finetune --db %s " KILLED, b, pa), 0);
     char cmd[1024];
-    snprintf(cmd, sizeof cmd, "%s finetune --db %s " CAUSAL " --patience 1000 --epochs 150 --eval-every 2 --lr-schedule cosine", b, pb);
+    snprintf(cmd, sizeof cmd, "%s finetune --db %s " KILLED, b, pb);
     int mid = tu_kill_midway(cmd, pb, "finetune", 200000, 250000, 6000000);
     print_message("causal finetune killed mid-training %d times\n", mid);
     assert_true(mid >= 1);
-    assert_int_equal(tu_run("%s finetune --db %s " CAUSAL " --patience 1000 --epochs 150 --eval-every 2 --lr-schedule cosine", b, pb), 0);
+    assert_int_equal(tu_run("%s finetune --db %s " KILLED, b, pb), 0);
+#undef KILLED
     int na = 0, nb = 0;
     void *ma = stored(pa, &na), *mb = stored(pb, &nb);
     assert_int_equal(na, nb);
     assert_memory_equal(ma, mb, (size_t)na);
+    char *ca = stored_config(pa), *cb = stored_config(pb);
+    assert_string_equal(ca, cb);        /* the blend's weights too */
+    free(ca); free(cb);
+    const char *q = "SELECT value FROM run_metrics WHERE method='tokenrec' AND split='train' AND metric='cf_blend_tied' "
+                    "AND run_id=(SELECT max(id) FROM stage_runs WHERE stage='finetune')";
+    sqlite3 *da = db_open(pa, 1), *dbb = db_open(pb, 1);
+    double wa = db_query_double(da, -1, q), wb = db_query_double(dbb, -2, q);
+    assert_true(wa >= 0 && wa == wb);   /* the ties were seen: a weight for the tied users */
+    db_close(da);
+    db_close(dbb);
     free(ma); free(mb); free(pa); free(pb);
 }
 

@@ -401,11 +401,14 @@ static void print_result(const ev_ctx *c, const ev_method *m) {
     printf("  %.3f ms/user, %.0f users/s\n", 1000 * secs / n_users, n_users / (secs > 0 ? secs : 1e-9));
     if (o->unseen && (c->test_u.n == 0 || !m->unseen_how))
         printf("%s has no unseen-user test (its 'test' above is the seen users)\n", m->name);
-    else if (o->unseen)   /* a causal model without the user position reads the history alone */
+    else if (o->unseen) {   /* a causal model without the user position reads the history alone */
+        char how[160];
+        snprintf(how, sizeof how, "%s%s",
+                 c->cl.rows.user_rows ? "frozen-tokenizer tokens at the user position" : "their history alone, no user position",
+                 c->cl.blend.alpha > 0 || c->cl.blend.alpha_tied > 0 ? ", CF blend with folded-in vectors" : "");
         print_unseen(m->name, o->dataset, test, (int)test->n, &c->test_u, (int)c->test_u.n,
-                     m->score != score_tokenrec || !c->cl.m ? m->unseen_how
-                     : c->cl.rows.user_rows                 ? "frozen-tokenizer tokens at the user position"
-                                                            : "their history alone, no user position");
+                     m->score != score_tokenrec || !c->cl.m ? m->unseen_how : how);
+    }
 }
 
 /* Evaluate one method as its own evaluate run; prints and stores its metrics. */

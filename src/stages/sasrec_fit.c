@@ -68,7 +68,7 @@ static void blend_row(float *s, const float *c, int n, float alpha) {
     row_moments(c, n, &mc, &sc);
     if (!(sc > 0)) return;
     row_moments(s, n, &ms, &ss);
-    double a = ss > 0 ? (1 - alpha) / ss : 0, b = alpha / sc;
+    double a = ss == 0 ? 0 : (1 - alpha) / ss, b = alpha / sc;      /* a NaN in s stays visible */
     for (int j = 0; j < n; j++) s[j] = (float)(a * (s[j] - ms) + b * (c[j] - mc));
 }
 
@@ -87,6 +87,7 @@ static void blend_batch(const sasrec_blend *bl, const rec_data *d, int split, co
     for (int i = 0; i < n; i++)
         memcpy(urows + (size_t)i * bl->D, bl->user_vec + (size_t)users[i] * bl->D, (size_t)bl->D * sizeof *urows);
     retr_scores(cf, urows, n, bl->item_vec, NULL, V, bl->D, 0);
+    #pragma omp parallel for schedule(static)
     for (int i = 0; i < n; i++) {
         float a = last_tied_in(bl->tied, d, users[i], split) ? bl->alpha_tied : bl->alpha;
         if (a > 0) blend_row(scores + (size_t)i * V, cf + (size_t)i * V, V, a);

@@ -62,16 +62,10 @@ float sasrec_lr_at(const sasrec_train_cfg *tc, int epoch, int k, int nbatch);
 /* --lr-schedule's names: "constant" 0, "cosine" 1 (lr_cosine), anything else -1. */
 int sasrec_lr_schedule_parse(const char *s);
 
-/* Rank split 1 (valid: history = train items) or 2 (test: train + valid) for every user
- * with a target (but those with d->skip[u] set) through rec_rank_rows: the model reads the
- * user's prefix position (user_rows, NULL: none) and the last history items that fit in
- * max_len. blend (NULL, or alpha 0: the model's scores alone) adds a CF prior: each user's
- * row of model scores and of CF scores (user vector . item vectors) are standardised over
- * the items (mean 0, standard deviation 1) and mixed as (1 - alpha) model + alpha CF (alpha_tied
- * for a user whose last history item is tied to the one before it); a user whose CF scores
- * are all equal (no vector) keeps the model's ranking. shared: under mpirun every rank calls it and ranks its share of the batches,
- * and every rank gets the metrics (fn only sees this rank's users); 0: this process ranks
- * every user (e.g. rank 0 alone). */
+/* A CF prior for sasrec_rank: each user's row of model scores and of CF scores (user
+ * vector . item vectors) are standardised over the items (mean 0, standard deviation 1) and
+ * mixed as (1 - alpha) model + alpha CF; a user whose CF scores are all equal (no vector)
+ * keeps the model's ranking. */
 typedef struct {
     const float *user_vec, *item_vec;   /* (n_users, D), (n_items, D): the CF vectors */
     int   D;
@@ -81,6 +75,14 @@ typedef struct {
     float alpha_tied;
     const uint8_t *tied;
 } sasrec_blend;
+
+/* Rank split 1 (valid: history = train items) or 2 (test: train + valid) for every user
+ * with a target (but those with d->skip[u] set) through rec_rank_rows: the model reads the
+ * user's prefix position (user_rows, NULL: none) and the last history items that fit in
+ * max_len; blend (NULL, or weights 0: the model's scores alone) mixes in a CF prior.
+ * shared: under mpirun every rank calls it and ranks its share of the batches, and every
+ * rank gets the metrics (fn only sees this rank's users); 0: this process ranks every user
+ * (e.g. rank 0 alone). */
 int sasrec_rank(sasrec_model *m, const rec_data *d, const int32_t *user_rows, const sasrec_blend *blend, int split,
                 int batch, int shared, retr_metrics *met, int topk, rec_topk_fn fn, void *ctx);
 
