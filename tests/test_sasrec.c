@@ -430,6 +430,21 @@ static void cf_blend_ranks(void **state) {
     assert_true(near1[0] == cf[0] && fabs(near1[1] - cf[1]) < 1e-12);
     assert_true(cf[1] != none[1]);      /* the two rankings differ, so the checks above can fail */
     assert_true(half[1] != none[1] && half[1] != cf[1]);
+    /* the grid (one forward pass, every weight) gives each weight's own ranking, weight 0
+     * the model's alone */
+    const float weights[4] = {0, 0.3f, 0.5f, 0.99999f};
+    retr_metrics gm[4];
+    for (int g = 0; g < 4; g++) retr_metrics_init(&gm[g], 1, ks);
+    const sasrec_blend grid_bl = {.user_vec = f.uv, .item_vec = f.iv, .D = 4, .alpha = 0.7f};  /* its own weight unused */
+    assert_int_equal(sasrec_rank_grid(f.m, &f.d, NULL, &grid_bl, 2, 8, 0, weights, 4, gm), 0);
+    for (int g = 0; g < 4; g++) {
+        double one[2];
+        blend_metrics(&f, &(sasrec_blend){.user_vec = f.uv, .item_vec = f.iv, .D = 4, .alpha = weights[g]}, one);
+        assert_int_equal(gm[g].n, 24);
+        assert_true(retr_hr(&gm[g], 10) == one[0] && retr_ndcg(&gm[g], 10) == one[1]);
+    }
+    assert_true(retr_hr(&gm[0], 10) == none[0] && retr_ndcg(&gm[0], 10) == none[1]);
+    assert_true(retr_ndcg(&gm[2], 10) == half[1]);
     free(sc);
     blend_free(&f);
     blend_fixture(&f, 1);               /* no user has a vector */

@@ -263,19 +263,21 @@ static int pick_blend(stage_run *run, sasrec_model *m, const rec_data *d, const 
     for (int g = 0; g < G; g++) {
         for (int32_t u = 0; u < d->n_users; u++)
             dg.skip[u] = (d->skip && d->skip[u]) || (G == 2 && sasrec_last_tied(d, u, 1) != g);
+        int ks[1] = {10};
+        float weights[10];
+        retr_metrics vm[10];
         for (int k = 0; k < 10; k++) {
-            int ks[1] = {10};
-            retr_metrics vm;
-            retr_metrics_init(&vm, 1, ks);
-            sasrec_blend b = *bl;
-            b.alpha = b.alpha_tied = (float)(k / 10.0);
-            if (sasrec_rank(m, &dg, r->user_rows, &b, 1, o->eval_batch, 1, &vm, 0, NULL, NULL) != 0) {
-                free(dg.skip);
-                return -1;
-            }
-            hits[g][k] = vm.hr[0];
-            n[g] = vm.n;
-            if (vm.hr[0] > best[g]) { best[g] = vm.hr[0]; pick[g] = k; }
+            weights[k] = (float)(k / 10.0);
+            retr_metrics_init(&vm[k], 1, ks);
+        }
+        if (sasrec_rank_grid(m, &dg, r->user_rows, bl, 1, o->eval_batch, 1, weights, 10, vm) != 0) {
+            free(dg.skip);
+            return -1;
+        }
+        for (int k = 0; k < 10; k++) {
+            hits[g][k] = vm[k].hr[0];
+            n[g] = vm[k].n;
+            if (vm[k].hr[0] > best[g]) { best[g] = vm[k].hr[0]; pick[g] = k; }
         }
     }
     free(dg.skip);

@@ -61,15 +61,15 @@ static void row_moments(const float *x, int n, double *mean, double *sd) {
     *sd = sqrt(s2 / n);
 }
 
-/* One user's scores row s (n items) mixed with its CF scores row c, each standardised over
- * the items: (1 - alpha) s' + alpha c'. A constant c (no CF vector) leaves s as it is. */
-static void blend_row(float *s, const float *c, int n, float alpha) {
-    double ms, ss, mc, sc;
-    row_moments(c, n, &mc, &sc);
-    if (!(sc > 0)) return;
-    row_moments(s, n, &ms, &ss);
-    double a = ss == 0 ? 0 : (1 - alpha) / ss, b = alpha / sc;      /* a NaN in s stays visible */
-    for (int j = 0; j < n; j++) s[j] = (float)(a * (s[j] - ms) + b * (c[j] - mc));
+/* out = (1 - alpha) (s - mu) inv + alpha c over n values (c standardised; the model row s
+ * standardised by its mean mu and inverse deviation inv on the way: a NaN stays visible);
+ * alpha 0 copies s itself, so weight 0 ranks exactly as the model alone. out may be s. */
+static void mix_row(float *out, const float *s, double mu, double inv, const float *c, int n, float alpha) {
+    if (alpha == 0) {
+        if (out != s) memcpy(out, s, (size_t)n * sizeof *out);
+        return;
+    }
+    for (int j = 0; j < n; j++) out[j] = (float)((1.0 - alpha) * ((s[j] - mu) * inv) + (double)alpha * c[j]);
 }
 
 /* sasrec_last_tied with the ties of `tied` (NULL: none). */
@@ -80,22 +80,47 @@ static int last_tied_in(const uint8_t *tied, const rec_data *d, int32_t u, int s
 
 int sasrec_last_tied(const rec_data *d, int32_t u, int split) { return last_tied_in(d->tied, d, u, split); }
 
-/* blend's CF scores of users[0..n) into cf (n, n_items), using urows (n, D), then mixed
- * into scores for split `split` (sasrec_rank's comment). */
-static void blend_batch(const sasrec_blend *bl, const rec_data *d, int split, const int32_t *users, int n, int V,
-                        float *urows, float *cf, float *scores) {
+/* The blend's CF scores of users[0..n) into cf (n, n_items), using urows (n, D), each row
+ * standardised in place (mean 0, deviation 1), and the model rows' means and inverse
+ * deviations (mu, inv: 0 when all equal); mixed[i] 0 for a user whose CF scores are all
+ * equal (no vector): it keeps its model scores. */
+static void blend_prepare(const sasrec_blend *bl, const int32_t *users, int n, int V, float *urows, float *cf,
+                          const float *scores, uint8_t *mixed, double *mu, double *inv) {
     for (int i = 0; i < n; i++)
         memcpy(urows + (size_t)i * bl->D, bl->user_vec + (size_t)users[i] * bl->D, (size_t)bl->D * sizeof *urows);
     retr_scores(cf, urows, n, bl->item_vec, NULL, V, bl->D, 0);
     #pragma omp parallel for schedule(static)
     for (int i = 0; i < n; i++) {
-        float a = last_tied_in(bl->tied, d, users[i], split) ? bl->alpha_tied : bl->alpha;
-        if (a > 0) blend_row(scores + (size_t)i * V, cf + (size_t)i * V, V, a);
+        float *c = cf + (size_t)i * V;
+        double cm, cs, sd;
+        row_moments(c, V, &cm, &cs);
+        mixed[i] = cs > 0;
+        if (!mixed[i]) continue;
+        for (int j = 0; j < V; j++) c[j] = (float)((c[j] - cm) / cs);
+        row_moments(scores + (size_t)i * V, V, &mu[i], &sd);
+        inv[i] = sd == 0 ? 0 : 1 / sd;
     }
 }
 
-int sasrec_rank(sasrec_model *m, const rec_data *d, const int32_t *user_rows, const sasrec_blend *blend, int split,
-                int batch, int shared, retr_metrics *met, int topk, rec_topk_fn fn, void *ctx) {
+/* Rows of users[0..n) mixed into out (may be scores): weight `grid` for every user when
+ * grid >= 0, else each user's by bl (alpha_tied where the last history item of `split` is
+ * tied); a user not mixed (blend_prepare) keeps its model scores. */
+static void blend_mix(const sasrec_blend *bl, const rec_data *d, int split, const int32_t *users, int n, int V,
+                      const float *scores, const float *cf, const uint8_t *mixed, const double *mu,
+                      const double *inv, float grid, float *out) {
+    #pragma omp parallel for schedule(static)
+    for (int i = 0; i < n; i++) {
+        size_t o = (size_t)i * V;
+        float a = grid >= 0 ? grid : last_tied_in(bl->tied, d, users[i], split) ? bl->alpha_tied : bl->alpha;
+        mix_row(out + o, scores + o, mu[i], inv[i], cf + o, V, mixed[i] ? a : 0);
+    }
+}
+
+/* sasrec_rank (grid NULL, ng 1: met[0], the blend's own weights) and sasrec_rank_grid (ng
+ * weights, met[g] for weight grid[g], no top-K lists). */
+static int rank_core(sasrec_model *m, const rec_data *d, const int32_t *user_rows, const sasrec_blend *blend, int split,
+                     int batch, int shared, const float *grid, int ng, retr_metrics *met, int topk, rec_topk_fn fn,
+                     void *ctx) {
     int pre = user_rows != NULL, L = sasrec_cfg(m)->max_len - pre, V = d->n_items, S = sasrec_cfg(m)->n_feat;
     if (sasrec_cfg(m)->n_items != V)
         return tr_error("the sasrec model scores %d items but the dataset has %d; run 'tokenrec sasrec' again",
@@ -111,14 +136,17 @@ int sasrec_rank(sasrec_model *m, const rec_data *d, const int32_t *user_rows, co
     int32_t *pad = tr_malloc((size_t)S * sizeof *pad);
     sasrec_item_rows(m, 0, pad);
     float *scores = tr_malloc((size_t)batch * V * sizeof *scores);
-    if (blend && !(blend->alpha > 0) && !(blend->tied && blend->alpha_tied > 0)) blend = NULL;
+    if (blend && !grid && !(blend->alpha > 0) && !(blend->tied && blend->alpha_tied > 0)) blend = NULL;
     float *cf = blend ? tr_malloc((size_t)batch * V * sizeof *cf) : NULL;
     float *urows = blend ? tr_malloc((size_t)batch * blend->D * sizeof *urows) : NULL;
+    float *mix = grid && blend ? tr_malloc((size_t)batch * V * sizeof *mix) : NULL;
+    uint8_t *mixed = blend ? tr_malloc((size_t)batch) : NULL;
+    double *mu = blend ? tr_malloc((size_t)batch * sizeof *mu) : NULL, *inv = blend ? tr_malloc((size_t)batch * sizeof *inv) : NULL;
     int rc = 0;
     /* under mpirun: rank r ranks batches r, r + N, ... (the same batches as one process),
      * each user's metric terms go to du, and every rank adds them up in one order */
     int nr = shared ? dist_size() : 1, rk = shared ? dist_rank() : 0, W = 1 + 2 * RETR_MAX_K;
-    double *du = nr > 1 && met ? tr_calloc((size_t)(na ? na : 1) * W, sizeof *du) : NULL;
+    double *du = nr > 1 && met ? tr_calloc((size_t)ng * (na ? na : 1) * W, sizeof *du) : NULL;
     for (int i0 = 0; i0 < na && !rc; i0 += batch) {
         if (nr > 1 && (i0 / batch) % nr != rk) continue;
         int n = na - i0 < batch ? na - i0 : batch, T = 1;
@@ -139,23 +167,43 @@ int sasrec_rank(sasrec_model *m, const rec_data *d, const int32_t *user_rows, co
         }
         sasrec_batch b = {.B = n, .T = T, .ids = ids, .len = len};
         rc = sasrec_scores(m, &b, scores);
-        if (!rc && blend) blend_batch(blend, d, split, users, n, V, urows, cf, scores);
-        if (!rc && nr > 1) rc = rank_rows_terms(d, users, n, split, scores, met, topk, fn, ctx,
-                                                   du ? du + (size_t)i0 * W : NULL);
-        else if (!rc) rec_rank_rows(d, users, n, split, scores, met, topk, fn, ctx);
+        if (!rc && blend) blend_prepare(blend, users, n, V, urows, cf, scores, mixed, mu, inv);
+        for (int g = 0; g < ng && !rc; g++) {
+            float *rows = scores;
+            if (blend && grid) blend_mix(blend, d, split, users, n, V, scores, cf, mixed, mu, inv, grid[g], rows = mix);
+            else if (blend) blend_mix(blend, d, split, users, n, V, scores, cf, mixed, mu, inv, -1, scores);
+            if (nr > 1) rc = rank_rows_terms(d, users, n, split, rows, met + g, topk, fn, ctx,
+                                             du ? du + ((size_t)g * na + i0) * W : NULL);
+            else rec_rank_rows(d, users, n, split, rows, met + g, topk, fn, ctx);
+        }
     }
     if (nr > 1 && dist_any(rc != 0)) rc = rc ? rc : tr_error("sasrec: another rank failed to rank its users");
     if (du && !rc) {
-        dist_allreduce_sum(du, (size_t)na * W, DIST_F64);
-        for (int i = 0; i < na; i++) {
-            const double *o = du + (size_t)i * W;
-            met->n += (long)o[0];
-            for (int j = 0; j < met->nk; j++) { met->hr[j] += o[1 + j]; met->ndcg[j] += o[1 + RETR_MAX_K + j]; }
-        }
+        dist_allreduce_sum(du, (size_t)ng * na * W, DIST_F64);
+        for (int g = 0; g < ng; g++)
+            for (int i = 0; i < na; i++) {
+                const double *o = du + ((size_t)g * na + i) * W;
+                met[g].n += (long)o[0];
+                for (int j = 0; j < met[g].nk; j++) {
+                    met[g].hr[j] += o[1 + j];
+                    met[g].ndcg[j] += o[1 + RETR_MAX_K + j];
+                }
+            }
     }
     free(du);
-    free(all); free(ids); free(len); free(pad); free(scores); free(cf); free(urows);
+    free(all); free(ids); free(len); free(pad); free(scores); free(cf); free(urows); free(mix); free(mixed); free(mu); free(inv);
     return rc;
+}
+
+int sasrec_rank(sasrec_model *m, const rec_data *d, const int32_t *user_rows, const sasrec_blend *blend, int split,
+                int batch, int shared, retr_metrics *met, int topk, rec_topk_fn fn, void *ctx) {
+    return rank_core(m, d, user_rows, blend, split, batch, shared, NULL, 1, met, topk, fn, ctx);
+}
+
+int sasrec_rank_grid(sasrec_model *m, const rec_data *d, const int32_t *user_rows, const sasrec_blend *blend, int split,
+                     int batch, int shared, const float *weights, int n_weights, retr_metrics *met) {
+    if (!blend || n_weights < 1) return tr_error("sasrec_rank_grid: expected a blend and at least one weight");
+    return rank_core(m, d, user_rows, blend, split, batch, shared, weights, n_weights, met, 0, NULL, NULL);
 }
 
 /* Is item i among the user's train items? (the negatives are items the user has not had) */

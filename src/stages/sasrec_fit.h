@@ -64,8 +64,8 @@ int sasrec_lr_schedule_parse(const char *s);
 
 /* A CF prior for sasrec_rank: each user's row of model scores and of CF scores (user
  * vector . item vectors) are standardised over the items (mean 0, standard deviation 1) and
- * mixed as (1 - alpha) model + alpha CF; a user whose CF scores are all equal (no vector)
- * keeps the model's ranking. */
+ * mixed as (1 - alpha) model + alpha CF; weight 0, or a user whose CF scores are all equal
+ * (no vector), keeps the model's scores as they are. */
 typedef struct {
     const float *user_vec, *item_vec;   /* (n_users, D), (n_items, D): the CF vectors */
     int   D;
@@ -85,6 +85,11 @@ typedef struct {
  * (e.g. rank 0 alone). */
 int sasrec_rank(sasrec_model *m, const rec_data *d, const int32_t *user_rows, const sasrec_blend *blend, int split,
                 int batch, int shared, retr_metrics *met, int topk, rec_topk_fn fn, void *ctx);
+/* sasrec_rank with blend's CF vectors at each of n_weights weights for every user (its own
+ * weights ignored), from one forward pass per batch: met[g] gets weight g's metrics (each
+ * initialised by the caller), no top-K lists. Weight 0 ranks as the model alone. */
+int sasrec_rank_grid(sasrec_model *m, const rec_data *d, const int32_t *user_rows, const sasrec_blend *blend, int split,
+                     int batch, int shared, const float *weights, int n_weights, retr_metrics *met);
 
 /* Train on the train split (each user's last max_len+1 train items: inputs and next-item
  * targets), HR@10 on the valid items every eval_every epochs, early stopping after
