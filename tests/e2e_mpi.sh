@@ -95,7 +95,7 @@ EOF
 echo "== 1c. finetune --arch causal (the default): one process against mpirun -np 2, then evaluate"
 cp "$T/ft.db" "$T/fc1.db"; cp "$T/ft.db" "$T/fc2.db"
 FC=(--arch causal --d-model 32 --layers 1 --epochs 4 --eval-every 2 --batch 64 --threads 1 --shards 4 --quiet
-    --token-init cf+users --lr-schedule cosine)
+    --token-init cf+users --lr-schedule cosine --ties shuffle --cf-blend auto)
 "$BIN" finetune --db "$T/fc1.db" "${FC[@]}" || fail "causal finetune, one process"
 timeout 300 "$MPIRUN" -np 2 "$BIN" finetune --db "$T/fc2.db" "${FC[@]}" || fail "mpirun -np 2 causal finetune"
 [ -n "$(ftm "$T/fc1.db")" ] && [ "$(ftm "$T/fc1.db")" = "$(ftm "$T/fc2.db")" ] || fail "the causal finetune's losses or valid metrics differ:
@@ -103,7 +103,9 @@ $(ftm "$T/fc1.db")
 $(ftm "$T/fc2.db")"
 w1=$(q "$T/fc1.db" "SELECT hex(params) FROM models" | md5sum); w2=$(q "$T/fc2.db" "SELECT hex(params) FROM models" | md5sum)
 [ "$w1" = "$w2" ] || fail "the causal finetune's weights differ between one process and two"
-echo "  causal finetune: losses, valid HR@10 and weights bitwise equal"
+c1=$(q "$T/fc1.db" "SELECT config FROM models"); c2=$(q "$T/fc2.db" "SELECT config FROM models")
+[ "$c1" = "$c2" ] || fail "the causal finetune's stored config (the CF blend's weights) differs: $c1 / $c2"
+echo "  causal finetune (ties shuffled, CF blend picked): losses, valid HR@10, weights and config bitwise equal"
 "$BIN" evaluate --db "$T/fc1.db" --method tokenrec --quiet || fail "evaluate, one process"
 timeout 120 "$MPIRUN" -np 2 "$BIN" evaluate --db "$T/fc2.db" --method tokenrec --quiet || fail "mpirun -np 2 evaluate (causal)"
 tm() { q "$1" "SELECT group_concat(printf('%s/%d:%.10f', metric, k, value), ' ') FROM run_metrics WHERE method='tokenrec' AND split='test'
