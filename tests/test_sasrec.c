@@ -435,8 +435,14 @@ static void cf_blend_ranks(void **state) {
     const float weights[4] = {0, 0.3f, 0.5f, 0.99999f};
     retr_metrics gm[4];
     for (int g = 0; g < 4; g++) retr_metrics_init(&gm[g], 1, ks);
-    const sasrec_blend grid_bl = {.user_vec = f.uv, .item_vec = f.iv, .D = 4, .alpha = 0.7f};  /* its own weight unused */
-    assert_int_equal(sasrec_rank_grid(f.m, &f.d, NULL, &grid_bl, 2, 8, 0, weights, 4, gm), 0);
+    uint8_t *tied = calloc((size_t)f.d.off[24], 1);
+    for (int32_t u = 0; u < 24; u += 2) tied[f.d.off[u + 1] - 2] = 1;   /* ignored by the grid */
+    const sasrec_blend grid_bl = {.user_vec = f.uv, .item_vec = f.iv, .D = 4, .alpha = 0.7f, .alpha_tied = 0.2f,
+                                  .tied = tied};                    /* its own weights unused */
+    assert_int_equal(sasrec_rank_grid(f.m, &f.d, NULL, &grid_bl, 2, 7, 0, weights, 4, gm), 0);  /* a partial last batch */
+    free(tied);
+    const float bad_w[1] = {1.5f};
+    assert_int_equal(sasrec_rank_grid(f.m, &f.d, NULL, &grid_bl, 2, 7, 0, bad_w, 1, gm), -1);
     for (int g = 0; g < 4; g++) {
         double one[2];
         blend_metrics(&f, &(sasrec_blend){.user_vec = f.uv, .item_vec = f.iv, .D = 4, .alpha = weights[g]}, one);
@@ -451,6 +457,10 @@ static void cf_blend_ranks(void **state) {
     blend_metrics(&f, NULL, none);
     blend_metrics(&f, &(sasrec_blend){.user_vec = f.uv, .item_vec = f.iv, .D = 4, .alpha = 0.5f}, half);
     assert_true(half[0] == none[0] && half[1] == none[1]);
+    for (int g = 0; g < 4; g++) retr_metrics_init(&gm[g], 1, ks);   /* the grid leaves them as they are too */
+    const sasrec_blend no_vec = {.user_vec = f.uv, .item_vec = f.iv, .D = 4};
+    assert_int_equal(sasrec_rank_grid(f.m, &f.d, NULL, &no_vec, 2, 7, 0, weights, 4, gm), 0);
+    for (int g = 0; g < 4; g++) assert_true(retr_hr(&gm[g], 10) == none[0] && retr_ndcg(&gm[g], 10) == none[1]);
     blend_free(&f);
 }
 

@@ -286,14 +286,14 @@ static int pick_blend(stage_run *run, sasrec_model *m, const rec_data *d, const 
     char line[3][512];
     static const char *const names[3] = {"cf_blend_valid_hr@10", "cf_blend_valid_hr@10_new", "cf_blend_valid_hr@10_tied"};
     for (int s = 0; s < (G == 2 ? 3 : 1); s++) {
-        size_t w = 0;
+        size_t pos = 0;
         line[s][0] = 0;
         for (int k = 0; k < 10; k++) {
             double h = s ? hits[s - 1][k] : hits[0][k] + (G == 2 ? hits[1][k] : 0);
             long nn = s ? n[s - 1] : n[0] + (G == 2 ? n[1] : 0);
             double hr = nn ? h / nn : 0;
             if (run) stage_metric(run, k, names[s], hr);
-            w += (size_t)snprintf(line[s] + w, sizeof line[s] - w, " %.1f:%.4f", k / 10.0, hr);
+            pos += (size_t)snprintf(line[s] + pos, sizeof line[s] - pos, " %.1f:%.4f", k / 10.0, hr);
         }
     }
     if (run && !o->quiet) {

@@ -82,8 +82,8 @@ int sasrec_last_tied(const rec_data *d, int32_t u, int split) { return last_tied
 
 /* The blend's CF scores of users[0..n) into cf (n, n_items), using urows (n, D), each row
  * standardised in place (mean 0, deviation 1), and the model rows' means and inverse
- * deviations (mu, inv: 0 when all equal); mixed[i] 0 for a user whose CF scores are all
- * equal (no vector): it keeps its model scores. */
+ * deviations (mu, inv; inv 0 for a constant row); mixed[i] 0 for a user whose CF scores are
+ * all equal (no vector): it keeps its model scores (mu, inv 0). */
 static void blend_prepare(const sasrec_blend *bl, const int32_t *users, int n, int V, float *urows, float *cf,
                           const float *scores, uint8_t *mixed, double *mu, double *inv) {
     for (int i = 0; i < n; i++)
@@ -95,6 +95,7 @@ static void blend_prepare(const sasrec_blend *bl, const int32_t *users, int n, i
         double cm, cs, sd;
         row_moments(c, V, &cm, &cs);
         mixed[i] = cs > 0;
+        mu[i] = inv[i] = 0;
         if (!mixed[i]) continue;
         for (int j = 0; j < V; j++) c[j] = (float)((c[j] - cm) / cs);
         row_moments(scores + (size_t)i * V, V, &mu[i], &sd);
@@ -144,7 +145,8 @@ static int rank_core(sasrec_model *m, const rec_data *d, const int32_t *user_row
     double *mu = blend ? tr_malloc((size_t)batch * sizeof *mu) : NULL, *inv = blend ? tr_malloc((size_t)batch * sizeof *inv) : NULL;
     int rc = 0;
     /* under mpirun: rank r ranks batches r, r + N, ... (the same batches as one process),
-     * each user's metric terms go to du, and every rank adds them up in one order */
+     * each user's metric terms go to du (weight g's in slab g, na rows of W), and every
+     * rank adds them up in one order */
     int nr = shared ? dist_size() : 1, rk = shared ? dist_rank() : 0, W = 1 + 2 * RETR_MAX_K;
     double *du = nr > 1 && met ? tr_calloc((size_t)ng * (na ? na : 1) * W, sizeof *du) : NULL;
     for (int i0 = 0; i0 < na && !rc; i0 += batch) {
@@ -202,7 +204,11 @@ int sasrec_rank(sasrec_model *m, const rec_data *d, const int32_t *user_rows, co
 
 int sasrec_rank_grid(sasrec_model *m, const rec_data *d, const int32_t *user_rows, const sasrec_blend *blend, int split,
                      int batch, int shared, const float *weights, int n_weights, retr_metrics *met) {
-    if (!blend || n_weights < 1) return tr_error("sasrec_rank_grid: expected a blend and at least one weight");
+    if (!blend || !blend->user_vec || !blend->item_vec || !weights || !met || n_weights < 1)
+        return tr_error("sasrec_rank_grid: expected a blend with CF vectors, at least one weight and their metrics");
+    for (int g = 0; g < n_weights; g++)
+        if (!(weights[g] >= 0 && weights[g] < 1))
+            return tr_error("sasrec_rank_grid: expected weights in [0,1), got %g", weights[g]);
     return rank_core(m, d, user_rows, blend, split, batch, shared, weights, n_weights, met, 0, NULL, NULL);
 }
 

@@ -85,9 +85,11 @@ typedef struct {
  * (e.g. rank 0 alone). */
 int sasrec_rank(sasrec_model *m, const rec_data *d, const int32_t *user_rows, const sasrec_blend *blend, int split,
                 int batch, int shared, retr_metrics *met, int topk, rec_topk_fn fn, void *ctx);
-/* sasrec_rank with blend's CF vectors at each of n_weights weights for every user (its own
- * weights ignored), from one forward pass per batch: met[g] gets weight g's metrics (each
- * initialised by the caller), no top-K lists. Weight 0 ranks as the model alone. */
+/* sasrec_rank with blend's CF vectors at each of n_weights weights in [0,1) for every user
+ * (blend's alpha, alpha_tied and tied ignored), from one forward pass per batch: met[g] gets
+ * weight g's metrics (each initialised by the caller), no top-K lists; each weight ranks as
+ * sasrec_rank with a blend of that alpha, weight 0 as the model alone. -1 with tr_error on
+ * bad arguments. */
 int sasrec_rank_grid(sasrec_model *m, const rec_data *d, const int32_t *user_rows, const sasrec_blend *blend, int split,
                      int batch, int shared, const float *weights, int n_weights, retr_metrics *met);
 
