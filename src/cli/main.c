@@ -29,7 +29,7 @@ static const command commands[] = {
     {"ingest", cmd_ingest, "read a dataset, k-core filter, leave-one-out split", 0},
     {"cf", cmd_cf, "LightGCN/MF collaborative filtering", 0},
     {"tokenize", cmd_tokenize, "MQ-Tokenizer: K tokens per user and item", 0},
-    {"finetune", cmd_finetune, "train the recommender on ID tokens (T5, or --arch causal)", 1},
+    {"finetune", cmd_finetune, "train the recommender on ID tokens (the causal LLM, or --arch t5)", 1},
     {"sasrec", cmd_sasrec, "the SASRec baseline: causal transformer over item ids", 1},
     {"evaluate", cmd_evaluate, "generative retrieval and baselines: HR@K, NDCG@K", 1},
     {"report", cmd_report, "every method's metrics on every dataset (Markdown or CSV)", 0},

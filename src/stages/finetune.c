@@ -814,8 +814,8 @@ int cmd_finetune(int argc, char **argv) {
          "in its stored (file) order (keep) or permutes it every epoch (shuffle), so that order is no signal; a "
          "dataset without timestamps has no ties (default: the dataset's)", 0},
         {"cf-blend", CLI_STR, &o.cf_blend, "causal: rank by (1 - X) the model's scores + X the user's LightGCN scores "
-         "(each standardised over the items), a CF prior; auto: X from 0, 0.1, ..., 0.9 by valid HR@10 after training "
-         "(default: the dataset's)", 0},
+         "(each standardised over the items), a CF prior, X in [0,1) (0: the model alone); auto: X from 0, 0.1, ..., "
+         "0.9 by valid HR@10 after training, one per tie group where the data has timestamps (default: the dataset's)", 0},
         {"negatives", CLI_INT, &o.negatives, "causal: softmax over N shared sampled negatives (0: all items; -1: the dataset's)", 0},
         {"eval-every", CLI_INT, &o.eval_every, "causal: epochs between valid checks (-1: the dataset's)", 0},
         {"preset", CLI_STR, &o.preset, "model size: mini (d128, 2+1 layers), tiny, small, t5-small", 1},
