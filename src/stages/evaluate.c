@@ -405,8 +405,7 @@ static void print_result(const ev_ctx *c, const ev_method *m) {
         char how[160];
         snprintf(how, sizeof how, "%s%s",
                  c->cl.rows.user_rows ? "frozen-tokenizer tokens at the user position" : "their history alone, no user position",
-                 c->cl.blend.alpha > 0 || (c->cl.blend.tied && c->cl.blend.alpha_tied > 0)
-                     ? ", CF blend with folded-in vectors" : "");
+                 sasrec_blend_active(&c->cl.blend) ? ", CF blend with folded-in vectors" : "");
         print_unseen(m->name, o->dataset, test, (int)test->n, &c->test_u, (int)c->test_u.n,
                      m->score != score_tokenrec || !c->cl.m ? m->unseen_how : how);
     }

@@ -72,6 +72,8 @@ static void mix_row(float *out, const float *s, double mu, double inv, const flo
     for (int j = 0; j < n; j++) out[j] = (float)((1.0 - alpha) * ((s[j] - mu) * inv) + (double)alpha * c[j]);
 }
 
+int sasrec_blend_active(const sasrec_blend *b) { return b && (b->alpha > 0 || (b->tied && b->alpha_tied > 0)); }
+
 /* sasrec_last_tied with the ties of `tied` (NULL: none). */
 static int last_tied_in(const uint8_t *tied, const rec_data *d, int32_t u, int split) {
     int lp = rec_target_pos(d, u, split) - 1;
@@ -137,7 +139,7 @@ static int rank_core(sasrec_model *m, const rec_data *d, const int32_t *user_row
     int32_t *pad = tr_malloc((size_t)S * sizeof *pad);
     sasrec_item_rows(m, 0, pad);
     float *scores = tr_malloc((size_t)batch * V * sizeof *scores);
-    if (blend && !grid && !(blend->alpha > 0) && !(blend->tied && blend->alpha_tied > 0)) blend = NULL;
+    if (!grid && !sasrec_blend_active(blend)) blend = NULL;
     float *cf = blend ? tr_malloc((size_t)batch * V * sizeof *cf) : NULL;
     float *urows = blend ? tr_malloc((size_t)batch * blend->D * sizeof *urows) : NULL;
     float *mix = grid && blend ? tr_malloc((size_t)batch * V * sizeof *mix) : NULL;

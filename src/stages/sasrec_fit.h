@@ -75,6 +75,8 @@ typedef struct {
     float alpha_tied;
     const uint8_t *tied;
 } sasrec_blend;
+/* Does blend (may be NULL) change any user's ranking: a weight above 0 that some user gets? */
+int sasrec_blend_active(const sasrec_blend *blend);
 
 /* Rank split 1 (valid: history = train items) or 2 (test: train + valid) for every user
  * with a target (but those with d->skip[u] set) through rec_rank_rows: the model reads the
